@@ -1,0 +1,60 @@
+// EmbeddedBroker: the Mosquitto that `doppeld` starts when no --broker is given (DESIGN §9).
+// It writes the broker's configuration into the data directory, runs mosquitto as a child
+// process in its own process group (so a terminal's Ctrl-C reaches only doppeld, which stops it
+// in order) that dies with doppeld even on kill -9 (PR_SET_PDEATHSIG), restarts it if it exits
+// unexpectedly, and stops it on shutdown.
+//
+// Thread-safety: start() and stop() from one thread; running() from any.
+#pragma once
+
+#include <sys/types.h>
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "twins/status.h"
+
+namespace doppel::gateway {
+
+struct BrokerOptions {
+  std::string data_dir;  // config, persistence and log go under <data_dir>/mosquitto
+  std::string bind = "127.0.0.1";
+  int port = 1883;
+  std::string mosquitto_path;  // empty: search PATH, then /usr/sbin/mosquitto
+};
+
+class EmbeddedBroker {
+ public:
+  explicit EmbeddedBroker(BrokerOptions options);
+  ~EmbeddedBroker();
+
+  // Writes the config, starts mosquitto and waits (up to 10 s) until it accepts connections.
+  Status start();
+  // SIGTERM, then SIGKILL after 5 s. Idempotent.
+  void stop();
+  bool running() const { return pid_.load() > 0; }
+  std::string uri() const;
+  std::string config_path() const;
+  std::string log_path() const;
+
+ private:
+  Status spawn();
+  Status wait_until_listening();
+  void supervise();
+
+  BrokerOptions options_;
+  std::string mosquitto_;
+  std::atomic<pid_t> pid_{-1};
+  std::atomic<bool> stopping_{false};
+  std::thread supervisor_;
+  std::mutex mu_;
+  std::condition_variable exited_;
+};
+
+// Finds an executable: `explicit_path` if set, else `name` on PATH, else `fallback`.
+std::string find_executable(const std::string& explicit_path, const std::string& name,
+                            const std::string& fallback);
+
+}  // namespace doppel::gateway

@@ -1,0 +1,156 @@
+#include "gateway/gateway.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "gateway/embedded_broker.h"
+#include "mqtt/channel.h"
+#include "mqtt/codec.h"
+#include "storage/sqlite_store.h"
+#include "twins/log.h"
+
+namespace doppel::gateway {
+
+bool split_host_port(const std::string& address, std::string& host, int& port) {
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos || colon + 1 >= address.size()) return false;
+  host = address.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  if (host.empty()) return false;
+  const std::string p = address.substr(colon + 1);
+  if (p.size() > 5 || p.find_first_not_of("0123456789") != std::string::npos) return false;
+  port = std::stoi(p);
+  return port >= 0 && port <= 65535;
+}
+
+bool is_loopback(const std::string& host) {
+  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+}
+
+Gateway::Gateway(GatewayConfig config)
+    : config_(std::move(config)), codec_(std::make_unique<mqtt::WireCodec>()) {}
+
+Gateway::~Gateway() { stop(); }
+
+std::string Gateway::database_path() const {
+  return (std::filesystem::path(config_.data_dir) / "doppel.db").string();
+}
+
+Status Gateway::lock_data_dir() {
+  std::error_code ec;
+  std::filesystem::create_directories(config_.data_dir, ec);
+  if (ec) {
+    return Status(StatusCode::kUnavailable,
+                  "cannot create data directory " + config_.data_dir + ": " + ec.message());
+  }
+  const std::string path = (std::filesystem::path(config_.data_dir) / "doppeld.lock").string();
+  lock_fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock_fd_ < 0 || ::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    return Status(StatusCode::kUnavailable, "another doppeld is using " + config_.data_dir +
+                                                "; stop it or choose another --data directory");
+  }
+  return Status::ok();
+}
+
+Status Gateway::start() {
+  std::string http_host;
+  int http_port = 0;
+  if (!split_host_port(config_.http, http_host, http_port)) {
+    return Status(StatusCode::kInvalidArgument,
+                  "--http must be HOST:PORT, e.g. 127.0.0.1:8080 (got '" + config_.http + "')");
+  }
+  if (!is_loopback(http_host)) {
+    return Status(StatusCode::kInvalidArgument,
+                  "refusing to serve HTTP on non-loopback address " + http_host +
+                      ": the API has no authentication yet; bind to 127.0.0.1 and put an "
+                      "authenticating proxy in front");
+  }
+  if (Status s = lock_data_dir(); !s) return s;
+
+  storage::StoreOptions store_options;
+  store_options.path = database_path();
+  store_options.durability =
+      config_.durability_full ? storage::Durability::kFull : storage::Durability::kNormal;
+  auto store = storage::SqliteTwinStore::open(store_options, metrics_);
+  if (!store) return store.status();
+  store_ = std::move(*store);
+
+  if (config_.broker.empty()) {
+    broker_ = std::make_unique<EmbeddedBroker>(BrokerOptions{
+        config_.data_dir, config_.broker_bind, config_.broker_port, config_.mosquitto});
+    if (Status s = broker_->start(); !s) return s;
+    broker_uri_ = broker_->uri();
+  } else {
+    broker_uri_ = config_.broker;
+  }
+
+  mqtt::ChannelOptions channel_options;
+  channel_options.client.uri = broker_uri_;
+  channel_options.client.client_id = config_.client_id;
+  channel_options.client.username = config_.broker_username;
+  channel_options.client.password = config_.broker_password;
+  channel_options.client.clean_start = false;
+  channel_options.client.session_expiry_s = 7 * 24 * 3600;
+  channel_options.client.max_buffered = 1'000'000;
+  channel_options.client.max_inflight = 65535;
+  channel_options.prefix = config_.topic_prefix;
+  channel_options.limits = config_.policy.limits;
+  channel_ = std::make_unique<mqtt::MqttChannel>(channel_options, metrics_);
+
+  twins::RuntimeOptions runtime_options;
+  runtime_options.shards =
+      config_.shards > 0 ? config_.shards : std::max(1u, std::thread::hardware_concurrency());
+  runtime_options.policy = config_.policy;
+  runtime_options.hibernate_after_s = config_.hibernate_after_s;
+  runtime_options.max_hot_twins = config_.max_hot_twins;
+  runtime_options.auto_provision = config_.auto_provision;
+  runtime_ = std::make_unique<twins::Runtime>(runtime_options, *store_, *channel_, *codec_, clock_,
+                                              metrics_);
+  if (Status s = runtime_->start(); !s) return s;
+  channel_->set_sink([rt = runtime_.get()](twins::DeviceInput in) { rt->deliver(std::move(in)); });
+  channel_->start();
+
+  http_ = std::make_unique<HttpApi>(HttpOptions{http_host, http_port}, *runtime_, *store_, metrics_,
+                                    [this] { return readiness(); });
+  if (Status s = http_->start(); !s) return s;
+  log_info("doppeld: serving HTTP on http://" + http_host + ":" + std::to_string(http_->port()) +
+           ", devices on " + broker_uri_ + " (prefix '" + config_.topic_prefix + "'), store " +
+           database_path() + ", " + std::to_string(runtime_options.shards) + " shards");
+  return Status::ok();
+}
+
+void Gateway::stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  if (http_) http_->stop();
+  if (runtime_) runtime_->barrier();
+  if (store_) store_->flush();  // commits, and hands the last publishes to the MQTT client
+  if (channel_) channel_->stop(std::chrono::milliseconds(2000));
+  if (runtime_) runtime_->stop();
+  if (store_) {
+    store_->flush();
+    store_->close();
+  }
+  if (broker_) broker_->stop();
+  if (lock_fd_ >= 0) {
+    ::close(lock_fd_);
+    lock_fd_ = -1;
+  }
+  log_info("doppeld: stopped");
+}
+
+Readiness Gateway::readiness() const {
+  return Readiness{store_ && store_->is_open(), channel_ && channel_->connected()};
+}
+
+int Gateway::http_port() const { return http_ ? http_->port() : -1; }
+
+std::string Gateway::broker_uri() const { return broker_uri_; }
+
+}  // namespace doppel::gateway

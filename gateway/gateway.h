@@ -1,0 +1,85 @@
+// Gateway: the whole daemon, wired — store, embedded (or external) broker, MQTT channel, twin
+// runtime and HTTP API — with the start-up and shutdown order that keeps promises: nothing is
+// acknowledged before it is committed, and shutdown commits and flushes before it disconnects.
+// `doppeld` is a thin main() around it; tests may also run it in-process.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "gateway/http_api.h"
+#include "twins/clock.h"
+#include "twins/document.h"
+#include "twins/metrics.h"
+#include "twins/runtime.h"
+
+namespace doppel::storage {
+class SqliteTwinStore;
+}
+namespace doppel::mqtt {
+class MqttChannel;
+class WireCodec;
+}  // namespace doppel::mqtt
+
+namespace doppel::gateway {
+
+class EmbeddedBroker;
+
+struct GatewayConfig {
+  std::string broker;  // external broker URL; empty: start the embedded one
+  std::string broker_bind = "127.0.0.1";
+  int broker_port = 1883;  // of the embedded broker
+  std::string mosquitto;   // path of the mosquitto binary (embedded broker)
+  std::string broker_username;
+  std::string broker_password;
+  std::string client_id = "doppel-gateway";
+  std::string topic_prefix = "twins";
+  std::string http = "127.0.0.1:8080";  // HOST:PORT; port 0 picks a free one
+  std::string data_dir = "./doppel-data";
+  bool durability_full = false;
+  size_t shards = 0;  // 0: the number of cores
+  double hibernate_after_s = 60;
+  size_t max_hot_twins = 1'000'000;
+  bool auto_provision = true;
+  twins::Policy policy;
+};
+
+class Gateway {
+ public:
+  explicit Gateway(GatewayConfig config);
+  ~Gateway();
+
+  Status start();
+  // Orderly shutdown: stop HTTP, drain the runtime, commit, flush publishes, disconnect, stop
+  // the embedded broker. Idempotent.
+  void stop();
+
+  Readiness readiness() const;
+  int http_port() const;
+  std::string broker_uri() const;
+  std::string database_path() const;
+  Metrics& metrics() { return metrics_; }
+
+ private:
+  Status lock_data_dir();
+
+  GatewayConfig config_;
+  Metrics metrics_;
+  twins::SystemClock clock_;
+  std::unique_ptr<mqtt::WireCodec> codec_;
+  int lock_fd_ = -1;
+  std::string broker_uri_;
+  std::unique_ptr<EmbeddedBroker> broker_;
+  std::unique_ptr<storage::SqliteTwinStore> store_;
+  std::unique_ptr<mqtt::MqttChannel> channel_;
+  std::unique_ptr<twins::Runtime> runtime_;
+  std::unique_ptr<HttpApi> http_;
+  bool stopped_ = false;
+};
+
+// Splits "HOST:PORT" ("[::1]:8080" for IPv6). False if malformed.
+bool split_host_port(const std::string& address, std::string& host, int& port);
+// True for 127.0.0.0/8, ::1 and "localhost".
+bool is_loopback(const std::string& host);
+
+}  // namespace doppel::gateway

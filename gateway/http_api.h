@@ -1,0 +1,53 @@
+// HttpApi: the operator API of DESIGN §5 over cpp-httplib. Each request is validated here
+// (ids, bodies, limits, content types), run against its twin through the runtime, and answered
+// only after the change it caused is committed (the runtime's output gate). Errors are
+// application/problem+json (RFC 9457). httplib stays inside this module.
+//
+// Thread-safety: httplib's worker threads call the handlers; everything they touch is
+// thread-safe.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "twins/metrics.h"
+#include "twins/ports.h"
+#include "twins/runtime.h"
+
+namespace doppel::gateway {
+
+struct Readiness {
+  bool store_open = false;
+  bool broker_connected = false;
+};
+
+struct HttpOptions {
+  std::string host = "127.0.0.1";
+  int port = 8080;  // 0: any free port (see HttpApi::port())
+  std::chrono::milliseconds request_timeout{30000};
+};
+
+class HttpApi {
+ public:
+  HttpApi(HttpOptions options, twins::Runtime& runtime, twins::TwinStore& store, Metrics& metrics,
+          std::function<Readiness()> readiness);
+  ~HttpApi();
+
+  // Binds and serves on a background thread.
+  Status start();
+  void stop();
+  int port() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// The HTTP status for a Status code (400, 404, 409, 412, 413, 429, 503, 500).
+int http_status(StatusCode code);
+// An RFC 9457 problem document.
+std::string problem_json(int status, std::string_view code, std::string_view detail,
+                         std::string_view instance = {});
+
+}  // namespace doppel::gateway

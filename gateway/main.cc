@@ -1,0 +1,165 @@
+// doppeld: the Doppel device twin gateway. Parses flags (or a config file), runs the Gateway
+// until SIGINT/SIGTERM, then shuts it down in order.
+#include <signal.h>
+
+#include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
+
+#include <thread>
+
+#include "gateway/gateway.h"
+#include "twins/log.h"
+
+namespace {
+
+doppel::LogLevel to_level(const std::string& s) {
+  if (s == "trace") return doppel::LogLevel::kTrace;
+  if (s == "debug") return doppel::LogLevel::kDebug;
+  if (s == "warn") return doppel::LogLevel::kWarn;
+  if (s == "error") return doppel::LogLevel::kError;
+  return doppel::LogLevel::kInfo;
+}
+
+void install_logging(const std::string& level) {
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%-5l%$ %v");
+  spdlog::set_level(spdlog::level::from_str(level));
+  doppel::set_log_sink(
+      [](doppel::LogLevel l, std::string_view m) {
+        switch (l) {
+          case doppel::LogLevel::kTrace:
+            spdlog::trace("{}", m);
+            break;
+          case doppel::LogLevel::kDebug:
+            spdlog::debug("{}", m);
+            break;
+          case doppel::LogLevel::kInfo:
+            spdlog::info("{}", m);
+            break;
+          case doppel::LogLevel::kWarn:
+            spdlog::warn("{}", m);
+            break;
+          case doppel::LogLevel::kError:
+            spdlog::error("{}", m);
+            break;
+        }
+      },
+      to_level(level));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  doppel::gateway::GatewayConfig cfg;
+  auto& p = cfg.policy;
+  std::string durability = "normal";
+  std::string log_level = "info";
+  double stale_after_s = p.default_stale_after_s;
+
+  CLI::App app{
+      "doppeld - the Doppel device twin gateway.\n\n"
+      "Devices talk MQTT (twins/{id}/reported, /get, /status, /commands/{cmd}/result); operators\n"
+      "talk HTTP (/v1/twins/...). With no --broker, doppeld starts and supervises its own\n"
+      "Mosquitto on 127.0.0.1:1883. State lives in <data>/doppel.db (SQLite, WAL).\n"
+      "Every flag can also be set in a TOML/INI file given by --config (key = flag name)."};
+  app.set_config("--config", "", "read options from this TOML/INI file");
+  app.get_formatter()->column_width(40);
+
+  app.add_option("--broker", cfg.broker,
+                 "external broker URL, tcp://host:port or ssl://host:port (default: embedded "
+                 "Mosquitto)");
+  app.add_option("--broker-port", cfg.broker_port, "port of the embedded broker")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 65535));
+  app.add_option("--mosquitto", cfg.mosquitto,
+                 "mosquitto binary for the embedded broker (default: PATH, /usr/sbin/mosquitto)");
+  app.add_option("--broker-username", cfg.broker_username, "username for the broker");
+  app.add_option("--broker-password", cfg.broker_password, "password for the broker");
+  app.add_option("--client-id", cfg.client_id, "the gateway's MQTT client id (its session)")
+      ->capture_default_str();
+  app.add_option("--topic-prefix", cfg.topic_prefix, "first topic level of every device topic")
+      ->capture_default_str();
+  app.add_option("--http", cfg.http, "HTTP listen address HOST:PORT")->capture_default_str();
+  app.add_option("--data", cfg.data_dir, "data directory (SQLite file, broker config)")
+      ->capture_default_str();
+  app.add_option("--durability", durability,
+                 "SQLite synchronous level: normal survives a process crash, full also an OS "
+                 "crash")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"normal", "full"}));
+  app.add_option("--shards", cfg.shards, "runtime shards (default: number of cores)");
+  app.add_option("--stale-after-s", stale_after_s, "default staleness window, seconds")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--reconcile-timeout-s", p.reconcile_timeout_s,
+                 "wait before re-sending a delta, seconds (doubles each retry, max 10 min)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--reconcile-max-attempts", p.reconcile_max_attempts,
+                 "delta sends before reconcile: failed")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  app.add_option("--command-ack-timeout-s", p.command_ack_timeout_s,
+                 "wait for a command result before re-delivering, seconds")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--command-max-attempts", p.command_max_attempts,
+                 "deliveries before a command is timed_out")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  app.add_option("--command-queue-max", p.command_queue_max,
+                 "unfinished commands per twin; more get 429")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  app.add_option("--command-history", p.command_history,
+                 "finished commands kept per twin (oldest dropped)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 100000));
+  app.add_option("--hibernate-after-s", cfg.hibernate_after_s,
+                 "idle time before a twin leaves memory, seconds")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-hot-twins", cfg.max_hot_twins, "twins held in memory at most (LRU)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1'000'000'000));
+  app.add_option("--auto-provision", cfg.auto_provision,
+                 "desired/commands on an unknown twin create it (false: 404)")
+      ->capture_default_str();
+  app.add_option("--max-document-bytes", p.limits.max_document_bytes,
+                 "limit for desired and reported, each, serialized")
+      ->capture_default_str()
+      ->check(CLI::Range(256, 16 << 20));
+  app.add_option("--max-depth", p.limits.max_depth, "nesting limit of state documents")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
+  app.add_option("--log-level", log_level, "trace, debug, info, warn or error")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+
+  CLI11_PARSE(app, argc, argv);
+  cfg.durability_full = durability == "full";
+  p.default_stale_after_s = stale_after_s;
+  install_logging(log_level);
+
+  // Block the shutdown signals in every thread; this one waits for them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  doppel::gateway::Gateway gateway(cfg);
+  if (doppel::Status s = gateway.start(); !s) {
+    spdlog::error("doppeld cannot start: {}", s.message());
+    gateway.stop();
+    return 1;
+  }
+  spdlog::info("doppeld ready: API http://{}/v1/twins, metrics /metrics, broker {}, data {}",
+               cfg.http.substr(0, cfg.http.rfind(':')) + ":" + std::to_string(gateway.http_port()),
+               gateway.broker_uri(), cfg.data_dir);
+  int sig = 0;
+  sigwait(&signals, &sig);
+  spdlog::info("doppeld: {} received, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  gateway.stop();
+  return 0;
+}

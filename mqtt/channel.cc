@@ -1,0 +1,131 @@
+#include "mqtt/channel.h"
+
+#include "mqtt/codec.h"
+#include "mqtt/topics.h"
+#include "twins/log.h"
+
+namespace doppel::mqtt {
+namespace {
+
+using twins::InboundKind;
+using twins::OutboundKind;
+
+const char* outbound_name(OutboundKind k) {
+  switch (k) {
+    case OutboundKind::kDelta:
+      return "delta";
+    case OutboundKind::kTwin:
+      return "twin";
+    case OutboundKind::kCommand:
+      return "command";
+    case OutboundKind::kError:
+      return "error";
+  }
+  return "delta";
+}
+
+}  // namespace
+
+MqttChannel::MqttChannel(ChannelOptions options, Metrics& metrics)
+    : options_(std::move(options)), client_(options_.client) {
+  for (auto k : {InboundKind::kReported, InboundKind::kGet, InboundKind::kStatus,
+                 InboundKind::kCommandResult}) {
+    in_[static_cast<size_t>(k)] =
+        &metrics.counter("doppel_mqtt_messages_in_total", "MQTT messages received from devices",
+                         "kind=\"" + std::string(twins::to_string(k)) + "\"");
+  }
+  for (auto k :
+       {OutboundKind::kDelta, OutboundKind::kTwin, OutboundKind::kCommand, OutboundKind::kError}) {
+    out_[static_cast<size_t>(k)] =
+        &metrics.counter("doppel_mqtt_messages_out_total", "MQTT messages published to devices",
+                         std::string("kind=\"") + outbound_name(k) + "\"");
+  }
+  publish_failures_ = &metrics.counter("doppel_mqtt_publish_failures_total",
+                                       "Publishes the MQTT client refused (buffer full)");
+  bad_topics_ = &metrics.counter("doppel_mqtt_bad_topics_total",
+                                 "Messages on topics outside the scheme or with invalid ids");
+  connection_losses_ = &metrics.counter("doppel_mqtt_connection_losses_total",
+                                        "Times the broker connection was lost");
+  metrics.gauge_fn("doppel_mqtt_connected", "1 when connected to the broker",
+                   [this] { return connected() ? 1.0 : 0.0; });
+
+  client_.on_message([this](IncomingMessage&& m) { on_message(std::move(m)); });
+  client_.on_connected([this] {
+    log_info("connected to broker " + options_.client.uri + "; subscribing");
+    // Re-subscribe after every (re)connect: a new or expired session has no subscriptions.
+    if (Status s = client_.subscribe(gateway_subscriptions(options_.prefix), 1,
+                                     std::chrono::milliseconds(0));
+        !s) {
+      log_error("subscribing failed: " + s.to_string());
+    }
+  });
+  client_.on_connection_lost([this](const std::string& cause) {
+    connection_losses_->inc();
+    log_warn("lost the broker connection (" + cause + "); reconnecting");
+  });
+}
+
+MqttChannel::~MqttChannel() { stop(std::chrono::milliseconds(1000)); }
+
+void MqttChannel::set_sink(std::function<void(twins::DeviceInput)> sink) {
+  sink_ = std::move(sink);
+}
+
+void MqttChannel::start() { client_.connect_in_background(); }
+
+void MqttChannel::stop(std::chrono::milliseconds timeout) { (void)client_.disconnect(timeout); }
+
+bool MqttChannel::connected() const { return client_.connected(); }
+
+void MqttChannel::on_message(IncomingMessage&& msg) {
+  auto topic = parse_inbound_topic(msg.topic, options_.prefix, options_.limits);
+  std::optional<twins::Encoding> encoding;
+  if (msg.content_type == kProtobufContentType) {
+    encoding = twins::Encoding::kProtobuf;
+  } else if (msg.content_type == kJsonContentType) {
+    encoding = twins::Encoding::kJson;
+  }
+  if (!topic) {
+    bad_topics_->inc();
+    if (log_enabled(LogLevel::kDebug)) log_debug("bad topic: " + topic.status().to_string());
+    // Tell the device if its topic names a usable (if invalid) id.
+    const std::string segment = raw_device_segment(msg.topic, options_.prefix);
+    if (!segment.empty()) {
+      static const WireCodec codec;
+      const auto enc = encoding.value_or(twins::Encoding::kJson);
+      twins::ErrorOut err{msg.topic, std::string(code_name(topic.status().code())),
+                          topic.status().message(), ""};
+      (void)client_.publish(
+          outbound_topic(options_.prefix, segment, OutboundKind::kError), codec.encode(err, enc), 1,
+          enc == twins::Encoding::kProtobuf ? std::string(kProtobufContentType) : std::string());
+      out_[static_cast<size_t>(OutboundKind::kError)]->inc();
+    }
+    return;
+  }
+  in_[static_cast<size_t>(topic->kind)]->inc();
+  if (!sink_) return;
+  twins::DeviceInput input;
+  input.device_id = std::move(topic->device_id);
+  input.kind = topic->kind;
+  input.command_id = std::move(topic->command_id);
+  input.topic = std::move(msg.topic);
+  input.payload = std::move(msg.payload);
+  input.content_encoding = encoding;
+  sink_(std::move(input));
+}
+
+void MqttChannel::publish(twins::Outbound message) {
+  const std::string topic =
+      outbound_topic(options_.prefix, message.device_id, message.kind, message.command_id);
+  const bool proto = message.encoding == twins::Encoding::kProtobuf;
+  Status s = client_.publish(topic, std::move(message.payload), 1,
+                             proto ? std::string(kProtobufContentType) : std::string());
+  if (s) {
+    out_[static_cast<size_t>(message.kind)]->inc();
+  } else {
+    publish_failures_->inc();
+    log_warn("publish to " + topic + " failed: " + s.to_string());
+  }
+}
+
+}  // namespace doppel::mqtt

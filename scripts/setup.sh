@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Doppel needs (skipping those already present) and builds it.
+# Idempotent: a second run installs nothing and rebuilds only what changed.
+#   scripts/setup.sh [--no-build] [--build-dir DIR] [--build-type Release|Debug|...]
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build_dir="${DOPPEL_BUILD_DIR:-$here/build}"
+build_type="${DOPPEL_BUILD_TYPE:-RelWithDebInfo}"
+do_build=1
+extra_cmake=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --no-build) do_build=0 ;;
+    --build-dir) build_dir="$2"; shift ;;
+    --build-type) build_type="$2"; shift ;;
+    -D*) extra_cmake+=("$1") ;;
+    -h|--help) sed -n '2,5p' "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+packages=(
+  build-essential cmake pkg-config git
+  libpaho-mqttpp-dev libpaho-mqtt-dev libssl-dev
+  mosquitto mosquitto-clients
+  libsqlite3-dev
+  libprotobuf-dev protobuf-compiler
+  doctest-dev nlohmann-json3-dev libcpp-httplib-dev libspdlog-dev libcli11-dev
+  libbenchmark-dev
+  curl procps
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> installing: ${missing[*]}"
+  sudo_cmd=()
+  [ "$(id -u)" -ne 0 ] && sudo_cmd=(sudo)
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo_cmd[@]}" apt-get update -qq
+  "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "==> all packages present"
+fi
+
+# The Debian mosquitto package starts a system broker on 1883; Doppel runs its own child broker,
+# so a system one would collide with the default port. We never stop a broker we did not start,
+# but we do keep the package's service from being enabled on a fresh install.
+if [ ${#missing[@]} -gt 0 ] && printf '%s\n' "${missing[@]}" | grep -qx mosquitto; then
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet mosquitto 2>/dev/null; then
+    echo "==> note: the system mosquitto service is running on 1883; doppeld's embedded broker needs another port (--broker-port) or that service stopped"
+  fi
+fi
+
+if [ "$do_build" -eq 1 ]; then
+  echo "==> configuring $build_dir ($build_type)"
+  cmake -S "$here" -B "$build_dir" -DCMAKE_BUILD_TYPE="$build_type" "${extra_cmake[@]}" >/dev/null
+  echo "==> building (-j2)"
+  cmake --build "$build_dir" -j2
+fi

@@ -1,0 +1,414 @@
+#include "storage/sqlite_store.h"
+
+#include <chrono>
+#include <filesystem>
+#include <future>
+#include <unordered_map>
+
+#include "storage/detail/sqlite.h"
+#include "twins/log.h"
+
+namespace doppel::storage {
+namespace {
+
+using detail::Database;
+using detail::SqliteError;
+using detail::Statement;
+using detail::Transaction;
+
+// Schema migrations, applied in order; PRAGMA user_version records how many ran. Never edit a
+// shipped step: add a new one.
+const char* const kMigrations[] = {
+    // 1: twins and their command outboxes.
+    R"sql(
+CREATE TABLE twins (
+  id            TEXT PRIMARY KEY,
+  version       INTEGER NOT NULL,
+  desired       TEXT NOT NULL,      -- JSON
+  reported      TEXT NOT NULL,      -- JSON
+  body          BLOB NOT NULL,      -- MessagePack: versions, metadata, connection, liveness, ...
+  next_deadline INTEGER,            -- earliest alarm (Unix ms), NULL when none
+  updated_at    INTEGER NOT NULL
+);
+CREATE INDEX twins_by_deadline ON twins(next_deadline, id) WHERE next_deadline IS NOT NULL;
+CREATE TABLE commands (
+  twin_id TEXT NOT NULL,
+  seq     INTEGER NOT NULL,
+  id      TEXT NOT NULL,
+  status  TEXT NOT NULL,
+  body    BLOB NOT NULL,            -- MessagePack
+  PRIMARY KEY (twin_id, seq)
+) WITHOUT ROWID;
+)sql",
+};
+
+constexpr int kSchemaVersion = static_cast<int>(sizeof(kMigrations) / sizeof(kMigrations[0]));
+
+Status to_status(const std::exception& e, std::string_view what) {
+  return Status(StatusCode::kUnavailable, std::string(what) + ": " + e.what());
+}
+
+void configure(Database& db, Durability durability) {
+  db.exec("PRAGMA busy_timeout = 10000");
+  db.exec(durability == Durability::kFull ? "PRAGMA synchronous = FULL"
+                                          : "PRAGMA synchronous = NORMAL");
+  db.exec("PRAGMA temp_store = MEMORY");
+}
+
+}  // namespace
+
+struct SqliteTwinStore::Writer {
+  Writer(const std::string& path, Durability durability)
+      : db(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) {
+    db.exec("PRAGMA journal_mode = WAL");
+    configure(db, durability);
+    db.exec("PRAGMA cache_size = -32000");
+  }
+  void prepare() {
+    upsert_twin = std::make_unique<Statement>(db, R"sql(
+      INSERT INTO twins (id, version, desired, reported, body, next_deadline, updated_at)
+      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+      ON CONFLICT (id) DO UPDATE SET version = excluded.version, desired = excluded.desired,
+        reported = excluded.reported, body = excluded.body,
+        next_deadline = excluded.next_deadline, updated_at = excluded.updated_at)sql");
+    delete_twin = std::make_unique<Statement>(db, "DELETE FROM twins WHERE id = ?1");
+    delete_commands = std::make_unique<Statement>(db, "DELETE FROM commands WHERE twin_id = ?1");
+    upsert_command = std::make_unique<Statement>(db, R"sql(
+      INSERT INTO commands (twin_id, seq, id, status, body) VALUES (?1, ?2, ?3, ?4, ?5)
+      ON CONFLICT (twin_id, seq) DO UPDATE SET id = excluded.id, status = excluded.status,
+        body = excluded.body)sql");
+    delete_command =
+        std::make_unique<Statement>(db, "DELETE FROM commands WHERE twin_id = ?1 AND seq = ?2");
+  }
+  Database db;
+  std::unique_ptr<Statement> upsert_twin, delete_twin, delete_commands, upsert_command,
+      delete_command;
+};
+
+struct SqliteTwinStore::Reader {
+  Reader(const std::string& path, Durability durability)
+      : db(path, SQLITE_OPEN_READWRITE),
+        load_twin(db,
+                  "SELECT version, desired, reported, body, next_deadline, updated_at "
+                  "FROM twins WHERE id = ?1"),
+        load_commands(db,
+                      "SELECT seq, id, status, body FROM commands WHERE twin_id = ?1 "
+                      "ORDER BY seq"),
+        list_twins(db, "SELECT id FROM twins WHERE id > ?1 ORDER BY id LIMIT ?2"),
+        due_twins(db,
+                  "SELECT id, next_deadline FROM twins WHERE next_deadline IS NOT NULL AND "
+                  "(next_deadline > ?1 OR (next_deadline = ?1 AND id > ?2)) AND "
+                  "next_deadline <= ?3 ORDER BY next_deadline, id LIMIT ?4"),
+        count_twins(db, "SELECT count(*) FROM twins") {
+    configure(db, durability);
+  }
+
+  std::optional<twins::StoredTwin> load(const std::string& id) {
+    load_twin.bind(1, id);
+    if (!load_twin.step()) {
+      load_twin.reset();
+      return std::nullopt;
+    }
+    twins::StoredTwin st;
+    st.twin.id = id;
+    st.twin.version = static_cast<uint64_t>(load_twin.column_int(0));
+    st.twin.desired = load_twin.column_text(1);
+    st.twin.reported = load_twin.column_text(2);
+    st.twin.body = load_twin.column_text(3);
+    if (!load_twin.column_null(4)) st.twin.next_deadline = load_twin.column_int(4);
+    st.twin.updated_at = load_twin.column_int(5);
+    load_twin.reset();
+    load_commands.bind(1, id);
+    while (load_commands.step()) {
+      st.commands.push_back({static_cast<uint64_t>(load_commands.column_int(0)),
+                             load_commands.column_text(1), load_commands.column_text(2),
+                             load_commands.column_text(3)});
+    }
+    load_commands.reset();
+    return st;
+  }
+
+  Database db;
+  Statement load_twin, load_commands, list_twins, due_twins, count_twins;
+};
+
+SqliteTwinStore::SqliteTwinStore(StoreOptions options, Metrics& metrics)
+    : options_(std::move(options)),
+      batch_size_(&metrics.histogram("doppel_store_commit_batch_size",
+                                     "Twin writes per group commit",
+                                     {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096})),
+      commit_seconds_(
+          &metrics.histogram("doppel_store_commit_seconds", "Time to write and commit one batch",
+                             {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1})),
+      writes_(&metrics.counter("doppel_store_writes_total", "Twin writes committed")),
+      commits_(&metrics.counter("doppel_store_commits_total", "Group commits")),
+      failures_(&metrics.counter("doppel_store_commit_failures_total", "Failed group commits")) {
+  metrics.gauge_fn("doppel_store_queue_depth", "Writes waiting for the next group commit", [this] {
+    std::lock_guard lock(mu_);
+    return static_cast<double>(queue_.size());
+  });
+}
+
+Result<std::unique_ptr<SqliteTwinStore>> SqliteTwinStore::open(StoreOptions options,
+                                                               Metrics& metrics) {
+  std::unique_ptr<SqliteTwinStore> store(new SqliteTwinStore(std::move(options), metrics));
+  try {
+    const auto parent = std::filesystem::path(store->options_.path).parent_path();
+    if (!parent.empty()) std::filesystem::create_directories(parent);
+    store->writer_ = std::make_unique<Writer>(store->options_.path, store->options_.durability);
+    Database& db = store->writer_->db;
+    const int have = static_cast<int>(db.query_int("PRAGMA user_version"));
+    if (have > kSchemaVersion) {
+      return Status(StatusCode::kUnavailable,
+                    store->options_.path + " has schema version " + std::to_string(have) +
+                        ", newer than this doppeld understands (" + std::to_string(kSchemaVersion) +
+                        "); upgrade doppeld");
+    }
+    for (int v = have; v < kSchemaVersion; ++v) {
+      Transaction tx(db, true);
+      db.exec(kMigrations[v]);
+      db.exec(("PRAGMA user_version = " + std::to_string(v + 1)).c_str());
+      tx.commit();
+      log_info("store: migrated " + store->options_.path + " to schema version " +
+               std::to_string(v + 1));
+    }
+    store->schema_version_ = kSchemaVersion;
+    store->writer_->prepare();
+  } catch (const std::exception& e) {
+    return to_status(e, "opening the store");
+  }
+  store->thread_ = std::thread([s = store.get()] { s->writer_loop(); });
+  return store;
+}
+
+SqliteTwinStore::~SqliteTwinStore() { close(); }
+
+void SqliteTwinStore::close() {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  work_cv_.notify_all();
+  room_cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  closed_.store(true);
+  std::lock_guard lock(readers_mu_);
+  readers_.clear();
+}
+
+uint64_t SqliteTwinStore::write(twins::TwinWrite write, twins::CommitCallback on_commit) {
+  std::unique_lock lock(mu_);
+  room_cv_.wait(lock, [&] { return queue_.size() < options_.max_queued || stopping_; });
+  const uint64_t seq = next_seq_++;
+  if (stopping_ && !thread_.joinable()) {
+    lock.unlock();
+    if (on_commit) on_commit(Status(StatusCode::kUnavailable, "the store is closed"));
+    return seq;
+  }
+  queue_.push_back({seq, std::move(write), std::move(on_commit)});
+  if (queue_.size() == 1) work_cv_.notify_one();
+  return seq;
+}
+
+void SqliteTwinStore::when_committed(uint64_t seq, twins::CommitCallback callback) {
+  {
+    std::lock_guard lock(mu_);
+    if (seq > committed_.load()) {
+      waiters_.emplace(seq, std::move(callback));
+      return;
+    }
+  }
+  callback(Status::ok());
+}
+
+void SqliteTwinStore::flush() {
+  uint64_t last;
+  {
+    std::lock_guard lock(mu_);
+    last = next_seq_ - 1;
+  }
+  if (last <= committed_.load()) return;
+  std::promise<void> done;
+  when_committed(last, [&done](const Status&) { done.set_value(); });
+  done.get_future().wait();
+}
+
+void SqliteTwinStore::writer_loop() {
+  std::vector<Op> batch;
+  std::unordered_map<std::string_view, size_t> last_row;
+  Writer& w = *writer_;
+  while (true) {
+    {
+      std::unique_lock lock(mu_);
+      work_cv_.wait(lock, [&] { return !queue_.empty() || stopping_; });
+      if (queue_.empty() && stopping_) break;
+      const size_t n = std::min(queue_.size(), options_.max_batch);
+      batch.clear();
+      for (size_t i = 0; i < n; ++i) {
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+    }
+    room_cv_.notify_all();
+
+    const auto started = std::chrono::steady_clock::now();
+    Status status;
+    try {
+      // Only the last row written for a twin in this batch needs to reach the table.
+      last_row.clear();
+      for (size_t i = 0; i < batch.size(); ++i) {
+        const auto& tw = batch[i].write;
+        if (tw.twin || tw.delete_twin) last_row[tw.id] = i;
+      }
+      Transaction tx(w.db, true);
+      for (size_t i = 0; i < batch.size(); ++i) {
+        const twins::TwinWrite& tw = batch[i].write;
+        if (tw.delete_twin) {
+          w.delete_twin->bind(1, tw.id).run();
+          w.delete_commands->bind(1, tw.id).run();
+          continue;
+        }
+        if (tw.twin && last_row[tw.id] == i) {
+          const twins::TwinRecord& r = *tw.twin;
+          w.upsert_twin->bind(1, r.id)
+              .bind(2, static_cast<int64_t>(r.version))
+              .bind(3, std::string_view(r.desired))
+              .bind(4, std::string_view(r.reported))
+              .bind_blob(5, r.body)
+              .bind(6, r.next_deadline)
+              .bind(7, r.updated_at)
+              .run();
+        }
+        for (const auto& c : tw.upsert_commands) {
+          w.upsert_command->bind(1, tw.id)
+              .bind(2, static_cast<int64_t>(c.seq))
+              .bind(3, std::string_view(c.id))
+              .bind(4, std::string_view(c.status))
+              .bind_blob(5, c.body)
+              .run();
+        }
+        for (uint64_t seq : tw.delete_commands) {
+          w.delete_command->bind(1, tw.id).bind(2, static_cast<int64_t>(seq)).run();
+        }
+      }
+      tx.commit();
+      commits_->inc();
+      writes_->inc(batch.size());
+    } catch (const std::exception& e) {
+      status = to_status(e, "group commit of " + std::to_string(batch.size()) + " writes");
+      failures_->inc();
+      log_error("store: " + status.to_string());
+    }
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    batch_size_->observe(static_cast<double>(batch.size()));
+    commit_seconds_->observe(seconds);
+
+    // Open the gate: callbacks in sequence order, then whoever waits for these sequences.
+    std::vector<twins::CommitCallback> waiters;
+    const uint64_t first = batch.front().seq;
+    const uint64_t last = batch.back().seq;
+    {
+      std::lock_guard lock(mu_);
+      committed_.store(last);
+      for (auto it = waiters_.begin(); it != waiters_.end() && it->first <= last;) {
+        waiters.push_back(std::move(it->second));
+        it = waiters_.erase(it);
+      }
+    }
+    for (auto& op : batch) {
+      if (op.callback) op.callback(status);
+    }
+    (void)first;
+    for (auto& cb : waiters) cb(status);
+  }
+}
+
+std::unique_ptr<SqliteTwinStore::Reader> SqliteTwinStore::acquire_reader() {
+  {
+    std::lock_guard lock(readers_mu_);
+    if (!readers_.empty()) {
+      auto r = std::move(readers_.back());
+      readers_.pop_back();
+      return r;
+    }
+  }
+  return std::make_unique<Reader>(options_.path, options_.durability);
+}
+
+void SqliteTwinStore::release_reader(std::unique_ptr<Reader> reader) {
+  std::lock_guard lock(readers_mu_);
+  if (!closed_.load()) readers_.push_back(std::move(reader));
+}
+
+Result<std::optional<twins::StoredTwin>> SqliteTwinStore::load(const std::string& id) {
+  try {
+    auto reader = acquire_reader();
+    std::optional<twins::StoredTwin> st;
+    {
+      Transaction tx(reader->db, false);  // one snapshot for the row and its commands
+      st = reader->load(id);
+      tx.commit();
+    }
+    release_reader(std::move(reader));
+    return st;
+  } catch (const std::exception& e) {
+    return to_status(e, "loading twin '" + id + "'");
+  }
+}
+
+Result<std::vector<twins::StoredTwin>> SqliteTwinStore::list(const std::string& after_id,
+                                                             size_t limit) {
+  try {
+    auto reader = acquire_reader();
+    std::vector<twins::StoredTwin> out;
+    {
+      Transaction tx(reader->db, false);
+      std::vector<std::string> ids;
+      reader->list_twins.bind(1, after_id).bind(2, static_cast<int64_t>(limit));
+      while (reader->list_twins.step()) ids.push_back(reader->list_twins.column_text(0));
+      reader->list_twins.reset();
+      for (const auto& id : ids) {
+        if (auto st = reader->load(id)) out.push_back(std::move(*st));
+      }
+      tx.commit();
+    }
+    release_reader(std::move(reader));
+    return out;
+  } catch (const std::exception& e) {
+    return to_status(e, "listing twins");
+  }
+}
+
+Result<std::vector<twins::DueTwin>> SqliteTwinStore::due(twins::Millis after_due,
+                                                         const std::string& after_id,
+                                                         twins::Millis up_to, size_t limit) {
+  try {
+    auto reader = acquire_reader();
+    std::vector<twins::DueTwin> out;
+    auto& q = reader->due_twins;
+    q.bind(1, after_due).bind(2, after_id).bind(3, up_to).bind(4, static_cast<int64_t>(limit));
+    while (q.step()) out.push_back({q.column_text(0), q.column_int(1)});
+    q.reset();
+    release_reader(std::move(reader));
+    return out;
+  } catch (const std::exception& e) {
+    return to_status(e, "scanning deadlines");
+  }
+}
+
+Result<uint64_t> SqliteTwinStore::count() {
+  try {
+    auto reader = acquire_reader();
+    auto& q = reader->count_twins;
+    const uint64_t n = q.step() ? static_cast<uint64_t>(q.column_int(0)) : 0;
+    q.reset();
+    release_reader(std::move(reader));
+    return n;
+  } catch (const std::exception& e) {
+    return to_status(e, "counting twins");
+  }
+}
+
+}  // namespace doppel::storage

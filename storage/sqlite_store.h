@@ -1,0 +1,99 @@
+// SqliteTwinStore: the TwinStore port on one SQLite file in WAL mode (DESIGN §8).
+//
+// Writes are group-committed by one writer thread: it takes everything queued, writes it in one
+// transaction (the latest row per twin only), commits, then runs the commit callbacks in order —
+// which is where the runtime's output gate opens. Under light load a batch is one write and the
+// gate costs one commit; under heavy load batches grow and the cost per write falls.
+// Reads use a pool of reader connections, so shard threads read in parallel with the writer.
+//
+// Thread-safety: every public member is thread-safe. Callbacks run on the writer thread.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "twins/metrics.h"
+#include "twins/ports.h"
+
+namespace doppel::storage {
+
+enum class Durability {
+  kNormal,  // synchronous=NORMAL: survives a process crash; an OS crash may lose the last commits
+  kFull,    // synchronous=FULL: every commit reaches the disk before the gate opens
+};
+
+struct StoreOptions {
+  std::string path;  // the database file; created with its schema if missing
+  Durability durability = Durability::kNormal;
+  size_t max_batch = 8192;      // writes per transaction at most
+  size_t max_queued = 100'000;  // writers wait beyond this (backpressure)
+};
+
+class SqliteTwinStore final : public twins::TwinStore {
+ public:
+  // Opens (creating and migrating as needed) and starts the writer thread.
+  static Result<std::unique_ptr<SqliteTwinStore>> open(StoreOptions options, Metrics& metrics);
+  ~SqliteTwinStore() override;
+
+  Result<std::optional<twins::StoredTwin>> load(const std::string& id) override;
+  uint64_t write(twins::TwinWrite write, twins::CommitCallback on_commit) override;
+  void when_committed(uint64_t seq, twins::CommitCallback callback) override;
+  uint64_t committed_seq() const override { return committed_.load(); }
+  Result<std::vector<twins::StoredTwin>> list(const std::string& after_id, size_t limit) override;
+  Result<std::vector<twins::DueTwin>> due(twins::Millis after_due, const std::string& after_id,
+                                          twins::Millis up_to, size_t limit) override;
+  Result<uint64_t> count() override;
+  void flush() override;
+
+  // Commits what is queued and stops the writer. Later writes fail.
+  void close();
+  bool is_open() const { return !closed_.load(); }
+  int schema_version() const { return schema_version_; }
+
+ private:
+  struct Reader;
+  struct Writer;
+  struct Op {
+    uint64_t seq;
+    twins::TwinWrite write;
+    twins::CommitCallback callback;
+  };
+
+  SqliteTwinStore(StoreOptions options, Metrics& metrics);
+  void writer_loop();
+  std::unique_ptr<Reader> acquire_reader();
+  void release_reader(std::unique_ptr<Reader> reader);
+
+  StoreOptions options_;
+  std::unique_ptr<Writer> writer_;
+  int schema_version_ = 0;
+
+  std::mutex mu_;
+  std::condition_variable work_cv_;
+  std::condition_variable room_cv_;
+  std::deque<Op> queue_;
+  std::multimap<uint64_t, twins::CommitCallback> waiters_;
+  uint64_t next_seq_ = 1;
+  std::atomic<uint64_t> committed_{0};
+  std::atomic<bool> closed_{false};
+  bool stopping_ = false;
+  std::thread thread_;
+
+  std::mutex readers_mu_;
+  std::vector<std::unique_ptr<Reader>> readers_;
+
+  Histogram* batch_size_;
+  Histogram* commit_seconds_;
+  Counter* writes_;
+  Counter* commits_;
+  Counter* failures_;
+};
+
+}  // namespace doppel::storage

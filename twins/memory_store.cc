@@ -1,0 +1,130 @@
+#include "twins/memory_store.h"
+
+#include <algorithm>
+
+namespace doppel::twins {
+
+Result<std::optional<StoredTwin>> MemoryTwinStore::load(const std::string& id) {
+  std::lock_guard lock(mu_);
+  auto it = twins_.find(id);
+  if (it == twins_.end()) return std::optional<StoredTwin>();
+  return std::optional<StoredTwin>(it->second);
+}
+
+void MemoryTwinStore::apply(TwinWrite& w) {
+  if (w.delete_twin) {
+    twins_.erase(w.id);
+    return;
+  }
+  StoredTwin& st = twins_[w.id];
+  if (w.twin) st.twin = std::move(*w.twin);
+  auto& cmds = st.commands;
+  for (auto& c : w.upsert_commands) {
+    auto it = std::find_if(cmds.begin(), cmds.end(), [&](auto& x) { return x.seq == c.seq; });
+    if (it != cmds.end()) {
+      *it = std::move(c);
+    } else {
+      cmds.push_back(std::move(c));
+    }
+  }
+  for (uint64_t seq : w.delete_commands) {
+    cmds.erase(std::remove_if(cmds.begin(), cmds.end(), [&](auto& x) { return x.seq == seq; }),
+               cmds.end());
+  }
+  std::sort(cmds.begin(), cmds.end(), [](auto& a, auto& b) { return a.seq < b.seq; });
+}
+
+uint64_t MemoryTwinStore::write(TwinWrite write, CommitCallback on_commit) {
+  uint64_t seq;
+  {
+    std::lock_guard lock(mu_);
+    seq = next_seq_++;
+    pending_.push_back({seq, std::move(write), std::move(on_commit)});
+  }
+  if (auto_commit_) commit_pending();
+  return seq;
+}
+
+void MemoryTwinStore::commit_pending() {
+  std::vector<Pending> batch;
+  std::vector<CommitCallback> waiters;
+  Status status;
+  {
+    std::lock_guard lock(mu_);
+    batch.swap(pending_);
+    if (batch.empty()) return;
+    if (fail_) {
+      status = Status(StatusCode::kUnavailable, "injected commit failure");
+    } else {
+      for (auto& p : batch) apply(p.write);
+    }
+    committed_ = batch.back().seq;
+    for (auto it = waiters_.begin(); it != waiters_.end() && it->first <= committed_;) {
+      waiters.push_back(std::move(it->second));
+      it = waiters_.erase(it);
+    }
+  }
+  for (auto& p : batch) {
+    if (p.callback) p.callback(status);
+  }
+  for (auto& w : waiters) w(Status::ok());
+}
+
+void MemoryTwinStore::when_committed(uint64_t seq, CommitCallback callback) {
+  {
+    std::lock_guard lock(mu_);
+    if (seq > committed_) {
+      waiters_.emplace(seq, std::move(callback));
+      return;
+    }
+  }
+  callback(Status::ok());
+}
+
+uint64_t MemoryTwinStore::committed_seq() const {
+  std::lock_guard lock(mu_);
+  return committed_;
+}
+
+Result<std::vector<StoredTwin>> MemoryTwinStore::list(const std::string& after_id, size_t limit) {
+  std::lock_guard lock(mu_);
+  std::vector<StoredTwin> out;
+  for (auto it = twins_.upper_bound(after_id); it != twins_.end() && out.size() < limit; ++it) {
+    out.push_back(it->second);
+  }
+  return out;
+}
+
+Result<std::vector<DueTwin>> MemoryTwinStore::due(Millis after_due, const std::string& after_id,
+                                                  Millis up_to, size_t limit) {
+  std::lock_guard lock(mu_);
+  std::vector<DueTwin> out;
+  for (const auto& [id, st] : twins_) {
+    if (!st.twin.next_deadline) continue;
+    const Millis d = *st.twin.next_deadline;
+    if (d > up_to) continue;
+    if (d < after_due || (d == after_due && id <= after_id)) continue;
+    out.push_back({id, d});
+  }
+  std::sort(out.begin(), out.end(),
+            [](auto& a, auto& b) { return a.due != b.due ? a.due < b.due : a.id < b.id; });
+  if (out.size() > limit) out.resize(limit);
+  return out;
+}
+
+Result<uint64_t> MemoryTwinStore::count() {
+  std::lock_guard lock(mu_);
+  return static_cast<uint64_t>(twins_.size());
+}
+
+size_t MemoryTwinStore::pending() const {
+  std::lock_guard lock(mu_);
+  return pending_.size();
+}
+
+void MemoryTwinStore::fail_commits(bool fail) {
+  std::lock_guard lock(mu_);
+  fail_ = fail;
+}
+
+}  // namespace doppel::twins

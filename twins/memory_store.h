@@ -1,0 +1,53 @@
+// An in-memory TwinStore for tests, in the spirit of LevelDB's memenv: the same contract as the
+// SQLite store, no disk. With auto_commit (the default) every write commits at once and its
+// callback runs inline; without it writes wait until commit_pending(), so tests can observe the
+// output gate holding messages back. Thread-safe.
+#pragma once
+
+#include <map>
+#include <mutex>
+#include <vector>
+
+#include "twins/ports.h"
+
+namespace doppel::twins {
+
+class MemoryTwinStore final : public TwinStore {
+ public:
+  explicit MemoryTwinStore(bool auto_commit = true) : auto_commit_(auto_commit) {}
+
+  Result<std::optional<StoredTwin>> load(const std::string& id) override;
+  uint64_t write(TwinWrite write, CommitCallback on_commit) override;
+  void when_committed(uint64_t seq, CommitCallback callback) override;
+  uint64_t committed_seq() const override;
+  Result<std::vector<StoredTwin>> list(const std::string& after_id, size_t limit) override;
+  Result<std::vector<DueTwin>> due(Millis after_due, const std::string& after_id, Millis up_to,
+                                   size_t limit) override;
+  Result<uint64_t> count() override;
+  void flush() override { commit_pending(); }
+
+  // Commits every queued write and runs the callbacks (manual mode).
+  void commit_pending();
+  size_t pending() const;
+  // Makes the next commits fail (to test how the runtime handles a broken store).
+  void fail_commits(bool fail);
+
+ private:
+  struct Pending {
+    uint64_t seq;
+    TwinWrite write;
+    CommitCallback callback;
+  };
+  void apply(TwinWrite& w);
+
+  const bool auto_commit_;
+  mutable std::mutex mu_;
+  std::map<std::string, StoredTwin> twins_;
+  std::vector<Pending> pending_;
+  std::multimap<uint64_t, CommitCallback> waiters_;
+  uint64_t next_seq_ = 1;
+  uint64_t committed_ = 0;
+  bool fail_ = false;
+};
+
+}  // namespace doppel::twins

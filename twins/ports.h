@@ -1,0 +1,74 @@
+// The ports through which the twin runtime reaches the outside world (DESIGN §1): persistence
+// (TwinStore), the device transport (DeviceChannel) and the wire format (DeviceCodec). The
+// storage and mqtt modules implement them; tests use the in-memory versions in memory_store.h
+// and fake_channel.h.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "twins/device_io.h"
+#include "twins/record.h"
+#include "twins/status.h"
+
+namespace doppel::twins {
+
+using CommitCallback = std::function<void(const Status&)>;
+
+struct DueTwin {
+  std::string id;
+  Millis due = 0;
+};
+
+class TwinStore {
+ public:
+  virtual ~TwinStore() = default;
+
+  // The committed state of a twin, or nullopt if none. Thread-safe; called by shard threads.
+  virtual Result<std::optional<StoredTwin>> load(const std::string& id) = 0;
+
+  // Queues `write` for the next group commit and returns its sequence number (increasing).
+  // `on_commit` runs exactly once, after the write is durable (OK) or has failed (error), on the
+  // store's writer thread, in sequence order; it must not block. Thread-safe.
+  virtual uint64_t write(TwinWrite write, CommitCallback on_commit) = 0;
+
+  // Runs `callback` once every write up to `seq` is committed: inline if that is already so.
+  virtual void when_committed(uint64_t seq, CommitCallback callback) = 0;
+  virtual uint64_t committed_seq() const = 0;
+
+  // Up to `limit` twins with id > `after_id`, in id order (committed state). Thread-safe.
+  virtual Result<std::vector<StoredTwin>> list(const std::string& after_id, size_t limit) = 0;
+
+  // Up to `limit` twins whose next deadline is after (after_due, after_id) and at most `up_to`,
+  // ordered by (deadline, id): a paged scan of the deadline index. Thread-safe.
+  virtual Result<std::vector<DueTwin>> due(Millis after_due, const std::string& after_id,
+                                           Millis up_to, size_t limit) = 0;
+
+  virtual Result<uint64_t> count() = 0;
+
+  // Blocks until every write queued so far is committed and its callback has run.
+  virtual void flush() = 0;
+};
+
+// Sends messages to devices. publish() is thread-safe and must not block for long (it is called
+// from the store's writer thread, behind the output gate).
+class DeviceChannel {
+ public:
+  virtual ~DeviceChannel() = default;
+  virtual void publish(Outbound message) = 0;
+};
+
+// Turns payload bytes into device messages and back, in JSON or Protobuf. Thread-safe.
+class DeviceCodec {
+ public:
+  virtual ~DeviceCodec() = default;
+  // kMalformed / kTooLarge / kTooDeep / kInvalidArgument with a precise message on bad input.
+  virtual Result<DeviceMessage> decode(InboundKind kind, std::string_view payload,
+                                       Encoding encoding, const Limits& limits) const = 0;
+  virtual std::string encode(const DeviceOutput& output, Encoding encoding) const = 0;
+};
+
+}  // namespace doppel::twins

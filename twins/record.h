@@ -1,0 +1,52 @@
+// The persisted form of a twin: what the TwinStore port stores and returns. The twin module
+// owns the format (so storage needs no knowledge of the domain); storage only keeps the bytes.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "twins/status.h"
+#include "twins/twin.h"
+
+namespace doppel::twins {
+
+struct TwinRecord {
+  std::string id;
+  uint64_t version = 0;
+  std::string desired;   // JSON text, so SQL can query it later (json_extract)
+  std::string reported;  // JSON text
+  std::string body;      // everything else, MessagePack
+  std::optional<Millis> next_deadline;
+  Millis updated_at = 0;
+};
+
+struct CommandRecord {
+  uint64_t seq = 0;
+  std::string id;
+  std::string status;
+  std::string body;  // MessagePack
+};
+
+struct StoredTwin {
+  TwinRecord twin;
+  std::vector<CommandRecord> commands;  // in seq order
+};
+
+// One twin's changes from one step, applied atomically within a group commit.
+struct TwinWrite {
+  std::string id;
+  bool delete_twin = false;
+  std::optional<TwinRecord> twin;
+  std::vector<CommandRecord> upsert_commands;
+  std::vector<uint64_t> delete_commands;  // by seq
+};
+
+// Serializes the twin; also refreshes twin.desired_bytes / reported_bytes.
+TwinRecord to_record(Twin& twin, std::optional<Millis> next_deadline);
+CommandRecord to_record(const Command& command);
+// kInternal when a stored row cannot be read back (corruption); the twin is then unusable.
+Result<Twin> from_record(const StoredTwin& stored);
+
+}  // namespace doppel::twins

@@ -1,0 +1,98 @@
+// The twin runtime (DESIGN §2): S shards, each one thread that owns its twins outright, reached
+// only through its inbox. A twin lives on shard fnv1a32(id) % S. Every state change is handed to
+// the TwinStore, and nothing it causes (MQTT publish, API reply) leaves before the store reports
+// it committed: the output gate. Twins hibernate when idle or beyond the hot cap and wake on any
+// message, request or alarm; deadlines of hibernated twins are found by a scanner over the
+// store's deadline index.
+//
+// Thread-safety: every public member may be called from any thread once start() returned.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "twins/clock.h"
+#include "twins/device_io.h"
+#include "twins/metrics.h"
+#include "twins/ports.h"
+#include "twins/requests.h"
+#include "twins/twin_logic.h"
+
+namespace doppel::twins {
+
+struct RuntimeOptions {
+  size_t shards = 2;
+  Policy policy;
+  double hibernate_after_s = 60;
+  size_t max_hot_twins = 1'000'000;
+  size_t inbox_capacity = 20'000;  // per shard, for producers outside the runtime
+  bool auto_provision = true;      // desired/commands on an unknown twin create it
+  Millis scan_horizon_ms = 1000;   // deadlines this close are held in memory
+  Millis scan_interval_ms = 250;
+};
+
+class Shard;
+
+class Runtime {
+ public:
+  Runtime(RuntimeOptions options, TwinStore& store, DeviceChannel& channel,
+          const DeviceCodec& codec, Clock& clock, Metrics& metrics);
+  ~Runtime();
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  // Starts the shard threads and the deadline scanner (whose first scan finds every deadline
+  // that passed while the process was down).
+  Status start();
+  // Processes what is queued, then stops the threads. Does not flush the store.
+  void stop();
+
+  // A message from a device. May wait while the shard's inbox is full (backpressure).
+  void deliver(DeviceInput input);
+  // An operator request against one twin; the future is fulfilled after the change committed.
+  std::future<ApiReply> call(const std::string& id, ApiRequest request);
+  // Returns once every shard has processed everything posted before the call.
+  void barrier();
+  // Runs one scan of the deadline index now (the scanner thread does this periodically).
+  void scan_deadlines();
+
+  size_t shard_of(std::string_view id) const;
+  size_t shard_count() const { return shards_.size(); }
+  size_t hot_twins() const;
+  const TwinLogic& logic() const { return logic_; }
+  const RuntimeOptions& options() const { return options_; }
+
+ private:
+  friend class Shard;
+  struct Stats;
+
+  void scanner_loop();
+  Millis horizon() const { return horizon_.load(); }
+
+  RuntimeOptions options_;
+  TwinLogic logic_;
+  TwinStore& store_;
+  DeviceChannel& channel_;
+  const DeviceCodec& codec_;
+  Clock& clock_;
+  std::unique_ptr<Stats> stats_;
+  std::vector<std::unique_ptr<Shard>> shards_;
+
+  std::atomic<Millis> horizon_;
+  std::mutex scan_mu_;
+  Millis scanned_up_to_;
+  std::thread scanner_;
+  std::mutex scanner_wait_mu_;
+  std::condition_variable scanner_cv_;
+  std::atomic<bool> running_{false};
+  // Cleared on destruction, for the clock listener that may outlive us.
+  std::shared_ptr<std::atomic<bool>> alive_ = std::make_shared<std::atomic<bool>>(true);
+};
+
+}  // namespace doppel::twins

@@ -1,0 +1,113 @@
+// The twin: one device's reported and desired state, versions, metadata, connection, liveness,
+// reconciliation and command queue (DESIGN §3, §6, §7). A Twin is plain data owned by exactly one
+// shard thread; the rules that change it live in twin_logic.h.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "twins/clock.h"
+#include "twins/document.h"
+
+namespace doppel::twins {
+
+enum class Encoding { kJson, kProtobuf };
+enum class ConnectionState { kUnknown, kOnline, kOffline };
+// kUnknown: the device has never sent anything (provisioned by the API); it still becomes stale.
+enum class LivenessState { kUnknown, kFresh, kStale };
+enum class ReconcileState { kConverged, kPending, kFailed };
+enum class CommandStrategy { kSequential, kBurst };
+enum class CommandStatus {
+  kQueued,
+  kSent,
+  kSucceeded,
+  kFailed,
+  kRejected,
+  kExpired,
+  kTimedOut,
+  kCancelled
+};
+
+std::string_view to_string(Encoding v);
+std::string_view to_string(ConnectionState v);
+std::string_view to_string(LivenessState v);
+std::string_view to_string(ReconcileState v);
+std::string_view to_string(CommandStrategy v);
+std::string_view to_string(CommandStatus v);
+std::optional<Encoding> parse_encoding(std::string_view s);
+std::optional<CommandStrategy> parse_strategy(std::string_view s);
+std::optional<CommandStatus> parse_command_status(std::string_view s);
+bool is_terminal(CommandStatus s);
+
+struct CommandTransition {
+  CommandStatus status;
+  Millis at;
+};
+
+struct Command {
+  std::string id;    // unique within the twin; names the MQTT topic
+  uint64_t seq = 0;  // FIFO order within the twin
+  std::string name;
+  json args = json::object();
+  std::string idempotency_key;  // empty when none was given
+  CommandStatus status = CommandStatus::kQueued;
+  uint32_t attempts = 0;  // deliveries so far
+  Millis created_at = 0;
+  std::optional<Millis> expires_at;    // TTL deadline
+  std::optional<Millis> ack_deadline;  // while sent: when to re-deliver or time out
+  std::vector<CommandTransition> history;
+  json result;        // from the device, when it answered
+  std::string error;  // from the device, or why the gateway ended it
+};
+
+struct Twin {
+  std::string id;
+  uint64_t version = 0;  // bumps on every change to desired or reported
+  uint64_t desired_version = 0;
+  uint64_t reported_version = 0;
+  json desired = json::object();
+  json reported = json::object();
+  json desired_meta = json::object();
+  json reported_meta = json::object();
+  json tags = json::object();
+
+  ConnectionState connection = ConnectionState::kUnknown;
+  Millis connection_since = 0;
+  LivenessState liveness = LivenessState::kUnknown;
+  std::optional<Millis> last_seen;
+  std::optional<double> interval_s;     // declared by the device's birth message
+  std::optional<double> stale_after_s;  // the twin's own setting (API)
+  Encoding encoding = Encoding::kJson;  // declared by the device's birth message
+
+  ReconcileState reconcile = ReconcileState::kConverged;
+  uint32_t reconcile_attempts = 0;
+  uint64_t reconcile_desired_version = 0;
+  std::optional<Millis> reconcile_last_sent;
+  std::optional<Millis> reconcile_next_retry;
+
+  CommandStrategy command_strategy = CommandStrategy::kSequential;
+  std::vector<Command> commands;  // ordered by seq: unfinished ones and the retained finished ones
+  uint64_t next_command_seq = 1;
+
+  Millis created_at = 0;
+  Millis updated_at = 0;
+
+  // Not persisted: serialized sizes of desired/reported as last written, for cheap limit checks.
+  size_t desired_bytes = 2;
+  size_t reported_bytes = 2;
+};
+
+// The twin document of DESIGN §3 (GET /v1/twins/{id}). `stale_after_ms` is the effective window.
+json twin_document(const Twin& twin, Millis stale_after_ms);
+// The compact form devices receive on `twins/{id}/twin`.
+json device_twin_document(const Twin& twin);
+// A command as the API shows it.
+json command_document(const Command& command);
+
+Command* find_command(Twin& twin, std::string_view command_id);
+size_t unfinished_commands(const Twin& twin);
+
+}  // namespace doppel::twins

@@ -1,0 +1,108 @@
+// The rules of a twin: how device messages, operator requests and alarms change it, and what it
+// must then persist and publish (DESIGN §3, §6, §7). TwinLogic is stateless apart from its
+// Policy; every function takes the time as an argument, so tests drive it with any clock.
+// Called only by the shard that owns the twin.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "twins/device_io.h"
+#include "twins/requests.h"
+#include "twins/twin.h"
+
+namespace doppel::twins {
+
+struct Policy {
+  Limits limits;
+  double default_stale_after_s = 300;
+  double reconcile_timeout_s = 30;
+  uint32_t reconcile_max_attempts = 10;
+  double retry_backoff_cap_s = 600;  // reconcile and command re-delivery backoff cap
+  double command_ack_timeout_s = 30;
+  uint32_t command_max_attempts = 5;
+  size_t command_queue_max = 100;  // unfinished commands per twin
+  size_t command_history = 100;    // finished commands kept per twin (oldest dropped)
+};
+
+// Things worth a log line and a counter.
+enum class TwinEvent {
+  kCreated,
+  kStale,
+  kFresh,
+  kOnline,
+  kOffline,
+  kConverged,
+  kReconcileSent,
+  kReconcileFailed,
+  kCommandSent,
+  kCommandFinished,
+  kCommandExpired,
+  kCommandTimedOut,
+  kIgnoredCommandResult,
+};
+std::string_view to_string(TwinEvent event);
+
+// What a step changed (to persist) and what must leave the process once that is committed.
+struct Outcome {
+  bool twin_changed = false;
+  std::vector<uint64_t> commands_changed;  // seqs to upsert
+  std::vector<uint64_t> commands_removed;  // seqs to delete (history pruning)
+  std::vector<DeviceOutput> outputs;
+  std::vector<TwinEvent> events;
+
+  bool changed() const {
+    return twin_changed || !commands_changed.empty() || !commands_removed.empty();
+  }
+};
+
+class TwinLogic {
+ public:
+  explicit TwinLogic(Policy policy) : policy_(std::move(policy)) {}
+  const Policy& policy() const { return policy_; }
+
+  Twin create(const std::string& id, Millis now, Outcome& out) const;
+
+  // Device messages. Errors (bad state documents) change nothing; the caller reports them.
+  Status on_reported(Twin& twin, const ReportedMessage& msg, Millis now, Outcome& out) const;
+  void on_get(Twin& twin, const GetMessage& msg, Millis now, Outcome& out) const;
+  // `arrived_as` is the encoding the birth itself used; it is the default declared encoding.
+  void on_status(Twin& twin, const StatusMessage& msg, Encoding arrived_as, Millis now,
+                 Outcome& out) const;
+  void on_command_result(Twin& twin, std::string_view command_id, const CommandResultMessage& msg,
+                         Millis now, Outcome& out) const;
+
+  // Fires every deadline of the twin that is due at `now`; nothing that is not yet due.
+  void on_alarm(Twin& twin, Millis now, Outcome& out) const;
+  // The earliest pending deadline: staleness, reconcile retry, command TTL or ack timeout.
+  std::optional<Millis> next_deadline(const Twin& twin) const;
+  // The effective staleness window: 3 x declared interval, else the twin's, else the default.
+  Millis stale_after_ms(const Twin& twin) const;
+
+  // Operator requests.
+  Status apply_settings(Twin& twin, const TwinSettings& settings, bool is_patch, Millis now,
+                        Outcome& out) const;
+  Status update_desired(Twin& twin, const UpdateDesired& request, Millis now, Outcome& out) const;
+  // The queued (or, with an idempotency key seen before, the existing) command.
+  Result<const Command*> enqueue(Twin& twin, const CommandRequest& request, Millis now,
+                                 Outcome& out) const;
+  Status cancel(Twin& twin, std::string_view command_id, Millis now, Outcome& out) const;
+
+ private:
+  Millis backoff_ms(double base_s, uint32_t attempts) const;
+  Status check_merged_size(const json& current, size_t current_bytes, const json& patch,
+                           bool replace, std::string_view what) const;
+  void touch(Twin& twin, Millis now, Outcome& out) const;
+  void go_online(Twin& twin, Millis now, Outcome& out) const;
+  void start_reconcile(Twin& twin, Millis now, Outcome& out) const;
+  void send_delta(Twin& twin, const json& delta, Millis now, Outcome& out) const;
+  void dispatch_commands(Twin& twin, Millis now, Outcome& out) const;
+  void deliver(Twin& twin, Command& command, Millis now, Outcome& out) const;
+  void finish(Twin& twin, Command& command, CommandStatus status, Millis now, Outcome& out) const;
+  void prune_history(Twin& twin, Outcome& out) const;
+
+  Policy policy_;
+};
+
+}  // namespace doppel::twins
