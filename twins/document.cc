@@ -131,10 +131,12 @@ Result<json> parse_json(std::string_view text, size_t max_bytes, int max_depth) 
   }
   try {
     return json::parse(text.begin(), text.end());
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
+    // parse_error ("parse error at line 1, column 2: ...") or out_of_range (a number too large
+    // for a double); drop the "[json.exception.parse_error.101] " tag.
     std::string what = e.what();
-    // "[json.exception.parse_error.101] parse error at line 1, column 2: ..." -> drop the tag.
     if (const auto pos = what.find("] "); pos != std::string::npos) what = what.substr(pos + 2);
+    if (what.size() > 300) what = what.substr(0, 300) + "...";
     return Status(StatusCode::kMalformed, "malformed JSON: " + what);
   }
 }

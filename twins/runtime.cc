@@ -139,8 +139,11 @@ class Shard {
   void handle(ApiCall& call);
   void handle(WakeDue& w);
   void handle(Invalidate& inv);
-  void handle(Tick&) {}
-  void handle(Barrier& b) { b.done->set_value(); }
+  void handle(Tick&) { fire_timers(); }
+  void handle(Barrier& b) {
+    fire_timers();  // what was due before the barrier has fired when it returns
+    b.done->set_value();
+  }
 
   void api_get(ApiCall& call, HotTwin* h);
   void api_provision(ApiCall& call, HotTwin* h, const TwinSettings& settings, bool is_patch);

@@ -95,7 +95,8 @@ struct Twin {
   Millis created_at = 0;
   Millis updated_at = 0;
 
-  // Not persisted: serialized sizes of desired/reported as last written, for cheap limit checks.
+  // Not persisted: upper bounds of the serialized sizes of desired/reported (exact after a load
+  // or a write), so most updates pass the size limit without serializing anything.
   size_t desired_bytes = 2;
   size_t reported_bytes = 2;
 };

@@ -102,15 +102,18 @@ std::optional<Millis> TwinLogic::next_deadline(const Twin& twin) const {
   return due;
 }
 
-Status TwinLogic::check_merged_size(const json& current, size_t current_bytes, const json& patch,
-                                    bool replace, std::string_view what) const {
+Result<size_t> TwinLogic::check_merged_size(const json& current, size_t current_bytes,
+                                            const json& patch, bool replace,
+                                            std::string_view what) const {
+  // A merge never yields more than the old document plus the patch, so the cheap bound decides
+  // most updates; only near the limit is the merged document built and measured.
   const size_t patch_bytes = to_text(patch).size();
   const size_t bound = replace ? patch_bytes : current_bytes + patch_bytes;
-  if (bound <= policy_.limits.max_document_bytes) return Status::ok();
+  if (bound <= policy_.limits.max_document_bytes) return bound;
   json merged = replace ? json::object() : current;
   apply_merge_patch(merged, patch);
   const size_t bytes = to_text(merged).size();
-  if (bytes <= policy_.limits.max_document_bytes) return Status::ok();
+  if (bytes <= policy_.limits.max_document_bytes) return bytes;
   return Status(StatusCode::kTooLarge, std::string(what) + " would be " + std::to_string(bytes) +
                                            " bytes serialized after this update; the limit is " +
                                            std::to_string(policy_.limits.max_document_bytes) +
@@ -152,10 +155,10 @@ Status TwinLogic::on_reported(Twin& twin, const ReportedMessage& msg, Millis now
                               Outcome& out) const {
   if (Status s = check_state_document(msg.state, policy_.limits, "reported state", false); !s)
     return s;
-  if (Status s =
-          check_merged_size(twin.reported, twin.reported_bytes, msg.state, false, "reported state");
-      !s)
-    return s;
+  auto bytes =
+      check_merged_size(twin.reported, twin.reported_bytes, msg.state, false, "reported state");
+  if (!bytes) return bytes.status();
+  twin.reported_bytes = *bytes;
   json leaf = {{"ts", now}};
   if (msg.device_ts) leaf["device_ts"] = *msg.device_ts;
   if (apply_merge_patch(twin.reported, twin.reported_meta, msg.state, leaf)) {
@@ -318,14 +321,14 @@ Status TwinLogic::update_desired(Twin& twin, const UpdateDesired& request, Milli
   }
   const char* what = request.replace ? "desired state" : "desired patch";
   if (Status s = check_state_document(request.document, policy_.limits, what, false); !s) return s;
-  if (Status s = check_merged_size(twin.desired, twin.desired_bytes, request.document,
-                                   request.replace, "desired state");
-      !s)
-    return s;
+  auto bytes = check_merged_size(twin.desired, twin.desired_bytes, request.document,
+                                 request.replace, "desired state");
+  if (!bytes) return bytes.status();
   json next = request.replace ? json::object() : twin.desired;
   apply_merge_patch(next, request.document);
   if (values_equal(next, twin.desired)) return Status::ok();  // nothing to change
 
+  twin.desired_bytes = *bytes;
   const uint64_t version = twin.desired_version + 1;
   const json leaf = {{"ts", now}, {"version", version}};
   if (request.replace) {

@@ -91,8 +91,10 @@ class TwinLogic {
 
  private:
   Millis backoff_ms(double base_s, uint32_t attempts) const;
-  Status check_merged_size(const json& current, size_t current_bytes, const json& patch,
-                           bool replace, std::string_view what) const;
+  // An upper bound of the serialized size after the update (exact when it had to be computed),
+  // or kTooLarge.
+  Result<size_t> check_merged_size(const json& current, size_t current_bytes, const json& patch,
+                                   bool replace, std::string_view what) const;
   void touch(Twin& twin, Millis now, Outcome& out) const;
   void go_online(Twin& twin, Millis now, Outcome& out) const;
   void start_reconcile(Twin& twin, Millis now, Outcome& out) const;

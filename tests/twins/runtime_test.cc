@@ -1,0 +1,263 @@
+// The sharded runtime with an in-memory store, a recording channel and a fake clock: placement,
+// the output gate, hibernation and wake-up, alarms of hibernated twins, store failures.
+#include <doctest/doctest.h>
+
+#include <chrono>
+
+#include "mqtt/codec.h"
+#include "tests/support/fake_channel.h"
+#include "twins/fnv1a.h"
+#include "twins/memory_store.h"
+#include "twins/runtime.h"
+
+using doppel::Metrics;
+using doppel::StatusCode;
+using doppel::testing::FakeChannel;
+using namespace doppel::twins;
+
+namespace {
+
+struct Rig {
+  explicit Rig(RuntimeOptions options = {}, bool auto_commit = true)
+      : store(auto_commit), runtime(options, store, channel, codec, clock, metrics) {
+    REQUIRE(runtime.start());
+  }
+  ~Rig() { runtime.stop(); }
+
+  void device(const std::string& id, InboundKind kind, const std::string& payload,
+              const std::string& command_id = {}) {
+    DeviceInput in;
+    in.device_id = id;
+    in.kind = kind;
+    in.command_id = command_id;
+    in.topic = "twins/" + id + "/" + std::string(to_string(kind));
+    in.payload = payload;
+    runtime.deliver(std::move(in));
+    runtime.barrier();
+  }
+  ApiReply call(const std::string& id, ApiRequest request) {
+    auto f = runtime.call(id, std::move(request));
+    REQUIRE(f.wait_for(std::chrono::seconds(10)) == std::future_status::ready);
+    return f.get();
+  }
+  json get(const std::string& id) {
+    auto r = call(id, GetTwin{});
+    REQUIRE(r.status);
+    return r.body;
+  }
+  void advance(Millis ms) {
+    clock.advance(ms);
+    runtime.barrier();
+    runtime.barrier();  // wake-ups posted by the first round have fired
+  }
+
+  Metrics metrics;
+  FakeClock clock;
+  MemoryTwinStore store;
+  FakeChannel channel;
+  doppel::mqtt::WireCodec codec;
+  Runtime runtime;
+};
+
+RuntimeOptions options(size_t shards = 2) {
+  RuntimeOptions o;
+  o.shards = shards;
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("a twin lives on shard fnv1a32(id) % shards") {
+  Rig rig(options(3));
+  for (const char* id : {"a", "pump-0042", "sensor:7"}) {
+    CHECK(rig.runtime.shard_of(id) == fnv1a32(id) % 3);
+  }
+}
+
+TEST_CASE("a device's first message creates its twin") {
+  Rig rig;
+  rig.device("pump-1", InboundKind::kReported, R"({"state":{"temp":21.5}})");
+  const json doc = rig.get("pump-1");
+  CHECK(doc["reported"] == json{{"temp", 21.5}});
+  CHECK(doc["connection"]["state"] == "online");
+  CHECK(rig.store.count().value() == 1);
+}
+
+TEST_CASE("a malformed device message gets an error and creates nothing") {
+  Rig rig;
+  rig.device("pump-2", InboundKind::kReported, R"({"state": [1, 2]})");
+  rig.device("pump-2", InboundKind::kReported, "{broken");
+  const auto errors = rig.channel.sent(OutboundKind::kError, "pump-2");
+  REQUIRE(errors.size() == 2);
+  const json e = json::parse(errors[0].payload);
+  CHECK(e["code"] == "invalid_argument");
+  CHECK(e["topic"] == "twins/pump-2/reported");
+  CHECK(json::parse(errors[1].payload)["code"] == "malformed");
+  CHECK(rig.call("pump-2", GetTwin{}).status.code() == StatusCode::kNotFound);
+  CHECK(rig.store.count().value() == 0);
+}
+
+TEST_CASE("a rejected report changes nothing that was accepted before") {
+  Rig rig;
+  rig.device("pump-3", InboundKind::kReported, R"({"state":{"a":1},"token":"t1"})");
+  const json before = rig.get("pump-3");
+  rig.device("pump-3", InboundKind::kReported, R"({"state":{"a":"x"},"token":7})");
+  rig.device("pump-3", InboundKind::kReported,
+             R"({"state":{"b":)" + std::string(20000, '1') + "}}");
+  CHECK(rig.get("pump-3") == before);
+  CHECK(rig.channel.sent(OutboundKind::kError, "pump-3").size() == 2);
+}
+
+TEST_CASE("nothing leaves the process before the change that caused it is committed") {
+  Rig rig(options(), /*auto_commit=*/false);
+  rig.device("gate-1", InboundKind::kStatus, R"({"state":"online"})");
+  rig.store.commit_pending();
+
+  auto reply = rig.runtime.call("gate-1", UpdateDesired{json{{"mode", "eco"}}, false, {}});
+  rig.runtime.barrier();
+  CHECK(rig.store.pending() == 1);
+  CHECK(reply.wait_for(std::chrono::milliseconds(50)) == std::future_status::timeout);
+  CHECK(rig.channel.sent(OutboundKind::kDelta).empty());
+
+  // A read of the uncommitted state waits for the same commit.
+  auto read = rig.runtime.call("gate-1", GetTwin{});
+  rig.runtime.barrier();
+  CHECK(read.wait_for(std::chrono::milliseconds(20)) == std::future_status::timeout);
+
+  rig.store.commit_pending();
+  REQUIRE(reply.wait_for(std::chrono::seconds(5)) == std::future_status::ready);
+  CHECK(reply.get().status);
+  CHECK(read.get().body["desired"] == json{{"mode", "eco"}});
+  const auto deltas = rig.channel.sent(OutboundKind::kDelta, "gate-1");
+  REQUIRE(deltas.size() == 1);
+  CHECK(json::parse(deltas[0].payload)["state"] == json{{"mode", "eco"}});
+}
+
+TEST_CASE("a failed commit answers unavailable and the twin returns to its committed state") {
+  Rig rig;
+  REQUIRE(rig.call("f-1", UpdateDesired{json{{"a", 1}}, false, {}}).status);
+  rig.store.fail_commits(true);
+  auto r = rig.call("f-1", UpdateDesired{json{{"a", 2}}, false, {}});
+  CHECK(r.status.code() == StatusCode::kUnavailable);
+  rig.store.fail_commits(false);
+  rig.runtime.barrier();
+  const json doc = rig.get("f-1");
+  CHECK(doc["desired"] == json{{"a", 1}});
+  CHECK(doc["desired_version"] == 1);
+}
+
+TEST_CASE("twins beyond the hot cap hibernate and wake with every field") {
+  RuntimeOptions o = options(1);
+  o.max_hot_twins = 3;
+  Rig rig(o);
+  std::vector<json> docs;
+  for (int i = 0; i < 10; ++i) {
+    const std::string id = "h-" + std::to_string(i);
+    rig.device(id, InboundKind::kStatus, R"({"state":"online","interval_s":30})");
+    rig.device(id, InboundKind::kReported, R"({"state":{"n":)" + std::to_string(i) + "}}");
+    REQUIRE(rig.call(id, UpdateDesired{json{{"target", i}}, false, {}}).status);
+    CHECK(rig.runtime.hot_twins() <= 3);
+  }
+  for (int i = 0; i < 10; ++i) docs.push_back(rig.get("h-" + std::to_string(i)));
+  CHECK(rig.runtime.hot_twins() <= 3);
+  for (int i = 0; i < 10; ++i) {
+    const json& d = docs[static_cast<size_t>(i)];
+    CHECK(d["reported"]["n"] == i);
+    CHECK(d["desired"]["target"] == i);
+    CHECK(d["reconcile"]["state"] == "pending");
+    CHECK(d["liveness"]["stale_after_s"] == 90.0);
+    CHECK(d["metadata"]["reported"]["n"]["ts"].is_number());
+  }
+}
+
+TEST_CASE("idle twins hibernate after hibernate_after") {
+  RuntimeOptions o = options(1);
+  o.hibernate_after_s = 60;
+  Rig rig(o);
+  rig.device("idle-1", InboundKind::kReported, R"({"state":{"a":1}})");
+  CHECK(rig.runtime.hot_twins() == 1);
+  rig.advance(59'000);
+  CHECK(rig.runtime.hot_twins() == 1);
+  rig.advance(2'000);
+  CHECK(rig.runtime.hot_twins() == 0);
+  CHECK(rig.get("idle-1")["reported"]["a"] == 1);  // wakes on demand
+  CHECK(rig.runtime.hot_twins() == 1);
+}
+
+TEST_CASE("an alarm of a hibernated twin fires from the deadline index, never early") {
+  RuntimeOptions o = options(1);
+  o.hibernate_after_s = 1;
+  o.policy.default_stale_after_s = 10;
+  Rig rig(o);
+  rig.device("sleepy", InboundKind::kReported, R"({"state":{"a":1}})");
+  rig.advance(2'000);
+  REQUIRE(rig.runtime.hot_twins() == 0);
+  rig.advance(7'999);  // 1 ms before the deadline
+  CHECK(rig.runtime.hot_twins() == 0);
+  rig.advance(1);
+  const json doc = rig.get("sleepy");
+  CHECK(doc["liveness"]["state"] == "stale");
+}
+
+TEST_CASE("alarms that fell due while the gateway was down fire at start-up") {
+  Metrics metrics;
+  FakeClock clock;
+  MemoryTwinStore store;
+  FakeChannel channel;
+  doppel::mqtt::WireCodec codec;
+  RuntimeOptions o = options(1);
+  o.policy.default_stale_after_s = 10;
+  {
+    Runtime rt(o, store, channel, codec, clock, metrics);
+    REQUIRE(rt.start());
+    DeviceInput in;
+    in.device_id = "down-1";
+    in.kind = InboundKind::kReported;
+    in.payload = R"({"state":{"a":1}})";
+    rt.deliver(in);
+    rt.barrier();
+    rt.stop();
+  }
+  clock.advance(60'000);  // the gateway is down
+  Metrics metrics2;
+  Runtime rt(o, store, channel, codec, clock, metrics2);
+  REQUIRE(rt.start());
+  rt.barrier();
+  auto f = rt.call("down-1", GetTwin{});
+  REQUIRE(f.wait_for(std::chrono::seconds(5)) == std::future_status::ready);
+  CHECK(f.get().body["liveness"]["state"] == "stale");
+  rt.stop();
+}
+
+TEST_CASE("deleting a twin removes it; a later message creates a fresh one") {
+  Rig rig;
+  rig.device("del-1", InboundKind::kReported, R"({"state":{"a":1}})");
+  REQUIRE(rig.call("del-1", UpdateDesired{json{{"x", 1}}, false, {}}).status);
+  CHECK(rig.call("del-1", DeleteTwin{}).kind == ReplyKind::kNoContent);
+  CHECK(rig.call("del-1", GetTwin{}).status.code() == StatusCode::kNotFound);
+  CHECK(rig.call("del-1", DeleteTwin{}).status.code() == StatusCode::kNotFound);
+  CHECK(rig.store.count().value() == 0);
+  rig.device("del-1", InboundKind::kReported, R"({"state":{"b":2}})");
+  const json doc = rig.get("del-1");
+  CHECK(doc["reported"] == json{{"b", 2}});
+  CHECK(doc["desired"] == json::object());
+}
+
+TEST_CASE("provisioning answers 201 then 200, and PATCH of an unknown twin is 404") {
+  Rig rig;
+  TwinSettings s;
+  s.desired = json{{"mode", "eco"}};
+  CHECK(rig.call("p-1", ProvisionTwin{s}).kind == ReplyKind::kCreated);
+  CHECK(rig.call("p-1", ProvisionTwin{s}).kind == ReplyKind::kOk);
+  CHECK(rig.get("p-1")["desired_version"] == 1);  // same desired: no new version
+  CHECK(rig.call("p-2", PatchTwin{TwinSettings{}}).status.code() == StatusCode::kNotFound);
+  CHECK(rig.call("bad id", GetTwin{}).status.code() == StatusCode::kInvalidId);
+}
+
+TEST_CASE("without auto-provisioning, desired on an unknown twin is 404") {
+  RuntimeOptions o = options();
+  o.auto_provision = false;
+  Rig rig(o);
+  CHECK(rig.call("nope", UpdateDesired{json{{"a", 1}}, false, {}}).status.code() ==
+        StatusCode::kNotFound);
+}
