@@ -34,7 +34,8 @@ TEST_CASE("both codecs round-trip the same document in every device message") {
     CHECK(rep.token == "tok-1");
     CHECK(rep.device_ts == 1234);
 
-    auto g = codec.decode(InboundKind::kGet, codec.encode_device(GetMessage{"g"}, enc), enc, limits);
+    auto g =
+        codec.decode(InboundKind::kGet, codec.encode_device(GetMessage{"g"}, enc), enc, limits);
     REQUIRE(g);
     CHECK(std::get<GetMessage>(*g).token == "g");
 
@@ -61,13 +62,18 @@ TEST_CASE("both codecs round-trip every gateway message") {
   const WireCodec codec;
   for (Encoding enc : {Encoding::kJson, Encoding::kProtobuf}) {
     CAPTURE(to_string(enc));
-    auto d = codec.decode_device(OutboundKind::kDelta, codec.encode(DeltaOut{7, kDocument}, enc), enc);
+    auto d =
+        codec.decode_device(OutboundKind::kDelta, codec.encode(DeltaOut{7, kDocument}, enc), enc);
     REQUIRE(d);
     CHECK(std::get<DeltaOut>(*d).version == 7);
     CHECK(std::get<DeltaOut>(*d).state == kDocument);
 
-    const json doc = {{"id", "x"},          {"version", 3},          {"desired", kDocument},
-                      {"reported", json::object()}, {"delta", kDocument}, {"desired_version", 2},
+    const json doc = {{"id", "x"},
+                      {"version", 3},
+                      {"desired", kDocument},
+                      {"reported", json::object()},
+                      {"delta", kDocument},
+                      {"desired_version", 2},
                       {"reported_version", 1}};
     auto t = codec.decode_device(OutboundKind::kTwin, codec.encode(TwinOut{doc, "tk"}, enc), enc);
     REQUIRE(t);
@@ -140,8 +146,8 @@ TEST_CASE("oversized and too-deep JSON is rejected before it is built") {
 TEST_CASE("malformed Protobuf is rejected, not misread") {
   const WireCodec codec;
   const Limits l;
-  for (const std::string& garbage :
-       {std::string("\xff\xff\xff\xff", 4), std::string("\x0a\x50{", 3), std::string("{\"state\":{}}")}) {
+  for (const std::string& garbage : {std::string("\xff\xff\xff\xff", 4),
+                                     std::string("\x0a\x50{", 3), std::string("{\"state\":{}}")}) {
     auto r = codec.decode(InboundKind::kReported, garbage, Encoding::kProtobuf, l);
     REQUIRE(!r);
     CHECK(r.status().code() == StatusCode::kMalformed);

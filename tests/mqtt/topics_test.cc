@@ -35,14 +35,13 @@ TEST_CASE("malformed topics are rejected") {
     auto t = parse_inbound_topic(bad, "twins", l);
     CHECK_MESSAGE(!t, bad);
   }
-  CHECK(parse_inbound_topic("twins/a/delta", "twins", l).status().code() ==
-        StatusCode::kMalformed);
+  CHECK(parse_inbound_topic("twins/a/delta", "twins", l).status().code() == StatusCode::kMalformed);
 }
 
 TEST_CASE("invalid device and command ids are rejected as invalid_id") {
   Limits l;
-  for (const char* bad : {"twins/-a/reported", "twins/a b/reported", "twins/a%/get",
-                          "twins/é/status"}) {
+  for (const char* bad :
+       {"twins/-a/reported", "twins/a b/reported", "twins/a%/get", "twins/é/status"}) {
     CHECK_MESSAGE(parse_inbound_topic(bad, "twins", l).status().code() == StatusCode::kInvalidId,
                   bad);
   }

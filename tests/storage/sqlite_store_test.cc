@@ -256,7 +256,8 @@ TEST_CASE("concurrent writers and readers see consistent committed rows") {
   std::vector<std::thread> writers;
   for (int t = 0; t < 3; ++t) {
     writers.emplace_back([&, t] {
-      for (int i = 0; i < 300; ++i) store->write(row(t == 0 ? "hot" : "w" + std::to_string(i), 1), nullptr);
+      for (int i = 0; i < 300; ++i)
+        store->write(row(t == 0 ? "hot" : "w" + std::to_string(i), 1), nullptr);
     });
   }
   for (auto& w : writers) w.join();

@@ -1,1 +1,294 @@
+#include "tests/support/harness.h"
 
+#include <arpa/inet.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <doctest/doctest.h>
+
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "mqtt/codec.h"
+
+namespace doppel::testing {
+
+bool eventually(const std::function<bool()>& condition, std::chrono::milliseconds timeout,
+                std::chrono::milliseconds poll) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    if (condition()) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(poll);
+  }
+}
+
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  const int port = ntohs(addr.sin_port);
+  ::close(fd);
+  return port;
+}
+
+TempDir::TempDir() {
+  std::mt19937_64 rng{std::random_device{}()};
+  path_ = std::filesystem::temp_directory_path() / ("doppel-it-" + std::to_string(rng()));
+  std::filesystem::create_directories(path_);
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+namespace {
+
+std::string user_name() {
+  const passwd* pw = ::getpwuid(::geteuid());
+  return pw != nullptr ? pw->pw_name : "root";
+}
+
+bool port_open(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return ok;
+}
+
+std::string mosquitto_binary() {
+  for (const char* p : {"/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/usr/bin/mosquitto"}) {
+    if (::access(p, X_OK) == 0) return p;
+  }
+  return "mosquitto";
+}
+
+}  // namespace
+
+Broker::Broker(const TempDir& dir, std::vector<std::string> extra_config)
+    : conf_(dir.file("mosquitto-" + std::to_string(::getpid()) + ".conf")),
+      log_(dir.file("mosquitto.log")),
+      port_(free_port()) {
+  {
+    std::ofstream conf(conf_);
+    conf << "listener " << port_ << " 127.0.0.1\n"
+         << "allow_anonymous true\n"
+         << "user " << user_name() << "\n"
+         << "max_queued_messages 1000000\nmax_inflight_messages 1000\n"
+         << "log_dest stderr\n";
+    for (const auto& line : extra_config) conf << line << "\n";
+  }
+  start();
+}
+
+Broker::~Broker() { stop(); }
+
+void Broker::start() {
+  process_ = Process({mosquitto_binary(), "-c", conf_}, log_);
+  REQUIRE_MESSAGE(eventually([&] { return port_open(port_); }, 10s, 10ms),
+                  "mosquitto did not start: ", process_.log());
+}
+
+void Broker::stop() { process_.stop(5s); }
+
+void Broker::kill9() {
+  process_.signal(SIGKILL);
+  process_.wait_exit(5s);
+}
+
+Doppeld::Doppeld(std::string data_dir, std::string broker_uri, std::vector<std::string> extra_args)
+    : data_dir_(std::move(data_dir)),
+      broker_uri_(std::move(broker_uri)),
+      extra_(std::move(extra_args)),
+      http_port_(free_port()) {}
+
+Doppeld::~Doppeld() {
+  if (process_.running()) stop();
+}
+
+void Doppeld::start(std::chrono::milliseconds ready_within) {
+  std::vector<std::string> args = {
+      DOPPELD_PATH,  "--data", data_dir_, "--http", "127.0.0.1:" + std::to_string(http_port_),
+      "--log-level", "debug"};
+  if (!broker_uri_.empty()) {
+    args.push_back("--broker");
+    args.push_back(broker_uri_);
+  }
+  args.insert(args.end(), extra_.begin(), extra_.end());
+  process_ = Process(args, data_dir_ + "/doppeld-" + std::to_string(++starts_) + ".log");
+  const bool ready = eventually(
+      [&] {
+        if (!process_.running()) return true;
+        return get("/readyz").status == 200;
+      },
+      ready_within, 20ms);
+  REQUIRE_MESSAGE((ready && process_.running()), "doppeld did not become ready:\n", log());
+}
+
+void Doppeld::kill9() {
+  process_.signal(SIGKILL);
+  process_.wait_exit(10s);
+}
+
+int Doppeld::stop() {
+  int status = -1;
+  process_.signal(SIGTERM);
+  if (!process_.wait_exit(20s, &status)) {
+    process_.signal(SIGKILL);
+    process_.wait_exit(5s);
+  }
+  return status;
+}
+
+HttpResult Doppeld::request(const std::string& method, const std::string& path,
+                            const std::string& body,
+                            const std::vector<std::pair<std::string, std::string>>& headers) {
+  httplib::Client client("127.0.0.1", http_port_);
+  client.set_connection_timeout(2, 0);
+  client.set_read_timeout(30, 0);
+  httplib::Headers h;
+  std::string content_type = "application/json";
+  for (const auto& [k, v] : headers) {
+    if (k == "Content-Type") {
+      content_type = v;
+    } else {
+      h.emplace(k, v);
+    }
+  }
+  auto send = [&]() {
+    if (method == "DELETE") return client.Delete(path, h);
+    if (method == "PUT") return client.Put(path, h, body, content_type);
+    if (method == "PATCH") return client.Patch(path, h, body, content_type);
+    if (method == "POST") return client.Post(path, h, body, content_type);
+    return client.Get(path, h);
+  };
+  httplib::Result res = send();
+  HttpResult r;
+  if (!res) return r;
+  r.status = res->status;
+  r.content_type = res->get_header_value("Content-Type");
+  r.etag = res->get_header_value("ETag");
+  if (!res->body.empty()) r.body = json::parse(res->body, nullptr, false);
+  return r;
+}
+
+HttpResult Doppeld::patch_desired(const std::string& id, const json& patch,
+                                  std::optional<uint64_t> if_match) {
+  std::vector<std::pair<std::string, std::string>> headers = {
+      {"Content-Type", "application/merge-patch+json"}};
+  if (if_match) headers.emplace_back("If-Match", "\"" + std::to_string(*if_match) + "\"");
+  return request("PATCH", "/v1/twins/" + id + "/desired", patch.dump(), headers);
+}
+
+std::vector<json> Doppeld::list_all() {
+  std::vector<json> all;
+  std::string cursor;
+  while (true) {
+    auto r = get("/v1/twins?limit=500" + (cursor.empty() ? "" : "&cursor=" + cursor));
+    if (r.status != 200) return {};
+    for (auto& item : r.body["items"]) all.push_back(item);
+    if (r.body["next_cursor"].is_null()) break;
+    cursor = r.body["next_cursor"].get<std::string>();
+  }
+  return all;
+}
+
+Stack::Stack(std::vector<std::string> gateway_args)
+    : broker(dir), gateway(dir.file("data"), broker.uri(), std::move(gateway_args)) {
+  gateway.start();
+}
+
+std::string sim_id(int i) {
+  char id[32];
+  std::snprintf(id, sizeof id, "sim-%06d", i);
+  return id;
+}
+
+Process start_sim(const std::string& broker_uri, const std::string& log_file,
+                  std::vector<std::string> args) {
+  std::vector<std::string> argv = {DOPPEL_SIM_PATH, "--broker", broker_uri};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return Process(argv, log_file);
+}
+
+TestDevice::TestDevice(std::string id, const std::string& broker_uri, twins::Encoding encoding,
+                       std::string prefix)
+    : id_(std::move(id)), prefix_(std::move(prefix)), encoding_(encoding) {
+  mqtt::ClientOptions o;
+  o.uri = broker_uri;
+  o.client_id = "test-" + id_;
+  o.clean_start = true;
+  client_ = std::make_unique<mqtt::Client>(o);
+  client_->on_message([this](mqtt::IncomingMessage&& m) {
+    std::lock_guard lock(mu_);
+    messages_.emplace_back(std::move(m.topic), std::move(m.payload));
+    cv_.notify_all();
+  });
+}
+
+TestDevice::~TestDevice() { (void)client_->disconnect(500ms); }
+
+void TestDevice::connect() {
+  auto s = client_->connect(10s);
+  REQUIRE_MESSAGE(s, s.to_string());
+  subscribe(prefix_ + "/" + id_ + "/#");
+}
+
+void TestDevice::subscribe(const std::string& filter) {
+  auto s = client_->subscribe({filter}, 1, 10s);
+  REQUIRE_MESSAGE(s, s.to_string());
+}
+
+void TestDevice::publish(const std::string& suffix, const std::string& payload,
+                         const std::string& content_type) {
+  const std::string ct = !content_type.empty()                     ? content_type
+                         : encoding_ == twins::Encoding::kProtobuf ? "application/x-protobuf"
+                                                                   : "";
+  REQUIRE(client_->publish(prefix_ + "/" + id_ + "/" + suffix, payload, 1, ct));
+}
+
+void TestDevice::publish_topic(const std::string& topic, const std::string& payload) {
+  REQUIRE(client_->publish(topic, payload, 1));
+}
+
+std::vector<std::string> TestDevice::received(const std::string& suffix) {
+  const std::string topic = prefix_ + "/" + id_ + "/" + suffix;
+  std::lock_guard lock(mu_);
+  std::vector<std::string> out;
+  for (const auto& [t, p] : messages_) {
+    if (t == topic) out.push_back(p);
+  }
+  return out;
+}
+
+std::vector<std::string> TestDevice::wait_for(const std::string& suffix, size_t n,
+                                              std::chrono::milliseconds timeout) {
+  const std::string topic = prefix_ + "/" + id_ + "/" + suffix;
+  std::unique_lock lock(mu_);
+  std::vector<std::string> out;
+  cv_.wait_for(lock, timeout, [&] {
+    out.clear();
+    for (const auto& [t, p] : messages_) {
+      if (t == topic) out.push_back(p);
+    }
+    return out.size() >= n;
+  });
+  return out;
+}
+
+}  // namespace doppel::testing

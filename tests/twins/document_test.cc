@@ -60,8 +60,7 @@ TEST_CASE("state documents must be objects within depth, key and size limits") {
   l.max_depth = 3;
   l.max_key_bytes = 4;
   l.max_document_bytes = 40;
-  CHECK(check_state_document(json::array(), l, "desired").code() ==
-        StatusCode::kInvalidArgument);
+  CHECK(check_state_document(json::array(), l, "desired").code() == StatusCode::kInvalidArgument);
   CHECK(check_state_document(json::parse(R"({"a":{"b":{"c":1}}})"), l, "desired").is_ok());
   CHECK(check_state_document(json::parse(R"({"a":{"b":{"c":{}}}})"), l, "desired").code() ==
         StatusCode::kTooDeep);

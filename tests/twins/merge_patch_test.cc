@@ -36,7 +36,7 @@ TEST_CASE("merge patch follows every example of RFC 7386 appendix A") {
 
 TEST_CASE("merge patch reports whether anything changed") {
   json t = j(R"({"a":1,"b":{"c":2}})");
-  CHECK(!apply_merge_patch(t, j(R"({"a":1.0})")));  // same value
+  CHECK(!apply_merge_patch(t, j(R"({"a":1.0})")));   // same value
   CHECK(!apply_merge_patch(t, j(R"({"x":null})")));  // deleting a missing key
   CHECK(!apply_merge_patch(t, j(R"({"b":{}})")));
   CHECK(apply_merge_patch(t, j(R"({"b":{"c":3}})")));

@@ -24,9 +24,9 @@ TEST_CASE("hibernate then wake keeps every field") {
   Millis now = 1'764'246'000'000;
   Twin t = logic.create("pump-0042", now, out);
   logic.on_status(t, StatusMessage{true, 12.5, Encoding::kProtobuf}, Encoding::kProtobuf, now, out);
-  REQUIRE(logic.on_reported(t, ReportedMessage{json::parse(R"({"fan":{"speed":1},"l":[1,2.5]})"),
-                                               "tok", 42},
-                            now + 1, out));
+  REQUIRE(logic.on_reported(
+      t, ReportedMessage{json::parse(R"({"fan":{"speed":1},"l":[1,2.5]})"), "tok", 42}, now + 1,
+      out));
   REQUIRE(logic.update_desired(t, UpdateDesired{json::parse(R"({"fan":{"speed":3}})"), false, {}},
                                now + 2, out));
   TwinSettings s;
@@ -44,10 +44,9 @@ TEST_CASE("hibernate then wake keeps every field") {
   REQUIRE(logic.enqueue(t, r, now + 4, out));
   r.idempotency_key = "k2";
   REQUIRE(logic.enqueue(t, r, now + 5, out));
-  logic.on_command_result(t, t.commands[0].id,
-                          CommandResultMessage{ResultStatus::kSucceeded, json::parse(R"({"ok":1})"),
-                                               ""},
-                          now + 6, out);
+  logic.on_command_result(
+      t, t.commands[0].id,
+      CommandResultMessage{ResultStatus::kSucceeded, json::parse(R"({"ok":1})"), ""}, now + 6, out);
   REQUIRE(t.commands[0].status == CommandStatus::kSucceeded);
   REQUIRE(t.commands[1].status == CommandStatus::kSent);
 

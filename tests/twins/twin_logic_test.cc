@@ -100,7 +100,8 @@ TEST_CASE("If-Match with a stale desired version is refused and changes nothing"
   f.desire(R"({"a":1})");
   const json before = f.doc();
   Outcome out;
-  const auto s = f.logic.update_desired(f.twin, UpdateDesired{j(R"({"a":2})"), false, 0}, f.now, out);
+  const auto s =
+      f.logic.update_desired(f.twin, UpdateDesired{j(R"({"a":2})"), false, 0}, f.now, out);
   CHECK(s.code() == StatusCode::kPreconditionFailed);
   CHECK(f.doc() == before);
   CHECK(!out.changed());
@@ -116,7 +117,8 @@ TEST_CASE("an update that would exceed the document size is rejected and changes
   TwinLogic logic(p);
   Outcome o;
   Twin t = logic.create("x", 1, o);
-  REQUIRE(logic.on_reported(t, ReportedMessage{j(R"({"a":"0123456789012345678901234567890123456789"})"), "", {}}, 2, o));
+  REQUIRE(logic.on_reported(
+      t, ReportedMessage{j(R"({"a":"0123456789012345678901234567890123456789"})"), "", {}}, 2, o));
   const json before = twin_document(t, 1);
   Outcome out;
   json big = {{"b", std::string(70, 'y')}};
@@ -138,8 +140,9 @@ TEST_CASE("too-deep and non-object patches are rejected and change nothing") {
   Outcome out;
   CHECK(f.logic.on_reported(f.twin, ReportedMessage{deep, "", {}}, f.now, out).code() ==
         StatusCode::kTooDeep);
-  CHECK(f.logic.update_desired(f.twin, UpdateDesired{json::array(), false, {}}, f.now, out)
-            .code() == StatusCode::kInvalidArgument);
+  CHECK(
+      f.logic.update_desired(f.twin, UpdateDesired{json::array(), false, {}}, f.now, out).code() ==
+      StatusCode::kInvalidArgument);
   CHECK(f.doc() == before);
 }
 

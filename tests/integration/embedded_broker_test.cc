@@ -1,0 +1,66 @@
+// doppeld with no --broker runs its own Mosquitto, serves devices through it, and stops it on
+// exit; a second doppeld on the same data directory is refused.
+#include <doctest/doctest.h>
+
+#include <signal.h>
+
+#include <fstream>
+
+#include "tests/support/harness.h"
+
+using namespace doppel::testing;
+
+namespace {
+
+bool alive(pid_t pid) { return pid > 0 && ::kill(pid, 0) == 0; }
+
+pid_t child_mosquitto(pid_t parent) {
+  std::ifstream children("/proc/" + std::to_string(parent) + "/task/" + std::to_string(parent) +
+                         "/children");
+  pid_t pid = -1;
+  children >> pid;
+  return pid;
+}
+
+}  // namespace
+
+TEST_CASE("the embedded broker serves devices and stops with doppeld") {
+  TempDir dir;
+  const int port = free_port();
+  Doppeld gateway(dir.file("data"), "", {"--broker-port", std::to_string(port)});
+  gateway.start();
+  const pid_t broker = child_mosquitto(gateway.pid());
+  REQUIRE(alive(broker));
+  CHECK(std::filesystem::exists(dir.file("data/mosquitto/mosquitto.conf")));
+
+  TestDevice dev("emb-1", "tcp://127.0.0.1:" + std::to_string(port));
+  dev.connect();
+  dev.publish("reported", R"({"state":{"ok":true}})");
+  CHECK(eventually([&] { return gateway.get("/v1/twins/emb-1").status == 200; }, 10s));
+
+  Doppeld second(dir.file("data"), "", {"--broker-port", std::to_string(free_port())});
+  Process again(
+      {DOPPELD_PATH, "--data", dir.file("data"), "--http",
+       "127.0.0.1:" + std::to_string(free_port()), "--broker-port", std::to_string(free_port())},
+      dir.file("second.log"));
+  int status = 0;
+  REQUIRE(again.wait_exit(10s, &status));
+  CHECK(WEXITSTATUS(status) == 1);
+  CHECK(again.log().find("another doppeld is using") != std::string::npos);
+
+  CHECK(gateway.stop() == 0);
+  CHECK(eventually([&] { return !alive(broker); }, 5s));
+}
+
+TEST_CASE("doppeld refuses a port that is taken and says what to do") {
+  TempDir dir;
+  Broker broker(dir);
+  Process p(
+      {DOPPELD_PATH, "--data", dir.file("data"), "--http",
+       "127.0.0.1:" + std::to_string(free_port()), "--broker-port", std::to_string(broker.port())},
+      dir.file("d.log"));
+  int status = 0;
+  REQUIRE(p.wait_exit(10s, &status));
+  CHECK(WEXITSTATUS(status) == 1);
+  CHECK(p.log().find("--broker-port") != std::string::npos);
+}

@@ -1,0 +1,149 @@
+// Integration-test harness: a real Mosquitto on a free loopback port, the real doppeld on a real
+// SQLite file, doppel-sim, an HTTP client and test devices speaking MQTT. Every wait is bounded;
+// polling a real process is the only waiting done here (unit tests use the fake clock).
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "mqtt/client.h"
+#include "tests/support/process.h"
+#include "twins/device_io.h"
+#include "twins/document.h"
+
+namespace httplib {
+class Client;
+}
+
+namespace doppel::testing {
+
+using twins::json;
+using namespace std::chrono_literals;
+
+// Polls `condition` every `poll` until it holds or `timeout` passes.
+bool eventually(const std::function<bool()>& condition, std::chrono::milliseconds timeout,
+                std::chrono::milliseconds poll = 50ms);
+
+int free_port();
+
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::filesystem::path& path() const { return path_; }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// Mosquitto on 127.0.0.1:<free port>, anonymous, with in-memory persistence of sessions.
+class Broker {
+ public:
+  explicit Broker(const TempDir& dir, std::vector<std::string> extra_config = {});
+  ~Broker();
+  void start();
+  void stop();
+  void kill9();
+  int port() const { return port_; }
+  std::string uri() const { return "tcp://127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  std::string conf_;
+  std::string log_;
+  int port_;
+  Process process_;
+};
+
+struct HttpResult {
+  int status = 0;  // 0: no answer
+  json body;
+  std::string content_type;
+  std::string etag;
+};
+
+// The real doppeld, against `broker_uri` (empty: its embedded broker on `embedded_port`).
+class Doppeld {
+ public:
+  Doppeld(std::string data_dir, std::string broker_uri, std::vector<std::string> extra_args = {});
+  ~Doppeld();
+  // Starts and waits until /readyz is OK (fails the test otherwise).
+  void start(std::chrono::milliseconds ready_within = 20s);
+  void kill9();
+  // SIGTERM and wait for a clean exit; returns the exit status.
+  int stop();
+  bool running() { return process_.running(); }
+  int http_port() const { return http_port_; }
+  std::string log() const { return process_.log(); }
+  pid_t pid() const { return process_.pid(); }
+
+  HttpResult request(const std::string& method, const std::string& path,
+                     const std::string& body = {},
+                     const std::vector<std::pair<std::string, std::string>>& headers = {});
+  HttpResult get(const std::string& path) { return request("GET", path); }
+  HttpResult patch_desired(const std::string& id, const json& patch,
+                           std::optional<uint64_t> if_match = std::nullopt);
+  // Every twin, through the paged list.
+  std::vector<json> list_all();
+
+ private:
+  std::string data_dir_;
+  std::string broker_uri_;
+  std::vector<std::string> extra_;
+  int http_port_;
+  Process process_;
+  int starts_ = 0;
+};
+
+// A test broker and a started doppeld on it, in a fresh temporary directory.
+struct Stack {
+  explicit Stack(std::vector<std::string> gateway_args = {});
+  TempDir dir;
+  Broker broker;
+  Doppeld gateway;
+};
+
+// The id doppel-sim gives its i-th device.
+std::string sim_id(int i);
+
+// doppel-sim with the given arguments (--broker is added).
+Process start_sim(const std::string& broker_uri, const std::string& log_file,
+                  std::vector<std::string> args);
+
+// One device, driven by the test: publishes what the test says, records what it receives.
+class TestDevice {
+ public:
+  TestDevice(std::string id, const std::string& broker_uri,
+             twins::Encoding encoding = twins::Encoding::kJson, std::string prefix = "twins");
+  ~TestDevice();
+  const std::string& id() const { return id_; }
+  // Connects and subscribes to twins/<id>/#.
+  void connect();
+  void publish(const std::string& suffix, const std::string& payload,
+               const std::string& content_type = {});
+  void publish_topic(const std::string& topic, const std::string& payload);
+  void subscribe(const std::string& filter);
+  // Messages received on twins/<id>/<suffix> so far.
+  std::vector<std::string> received(const std::string& suffix);
+  // Waits until at least `n` messages arrived on <suffix>; returns them.
+  std::vector<std::string> wait_for(const std::string& suffix, size_t n,
+                                    std::chrono::milliseconds timeout = 10s);
+
+ private:
+  std::string id_;
+  std::string prefix_;
+  twins::Encoding encoding_;
+  std::unique_ptr<mqtt::Client> client_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::pair<std::string, std::string>> messages_;  // topic, payload
+};
+
+}  // namespace doppel::testing
