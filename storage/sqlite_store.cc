@@ -99,7 +99,8 @@ struct SqliteTwinStore::Reader {
                   "SELECT id, next_deadline FROM twins WHERE next_deadline IS NOT NULL AND "
                   "(next_deadline > ?1 OR (next_deadline = ?1 AND id > ?2)) AND "
                   "next_deadline <= ?3 ORDER BY next_deadline, id LIMIT ?4"),
-        count_twins(db, "SELECT count(*) FROM twins") {
+        count_twins(db, "SELECT count(*) FROM twins"),
+        count_commands(db, "SELECT status, count(*) FROM commands GROUP BY status") {
     configure(db, durability);
   }
 
@@ -129,7 +130,7 @@ struct SqliteTwinStore::Reader {
   }
 
   Database db;
-  Statement load_twin, load_commands, list_twins, due_twins, count_twins;
+  Statement load_twin, load_commands, list_twins, due_twins, count_twins, count_commands;
 };
 
 SqliteTwinStore::SqliteTwinStore(StoreOptions options, Metrics& metrics)
@@ -408,6 +409,24 @@ Result<uint64_t> SqliteTwinStore::count() {
     return n;
   } catch (const std::exception& e) {
     return to_status(e, "counting twins");
+  }
+}
+
+}  // namespace doppel::storage
+
+namespace doppel::storage {
+
+Result<std::vector<std::pair<std::string, uint64_t>>> SqliteTwinStore::command_counts() {
+  try {
+    auto reader = acquire_reader();
+    std::vector<std::pair<std::string, uint64_t>> out;
+    auto& q = reader->count_commands;
+    while (q.step()) out.emplace_back(q.column_text(0), static_cast<uint64_t>(q.column_int(1)));
+    q.reset();
+    release_reader(std::move(reader));
+    return out;
+  } catch (const std::exception& e) {
+    return to_status(e, "counting commands");
   }
 }
 

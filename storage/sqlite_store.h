@@ -50,6 +50,7 @@ class SqliteTwinStore final : public twins::TwinStore {
   Result<std::vector<twins::DueTwin>> due(twins::Millis after_due, const std::string& after_id,
                                           twins::Millis up_to, size_t limit) override;
   Result<uint64_t> count() override;
+  Result<std::vector<std::pair<std::string, uint64_t>>> command_counts() override;
   void flush() override;
 
   // Commits what is queued and stops the writer. Later writes fail.

@@ -117,6 +117,15 @@ Result<uint64_t> MemoryTwinStore::count() {
   return static_cast<uint64_t>(twins_.size());
 }
 
+Result<std::vector<std::pair<std::string, uint64_t>>> MemoryTwinStore::command_counts() {
+  std::lock_guard lock(mu_);
+  std::map<std::string, uint64_t> counts;
+  for (const auto& [id, st] : twins_) {
+    for (const auto& c : st.commands) ++counts[c.status];
+  }
+  return std::vector<std::pair<std::string, uint64_t>>(counts.begin(), counts.end());
+}
+
 size_t MemoryTwinStore::pending() const {
   std::lock_guard lock(mu_);
   return pending_.size();

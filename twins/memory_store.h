@@ -24,6 +24,7 @@ class MemoryTwinStore final : public TwinStore {
   Result<std::vector<DueTwin>> due(Millis after_due, const std::string& after_id, Millis up_to,
                                    size_t limit) override;
   Result<uint64_t> count() override;
+  Result<std::vector<std::pair<std::string, uint64_t>>> command_counts() override;
   void flush() override { commit_pending(); }
 
   // Commits every queued write and runs the callbacks (manual mode).

@@ -48,6 +48,8 @@ class TwinStore {
                                            Millis up_to, size_t limit) = 0;
 
   virtual Result<uint64_t> count() = 0;
+  // Stored commands per status ("queued" -> 12, ...), for the metrics at start-up.
+  virtual Result<std::vector<std::pair<std::string, uint64_t>>> command_counts() = 0;
 
   // Blocks until every write queued so far is committed and its callback has run.
   virtual void flush() = 0;

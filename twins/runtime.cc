@@ -88,6 +88,23 @@ struct Runtime::Stats {
     ignored = &m.counter("doppel_device_messages_ignored_total",
                          "Device messages for unknown twins that create nothing (results, wills)");
     total = &m.gauge("doppel_twins_total", "Registered twins (in memory or hibernated)");
+    for (auto st : {CommandStatus::kQueued, CommandStatus::kSent, CommandStatus::kSucceeded,
+                    CommandStatus::kFailed, CommandStatus::kRejected, CommandStatus::kExpired,
+                    CommandStatus::kTimedOut, CommandStatus::kCancelled}) {
+      const std::string label = "status=\"" + std::string(to_string(st)) + "\"";
+      transitions[static_cast<size_t>(st)] =
+          &m.counter("doppel_command_transitions_total", "Commands entering each state", label);
+      if (!is_terminal(st)) {
+        unfinished[static_cast<size_t>(st)] = &m.gauge(
+            "doppel_commands_unfinished", "Commands queued or sent, over all twins", label);
+      }
+    }
+  }
+  // Counts one command state change.
+  void transition(std::optional<CommandStatus> from, CommandStatus to) {
+    transitions[static_cast<size_t>(to)]->inc();
+    if (from && !is_terminal(*from)) unfinished[static_cast<size_t>(*from)]->add(-1);
+    if (!is_terminal(to)) unfinished[static_cast<size_t>(to)]->add(1);
   }
   Counter* in[4] = {};
   Counter* events[16] = {};
@@ -101,6 +118,8 @@ struct Runtime::Stats {
   Counter* store_failures = nullptr;
   Counter* ignored = nullptr;
   Gauge* total = nullptr;
+  Counter* transitions[8] = {};
+  Gauge* unfinished[8] = {};
 };
 
 // One shard: a thread, its inbox, the twins it owns, their LRU order and its timer heap.
@@ -330,6 +349,7 @@ void Shard::commit(HotTwin& h, Outcome& out, CommitCallback after) {
     if (log_enabled(level)) log(level, std::string(to_string(e)) + " twin=" + h.twin.id);
     if (e == TwinEvent::kCreated) stats.total->add(1);
   }
+  for (const auto& [from, to] : out.command_transitions) stats.transition(from, to);
   std::vector<Outbound> outbound;
   outbound.reserve(out.outputs.size());
   for (const DeviceOutput& o : out.outputs) {
@@ -521,6 +541,9 @@ void Shard::api_provision(ApiCall& call, HotTwin* h, const TwinSettings& setting
 
 void Shard::api_delete(ApiCall& call, HotTwin* h) {
   if (h == nullptr) return call.reply->set_value(ApiReply{not_found(call.id)});
+  for (const auto& c : h->twin.commands) {
+    if (!is_terminal(c.status)) rt_.stats_->unfinished[static_cast<size_t>(c.status)]->add(-1);
+  }
   h->deleted = true;
   h->twin = Twin();
   h->twin.id = call.id;
@@ -645,6 +668,13 @@ Status Runtime::start() {
   auto total = store_.count();
   if (!total) return total.status();
   stats_->total->set(static_cast<int64_t>(*total));
+  auto commands = store_.command_counts();
+  if (!commands) return commands.status();
+  for (const auto& [status, n] : *commands) {
+    auto st = parse_command_status(status);
+    if (st && !is_terminal(*st))
+      stats_->unfinished[static_cast<size_t>(*st)]->set(static_cast<int64_t>(n));
+  }
   for (auto& s : shards_) s->start();
   running_.store(true);
   scan_deadlines();  // overdue alarms fire now, at start-up

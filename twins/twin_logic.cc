@@ -23,7 +23,9 @@ void mark(Outcome& out, const Command& c) {
   }
 }
 
-void set_status(Command& c, CommandStatus status, Millis now) {
+void set_status(Command& c, CommandStatus status, Millis now, Outcome& out) {
+  out.command_transitions.emplace_back(
+      c.history.empty() ? std::nullopt : std::optional<CommandStatus>(c.status), status);
   c.status = status;
   c.history.push_back({status, now});
 }
@@ -230,6 +232,7 @@ void TwinLogic::on_command_result(Twin& twin, std::string_view command_id,
   finish(twin, *c, status, now, out);
   out.events.push_back(TwinEvent::kCommandFinished);
   dispatch_commands(twin, now, out);
+  prune_history(twin, out);
 }
 
 void TwinLogic::on_alarm(Twin& twin, Millis now, Outcome& out) const {
@@ -390,7 +393,7 @@ Result<const Command*> TwinLogic::enqueue(Twin& twin, const CommandRequest& requ
   c.idempotency_key = request.idempotency_key;
   c.created_at = now;
   if (request.ttl_s) c.expires_at = now + seconds_to_ms(*request.ttl_s);
-  set_status(c, CommandStatus::kQueued, now);
+  set_status(c, CommandStatus::kQueued, now, out);
   twin.commands.push_back(std::move(c));
   const uint64_t seq = twin.commands.back().seq;
   mark(out, twin.commands.back());
@@ -443,7 +446,7 @@ void TwinLogic::dispatch_commands(Twin& twin, Millis now, Outcome& out) const {
 }
 
 void TwinLogic::deliver(Twin& twin, Command& c, Millis now, Outcome& out) const {
-  if (c.status != CommandStatus::kSent) set_status(c, CommandStatus::kSent, now);
+  if (c.status != CommandStatus::kSent) set_status(c, CommandStatus::kSent, now, out);
   ++c.attempts;
   c.ack_deadline = now + backoff_ms(policy_.command_ack_timeout_s, c.attempts);
   mark(out, c);
@@ -455,7 +458,7 @@ void TwinLogic::deliver(Twin& twin, Command& c, Millis now, Outcome& out) const 
 
 void TwinLogic::finish(Twin& twin, Command& c, CommandStatus status, Millis now,
                        Outcome& out) const {
-  set_status(c, status, now);
+  set_status(c, status, now, out);
   c.ack_deadline.reset();
   mark(out, c);
   twin.updated_at = now;

@@ -187,6 +187,12 @@ HttpResult Doppeld::request(const std::string& method, const std::string& path,
   return r;
 }
 
+std::string Doppeld::text(const std::string& path) {
+  httplib::Client client("127.0.0.1", http_port_);
+  auto res = client.Get(path);
+  return res ? res->body : std::string();
+}
+
 HttpResult Doppeld::patch_desired(const std::string& id, const json& patch,
                                   std::optional<uint64_t> if_match) {
   std::vector<std::pair<std::string, std::string>> headers = {
@@ -235,6 +241,23 @@ TestDevice::TestDevice(std::string id, const std::string& broker_uri, twins::Enc
   o.clean_start = true;
   client_ = std::make_unique<mqtt::Client>(o);
   client_->on_message([this](mqtt::IncomingMessage&& m) {
+    const std::string commands = prefix_ + "/" + id_ + "/commands/";
+    std::optional<twins::ResultStatus> answer;
+    std::string command_id;
+    if (m.topic.rfind(commands, 0) == 0 &&
+        m.topic.find('/', commands.size()) == std::string::npos) {
+      command_id = m.topic.substr(commands.size());
+      std::lock_guard lock(mu_);
+      ++deliveries_[command_id];
+      answer = answer_;
+    }
+    if (answer) {
+      const mqtt::WireCodec codec;
+      twins::CommandResultMessage r{*answer, json{{"by", id_}}, ""};
+      (void)client_->publish(
+          m.topic + "/result", codec.encode_device(r, encoding_), 1,
+          encoding_ == twins::Encoding::kProtobuf ? "application/x-protobuf" : "");
+    }
     std::lock_guard lock(mu_);
     messages_.emplace_back(std::move(m.topic), std::move(m.payload));
     cv_.notify_all();
@@ -264,6 +287,16 @@ void TestDevice::publish(const std::string& suffix, const std::string& payload,
 
 void TestDevice::publish_topic(const std::string& topic, const std::string& payload) {
   REQUIRE(client_->publish(topic, payload, 1));
+}
+
+void TestDevice::answer_commands(std::optional<twins::ResultStatus> status) {
+  std::lock_guard lock(mu_);
+  answer_ = status;
+}
+
+std::map<std::string, int> TestDevice::deliveries() {
+  std::lock_guard lock(mu_);
+  return deliveries_;
 }
 
 std::vector<std::string> TestDevice::received(const std::string& suffix) {

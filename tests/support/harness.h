@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -88,6 +89,8 @@ class Doppeld {
                      const std::string& body = {},
                      const std::vector<std::pair<std::string, std::string>>& headers = {});
   HttpResult get(const std::string& path) { return request("GET", path); }
+  // The raw body of a GET (e.g. /metrics).
+  std::string text(const std::string& path);
   HttpResult patch_desired(const std::string& id, const json& patch,
                            std::optional<uint64_t> if_match = std::nullopt);
   // Every twin, through the paged list.
@@ -130,6 +133,11 @@ class TestDevice {
                const std::string& content_type = {});
   void publish_topic(const std::string& topic, const std::string& payload);
   void subscribe(const std::string& filter);
+  // Answers every command delivered to this device with `status` (after the callback returns
+  // true for its id); nullptr stops answering. Deliveries are recorded either way.
+  void answer_commands(std::optional<twins::ResultStatus> status);
+  // How many times each command id was delivered.
+  std::map<std::string, int> deliveries();
   // Messages received on twins/<id>/<suffix> so far.
   std::vector<std::string> received(const std::string& suffix);
   // Waits until at least `n` messages arrived on <suffix>; returns them.
@@ -144,6 +152,8 @@ class TestDevice {
   std::mutex mu_;
   std::condition_variable cv_;
   std::vector<std::pair<std::string, std::string>> messages_;  // topic, payload
+  std::optional<twins::ResultStatus> answer_;
+  std::map<std::string, int> deliveries_;
 };
 
 }  // namespace doppel::testing
