@@ -23,6 +23,7 @@ doppel::LogLevel to_level(const std::string& s) {
 void install_logging(const std::string& level) {
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%-5l%$ %v");
   spdlog::set_level(spdlog::level::from_str(level));
+  spdlog::flush_on(spdlog::level::trace);  // a log file or pipe sees each line when it happens
   doppel::set_log_sink(
       [](doppel::LogLevel l, std::string_view m) {
         switch (l) {

@@ -107,6 +107,7 @@ struct Fleet::Device {
   std::unordered_set<std::string> seen_commands;
   std::mt19937_64 rng;
   bool silent = false;
+  bool silenced_once = false;
   bool offline = false;
   uint64_t generation = 0;  // bumps on every reconnect; stale timers check it
   std::atomic<bool> connected{false};
@@ -224,12 +225,20 @@ void Fleet::on_connected(Device& d) {
   scheduler_->after(first, [this, &d, generation] {
     if (current(d, generation)) tick(d);
   });
-  if (d.goes_silent) {
+  if (d.goes_silent && !d.silenced_once) {
+    d.silenced_once = true;
     scheduler_->after(options_.silent_after_s, [this, &d] {
       std::lock_guard lock(d.mu);
-      if (!d.silent) stats_.went_silent.fetch_add(1);
       d.silent = true;
+      stats_.went_silent.fetch_add(1);
     });
+    if (options_.silent_for_s > 0) {
+      scheduler_->after(options_.silent_after_s + options_.silent_for_s, [this, &d] {
+        std::lock_guard lock(d.mu);
+        d.silent = false;
+        stats_.spoke_again.fetch_add(1);
+      });
+    }
   }
   if (d.goes_offline) {
     scheduler_->after(options_.offline_after_s, [this, &d, generation] {
@@ -427,6 +436,7 @@ std::string Fleet::summary_json() const {
             {"errors_received", s.errors_received.load()},
             {"went_offline", s.went_offline.load()},
             {"went_silent", s.went_silent.load()},
+            {"spoke_again", s.spoke_again.load()},
             {"publish_failures", s.publish_failures.load()}};
   return j.dump(2);
 }

@@ -37,7 +37,8 @@ struct FleetOptions {
   double command_ignore_fraction = 0;  // of devices that never answer commands
   double ignore_delta_fraction = 0;    // of devices that never apply deltas
   double silent_fraction = 0;          // of devices that stop reporting ...
-  double silent_after_s = 0;           // ... this long after connecting (stay connected)
+  double silent_after_s = 0;           // ... this long after connecting (stay connected) ...
+  double silent_for_s = 0;             // ... for this long (0: for good)
   double offline_fraction = 0;         // of devices that drop offline (last will) ...
   double offline_after_s = 10;         // ... this long after connecting ...
   double offline_for_s = 5;            // ... and reconnect after this long (0: never)
@@ -63,6 +64,7 @@ struct FleetStats {
   std::atomic<uint64_t> errors_received{0};
   std::atomic<uint64_t> went_offline{0};
   std::atomic<uint64_t> went_silent{0};
+  std::atomic<uint64_t> spoke_again{0};
   std::atomic<uint64_t> publish_failures{0};
 };
 

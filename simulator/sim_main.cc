@@ -66,6 +66,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 1.0));
   app.add_option("--silent-after-s", o.silent_after_s, "when they go silent")
       ->capture_default_str();
+  app.add_option("--silent-for-s", o.silent_for_s, "how long they stay silent (0: for good)")
+      ->capture_default_str();
   app.add_option("--offline-fraction", o.offline_fraction,
                  "share of devices that drop offline (last will) and come back")
       ->check(CLI::Range(0.0, 1.0));

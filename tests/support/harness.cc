@@ -130,6 +130,7 @@ void Doppeld::start(std::chrono::milliseconds ready_within) {
     args.push_back(broker_uri_);
   }
   args.insert(args.end(), extra_.begin(), extra_.end());
+  std::filesystem::create_directories(data_dir_);  // the log file goes there
   process_ = Process(args, data_dir_ + "/doppeld-" + std::to_string(++starts_) + ".log");
   const bool ready = eventually(
       [&] {
