@@ -9,14 +9,14 @@
 
 namespace doppel::mqtt {
 
-struct Client::Impl {
+struct Client::Impl : public ::mqtt::callback {
   ClientOptions options;
   std::unique_ptr<::mqtt::async_client> client;
   ::mqtt::connect_options connect_options;
   std::function<void(IncomingMessage&&)> message_handler;
   std::function<void()> connected_handler;
   std::function<void(const std::string&)> lost_handler;
-  std::atomic<bool> connected{false};
+  std::atomic<bool> connected_flag{false};
   std::atomic<bool> closing{false};
   std::thread connector;
   std::mutex mu;
@@ -71,27 +71,40 @@ struct Client::Impl {
       connect_options.set_ssl(ssl);
     }
 
-    client->set_message_callback([this](::mqtt::const_message_ptr msg) {
-      if (!message_handler) return;
-      IncomingMessage in;
-      in.topic = msg->get_topic();
-      in.payload = msg->get_payload_str();
-      const auto& props = msg->get_properties();
-      if (props.contains(::mqtt::property::CONTENT_TYPE)) {
-        in.content_type = ::mqtt::get<std::string>(props, ::mqtt::property::CONTENT_TYPE);
-      }
-      message_handler(std::move(in));
-    });
-    client->set_connected_handler([this](const std::string&) {
-      connected.store(true);
-      cv.notify_all();
-      if (connected_handler) connected_handler();
-    });
-    client->set_connection_lost_handler([this](const std::string& cause) {
-      connected.store(false);
-      if (lost_handler) lost_handler(cause.empty() ? "connection lost" : cause);
-    });
+    client->set_callback(*this);
   }
+
+  // Paho's callbacks, one object for all of them.
+  void message_arrived(::mqtt::const_message_ptr msg) override {
+    if (!message_handler) return;
+    IncomingMessage in;
+    in.topic = msg->get_topic();
+    in.payload = msg->get_payload_str();
+    const auto& props = msg->get_properties();
+    if (props.contains(::mqtt::property::CONTENT_TYPE)) {
+      in.content_type = ::mqtt::get<std::string>(props, ::mqtt::property::CONTENT_TYPE);
+    }
+    message_handler(std::move(in));
+  }
+  void connected(const std::string&) override {
+    connected_flag.store(true);
+    cv.notify_all();
+    if (connected_handler) connected_handler();
+  }
+  void connection_lost(const std::string& cause) override {
+    connected_flag.store(false);
+    if (lost_handler) lost_handler(cause.empty() ? "connection lost" : cause);
+  }
+  void delivery_complete(::mqtt::delivery_token_ptr) override {
+    delivered.fetch_add(1, std::memory_order_relaxed);
+    std::lock_guard lock(window_mu);
+    window_cv.notify_all();
+  }
+
+  std::atomic<uint64_t> published{0};
+  std::atomic<uint64_t> delivered{0};
+  std::mutex window_mu;
+  std::condition_variable window_cv;
 };
 
 Client::Client(ClientOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
@@ -126,7 +139,7 @@ void Client::connect_in_background() {
   if (impl_->connector.joinable()) return;
   impl_->connector = std::thread([this] {
     auto delay = impl_->options.min_retry;
-    while (!impl_->closing.load() && !impl_->connected.load()) {
+    while (!impl_->closing.load() && !impl_->connected_flag.load()) {
       if (connect(std::chrono::seconds(10))) break;
       std::unique_lock lock(impl_->mu);
       impl_->cv.wait_for(lock, delay, [this] { return impl_->closing.load(); });
@@ -161,6 +174,7 @@ Status Client::publish(const std::string& topic, std::string payload, int qos,
       msg->set_properties(std::move(props));
     }
     impl_->client->publish(msg);
+    impl_->published.fetch_add(1, std::memory_order_relaxed);
     return Status::ok();
   } catch (const ::mqtt::exception& e) {
     return Status(StatusCode::kUnavailable, std::string("publish failed: ") + e.what());
@@ -185,11 +199,21 @@ Status Client::disconnect(std::chrono::milliseconds timeout, bool send_will) {
   } catch (const ::mqtt::exception&) {
     // Already disconnected: nothing to do.
   }
-  impl_->connected.store(false);
+  impl_->connected_flag.store(false);
   return Status::ok();
 }
 
-bool Client::connected() const { return impl_->connected.load() && impl_->client->is_connected(); }
+uint64_t Client::published() const { return impl_->published.load(); }
+uint64_t Client::delivered() const { return impl_->delivered.load(); }
+
+bool Client::wait_for_window(uint64_t window, std::chrono::milliseconds timeout) {
+  std::unique_lock lock(impl_->window_mu);
+  return impl_->window_cv.wait_for(lock, timeout, [&] {
+    return impl_->published.load() - impl_->delivered.load() <= window;
+  });
+}
+
+bool Client::connected() const { return impl_->connected_flag.load() && impl_->client->is_connected(); }
 
 const std::string& Client::client_id() const { return impl_->options.client_id; }
 

@@ -1,11 +1,7 @@
 #include "tests/support/harness.h"
 
-#include <arpa/inet.h>
 #include <httplib.h>
-#include <netinet/in.h>
-#include <pwd.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <doctest/doctest.h>
@@ -28,20 +24,6 @@ bool eventually(const std::function<bool()>& condition, std::chrono::millisecond
   }
 }
 
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  const int port = ntohs(addr.sin_port);
-  ::close(fd);
-  return port;
-}
-
 TempDir::TempDir() {
   std::mt19937_64 rng{std::random_device{}()};
   path_ = std::filesystem::temp_directory_path() / ("doppel-it-" + std::to_string(rng()));
@@ -53,62 +35,14 @@ TempDir::~TempDir() {
   std::filesystem::remove_all(path_, ec);
 }
 
-namespace {
-
-std::string user_name() {
-  const passwd* pw = ::getpwuid(::geteuid());
-  return pw != nullptr ? pw->pw_name : "root";
-}
-
-bool port_open(int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-  ::close(fd);
-  return ok;
-}
-
-std::string mosquitto_binary() {
-  for (const char* p : {"/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/usr/bin/mosquitto"}) {
-    if (::access(p, X_OK) == 0) return p;
-  }
-  return "mosquitto";
-}
-
-}  // namespace
-
 Broker::Broker(const TempDir& dir, std::vector<std::string> extra_config)
-    : conf_(dir.file("mosquitto-" + std::to_string(::getpid()) + ".conf")),
-      log_(dir.file("mosquitto.log")),
-      port_(free_port()) {
-  {
-    std::ofstream conf(conf_);
-    conf << "listener " << port_ << " 127.0.0.1\n"
-         << "allow_anonymous true\n"
-         << "user " << user_name() << "\n"
-         << "max_queued_messages 1000000\nmax_inflight_messages 1000\n"
-         << "log_dest stderr\n";
-    for (const auto& line : extra_config) conf << line << "\n";
-  }
+    : sim::LocalBroker(dir.path().string(), std::move(extra_config)) {
   start();
 }
 
-Broker::~Broker() { stop(); }
-
 void Broker::start() {
-  process_ = Process({mosquitto_binary(), "-c", conf_}, log_);
-  REQUIRE_MESSAGE(eventually([&] { return port_open(port_); }, 10s, 10ms),
-                  "mosquitto did not start: ", process_.log());
-}
-
-void Broker::stop() { process_.stop(5s); }
-
-void Broker::kill9() {
-  process_.signal(SIGKILL);
-  process_.wait_exit(5s);
+  auto s = sim::LocalBroker::start();
+  REQUIRE_MESSAGE(s, s.to_string());
 }
 
 Doppeld::Doppeld(std::string data_dir, std::string broker_uri, std::vector<std::string> extra_args)

@@ -15,7 +15,8 @@
 #include <vector>
 
 #include "mqtt/client.h"
-#include "tests/support/process.h"
+#include "simulator/local_broker.h"
+#include "simulator/process.h"
 #include "twins/device_io.h"
 #include "twins/document.h"
 
@@ -25,14 +26,14 @@ class Client;
 
 namespace doppel::testing {
 
+using sim::free_port;
+using sim::Process;
 using twins::json;
 using namespace std::chrono_literals;
 
 // Polls `condition` every `poll` until it holds or `timeout` passes.
 bool eventually(const std::function<bool()>& condition, std::chrono::milliseconds timeout,
                 std::chrono::milliseconds poll = 50ms);
-
-int free_port();
 
 class TempDir {
  public:
@@ -45,22 +46,13 @@ class TempDir {
   std::filesystem::path path_;
 };
 
-// Mosquitto on 127.0.0.1:<free port>, anonymous, with in-memory persistence of sessions.
-class Broker {
+// Mosquitto on 127.0.0.1:<free port>, anonymous, started by the constructor (the test fails if
+// it cannot start).
+class Broker : public sim::LocalBroker {
  public:
   explicit Broker(const TempDir& dir, std::vector<std::string> extra_config = {});
-  ~Broker();
+  ~Broker() { stop(); }
   void start();
-  void stop();
-  void kill9();
-  int port() const { return port_; }
-  std::string uri() const { return "tcp://127.0.0.1:" + std::to_string(port_); }
-
- private:
-  std::string conf_;
-  std::string log_;
-  int port_;
-  Process process_;
 };
 
 struct HttpResult {

@@ -1,4 +1,4 @@
-// A child process for integration tests: started with its output in a log file, killed with
+// A child process (for tests and doppel-bench): started with its output in a log file, killed with
 // SIGKILL if the test process dies (PR_SET_PDEATHSIG), and reaped on destruction.
 #pragma once
 
@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-namespace doppel::testing {
+namespace doppel::sim {
 
 class Process {
  public:
@@ -33,4 +33,4 @@ class Process {
   std::string log_;
 };
 
-}  // namespace doppel::testing
+}  // namespace doppel::sim

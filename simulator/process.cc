@@ -1,4 +1,4 @@
-#include "tests/support/process.h"
+#include "simulator/process.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -10,7 +10,7 @@
 #include <sstream>
 #include <thread>
 
-namespace doppel::testing {
+namespace doppel::sim {
 
 Process::Process(std::vector<std::string> argv, std::string log_file) : log_(std::move(log_file)) {
   std::vector<char*> args;
@@ -100,4 +100,4 @@ std::string Process::log() const {
   return ss.str();
 }
 
-}  // namespace doppel::testing
+}  // namespace doppel::sim
