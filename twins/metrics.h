@@ -27,6 +27,12 @@ class Gauge {
  public:
   void set(int64_t v) { v_.store(v, std::memory_order_relaxed); }
   void add(int64_t n) { v_.fetch_add(n, std::memory_order_relaxed); }
+  // Raises the value to `v` if it is lower.
+  void raise_to(int64_t v) {
+    int64_t cur = v_.load(std::memory_order_relaxed);
+    while (cur < v && !v_.compare_exchange_weak(cur, v, std::memory_order_relaxed)) {
+    }
+  }
   int64_t value() const { return v_.load(std::memory_order_relaxed); }
 
  private:

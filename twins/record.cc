@@ -69,6 +69,7 @@ TwinRecord to_record(Twin& twin, std::optional<Millis> next_deadline) {
       {"conn", to_string(twin.connection)},
       {"conn_since", twin.connection_since},
       {"live", to_string(twin.liveness)},
+      {"live_since", twin.liveness_since},
       {"seen", opt(twin.last_seen)},
       {"interval", opt(twin.interval_s)},
       {"stale_after", opt(twin.stale_after_s)},
@@ -129,6 +130,7 @@ Result<Twin> from_record(const StoredTwin& stored) {
     t.liveness = live == "fresh"   ? LivenessState::kFresh
                  : live == "stale" ? LivenessState::kStale
                                    : LivenessState::kUnknown;
+    t.liveness_since = b.value("live_since", Millis{0});
     t.last_seen = get_opt_ms(b, "seen");
     t.interval_s = get_opt_s(b, "interval");
     t.stale_after_s = get_opt_s(b, "stale_after");

@@ -83,6 +83,10 @@ struct Runtime::Stats {
     lateness =
         &m.histogram("doppel_alarm_lateness_seconds", "How late alarms fired after their deadline",
                      {0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 5});
+    lateness_max_ms = &m.gauge("doppel_alarm_lateness_max_ms",
+                               "The latest any alarm fired after its deadline, milliseconds");
+    early = &m.counter("doppel_alarms_early_total",
+                       "Alarms that fired before their deadline (must stay 0)");
     store_failures = &m.counter("doppel_store_failures_total",
                                 "Twin changes the store failed to commit (twin reloaded)");
     ignored = &m.counter("doppel_device_messages_ignored_total",
@@ -115,6 +119,8 @@ struct Runtime::Stats {
   Counter* evictions = nullptr;
   Counter* alarms = nullptr;
   Histogram* lateness = nullptr;
+  Gauge* lateness_max_ms = nullptr;
+  Counter* early = nullptr;
   Counter* store_failures = nullptr;
   Counter* ignored = nullptr;
   Gauge* total = nullptr;
@@ -331,9 +337,12 @@ void Shard::fire_timers() {
     }
     Outcome out;
     rt_.logic_.on_alarm(h->twin, t, out);
-    if (out.changed()) {
-      rt_.stats_->alarms->inc();
-      rt_.stats_->lateness->observe(static_cast<double>(t - timer.due) / 1000.0);
+    Runtime::Stats& stats = *rt_.stats_;
+    for (Millis deadline : out.fired) {
+      stats.alarms->inc();
+      stats.lateness->observe(static_cast<double>(t - deadline) / 1000.0);
+      stats.lateness_max_ms->raise_to(t - deadline);
+      if (t < deadline) stats.early->inc();
     }
     commit(*h, out, nullptr);
   }

@@ -104,6 +104,7 @@ json twin_document(const Twin& twin, Millis stale_after_ms) {
   doc["connection"] = {{"state", to_string(twin.connection)},
                        {"since", twin.connection_since ? json(twin.connection_since) : json()}};
   doc["liveness"] = {{"state", to_string(twin.liveness)},
+                     {"since", twin.liveness_since ? json(twin.liveness_since) : json()},
                      {"last_seen", optional_ms(twin.last_seen)},
                      {"stale_after_s", static_cast<double>(stale_after_ms) / 1000.0}};
   doc["reconcile"] = {{"state", to_string(twin.reconcile)},

@@ -77,6 +77,7 @@ struct Twin {
   ConnectionState connection = ConnectionState::kUnknown;
   Millis connection_since = 0;
   LivenessState liveness = LivenessState::kUnknown;
+  Millis liveness_since = 0;  // when the liveness state last changed (0: never)
   std::optional<Millis> last_seen;
   std::optional<double> interval_s;     // declared by the device's birth message
   std::optional<double> stale_after_s;  // the twin's own setting (API)

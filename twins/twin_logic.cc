@@ -128,6 +128,7 @@ void TwinLogic::touch(Twin& twin, Millis now, Outcome& out) const {
   if (twin.liveness != LivenessState::kFresh) {
     if (twin.liveness == LivenessState::kStale) out.events.push_back(TwinEvent::kFresh);
     twin.liveness = LivenessState::kFresh;
+    twin.liveness_since = now;
   }
   // A device that speaks is connected, even if its birth message was lost or never sent.
   if (twin.connection != ConnectionState::kOnline) go_online(twin, now, out);
@@ -206,6 +207,7 @@ void TwinLogic::on_status(Twin& twin, const StatusMessage& msg, Encoding arrived
   twin.encoding = msg.encoding.value_or(arrived_as);
   twin.last_seen = now;
   if (twin.liveness == LivenessState::kStale) out.events.push_back(TwinEvent::kFresh);
+  if (twin.liveness != LivenessState::kFresh) twin.liveness_since = now;
   twin.liveness = LivenessState::kFresh;
   // A birth always re-sends: the device may have lost what we sent before it reconnected.
   go_online(twin, now, out);
@@ -236,14 +238,17 @@ void TwinLogic::on_command_result(Twin& twin, std::string_view command_id,
 }
 
 void TwinLogic::on_alarm(Twin& twin, Millis now, Outcome& out) const {
-  if (twin.liveness != LivenessState::kStale &&
-      now >= twin.last_seen.value_or(twin.created_at) + stale_after_ms(twin)) {
+  const Millis stale_at = twin.last_seen.value_or(twin.created_at) + stale_after_ms(twin);
+  if (twin.liveness != LivenessState::kStale && now >= stale_at) {
     twin.liveness = LivenessState::kStale;
+    twin.liveness_since = now;
     out.twin_changed = true;
     out.events.push_back(TwinEvent::kStale);
+    out.fired.push_back(stale_at);
   }
   if (twin.reconcile == ReconcileState::kPending && twin.reconcile_next_retry &&
       now >= *twin.reconcile_next_retry) {
+    out.fired.push_back(*twin.reconcile_next_retry);
     out.twin_changed = true;
     const json delta = compute_delta(twin.desired, twin.reported);
     if (delta.empty()) {
@@ -264,10 +269,12 @@ void TwinLogic::on_alarm(Twin& twin, Millis now, Outcome& out) const {
   for (auto& c : twin.commands) {
     if (is_terminal(c.status)) continue;
     if (c.expires_at && now >= *c.expires_at) {
+      out.fired.push_back(*c.expires_at);
       c.error = std::string("ttl passed while ") + std::string(to_string(c.status));
       finish(twin, c, CommandStatus::kExpired, now, out);
       out.events.push_back(TwinEvent::kCommandExpired);
     } else if (c.status == CommandStatus::kSent && c.ack_deadline && now >= *c.ack_deadline) {
+      out.fired.push_back(*c.ack_deadline);
       if (twin.connection != ConnectionState::kOnline) {
         c.ack_deadline.reset();  // re-delivered by the birth message
         mark(out, c);

@@ -51,6 +51,8 @@ struct Outcome {
   std::vector<uint64_t> commands_removed;  // seqs to delete (history pruning)
   std::vector<DeviceOutput> outputs;
   std::vector<TwinEvent> events;
+  // Deadlines that fired in this step, for lateness metrics.
+  std::vector<Millis> fired;
   // Command state changes (from: nullopt for a new command), for the metrics.
   std::vector<std::pair<std::optional<CommandStatus>, CommandStatus>> command_transitions;
 

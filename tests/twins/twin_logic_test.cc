@@ -286,6 +286,8 @@ TEST_CASE("a twin goes stale exactly stale_after after its last message, not bef
   CHECK(f.twin.liveness == LivenessState::kStale);
   CHECK(has_event(out, TwinEvent::kStale));
   CHECK(f.doc()["liveness"]["state"] == "stale");
+  CHECK(f.doc()["liveness"]["since"] == seen + 300'000);
+  CHECK(out.fired == std::vector<Millis>{seen + 300'000});
   // A stale twin has no staleness deadline left; the next message makes it fresh.
   CHECK(!f.logic.next_deadline(f.twin).has_value());
   f.now += 10;
