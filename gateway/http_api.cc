@@ -233,6 +233,7 @@ struct HttpApi::Impl {
 
   void routes() {
     server.set_payload_max_length(1 << 20);
+    server.set_tcp_nodelay(true);  // small responses must not wait for delayed ACKs (~40 ms)
     server.set_read_timeout(10, 0);
     server.set_keep_alive_max_count(10000);
     server.set_logger([this](const httplib::Request&, const httplib::Response& res) {

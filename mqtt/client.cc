@@ -95,16 +95,6 @@ struct Client::Impl : public ::mqtt::callback {
     connected_flag.store(false);
     if (lost_handler) lost_handler(cause.empty() ? "connection lost" : cause);
   }
-  void delivery_complete(::mqtt::delivery_token_ptr) override {
-    delivered.fetch_add(1, std::memory_order_relaxed);
-    std::lock_guard lock(window_mu);
-    window_cv.notify_all();
-  }
-
-  std::atomic<uint64_t> published{0};
-  std::atomic<uint64_t> delivered{0};
-  std::mutex window_mu;
-  std::condition_variable window_cv;
 };
 
 Client::Client(ClientOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
@@ -174,7 +164,6 @@ Status Client::publish(const std::string& topic, std::string payload, int qos,
       msg->set_properties(std::move(props));
     }
     impl_->client->publish(msg);
-    impl_->published.fetch_add(1, std::memory_order_relaxed);
     return Status::ok();
   } catch (const ::mqtt::exception& e) {
     return Status(StatusCode::kUnavailable, std::string("publish failed: ") + e.what());
@@ -203,17 +192,9 @@ Status Client::disconnect(std::chrono::milliseconds timeout, bool send_will) {
   return Status::ok();
 }
 
-uint64_t Client::published() const { return impl_->published.load(); }
-uint64_t Client::delivered() const { return impl_->delivered.load(); }
-
-bool Client::wait_for_window(uint64_t window, std::chrono::milliseconds timeout) {
-  std::unique_lock lock(impl_->window_mu);
-  return impl_->window_cv.wait_for(lock, timeout, [&] {
-    return impl_->published.load() - impl_->delivered.load() <= window;
-  });
+bool Client::connected() const {
+  return impl_->connected_flag.load() && impl_->client->is_connected();
 }
-
-bool Client::connected() const { return impl_->connected_flag.load() && impl_->client->is_connected(); }
 
 const std::string& Client::client_id() const { return impl_->options.client_id; }
 

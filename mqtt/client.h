@@ -82,11 +82,6 @@ class Client {
   Status disconnect(std::chrono::milliseconds timeout, bool send_will = false);
   bool connected() const;
   const std::string& client_id() const;
-  // QoS 1/2 publishes queued, and those the broker acknowledged.
-  uint64_t published() const;
-  uint64_t delivered() const;
-  // Waits until at most `window` QoS 1/2 publishes are unacknowledged (load generators).
-  bool wait_for_window(uint64_t window, std::chrono::milliseconds timeout);
 
  private:
   struct Impl;

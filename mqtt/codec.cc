@@ -84,7 +84,7 @@ Result<DeviceMessage> decode_json(InboundKind kind, std::string_view payload,
                                   const Limits& limits) {
   auto env = parse_envelope(payload, limits, kind == InboundKind::kGet);
   if (!env) return env.status();
-  const json& obj = *env;
+  json& obj = *env;
   switch (kind) {
     case InboundKind::kReported: {
       if (Status s = only_fields(obj, {"state", "token", "ts"}, "a reported message"); !s) return s;
@@ -94,7 +94,6 @@ Result<DeviceMessage> decode_json(InboundKind kind, std::string_view payload,
       if (!state->is_object()) {
         return invalid(std::string("'state' must be a JSON object, not ") + state->type_name());
       }
-      m.state = *state;
       if (Status s = optional_string(obj, "token", kMaxTokenBytes, m.token); !s) return s;
       if (auto ts = obj.find("ts"); ts != obj.end() && !ts->is_null()) {
         if (!ts->is_number_integer() || ts->get<int64_t>() < 0) {
@@ -102,6 +101,7 @@ Result<DeviceMessage> decode_json(InboundKind kind, std::string_view payload,
         }
         m.device_ts = ts->get<int64_t>();
       }
+      m.state = std::move(*state);
       return DeviceMessage(std::move(m));
     }
     case InboundKind::kGet: {

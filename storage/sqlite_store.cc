@@ -26,7 +26,9 @@ CREATE TABLE twins (
   version       INTEGER NOT NULL,
   desired       TEXT NOT NULL,      -- JSON
   reported      TEXT NOT NULL,      -- JSON
-  body          BLOB NOT NULL,      -- MessagePack: versions, metadata, connection, liveness, ...
+  desired_meta  BLOB NOT NULL,      -- MessagePack: per-leaf {ts, version}
+  reported_meta BLOB NOT NULL,      -- MessagePack: per-leaf {ts}
+  body          BLOB NOT NULL,      -- MessagePack: versions, connection, liveness, reconcile, ...
   next_deadline INTEGER,            -- earliest alarm (Unix ms), NULL when none
   updated_at    INTEGER NOT NULL
 );
@@ -66,10 +68,12 @@ struct SqliteTwinStore::Writer {
   }
   void prepare() {
     upsert_twin = std::make_unique<Statement>(db, R"sql(
-      INSERT INTO twins (id, version, desired, reported, body, next_deadline, updated_at)
-      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+      INSERT INTO twins (id, version, desired, reported, desired_meta, reported_meta, body,
+                         next_deadline, updated_at)
+      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
       ON CONFLICT (id) DO UPDATE SET version = excluded.version, desired = excluded.desired,
-        reported = excluded.reported, body = excluded.body,
+        reported = excluded.reported, desired_meta = excluded.desired_meta,
+        reported_meta = excluded.reported_meta, body = excluded.body,
         next_deadline = excluded.next_deadline, updated_at = excluded.updated_at)sql");
     delete_twin = std::make_unique<Statement>(db, "DELETE FROM twins WHERE id = ?1");
     delete_commands = std::make_unique<Statement>(db, "DELETE FROM commands WHERE twin_id = ?1");
@@ -89,8 +93,8 @@ struct SqliteTwinStore::Reader {
   Reader(const std::string& path, Durability durability)
       : db(path, SQLITE_OPEN_READWRITE),
         load_twin(db,
-                  "SELECT version, desired, reported, body, next_deadline, updated_at "
-                  "FROM twins WHERE id = ?1"),
+                  "SELECT version, desired, reported, desired_meta, reported_meta, body, "
+                  "next_deadline, updated_at FROM twins WHERE id = ?1"),
         load_commands(db,
                       "SELECT seq, id, status, body FROM commands WHERE twin_id = ?1 "
                       "ORDER BY seq"),
@@ -115,9 +119,11 @@ struct SqliteTwinStore::Reader {
     st.twin.version = static_cast<uint64_t>(load_twin.column_int(0));
     st.twin.desired = load_twin.column_text(1);
     st.twin.reported = load_twin.column_text(2);
-    st.twin.body = load_twin.column_text(3);
-    if (!load_twin.column_null(4)) st.twin.next_deadline = load_twin.column_int(4);
-    st.twin.updated_at = load_twin.column_int(5);
+    st.twin.desired_meta = load_twin.column_text(3);
+    st.twin.reported_meta = load_twin.column_text(4);
+    st.twin.body = load_twin.column_text(5);
+    if (!load_twin.column_null(6)) st.twin.next_deadline = load_twin.column_int(6);
+    st.twin.updated_at = load_twin.column_int(7);
     load_twin.reset();
     load_commands.bind(1, id);
     while (load_commands.step()) {
@@ -276,9 +282,11 @@ void SqliteTwinStore::writer_loop() {
               .bind(2, static_cast<int64_t>(r.version))
               .bind(3, std::string_view(r.desired))
               .bind(4, std::string_view(r.reported))
-              .bind_blob(5, r.body)
-              .bind(6, r.next_deadline)
-              .bind(7, r.updated_at)
+              .bind_blob(5, r.desired_meta)
+              .bind_blob(6, r.reported_meta)
+              .bind_blob(7, r.body)
+              .bind(8, r.next_deadline)
+              .bind(9, r.updated_at)
               .run();
         }
         for (const auto& c : tw.upsert_commands) {

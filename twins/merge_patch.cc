@@ -59,7 +59,27 @@ void delta_into(const json& desired, const json* reported, json& out) {
   }
 }
 
+bool no_delta(const json& desired, const json* reported) {
+  for (const auto& [key, want] : desired.items()) {
+    const json* have = nullptr;
+    if (reported != nullptr) {
+      auto it = reported->find(key);
+      if (it != reported->end()) have = &*it;
+    }
+    if (want.is_object()) {
+      if (!no_delta(want, have != nullptr && have->is_object() ? have : nullptr)) return false;
+    } else if (have == nullptr || !values_equal(want, *have)) {
+      return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace
+
+bool delta_is_empty(const json& desired, const json& reported) {
+  return !desired.is_object() || no_delta(desired, reported.is_object() ? &reported : nullptr);
+}
 
 bool apply_merge_patch(json& target, const json& patch) {
   return merge_value(target, nullptr, patch, nullptr);

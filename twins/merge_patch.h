@@ -18,5 +18,7 @@ bool apply_merge_patch(json& target, json& meta, const json& patch, const json& 
 // The desired leaves whose value differs from reported (missing counts as different),
 // recursively; reported-only keys never appear; empty objects are omitted. Always an object.
 json compute_delta(const json& desired, const json& reported);
+// compute_delta(desired, reported).empty(), without building it.
+bool delta_is_empty(const json& desired, const json& reported);
 
 }  // namespace doppel::twins

@@ -1,10 +1,12 @@
 #include "twins/record.h"
 
+#include <cstring>
+#include <type_traits>
+
 namespace doppel::twins {
 namespace {
 
 json opt(const std::optional<Millis>& v) { return v ? json(*v) : json(); }
-json opt(const std::optional<double>& v) { return v ? json(*v) : json(); }
 
 std::optional<Millis> get_opt_ms(const json& j, const char* key) {
   auto it = j.find(key);
@@ -18,9 +20,82 @@ std::optional<double> get_opt_s(const json& j, const char* key) {
   return it->get<double>();
 }
 
+// Writes MessagePack straight into a string: the twin's scalar fields are encoded without first
+// building a JSON object (to_record runs for every change, so it is on the hot path).
+class Packer {
+ public:
+  explicit Packer(std::string& out) : out_(out) {}
+  void map(size_t n) {
+    if (n < 16) {
+      byte(0x80 | n);
+    } else {
+      byte(0xde);
+      be(n, 2);
+    }
+  }
+  void str(std::string_view s) {
+    if (s.size() < 32) {
+      byte(0xa0 | s.size());
+    } else if (s.size() < 256) {
+      byte(0xd9);
+      byte(s.size());
+    } else {
+      byte(0xda);
+      be(s.size(), 2);
+    }
+    out_.append(s);
+  }
+  void num(int64_t v) {
+    if (v >= 0 && v < 128) {
+      byte(static_cast<uint64_t>(v));
+    } else {
+      byte(0xd3);
+      be(static_cast<uint64_t>(v), 8);
+    }
+  }
+  void num(double d) {
+    byte(0xcb);
+    uint64_t bits;
+    std::memcpy(&bits, &d, sizeof bits);
+    be(bits, 8);
+  }
+  template <typename T>
+  void opt(const std::optional<T>& v) {
+    if (v) {
+      num(*v);
+    } else {
+      byte(0xc0);
+    }
+  }
+  void value(const json& j) { json::to_msgpack(j, out_); }
+  template <typename T>
+  void field(std::string_view key, const T& v) {
+    str(key);
+    if constexpr (std::is_same_v<T, json>) {
+      value(v);
+    } else if constexpr (std::is_convertible_v<T, std::string_view>) {
+      str(v);
+    } else if constexpr (std::is_floating_point_v<T>) {
+      num(static_cast<double>(v));
+    } else if constexpr (std::is_integral_v<T>) {
+      num(static_cast<int64_t>(v));
+    } else {
+      opt(v);
+    }
+  }
+
+ private:
+  void byte(uint64_t b) { out_.push_back(static_cast<char>(b & 0xff)); }
+  void be(uint64_t v, int bytes) {
+    for (int i = bytes - 1; i >= 0; --i) byte(v >> (8 * i));
+  }
+  std::string& out_;
+};
+
 std::string pack(const json& j) {
-  std::vector<uint8_t> bytes = json::to_msgpack(j);
-  return std::string(bytes.begin(), bytes.end());
+  std::string out;
+  json::to_msgpack(j, out);
+  return out;
 }
 
 json unpack(const std::string& s) { return json::from_msgpack(s.begin(), s.end()); }
@@ -56,34 +131,39 @@ TwinRecord to_record(Twin& twin, std::optional<Millis> next_deadline) {
   TwinRecord r;
   r.id = twin.id;
   r.version = twin.version;
-  r.desired = to_text(twin.desired);
+  if (twin.serialized_desired_version != twin.desired_version) {
+    twin.desired_text = to_text(twin.desired);
+    twin.desired_meta_bytes = pack(twin.desired_meta);
+    twin.serialized_desired_version = twin.desired_version;
+  }
+  r.desired = twin.desired_text;
+  r.desired_meta = twin.desired_meta_bytes;
   r.reported = to_text(twin.reported);
+  r.reported_meta = pack(twin.reported_meta);
   twin.desired_bytes = r.desired.size();
   twin.reported_bytes = r.reported.size();
-  const json body = {
-      {"dv", twin.desired_version},
-      {"rv", twin.reported_version},
-      {"dm", twin.desired_meta},
-      {"rm", twin.reported_meta},
-      {"tags", twin.tags},
-      {"conn", to_string(twin.connection)},
-      {"conn_since", twin.connection_since},
-      {"live", to_string(twin.liveness)},
-      {"live_since", twin.liveness_since},
-      {"seen", opt(twin.last_seen)},
-      {"interval", opt(twin.interval_s)},
-      {"stale_after", opt(twin.stale_after_s)},
-      {"enc", to_string(twin.encoding)},
-      {"rec", to_string(twin.reconcile)},
-      {"rec_att", twin.reconcile_attempts},
-      {"rec_dv", twin.reconcile_desired_version},
-      {"rec_sent", opt(twin.reconcile_last_sent)},
-      {"rec_next", opt(twin.reconcile_next_retry)},
-      {"strategy", to_string(twin.command_strategy)},
-      {"next_seq", twin.next_command_seq},
-      {"created", twin.created_at},
-  };
-  r.body = pack(body);
+  r.body.reserve(256);
+  Packer p(r.body);
+  p.map(19);
+  p.field("dv", twin.desired_version);
+  p.field("rv", twin.reported_version);
+  p.field("tags", twin.tags);
+  p.field("conn", to_string(twin.connection));
+  p.field("conn_since", twin.connection_since);
+  p.field("live", to_string(twin.liveness));
+  p.field("live_since", twin.liveness_since);
+  p.field("seen", twin.last_seen);
+  p.field("interval", twin.interval_s);
+  p.field("stale_after", twin.stale_after_s);
+  p.field("enc", to_string(twin.encoding));
+  p.field("rec", to_string(twin.reconcile));
+  p.field("rec_att", twin.reconcile_attempts);
+  p.field("rec_dv", twin.reconcile_desired_version);
+  p.field("rec_sent", twin.reconcile_last_sent);
+  p.field("rec_next", twin.reconcile_next_retry);
+  p.field("strategy", to_string(twin.command_strategy));
+  p.field("next_seq", twin.next_command_seq);
+  p.field("created", twin.created_at);
   r.next_deadline = next_deadline;
   r.updated_at = twin.updated_at;
   return r;
@@ -114,12 +194,15 @@ Result<Twin> from_record(const StoredTwin& stored) {
     t.version = r.version;
     t.desired = json::parse(r.desired);
     t.reported = json::parse(r.reported);
+    t.desired_meta = unpack(r.desired_meta);
+    t.reported_meta = unpack(r.reported_meta);
+    t.desired_text = r.desired;
+    t.desired_meta_bytes = r.desired_meta;
     t.desired_bytes = r.desired.size();
     t.reported_bytes = r.reported.size();
     t.desired_version = b.at("dv").get<uint64_t>();
+    t.serialized_desired_version = t.desired_version;
     t.reported_version = b.at("rv").get<uint64_t>();
-    t.desired_meta = b.at("dm");
-    t.reported_meta = b.at("rm");
     t.tags = b.at("tags");
     const std::string conn = b.at("conn").get<std::string>();
     t.connection = conn == "online"    ? ConnectionState::kOnline

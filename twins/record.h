@@ -15,9 +15,11 @@ namespace doppel::twins {
 struct TwinRecord {
   std::string id;
   uint64_t version = 0;
-  std::string desired;   // JSON text, so SQL can query it later (json_extract)
-  std::string reported;  // JSON text
-  std::string body;      // everything else, MessagePack
+  std::string desired;        // JSON text, so SQL can query it later (json_extract)
+  std::string reported;       // JSON text
+  std::string desired_meta;   // MessagePack
+  std::string reported_meta;  // MessagePack
+  std::string body;           // everything else, MessagePack
   std::optional<Millis> next_deadline;
   Millis updated_at = 0;
 };
@@ -43,7 +45,8 @@ struct TwinWrite {
   std::vector<uint64_t> delete_commands;  // by seq
 };
 
-// Serializes the twin; also refreshes twin.desired_bytes / reported_bytes.
+// Serializes the twin; also refreshes twin.desired_bytes / reported_bytes and the cached
+// serialization of the desired side (reused until desired_version changes).
 TwinRecord to_record(Twin& twin, std::optional<Millis> next_deadline);
 CommandRecord to_record(const Command& command);
 // kInternal when a stored row cannot be read back (corruption); the twin is then unusable.

@@ -100,6 +100,11 @@ struct Twin {
   // or a write), so most updates pass the size limit without serializing anything.
   size_t desired_bytes = 2;
   size_t reported_bytes = 2;
+  // Not persisted: desired and its metadata serialized, valid while desired_version equals
+  // serialized_desired_version (most writes change only the reported side).
+  std::string desired_text;
+  std::string desired_meta_bytes;
+  uint64_t serialized_desired_version = UINT64_MAX;
 };
 
 // The twin document of DESIGN §3 (GET /v1/twins/{id}). `stale_after_ms` is the effective window.

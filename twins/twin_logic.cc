@@ -174,7 +174,7 @@ Status TwinLogic::on_reported(Twin& twin, const ReportedMessage& msg, Millis now
   touch(twin, now, out);
   if (!was_online) return Status::ok();  // go_online already (re)started reconciliation
 
-  const bool converged = compute_delta(twin.desired, twin.reported).empty();
+  const bool converged = delta_is_empty(twin.desired, twin.reported);
   if (converged && twin.reconcile != ReconcileState::kConverged) {
     twin.reconcile = ReconcileState::kConverged;
     twin.reconcile_attempts = 0;

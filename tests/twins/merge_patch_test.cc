@@ -98,6 +98,20 @@ TEST_CASE("delta omits empty objects") {
   CHECK(compute_delta(j(R"({"a":{"b":{},"c":2}})"), j(R"({})")) == j(R"({"a":{"c":2}})"));
 }
 
+TEST_CASE("delta_is_empty agrees with compute_delta") {
+  const char* cases[][2] = {{R"({"a":{}})", "{}"},
+                            {R"({"a":{"b":1}})", R"({"a":{"b":1.0}})"},
+                            {R"({"a":{"b":1}})", R"({"a":{"b":2}})"},
+                            {R"({"a":1})", R"({"b":1})"},
+                            {R"({})", R"({"x":1})"},
+                            {R"({"l":[1]})", R"({"l":[1]})"},
+                            {R"({"a":{"b":{}},"c":1})", R"({"c":1})"}};
+  for (const auto& c : cases) {
+    CHECK_MESSAGE(delta_is_empty(j(c[0]), j(c[1])) == compute_delta(j(c[0]), j(c[1])).empty(), c[0],
+                  " vs ", c[1]);
+  }
+}
+
 TEST_CASE("delta compares arrays as whole values") {
   CHECK(compute_delta(j(R"({"l":[1,2]})"), j(R"({"l":[1,2.0]})")).empty());
   CHECK(compute_delta(j(R"({"l":[1,2]})"), j(R"({"l":[2,1]})")) == j(R"({"l":[1,2]})"));

@@ -78,3 +78,17 @@ TEST_CASE("a corrupt stored row is an error, not a crash") {
   CHECK(!t);
   CHECK(t.status().code() == doppel::StatusCode::kInternal);
 }
+
+TEST_CASE("the cached desired serialization follows every desired change") {
+  TwinLogic logic{Policy{}};
+  Outcome out;
+  Twin t = logic.create("c-1", 1, out);
+  REQUIRE(logic.update_desired(t, UpdateDesired{json{{"a", 1}}, false, {}}, 2, out));
+  CHECK(to_record(t, std::nullopt).desired == R"({"a":1})");
+  REQUIRE(logic.update_desired(t, UpdateDesired{json{{"a", 2}}, false, {}}, 3, out));
+  const TwinRecord r = to_record(t, std::nullopt);
+  CHECK(r.desired == R"({"a":2})");
+  CHECK(json::from_msgpack(r.desired_meta)["a"]["version"] == 2);
+  REQUIRE(logic.update_desired(t, UpdateDesired{json{{"b", 1}}, true, {}}, 4, out));
+  CHECK(to_record(t, std::nullopt).desired == R"({"b":1})");
+}

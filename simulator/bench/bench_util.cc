@@ -1,0 +1,171 @@
+#include "simulator/bench/bench_util.h"
+
+#include <httplib.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "simulator/local_broker.h"
+
+namespace doppel::bench {
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+double cpu_seconds(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(in, line)) return -1;
+  // Fields after the ")" of the command name: state is field 3; utime 14, stime 15.
+  const auto close = line.rfind(')');
+  std::istringstream rest(line.substr(close + 2));
+  std::string field;
+  unsigned long long utime = 0;
+  unsigned long long stime = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14) utime = std::stoull(field);
+    if (i == 15) stime = std::stoull(field);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+long rss_kib(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  }
+  return -1;
+}
+
+void CpuMeter::add(const std::string& name, pid_t pid) { procs_.emplace_back(name, pid); }
+
+void CpuMeter::start() {
+  start_cpu_.clear();
+  for (const auto& [name, pid] : procs_) start_cpu_.push_back(cpu_seconds(pid));
+  start_ = Clock::now();
+}
+
+json CpuMeter::stop() const {
+  const double elapsed = seconds_since(start_);
+  json out = json::object();
+  for (size_t i = 0; i < procs_.size(); ++i) {
+    const double used = cpu_seconds(procs_[i].second) - start_cpu_[i];
+    out[procs_[i].first] = std::round(used / elapsed * 100) / 100;
+  }
+  out["elapsed_s"] = std::round(elapsed * 100) / 100;
+  return out;
+}
+
+json percentiles_ms(std::vector<double> s) {
+  if (s.empty()) return {{"count", 0}};
+  std::sort(s.begin(), s.end());
+  auto at = [&](double q) {
+    const size_t i = std::min(s.size() - 1, static_cast<size_t>(std::ceil(q * s.size())) - 1);
+    return std::round(s[i] * 1000) / 1000;
+  };
+  return {{"count", s.size()},
+          {"p50", at(0.50)},
+          {"p90", at(0.90)},
+          {"p99", at(0.99)},
+          {"max", std::round(s.back() * 1000) / 1000}};
+}
+
+Gateway::Gateway(std::string doppeld, std::string data_dir, std::string broker_uri,
+                 std::vector<std::string> extra_args)
+    : doppeld_(std::move(doppeld)),
+      data_dir_(std::move(data_dir)),
+      broker_uri_(std::move(broker_uri)),
+      args_(std::move(extra_args)),
+      port_(sim::free_port()) {}
+
+Gateway::~Gateway() { stop(); }
+
+double Gateway::start(std::chrono::seconds within) {
+  std::filesystem::create_directories(data_dir_);
+  std::vector<std::string> argv = {
+      doppeld_,   "--data",    data_dir_,     "--http", "127.0.0.1:" + std::to_string(port_),
+      "--broker", broker_uri_, "--log-level", "warn"};
+  argv.insert(argv.end(), args_.begin(), args_.end());
+  const auto t0 = Clock::now();
+  process_ = sim::Process(argv, data_dir_ + "/doppeld-" + std::to_string(++starts_) + ".log");
+  httplib::Client client("127.0.0.1", port_);
+  client.set_connection_timeout(0, 200'000);
+  while (seconds_since(t0) < static_cast<double>(within.count())) {
+    if (!process_.running()) return -1;
+    auto r = client.Get("/readyz");
+    if (r && r->status == 200) return seconds_since(t0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return -1;
+}
+
+void Gateway::stop() { process_.stop(std::chrono::seconds(60)); }
+
+void Gateway::kill9() {
+  process_.signal(SIGKILL);
+  process_.wait_exit(std::chrono::seconds(10));
+}
+
+std::map<std::string, double> parse_metrics(const std::string& text) {
+  std::map<std::string, double> out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    const auto space = line.rfind(' ');
+    if (space == std::string::npos) continue;
+    try {
+      out[line.substr(0, space)] = std::stod(line.substr(space + 1));
+    } catch (const std::exception&) {
+    }
+  }
+  return out;
+}
+
+std::map<std::string, double> Gateway::metrics() const {
+  httplib::Client client("127.0.0.1", port_);
+  client.set_read_timeout(10, 0);
+  auto r = client.Get("/metrics");
+  return r && r->status == 200 ? parse_metrics(r->body) : std::map<std::string, double>{};
+}
+
+double Gateway::metric(const std::string& key) const {
+  auto m = metrics();
+  auto it = m.find(key);
+  return it == m.end() ? -1 : it->second;
+}
+
+std::string fmt(double v, int decimals) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
+  return buf;
+}
+
+void print_table(const std::string& title,
+                 const std::vector<std::pair<std::string, std::string>>& rows) {
+  size_t width = 0;
+  for (const auto& [k, v] : rows) width = std::max(width, k.size());
+  std::printf("\n== %s ==\n", title.c_str());
+  for (const auto& [k, v] : rows) {
+    std::printf("  %-*s  %s\n", static_cast<int>(width), k.c_str(), v.c_str());
+  }
+  std::fflush(stdout);
+}
+
+std::string sibling_binary(const std::string& relative) {
+  std::error_code ec;
+  const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) return relative;
+  return (self.parent_path() / ".." / relative).lexically_normal().string();
+}
+
+}  // namespace doppel::bench

@@ -1,0 +1,79 @@
+// Instruments for doppel-bench: CPU and memory of processes, Prometheus scraping, percentiles,
+// a doppeld child, and result tables. Loopback only.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "simulator/process.h"
+#include "twins/document.h"
+
+namespace doppel::bench {
+
+using twins::json;
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t);
+
+// CPU time (user + system) a process has used, in seconds; -1 if it is gone.
+double cpu_seconds(pid_t pid);
+// Resident set size, KiB; -1 if unknown.
+long rss_kib(pid_t pid);
+
+// CPU used by several processes over an interval, in cores.
+class CpuMeter {
+ public:
+  void add(const std::string& name, pid_t pid);
+  void start();
+  json stop() const;  // {"broker": 0.61, ...} in cores, plus "elapsed_s"
+
+ private:
+  std::vector<std::pair<std::string, pid_t>> procs_;
+  std::vector<double> start_cpu_;
+  Clock::time_point start_;
+};
+
+// Sorted samples -> p50/p90/p99/max.
+json percentiles_ms(std::vector<double> samples_ms);
+
+// A doppeld child on a fresh HTTP port.
+class Gateway {
+ public:
+  Gateway(std::string doppeld, std::string data_dir, std::string broker_uri,
+          std::vector<std::string> extra_args);
+  ~Gateway();
+  // Starts it; returns the seconds until /readyz answered 200 (negative on failure).
+  double start(std::chrono::seconds within = std::chrono::seconds(120));
+  void stop();
+  void kill9();
+  pid_t pid() const { return process_.pid(); }
+  int port() const { return port_; }
+  std::string log() const { return process_.log(); }
+  // Prometheus text -> {"name{labels}": value}.
+  std::map<std::string, double> metrics() const;
+  double metric(const std::string& key) const;
+
+ private:
+  std::string doppeld_, data_dir_, broker_uri_;
+  std::vector<std::string> args_;
+  int port_;
+  sim::Process process_;
+  int starts_ = 0;
+};
+
+// Parses Prometheus text exposition.
+std::map<std::string, double> parse_metrics(const std::string& text);
+
+// A small two-column table printer.
+void print_table(const std::string& title,
+                 const std::vector<std::pair<std::string, std::string>>& rows);
+std::string fmt(double v, int decimals = 0);
+
+// The default path of a sibling binary: <dir of this executable>/../<relative>.
+std::string sibling_binary(const std::string& relative);
+
+}  // namespace doppel::bench
