@@ -69,6 +69,7 @@ class SqliteTwinStore final : public twins::TwinStore {
 
   SqliteTwinStore(StoreOptions options, Metrics& metrics);
   void writer_loop();
+  void checkpoint_loop();
   std::unique_ptr<Reader> acquire_reader();
   void release_reader(std::unique_ptr<Reader> reader);
 
@@ -86,6 +87,8 @@ class SqliteTwinStore final : public twins::TwinStore {
   std::atomic<bool> closed_{false};
   bool stopping_ = false;
   std::thread thread_;
+  std::thread checkpointer_;
+  std::condition_variable checkpoint_cv_;
 
   std::mutex readers_mu_;
   std::vector<std::unique_ptr<Reader>> readers_;

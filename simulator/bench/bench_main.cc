@@ -50,9 +50,10 @@ struct Options {
   double latency_seconds = 10;
   double background_rate = 10'000;
   uint64_t memory_twins = 1'000'000;
-  uint64_t hot_twins = 10'000;
+  uint64_t hot_twins = 100'000;
   uint64_t alarm_twins = 1'000'000;
-  double alarm_after_s = 90;
+  double alarm_window_s = 120;  // the deadlines are spread over this long (0: as fast as possible)
+  double alarm_after_s = 0;     // staleness window; 0: window + 30 s, so all are armed at once
   uint64_t restart_overdue = 1000;
   int shards = 0;
 };
@@ -218,22 +219,23 @@ class Bench {
     json r;
     for (int qos : {0, 1}) {
       const std::string key = "qos" + std::to_string(qos);
-      json runs = json::array();
-      for (int run = 0; run < 3 && !g_interrupted; ++run) {
+      json all = json::array();
+      for (int run = 0; run < runs() && !g_interrupted; ++run) {
         json one = ceiling_run(qos, key + "-" + std::to_string(run));
         if (!one.value("ok", true)) return one;
-        runs.push_back(one);
+        all.push_back(one);
       }
-      json best = runs[0];
-      for (const auto& one : runs) {
+      json best = all[0];
+      for (const auto& one : all) {
         if (one["msgs_per_s"].get<double>() > best["msgs_per_s"].get<double>()) best = one;
       }
       best["runs_msgs_per_s"] = json::array();
-      for (const auto& one : runs) best["runs_msgs_per_s"].push_back(one["msgs_per_s"]);
+      for (const auto& one : all) best["runs_msgs_per_s"].push_back(one["msgs_per_s"]);
       r[key] = best;
       const json& c = best["cpu_cores"];
       print_table("ceiling, QoS " + std::to_string(qos) +
-                      " (publishers -> Mosquitto -> counting Paho subscriber, best of 3)",
+                      " (publishers -> Mosquitto -> counting Paho subscriber, best of " +
+                      std::to_string(runs()) + ")",
                   {{"messages", std::to_string(o_.messages)},
                    {"received", best["received"].dump()},
                    {"rate", fmt(best["msgs_per_s"].get<double>()) + " msg/s (runs " +
@@ -291,6 +293,9 @@ class Bench {
 
   // ---- ingest: the same load through doppeld, every update committed -------------------
 
+  // Repetitions of ceiling, ingest and baseline (best counts): 3, or 1 in quick mode.
+  int runs() const { return o_.quick ? 1 : 3; }
+
   // Best of three runs, like the ceiling, so the ratio compares like with like.
   json best_of(int runs, const std::string& key, const std::function<json(int)>& one) {
     json all = json::array();
@@ -306,14 +311,15 @@ class Bench {
   }
 
   json ingest() {
-    json r = best_of(3, "updates_per_s", [this](int i) { return ingest_run(i); });
+    json r = best_of(runs(), "updates_per_s", [this](int i) { return ingest_run(i); });
     if (!r.value("ok", false)) return r;
     const double rate = r["updates_per_s"].get<double>();
     if (ceiling_qos1_ > 0)
       r["ratio_to_ceiling_qos1"] = std::round(rate / ceiling_qos1_ * 1000) / 1000;
     ingest_rate_ = rate;
     const json& cores = r["cpu_cores"];
-    print_table("ingest (publishers -> Mosquitto -> doppeld -> SQLite, QoS 1, best of 3)",
+    print_table("ingest (publishers -> Mosquitto -> doppeld -> SQLite, QoS 1, best of " +
+                    std::to_string(runs()) + ")",
                 {{"updates committed", fmt(r["committed_writes"].get<double>())},
                  {"rate", fmt(rate) + " updates/s (runs " + r["runs_updates_per_s"].dump() + ")"},
                  {"ratio to ceiling (QoS 1)",
@@ -370,19 +376,19 @@ class Bench {
   // ---- baseline: read-merge-write per message, own transaction --------------------------
 
   json baseline() {
-    json r = best_of(3, "updates_per_s", [this](int i) { return baseline_run(i); });
+    json r = best_of(runs(), "updates_per_s", [this](int i) { return baseline_run(i); });
     if (!r.value("ok", false)) return r;
     const double rate = r["updates_per_s"].get<double>();
     if (ingest_rate_ > 0 && rate > 0)
       r["doppeld_speedup"] = std::round(ingest_rate_ / rate * 100) / 100;
     const json& cores = r["cpu_cores"];
-    print_table(
-        "baseline (stateless handler: SELECT, merge, UPSERT, COMMIT per message, best of 3)",
-        {{"rate", fmt(rate) + " updates/s (runs " + r["runs_updates_per_s"].dump() + ")"},
-         {"doppeld / baseline",
-          r.contains("doppeld_speedup") ? r["doppeld_speedup"].dump() + "x" : "n/a"},
-         {"CPU broker / handler+loadgen",
-          cores["broker"].dump() + " / " + cores["baseline+loadgen"].dump() + " cores"}});
+    print_table("baseline (stateless handler: SELECT, merge, UPSERT, COMMIT per message, best of " +
+                    std::to_string(runs()) + ")",
+                {{"rate", fmt(rate) + " updates/s (runs " + r["runs_updates_per_s"].dump() + ")"},
+                 {"doppeld / baseline",
+                  r.contains("doppeld_speedup") ? r["doppeld_speedup"].dump() + "x" : "n/a"},
+                 {"CPU broker / handler+loadgen",
+                  cores["broker"].dump() + " / " + cores["baseline+loadgen"].dump() + " cores"}});
     return r;
   }
 
@@ -561,6 +567,7 @@ class Bench {
       if (gw.start() < 0) return fail_log("doppeld did not start", gw);
       std::this_thread::sleep_for(std::chrono::milliseconds(300));
       const long rss0 = rss_kib(gw.pid());
+      const double sqlite0 = gw.metric("doppel_store_sqlite_memory_bytes");
       LoadGenerator gen(load(broker.port(), n, n, 1, "mem-"));
       if (Status s = gen.connect(); !s) return fail(s);
       const auto t0 = Clock::now();
@@ -573,10 +580,14 @@ class Bench {
       if (t < 0) return fail_log("registration stalled", gw);
       std::this_thread::sleep_for(std::chrono::seconds(2));  // sweeps and malloc trims
       const long rss1 = rss_kib(gw.pid());
+      const double sqlite1 = gw.metric("doppel_store_sqlite_memory_bytes");
       r["register_seconds"] = t;
       r["rss_empty_kib"] = rss0;
       r["rss_registered_kib"] = rss1;
+      r["sqlite_cache_growth_kib"] = std::round((sqlite1 - sqlite0) / 1024);
       r["bytes_per_registered_twin"] = std::round(static_cast<double>(rss1 - rss0) * 1024 / n);
+      r["bytes_per_registered_twin_excluding_sqlite_cache"] =
+          std::round((static_cast<double>(rss1 - rss0) * 1024 - (sqlite1 - sqlite0)) / n);
       r["hot_after_registration"] = gw.metric("doppel_twins_hot");
       gw.stop();
     }
@@ -593,6 +604,7 @@ class Bench {
       r["restart_ready_seconds"] = ready;
       std::this_thread::sleep_for(std::chrono::milliseconds(300));
       const long rss0 = rss_kib(gw.pid());
+      const double sqlite0 = gw.metric("doppel_store_sqlite_memory_bytes");
       const double writes0 = std::max(0.0, gw.metric("doppel_store_writes_total"));
       LoadGenerator gen(load(broker.port(), k, k, 1, "mem-"));
       if (Status s = gen.connect(); !s) return fail(s);
@@ -605,6 +617,7 @@ class Bench {
       gen.wait();
       gen.stop();
       const long rss1 = rss_kib(gw.pid());
+      const double sqlite_growth = gw.metric("doppel_store_sqlite_memory_bytes") - sqlite0;
       // What the twin's state alone costs in memory, measured here with the same documents.
       httplib::Client http("127.0.0.1", gw.port());
       auto doc = http.Get("/v1/twins/" + device_name("mem-", 0));
@@ -625,6 +638,9 @@ class Bench {
       r["bytes_per_hot_twin"] = std::round(per_hot);
       r["state_bytes_per_twin_in_memory"] = std::round(state);
       r["bytes_per_hot_twin_beyond_state"] = std::round(per_hot - state);
+      r["sqlite_cache_growth_kib_touching"] = std::round(sqlite_growth / 1024);
+      r["bytes_per_hot_twin_beyond_state_excluding_sqlite_cache"] =
+          std::round(per_hot - state - sqlite_growth / static_cast<double>(k));
       r["state_json_bytes"] =
           sample.value("reported", json::object()).dump().size() + sample["metadata"].dump().size();
       r["projected_rss_1m_registered_mib"] =
@@ -639,10 +655,15 @@ class Bench {
         {{"twins registered", std::to_string(n)},
          {"per registered (hibernated) twin",
           fmt(r["bytes_per_registered_twin"].get<double>()) + " B"},
+         {"  excluding SQLite's page caches",
+          fmt(r["bytes_per_registered_twin_excluding_sqlite_cache"].get<double>()) +
+              " B (caches grew " + fmt(r["sqlite_cache_growth_kib"].get<double>()) + " KiB)"},
          {"per hot twin", fmt(r["bytes_per_hot_twin"].get<double>()) + " B"},
          {"  of which the state documents",
           fmt(r["state_bytes_per_twin_in_memory"].get<double>()) + " B"},
          {"  beyond the state", fmt(r["bytes_per_hot_twin_beyond_state"].get<double>()) + " B"},
+         {"  beyond the state, excl. SQLite caches",
+          fmt(r["bytes_per_hot_twin_beyond_state_excluding_sqlite_cache"].get<double>()) + " B"},
          {"projected RSS, 1M registered",
           fmt(r["projected_rss_1m_registered_mib"].get<double>()) + " MiB"},
          {"SQLite file per twin", fmt(r["database_bytes_per_twin"].get<double>()) + " B"},
@@ -654,20 +675,24 @@ class Bench {
   }
 
   static double ready_ms(const json& seconds) { return seconds.get<double>() * 1000; }
+  static std::string bound(double ms) { return ms < 0 ? "> 5000 ms" : "<= " + fmt(ms) + " ms"; }
 
   // ---- alarms: N deadlines spread over a window; lateness and early firing ---------------
 
   json alarms() {
     const uint64_t n = o_.alarm_twins;
+    const double after_s = o_.alarm_after_s > 0 ? o_.alarm_after_s : o_.alarm_window_s + 30;
     LocalBroker broker(dir("alarms"));
     if (Status s = broker.start(); !s) return fail(s);
     Gateway gw(o_.doppeld, o_.work_dir + "/alarms/data", broker.uri(),
-               gateway_args({"--stale-after-s", fmt(o_.alarm_after_s, 3), "--max-hot-twins", "1000",
+               gateway_args({"--stale-after-s", fmt(after_s, 3), "--max-hot-twins", "1000",
                              "--hibernate-after-s", "3600"}));
     if (gw.start() < 0) return fail_log("doppeld did not start", gw);
-    // Each twin's first report arms its staleness alarm, alarm_after_s later: the deadlines
-    // are spread over the registration window.
-    LoadGenerator gen(load(broker.port(), n, n, 1, "alarm-"));
+    // Each twin's first report arms its staleness alarm, after_s later: registering the twins
+    // evenly over the window spreads the deadlines over the same window.
+    LoadOptions arm = load(broker.port(), n, n, 1, "alarm-");
+    arm.rate = o_.alarm_window_s > 0 ? static_cast<double>(n) / o_.alarm_window_s : 0;
+    LoadGenerator gen(arm);
     if (Status s = gen.connect(); !s) return fail(s);
     const auto t0 = Clock::now();
     gen.start();
@@ -686,29 +711,28 @@ class Bench {
           return static_cast<uint64_t>(
               std::max(0.0, gw.metric("doppel_twin_events_total{event=\"twin.stale\"}")));
         },
-        o_.alarm_after_s + 30);
+        after_s + 30);
     const auto m = gw.metrics();
     // Exact lateness from the twins themselves: liveness.since - (last_seen + stale_after).
     std::vector<double> lateness;
     uint64_t early = 0;
-    const uint64_t sample_cap = std::min<uint64_t>(n, 20'000);
+    // Sampled evenly across the whole population (ids are in registration, so deadline, order).
+    const uint64_t pages = std::max<uint64_t>(1, std::min<uint64_t>(20, n / 1000));
     httplib::Client http("127.0.0.1", gw.port());
-    std::string cursor;
-    while (lateness.size() < sample_cap) {
+    for (uint64_t page_no = 0; page_no < pages; ++page_no) {
+      const uint64_t first = page_no * n / pages;
+      const std::string cursor = first == 0 ? "" : device_name("alarm-", first - 1);
       auto res = http.Get("/v1/twins?limit=1000" + (cursor.empty() ? "" : "&cursor=" + cursor));
       if (!res || res->status != 200) break;
       json page = json::parse(res->body);
       for (auto& t : page["items"]) {
         const auto& l = t["liveness"];
         if (l["state"] != "stale" || !l["since"].is_number()) continue;
-        const double deadline =
-            l["last_seen"].get<double>() + std::ceil(o_.alarm_after_s * 1000 - 1e-9);
+        const double deadline = l["last_seen"].get<double>() + std::ceil(after_s * 1000 - 1e-9);
         const double late = l["since"].get<double>() - deadline;
         if (late < 0) ++early;
         lateness.push_back(late);
       }
-      if (page["next_cursor"].is_null()) break;
-      cursor = page["next_cursor"];
     }
     auto q = [&](double quantile) {
       // Upper bound of the histogram bucket holding the quantile (all N alarms), in ms.
@@ -720,21 +744,25 @@ class Bench {
           return std::stod(b) * 1000;
         }
       }
-      return 1e9;
+      return -1.0;  // beyond the last bucket (5 s)
     };
-    json r = {{"alarms", n},
-              {"after_s", o_.alarm_after_s},
-              {"armed_at_peak", armed_peak},
-              {"arm_seconds", registered},
-              {"fired", m.at("doppel_twin_events_total{event=\"twin.stale\"}")},
-              {"all_fired_after_s", fired_t},
-              {"lateness_sample_ms", percentiles_ms(lateness)},
-              {"early_in_sample", early},
-              {"early_total_metric", m.at("doppel_alarms_early_total")},
-              {"lateness_max_ms_metric", m.at("doppel_alarm_lateness_max_ms")},
-              {"lateness_p50_bucket_ms", q(0.5)},
-              {"lateness_p99_bucket_ms", q(0.99)},
-              {"ok", fired_t > 0 && early == 0}};
+    json r = {
+        {"alarms", n},
+        {"after_s", after_s},
+        {"window_s", o_.alarm_window_s},
+        {"fire_rate_per_s",
+         fired_t > 0 ? std::round(static_cast<double>(n) / std::max(0.001, fired_t - after_s)) : 0},
+        {"armed_at_peak", armed_peak},
+        {"arm_seconds", registered},
+        {"fired", m.at("doppel_twin_events_total{event=\"twin.stale\"}")},
+        {"all_fired_after_s", fired_t},
+        {"lateness_sample_ms", percentiles_ms(lateness)},
+        {"early_in_sample", early},
+        {"early_total_metric", m.at("doppel_alarms_early_total")},
+        {"lateness_max_ms_metric", m.at("doppel_alarm_lateness_max_ms")},
+        {"lateness_p50_bucket_ms", q(0.5)},
+        {"lateness_p99_bucket_ms", q(0.99)},
+        {"ok", fired_t > 0 && early == 0}};
     const json& s = r["lateness_sample_ms"];
     print_table("alarms (" + std::to_string(n) + " staleness deadlines, hibernated twins)",
                 {{"armed at peak", fmt(armed_peak)},
@@ -744,9 +772,10 @@ class Bench {
                                            : "p50 " + s["p50"].dump() + "  p99 " + s["p99"].dump() +
                                                  "  max " + s["max"].dump() + " ms"},
                  {"lateness (all, histogram bound)",
-                  "p50 <= " + fmt(r["lateness_p50_bucket_ms"].get<double>()) +
-                      " ms, p99 <= " + fmt(r["lateness_p99_bucket_ms"].get<double>()) +
-                      " ms, max " + fmt(r["lateness_max_ms_metric"].get<double>()) + " ms"},
+                  "p50 " + bound(r["lateness_p50_bucket_ms"].get<double>()) + ", p99 " +
+                      bound(r["lateness_p99_bucket_ms"].get<double>()) + ", max " +
+                      fmt(r["lateness_max_ms_metric"].get<double>()) + " ms"},
+                 {"firing rate", fmt(r["fire_rate_per_s"].get<double>()) + " alarms/s"},
                  {"fired early", std::to_string(early) + " (sample), " +
                                      fmt(r["early_total_metric"].get<double>()) + " (metric)"}});
     return r;
@@ -839,10 +868,17 @@ class Bench {
                         s["latency"]["desired_to_device_ms"].value("p99", json()).dump() + " ms");
     }
     if (s.contains("memory") && s["memory"].contains("bytes_per_registered_twin")) {
+      const json& mem = s["memory"];
       rows.emplace_back("per hibernated twin (target <= 64 B)",
-                        s["memory"]["bytes_per_registered_twin"].dump() + " B");
+                        mem["bytes_per_registered_twin"].dump() + " B (" +
+                            mem["bytes_per_registered_twin_excluding_sqlite_cache"].dump() +
+                            " B without SQLite's caches)");
       rows.emplace_back("per hot twin beyond state (target <= 1024 B)",
-                        s["memory"]["bytes_per_hot_twin_beyond_state"].dump() + " B");
+                        mem["bytes_per_hot_twin_beyond_state"].dump() + " B (" +
+                            mem["bytes_per_hot_twin_beyond_state_excluding_sqlite_cache"].dump() +
+                            " B without SQLite's caches)");
+      rows.emplace_back("RSS with 1M registered (target <= 1 GiB)",
+                        mem["projected_rss_1m_registered_mib"].dump() + " MiB");
     }
     if (s.contains("alarms") && s["alarms"].contains("lateness_sample_ms")) {
       rows.emplace_back("alarm lateness p99 (target <= 20 ms), early",
@@ -907,7 +943,11 @@ int main(int argc, char** argv) {
   app.add_option("--hot-twins", o.hot_twins, "memory: twins touched (made hot)")
       ->capture_default_str();
   app.add_option("--alarm-twins", o.alarm_twins, "alarms: deadlines armed")->capture_default_str();
-  app.add_option("--alarm-after-s", o.alarm_after_s, "alarms: staleness window")
+  app.add_option("--alarm-window-s", o.alarm_window_s,
+                 "alarms: spread the deadlines over this long (0: arm as fast as possible)")
+      ->capture_default_str();
+  app.add_option("--alarm-after-s", o.alarm_after_s,
+                 "alarms: staleness window (default: window + 30 s, all armed at once)")
       ->capture_default_str();
   app.add_option("--shards", o.shards, "doppeld --shards (default: its own)");
   CLI11_PARSE(app, argc, argv);
@@ -921,7 +961,8 @@ int main(int argc, char** argv) {
     o.memory_twins = std::min<uint64_t>(o.memory_twins, 3000);
     o.hot_twins = std::min<uint64_t>(o.hot_twins, 500);
     o.alarm_twins = std::min<uint64_t>(o.alarm_twins, 1000);
-    o.alarm_after_s = std::min(o.alarm_after_s, 2.0);
+    o.alarm_window_s = std::min(o.alarm_window_s, 1.0);
+    o.alarm_after_s = o.alarm_after_s > 0 ? std::min(o.alarm_after_s, 2.0) : 2.0;
     o.restart_overdue = std::min<uint64_t>(o.restart_overdue, 50);
   }
   std::stringstream list(scenarios);

@@ -1,0 +1,50 @@
+// doppel-bench --quick keeps the measurement harness working: every scenario runs at tiny sizes
+// and its counts add up (nothing lost, nothing early). No timing is asserted.
+#include <doctest/doctest.h>
+
+#include <fstream>
+
+#include "tests/support/harness.h"
+
+using namespace doppel::testing;
+
+TEST_CASE("doppel-bench --quick measures every scenario and its counts add up") {
+  TempDir dir;
+  const std::string out = dir.file("bench.json");
+  Process bench({DOPPEL_BENCH_PATH, "--quick", "--out", out, "--work-dir", dir.file("work")},
+                dir.file("bench.log"));
+  int status = -1;
+  REQUIRE_MESSAGE(bench.wait_exit(240s, &status), "doppel-bench --quick did not finish");
+  CHECK_MESSAGE(WEXITSTATUS(status) == 0, bench.log());
+  std::ifstream in(out);
+  REQUIRE(in);
+  const json r = json::parse(in);
+  const json& s = r["scenarios"];
+  for (const char* name :
+       {"ceiling", "ingest", "baseline", "latency", "memory", "alarms", "restart"}) {
+    CAPTURE(name);
+    REQUIRE(s.contains(name));
+    CHECK(s[name]["ok"] == true);
+  }
+  for (const char* qos : {"qos0", "qos1"}) {
+    CHECK(s["ceiling"][qos]["received"] == s["ceiling"][qos]["messages"]);
+    CHECK(s["ceiling"][qos]["msgs_per_s"].get<double>() > 0);
+  }
+  CHECK(s["ceiling"]["qos1"]["lost"] == 0);
+  CHECK(s["ingest"]["processed"] == s["ingest"]["messages"]);
+  CHECK(s["ingest"]["committed_writes"].get<double>() >= s["ingest"]["messages"].get<double>());
+  CHECK(s["ingest"]["rejected"] == 0);
+  CHECK(s["ingest"].contains("ratio_to_ceiling_qos1"));
+  CHECK(s["baseline"]["processed"] == s["baseline"]["messages"]);
+  CHECK(s["baseline"]["failed"] == 0);
+  CHECK(s["baseline"].contains("doppeld_speedup"));
+  CHECK(s["latency"]["desired_to_device_ms"]["count"] == s["latency"]["patches"]);
+  CHECK(s["latency"]["command_to_device_ms"]["count"] == s["latency"]["patches"]);
+  CHECK(s["memory"]["hot_in_memory"] == s["memory"]["hot"]);
+  CHECK(s["memory"]["hot_after_registration"].get<double>() <= 1000);
+  CHECK(s["alarms"]["fired"] == s["alarms"]["alarms"]);
+  CHECK(s["alarms"]["early_in_sample"] == 0);
+  CHECK(s["alarms"]["early_total_metric"] == 0);
+  CHECK(s["alarms"]["lateness_sample_ms"]["count"] == s["alarms"]["alarms"]);
+  CHECK(s["restart"]["overdue_fired_after_start_s"].get<double>() > 0);
+}
