@@ -42,6 +42,13 @@ CREATE TABLE commands (
   PRIMARY KEY (twin_id, seq)
 ) WITHOUT ROWID;
 )sql",
+    // 2: per-device broker credentials (hashes in Mosquitto's password-file format).
+    R"sql(
+CREATE TABLE credentials (
+  id   TEXT PRIMARY KEY,
+  hash TEXT NOT NULL
+) WITHOUT ROWID;
+)sql",
 };
 
 constexpr int kSchemaVersion = static_cast<int>(sizeof(kMigrations) / sizeof(kMigrations[0]));
@@ -64,7 +71,10 @@ struct SqliteTwinStore::Writer {
       : db(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) {
     db.exec("PRAGMA journal_mode = WAL");
     configure(db, durability);
-    db.exec("PRAGMA cache_size = -32000");
+    db.exec("PRAGMA cache_size = -8000");  // 8 MB; the OS page cache holds the rest
+    // Checkpoints run on their own thread (checkpoint_loop), not inside the writer's commits,
+    // where they added milliseconds to the output gate.
+    db.exec("PRAGMA wal_autocheckpoint = 0");
   }
   void prepare() {
     upsert_twin = std::make_unique<Statement>(db, R"sql(
@@ -150,6 +160,9 @@ SqliteTwinStore::SqliteTwinStore(StoreOptions options, Metrics& metrics)
       writes_(&metrics.counter("doppel_store_writes_total", "Twin writes committed")),
       commits_(&metrics.counter("doppel_store_commits_total", "Group commits")),
       failures_(&metrics.counter("doppel_store_commit_failures_total", "Failed group commits")) {
+  metrics.gauge_fn("doppel_store_sqlite_memory_bytes",
+                   "Heap memory SQLite holds (page caches of all connections)",
+                   [] { return static_cast<double>(sqlite3_memory_used()); });
   metrics.gauge_fn("doppel_store_queue_depth", "Writes waiting for the next group commit", [this] {
     std::lock_guard lock(mu_);
     return static_cast<double>(queue_.size());
@@ -185,6 +198,7 @@ Result<std::unique_ptr<SqliteTwinStore>> SqliteTwinStore::open(StoreOptions opti
     return to_status(e, "opening the store");
   }
   store->thread_ = std::thread([s = store.get()] { s->writer_loop(); });
+  store->checkpointer_ = std::thread([s = store.get()] { s->checkpoint_loop(); });
   return store;
 }
 
@@ -199,6 +213,8 @@ void SqliteTwinStore::close() {
   work_cv_.notify_all();
   room_cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+  checkpoint_cv_.notify_all();
+  if (checkpointer_.joinable()) checkpointer_.join();
   closed_.store(true);
   std::lock_guard lock(readers_mu_);
   readers_.clear();
@@ -331,6 +347,33 @@ void SqliteTwinStore::writer_loop() {
     }
     (void)first;
     for (auto& cb : waiters) cb(status);
+  }
+}
+
+void SqliteTwinStore::checkpoint_loop() {
+  // A PASSIVE checkpoint copies what it can from the WAL into the database without blocking
+  // the writer or readers; the writer restarts the WAL from the top once it is all copied.
+  std::unique_ptr<Database> db;
+  while (true) {
+    {
+      std::unique_lock lock(mu_);
+      checkpoint_cv_.wait_for(lock, std::chrono::milliseconds(200), [&] { return stopping_; });
+      if (stopping_) break;
+    }
+    try {
+      if (!db) {
+        db = std::make_unique<Database>(options_.path, SQLITE_OPEN_READWRITE);
+        configure(*db, options_.durability);
+      }
+      int wal_frames = 0;
+      int copied = 0;
+      const int rc = sqlite3_wal_checkpoint_v2(db->get(), nullptr, SQLITE_CHECKPOINT_PASSIVE,
+                                               &wal_frames, &copied);
+      if (rc != SQLITE_OK && rc != SQLITE_BUSY) db->fail(rc, "checkpoint");
+    } catch (const std::exception& e) {
+      log_warn(std::string("store: checkpoint failed, retrying: ") + e.what());
+      db.reset();
+    }
   }
 }
 

@@ -1,0 +1,34 @@
+// Per-device broker credentials, kept in the gateway's SQLite file: a device id and the hash of
+// its password in Mosquitto's password-file format (the password itself is never stored).
+// Writes are synchronous and rare (provisioning); thread-safe.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "twins/status.h"
+
+namespace doppel::storage {
+
+class CredentialStore {
+ public:
+  // Opens the table in the store's database file (created by the schema migrations).
+  static Result<std::unique_ptr<CredentialStore>> open(const std::string& path);
+  ~CredentialStore();
+
+  Status put(const std::string& id, const std::string& hash);
+  // OK whether or not the id had credentials.
+  Status remove(const std::string& id);
+  Result<bool> has(const std::string& id);
+  // Calls `fn(id, hash)` for every credential, in id order.
+  Status for_each(const std::function<void(const std::string&, const std::string&)>& fn);
+
+ private:
+  struct Impl;
+  explicit CredentialStore(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace doppel::storage
