@@ -73,7 +73,12 @@ EmbeddedBroker::EmbeddedBroker(BrokerOptions options) : options_(std::move(optio
 EmbeddedBroker::~EmbeddedBroker() { stop(); }
 
 std::string EmbeddedBroker::uri() const {
-  return "tcp://" + options_.bind + ":" + std::to_string(options_.port);
+  const bool tls = !options_.tls_cert_file.empty();
+  return (tls ? "ssl://" : "tcp://") + options_.bind + ":" + std::to_string(options_.port);
+}
+
+void EmbeddedBroker::reload() {
+  if (const pid_t pid = pid_.load(); pid > 0) ::kill(pid, SIGHUP);
 }
 
 std::string EmbeddedBroker::config_path() const {
@@ -104,9 +109,19 @@ Status EmbeddedBroker::start() {
     return Status(StatusCode::kUnavailable, "cannot create " + dir.string() + ": " + ec.message());
   std::ofstream conf(config_path(), std::ios::trunc);
   conf << "# Written by doppeld at every start; edits here are overwritten.\n"
-       << "listener " << options_.port << " " << options_.bind << "\n"
-       << "allow_anonymous true\n"
-       << "user " << current_user() << "\n"
+       << "listener " << options_.port << " " << options_.bind << "\n";
+  if (!options_.tls_cert_file.empty()) {
+    conf << "certfile " << options_.tls_cert_file << "\n"
+         << "keyfile " << options_.tls_key_file << "\n";
+  }
+  if (!options_.password_file.empty()) {
+    conf << "allow_anonymous false\n"
+         << "password_file " << options_.password_file << "\n"
+         << "acl_file " << options_.acl_file << "\n";
+  } else {
+    conf << "allow_anonymous true\n";
+  }
+  conf << "user " << current_user() << "\n"
        << "persistence true\n"
        << "persistence_location " << dir.string() << "/\n"
        << "autosave_interval 30\n"

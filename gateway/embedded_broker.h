@@ -23,6 +23,12 @@ struct BrokerOptions {
   std::string bind = "127.0.0.1";
   int port = 1883;
   std::string mosquitto_path;  // empty: search PATH, then /usr/sbin/mosquitto
+  // Device authentication: with both set, anonymous clients are refused.
+  std::string password_file;
+  std::string acl_file;
+  // TLS on the listener: with both set, clients connect with ssl://.
+  std::string tls_cert_file;
+  std::string tls_key_file;
 };
 
 class EmbeddedBroker {
@@ -34,6 +40,8 @@ class EmbeddedBroker {
   Status start();
   // SIGTERM, then SIGKILL after 5 s. Idempotent.
   void stop();
+  // Makes mosquitto re-read its password and ACL files (SIGHUP).
+  void reload();
   bool running() const { return pid_.load() > 0; }
   std::string uri() const;
   std::string config_path() const;

@@ -7,9 +7,11 @@
 #include <filesystem>
 #include <thread>
 
+#include "gateway/device_auth.h"
 #include "gateway/embedded_broker.h"
 #include "mqtt/channel.h"
 #include "mqtt/codec.h"
+#include "storage/credential_store.h"
 #include "storage/sqlite_store.h"
 #include "twins/log.h"
 
@@ -65,11 +67,20 @@ Status Gateway::start() {
     return Status(StatusCode::kInvalidArgument,
                   "--http must be HOST:PORT, e.g. 127.0.0.1:8080 (got '" + config_.http + "')");
   }
-  if (!is_loopback(http_host)) {
+  if (!is_loopback(http_host) && config_.api_tokens.empty() && config_.api_read_tokens.empty()) {
     return Status(StatusCode::kInvalidArgument,
-                  "refusing to serve HTTP on non-loopback address " + http_host +
-                      ": the API has no authentication yet; bind to 127.0.0.1 and put an "
-                      "authenticating proxy in front");
+                  "refusing to serve the HTTP API on non-loopback address " + http_host +
+                      " without authentication: give it bearer tokens (--api-token, in a --config "
+                      "file so they stay out of ps), or bind to 127.0.0.1");
+  }
+  if (config_.device_auth && !config_.broker.empty()) {
+    return Status(StatusCode::kInvalidArgument,
+                  "--device-auth manages the embedded broker's password and ACL files; with an "
+                  "external broker, configure its authentication as docs/security.md describes");
+  }
+  if (config_.broker.empty() && config_.broker_tls_cert.empty() != config_.broker_tls_key.empty()) {
+    return Status(StatusCode::kInvalidArgument,
+                  "--broker-tls-cert and --broker-tls-key go together");
   }
   if (Status s = lock_data_dir(); !s) return s;
 
@@ -81,20 +92,51 @@ Status Gateway::start() {
   if (!store) return store.status();
   store_ = std::move(*store);
 
+  std::string broker_user = config_.broker_username;
+  std::string broker_password = config_.broker_password;
   if (config_.broker.empty()) {
-    broker_ = std::make_unique<EmbeddedBroker>(BrokerOptions{
-        config_.data_dir, config_.broker_bind, config_.broker_port, config_.mosquitto});
+    BrokerOptions b{config_.data_dir,
+                    config_.broker_bind,
+                    config_.broker_port,
+                    config_.mosquitto,
+                    "",
+                    "",
+                    config_.broker_tls_cert,
+                    config_.broker_tls_key};
+    if (config_.device_auth) {
+      auto creds = storage::CredentialStore::open(database_path());
+      if (!creds) return creds.status();
+      credentials_ = std::move(*creds);
+      device_auth_ = std::make_unique<DeviceAuth>(
+          DeviceAuthOptions{(std::filesystem::path(config_.data_dir) / "mosquitto").string(),
+                            config_.topic_prefix, "doppel-gateway"},
+          *credentials_);
+      if (Status s = device_auth_->start(); !s) return s;
+      b.password_file = device_auth_->password_file();
+      b.acl_file = device_auth_->acl_file();
+      broker_user = device_auth_->gateway_user();
+      broker_password = device_auth_->gateway_password();
+    }
+    broker_ = std::make_unique<EmbeddedBroker>(b);
     if (Status s = broker_->start(); !s) return s;
+    if (device_auth_) device_auth_->on_change([b = broker_.get()] { b->reload(); });
     broker_uri_ = broker_->uri();
   } else {
     broker_uri_ = config_.broker;
+  }
+  const bool tls = broker_uri_.rfind("ssl://", 0) == 0;
+  if (tls && config_.broker_ca_file.empty()) {
+    return Status(StatusCode::kInvalidArgument,
+                  "connecting to " + broker_uri_ +
+                      " needs --broker-ca-file: the CA certificate that signed the broker's");
   }
 
   mqtt::ChannelOptions channel_options;
   channel_options.client.uri = broker_uri_;
   channel_options.client.client_id = config_.client_id;
-  channel_options.client.username = config_.broker_username;
-  channel_options.client.password = config_.broker_password;
+  channel_options.client.username = broker_user;
+  channel_options.client.password = broker_password;
+  if (tls) channel_options.client.tls = mqtt::TlsOptions{config_.broker_ca_file, "", ""};
   channel_options.client.clean_start = false;
   channel_options.client.session_expiry_s = 7 * 24 * 3600;
   channel_options.client.max_buffered = 1'000'000;
@@ -116,8 +158,14 @@ Status Gateway::start() {
   channel_->set_sink([rt = runtime_.get()](twins::DeviceInput in) { rt->deliver(std::move(in)); });
   channel_->start();
 
-  http_ = std::make_unique<HttpApi>(HttpOptions{http_host, http_port}, *runtime_, *store_, metrics_,
-                                    [this] { return readiness(); });
+  HttpOptions http_options;
+  http_options.host = http_host;
+  http_options.port = http_port;
+  http_options.tokens = config_.api_tokens;
+  http_options.read_tokens = config_.api_read_tokens;
+  http_ = std::make_unique<HttpApi>(
+      http_options, *runtime_, *store_, metrics_, [this] { return readiness(); },
+      device_auth_.get());
   if (Status s = http_->start(); !s) return s;
   log_info("doppeld: serving HTTP on http://" + http_host + ":" + std::to_string(http_->port()) +
            ", devices on " + broker_uri_ + " (prefix '" + config_.topic_prefix + "'), store " +
@@ -138,6 +186,8 @@ void Gateway::stop() {
     store_->close();
   }
   if (broker_) broker_->stop();
+  device_auth_.reset();
+  credentials_.reset();
   if (lock_fd_ >= 0) {
     ::close(lock_fd_);
     lock_fd_ = -1;

@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "gateway/http_api.h"
 #include "twins/clock.h"
@@ -14,8 +15,9 @@
 #include "twins/runtime.h"
 
 namespace doppel::storage {
+class CredentialStore;
 class SqliteTwinStore;
-}
+}  // namespace doppel::storage
 namespace doppel::mqtt {
 class MqttChannel;
 class WireCodec;
@@ -23,6 +25,7 @@ class WireCodec;
 
 namespace doppel::gateway {
 
+class DeviceAuth;
 class EmbeddedBroker;
 
 struct GatewayConfig {
@@ -32,6 +35,12 @@ struct GatewayConfig {
   std::string mosquitto;   // path of the mosquitto binary (embedded broker)
   std::string broker_username;
   std::string broker_password;
+  std::string broker_ca_file;   // trust for the broker's certificate (ssl://)
+  std::string broker_tls_cert;  // embedded broker: TLS certificate and key
+  std::string broker_tls_key;
+  bool device_auth = false;                  // embedded broker: per-device credentials and ACL
+  std::vector<std::string> api_tokens;       // bearer tokens with full access
+  std::vector<std::string> api_read_tokens;  // bearer tokens for GET only
   std::string client_id = "doppel-gateway";
   std::string topic_prefix = "twins";
   std::string http = "127.0.0.1:8080";  // HOST:PORT; port 0 picks a free one
@@ -71,6 +80,8 @@ class Gateway {
   std::string broker_uri_;
   std::unique_ptr<EmbeddedBroker> broker_;
   std::unique_ptr<storage::SqliteTwinStore> store_;
+  std::unique_ptr<storage::CredentialStore> credentials_;
+  std::unique_ptr<DeviceAuth> device_auth_;
   std::unique_ptr<mqtt::MqttChannel> channel_;
   std::unique_ptr<twins::Runtime> runtime_;
   std::unique_ptr<HttpApi> http_;

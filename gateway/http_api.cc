@@ -7,6 +7,7 @@
 #include <chrono>
 #include <thread>
 
+#include "gateway/device_auth.h"
 #include "twins/log.h"
 #include "twins/record.h"
 #include "twins/requests.h"
@@ -109,10 +110,30 @@ std::string problem_json(int status, std::string_view code, std::string_view det
   return twins::to_text(p);
 }
 
+// Compares without an early exit, so timing does not reveal how much of a token matched.
+bool same_secret(const std::string& a, const std::string& b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff |= static_cast<unsigned char>(a[i] ^ b[i % std::max<size_t>(1, b.size())]);
+  }
+  return diff == 0;
+}
+
+bool any_matches(const std::vector<std::string>& tokens, const std::string& given) {
+  bool found = false;
+  for (const auto& t : tokens) found |= same_secret(given, t);
+  return found;
+}
+
 struct HttpApi::Impl {
   Impl(HttpOptions o, twins::Runtime& r, twins::TwinStore& s, Metrics& m,
-       std::function<Readiness()> ready)
-      : options(std::move(o)), rt(r), store(s), metrics(m), readiness(std::move(ready)) {
+       std::function<Readiness()> ready, DeviceAuth* auth)
+      : options(std::move(o)),
+        rt(r),
+        store(s),
+        metrics(m),
+        readiness(std::move(ready)),
+        device_auth(auth) {
     for (int c = 1; c <= 5; ++c) {
       responses[c] = &m.counter("doppel_http_responses_total", "HTTP responses by status class",
                                 "class=\"" + std::to_string(c) + "xx\"");
@@ -234,6 +255,9 @@ struct HttpApi::Impl {
   void routes() {
     server.set_payload_max_length(1 << 20);
     server.set_tcp_nodelay(true);  // small responses must not wait for delayed ACKs (~40 ms)
+    server.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      return authorize(req, res);
+    });
     server.set_read_timeout(10, 0);
     server.set_keep_alive_max_count(10000);
     server.set_logger([this](const httplib::Request&, const httplib::Response& res) {
@@ -298,7 +322,14 @@ struct HttpApi::Impl {
                    settings(req, res, true);
                  }));
     server.Delete(twin, measured([this](const httplib::Request& req, httplib::Response& res) {
-                    if (auto id = twin_id(req, res)) call(req, res, *id, twins::DeleteTwin{});
+                    auto id = twin_id(req, res);
+                    if (!id) return;
+                    // Credentials go first: a deprovisioned device must not keep access, even if
+                    // the delete itself then fails and is retried.
+                    if (device_auth != nullptr) {
+                      if (Status s = device_auth->revoke(*id); !s) return send_status(res, req, s);
+                    }
+                    call(req, res, *id, twins::DeleteTwin{});
                   }));
 
     const std::string desired = twin + "/desired";
@@ -343,12 +374,32 @@ struct HttpApi::Impl {
     if (!id) return;
     auto doc = body(req, res, {"application/json", "application/merge-patch+json"}, true);
     if (!doc) return;
+    bool credentials = false;
+    if (!is_patch && doc->is_object() && doc->contains("credentials")) {
+      const json& c = (*doc)["credentials"];
+      if (!c.is_boolean()) {
+        return send_problem(res, req, 400, "invalid_argument", "credentials must be true or false");
+      }
+      credentials = c.get<bool>();
+      doc->erase("credentials");
+      if (credentials && device_auth == nullptr) {
+        return send_problem(res, req, 400, "invalid_argument",
+                            "this gateway does not manage device credentials; start doppeld "
+                            "with --device-auth (embedded broker)");
+      }
+    }
     auto s = twins::parse_twin_settings(*doc, is_patch, limits());
     if (!s) return send_status(res, req, s.status());
-    if (is_patch) {
-      call(req, res, *id, twins::PatchTwin{std::move(*s)});
-    } else {
-      call(req, res, *id, twins::ProvisionTwin{std::move(*s)});
+    if (is_patch) return call(req, res, *id, twins::PatchTwin{std::move(*s)});
+    call(req, res, *id, twins::ProvisionTwin{std::move(*s)});
+    if (credentials && res.status / 100 == 2) {
+      // Issued after the twin is committed; the password is shown here, once, and kept only as
+      // a hash. A PUT with credentials on an existing twin replaces its password.
+      auto password = device_auth->issue(*id);
+      if (!password) return send_status(res, req, password.status());
+      json body = json::parse(res.body);
+      body["credentials"] = {{"username", *id}, {"password", *password}};
+      res.set_content(twins::to_text(body), "application/json");
     }
   }
 
@@ -423,6 +474,27 @@ struct HttpApi::Impl {
     call(req, res, *id, q);
   }
 
+  // Bearer-token check before routing (tokens are compared, never logged).
+  httplib::Server::HandlerResponse authorize(const httplib::Request& req, httplib::Response& res) {
+    using R = httplib::Server::HandlerResponse;
+    if (options.tokens.empty() && options.read_tokens.empty()) return R::Unhandled;
+    if (req.path == "/healthz" || req.path == "/readyz") return R::Unhandled;
+    const std::string header = req.get_header_value("Authorization");
+    const std::string token = header.rfind("Bearer ", 0) == 0 ? header.substr(7) : std::string();
+    if (!token.empty() && any_matches(options.tokens, token)) return R::Unhandled;
+    if (!token.empty() && any_matches(options.read_tokens, token)) {
+      if (req.method == "GET" || req.method == "HEAD") return R::Unhandled;
+      send_problem(res, req, 403, "forbidden",
+                   "this token may only read (GET); changes need a token given with --api-token");
+      return R::Handled;
+    }
+    res.set_header("WWW-Authenticate", "Bearer realm=\"doppel\"");
+    send_problem(res, req, 401, "unauthorized",
+                 token.empty() ? "send 'Authorization: Bearer <token>'; see --api-token"
+                               : "the bearer token is not valid");
+    return R::Handled;
+  }
+
   HttpOptions options;
   twins::Runtime& rt;
   twins::TwinStore& store;
@@ -431,14 +503,15 @@ struct HttpApi::Impl {
   httplib::Server server;
   std::thread thread;
   int bound_port = 0;
+  DeviceAuth* device_auth;
   Counter* responses[6] = {};
   Histogram* latency = nullptr;
 };
 
 HttpApi::HttpApi(HttpOptions options, twins::Runtime& runtime, twins::TwinStore& store,
-                 Metrics& metrics, std::function<Readiness()> readiness)
+                 Metrics& metrics, std::function<Readiness()> readiness, DeviceAuth* device_auth)
     : impl_(std::make_unique<Impl>(std::move(options), runtime, store, metrics,
-                                   std::move(readiness))) {}
+                                   std::move(readiness), device_auth)) {}
 
 HttpApi::~HttpApi() { stop(); }
 

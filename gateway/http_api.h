@@ -10,12 +10,15 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "twins/metrics.h"
 #include "twins/ports.h"
 #include "twins/runtime.h"
 
 namespace doppel::gateway {
+
+class DeviceAuth;
 
 struct Readiness {
   bool store_open = false;
@@ -26,12 +29,17 @@ struct HttpOptions {
   std::string host = "127.0.0.1";
   int port = 8080;  // 0: any free port (see HttpApi::port())
   std::chrono::milliseconds request_timeout{30000};
+  // Bearer tokens. With none, the API is open (doppeld allows that only on loopback).
+  std::vector<std::string> tokens;       // full access
+  std::vector<std::string> read_tokens;  // GET only
 };
 
 class HttpApi {
  public:
+  // `device_auth` (optional) issues device credentials on PUT {"credentials": true} and
+  // revokes them on DELETE.
   HttpApi(HttpOptions options, twins::Runtime& runtime, twins::TwinStore& store, Metrics& metrics,
-          std::function<Readiness()> readiness);
+          std::function<Readiness()> readiness, DeviceAuth* device_auth);
   ~HttpApi();
 
   // Binds and serves on a background thread.

@@ -75,6 +75,18 @@ int main(int argc, char** argv) {
                  "mosquitto binary for the embedded broker (default: PATH, /usr/sbin/mosquitto)");
   app.add_option("--broker-username", cfg.broker_username, "username for the broker");
   app.add_option("--broker-password", cfg.broker_password, "password for the broker");
+  app.add_option("--broker-ca-file", cfg.broker_ca_file,
+                 "CA certificate to verify the broker's TLS certificate (ssl:// brokers)");
+  app.add_option("--broker-tls-cert", cfg.broker_tls_cert,
+                 "embedded broker: serve MQTT over TLS with this certificate (PEM) ...");
+  app.add_option("--broker-tls-key", cfg.broker_tls_key, "... and this private key (PEM)");
+  app.add_flag("--device-auth", cfg.device_auth,
+               "embedded broker: refuse anonymous devices; PUT /v1/twins/{id} "
+               "{\"credentials\": true} issues each device a password (ACL twins/%u/#)");
+  app.add_option("--api-token", cfg.api_tokens,
+                 "bearer token with full API access (repeatable; better in a --config file)");
+  app.add_option("--api-read-token", cfg.api_read_tokens,
+                 "bearer token that may only GET (repeatable)");
   app.add_option("--client-id", cfg.client_id, "the gateway's MQTT client id (its session)")
       ->capture_default_str();
   app.add_option("--topic-prefix", cfg.topic_prefix, "first topic level of every device topic")

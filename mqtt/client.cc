@@ -148,6 +148,15 @@ Status Client::subscribe(const std::vector<std::string>& filters, int qos,
     if (!tok->wait_for(timeout)) {
       return Status(StatusCode::kUnavailable, "subscribe timed out");
     }
+    // The broker grants or refuses each filter (0x80 and above: refused, e.g. by its ACL).
+    const auto response = tok->get_subscribe_response();
+    for (auto rc : response.get_reason_codes()) {
+      if (static_cast<int>(rc) >= 0x80) {
+        return Status(StatusCode::kUnavailable,
+                      "the broker refused the subscription (reason code " +
+                          std::to_string(static_cast<int>(rc)) + ")");
+      }
+    }
     return Status::ok();
   } catch (const ::mqtt::exception& e) {
     return Status(StatusCode::kUnavailable, std::string("subscribe failed: ") + e.what());

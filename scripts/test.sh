@@ -1,13 +1,60 @@
 #!/usr/bin/env bash
 # Sets up (Debian packages, idempotent), builds with warnings as errors, and runs the whole test
 # suite: unit, storage and integration tests (real Mosquitto on random loopback ports, the real
-# doppeld, real SQLite files). Extra arguments go to ctest, e.g. scripts/test.sh -L integration
+# doppeld, real SQLite files) — then the same suite again under AddressSanitizer+UBSan and under
+# ThreadSanitizer, and a short run of every libFuzzer target.
+#
+#   scripts/test.sh                       everything (what CI runs)
+#   scripts/test.sh -L integration        extra arguments go to ctest (every pass)
+#   DOPPEL_SANITIZERS=0 scripts/test.sh   skip the sanitizer and fuzz passes (quick local loop)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build_dir="${DOPPEL_BUILD_DIR:-$here/build}"
+sanitizers="${DOPPEL_SANITIZERS:-1}"
 
 "$here/scripts/setup.sh" --build-dir "$build_dir" -DDOPPEL_WERROR=ON -DDOPPEL_TESTS=ON
 
-echo "==> running the test suite"
-cd "$build_dir"
-ctest --output-on-failure --timeout 600 "$@"
+run_suite() {  # run_suite <build dir> <label> [ctest args...]
+  local dir="$1" label="$2"
+  shift 2
+  echo "==> test suite: $label"
+  (cd "$dir" && ctest --output-on-failure --timeout 900 "$@")
+}
+
+start=$(date +%s)
+run_suite "$build_dir" "regular build" "$@"
+
+if [ "$sanitizers" = "1" ]; then
+  supp="$here/tests/sanitizers"
+  # Sanitizer builds: the tests, the daemon and the simulator they start are all instrumented.
+  # The benchmark harness test is left out: it measures nothing under a sanitizer.
+  for kind in address thread; do
+    dir="$here/build-$kind"
+    echo "==> building with DOPPEL_SANITIZE=$kind"
+    cmake -S "$here" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDOPPEL_WERROR=ON \
+      -DDOPPEL_SANITIZE="$kind" >/dev/null
+    cmake --build "$dir" -j2
+    if [ "$kind" = address ]; then
+      ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" \
+      LSAN_OPTIONS="suppressions=$supp/lsan.supp:print_suppressions=0" \
+      UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
+        run_suite "$dir" "AddressSanitizer + UndefinedBehaviorSanitizer" -LE bench "$@"
+    else
+      TSAN_OPTIONS="suppressions=$supp/tsan.supp:halt_on_error=1:second_deadlock_stack=1" \
+        run_suite "$dir" "ThreadSanitizer" -LE bench "$@"
+    fi
+  done
+
+  if command -v clang++ >/dev/null 2>&1; then
+    dir="$here/build-fuzz"
+    echo "==> building the libFuzzer targets (clang, ASan+UBSan)"
+    CC=clang CXX=clang++ cmake -S "$here" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+      -DDOPPEL_WERROR=ON -DDOPPEL_FUZZ=ON -DDOPPEL_SANITIZE=address -DDOPPEL_TESTS=OFF >/dev/null
+    cmake --build "$dir" -j2 --target fuzzers
+    run_suite "$dir" "fuzzing (short runs over the checked-in corpus)" -L fuzz -j2
+  else
+    echo "!! clang++ not found: fuzz targets not run (apt-get install clang)"
+    exit 1
+  fi
+fi
+echo "==> all test passes green in $(( $(date +%s) - start )) s"

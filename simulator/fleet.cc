@@ -74,7 +74,9 @@ class Fleet::Scheduler {
         continue;
       }
       if (tasks_.top().when > Clock::now()) {
-        cv_.wait_until(lock, tasks_.top().when);
+        // A copy: waiting releases the lock, and a push may move the heap's storage.
+        const Clock::time_point next = tasks_.top().when;
+        cv_.wait_until(lock, next);
         continue;
       }
       Task t = tasks_.top();
@@ -160,8 +162,14 @@ void Fleet::connect(Device& d) {
   mqtt::ClientOptions o;
   o.uri = options_.broker;
   o.client_id = d.id;
-  o.username = options_.username.empty() ? std::string() : d.id;
-  o.password = options_.password;
+  if (auto it = options_.passwords.find(d.id); it != options_.passwords.end()) {
+    o.username = d.id;
+    o.password = it->second;
+  } else if (!options_.password.empty()) {
+    o.username = d.id;
+    o.password = options_.password;
+  }
+  if (o.uri.rfind("ssl://", 0) == 0) o.tls = mqtt::TlsOptions{options_.ca_file, "", ""};
   o.mqtt_version = options_.mqtt_version;
   o.clean_start = true;
   o.keepalive_s = 30;

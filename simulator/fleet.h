@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -44,8 +45,11 @@ struct FleetOptions {
   double offline_for_s = 5;            // ... and reconnect after this long (0: never)
   double connect_rate = 1000;          // new connections per second
   uint64_t seed = 1;
-  std::string username;  // broker credentials for every device (optional)
+  // Broker credentials: each device's username is its id; its password comes from
+  // `passwords` (id -> password, e.g. from the API's {"credentials": true}) or `password`.
+  std::map<std::string, std::string> passwords;
   std::string password;
+  std::string ca_file;  // for ssl:// brokers: the CA that signed the broker's certificate
 };
 
 struct FleetStats {

@@ -79,15 +79,32 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   app.add_option("--seed", o.seed, "random seed (which devices misbehave, values)")
       ->capture_default_str();
-  app.add_option("--username", o.username,
-                 "authenticate: each device's username is its id (any value enables it)");
-  app.add_option("--password", o.password, "password for every device");
+  std::string credentials_file;
+  app.add_option("--credentials", credentials_file,
+                 "JSON file {\"<device id>\": \"<password>\", ...}: each device logs in with its "
+                 "id as username and its own password")
+      ->check(CLI::ExistingFile);
+  app.add_option("--password", o.password, "password for every device (username = its id)");
+  app.add_option("--ca-file", o.ca_file, "for ssl:// brokers: the CA certificate to trust")
+      ->check(CLI::ExistingFile);
   app.add_option("--duration-s", duration_s, "stop after this long (0: until Ctrl-C)")
       ->capture_default_str();
   app.add_option("--progress-s", progress_s, "progress line period (0: none)")
       ->capture_default_str();
   app.add_option("--summary-json", summary_file, "also write the summary to this file");
   CLI11_PARSE(app, argc, argv);
+  if (!credentials_file.empty()) {
+    std::ifstream in(credentials_file);
+    const auto creds = doppel::twins::json::parse(in, nullptr, false);
+    if (!creds.is_object()) {
+      std::fprintf(stderr, "%s is not a JSON object of device id -> password\n",
+                   credentials_file.c_str());
+      return 2;
+    }
+    for (const auto& [id, password] : creds.items()) {
+      if (password.is_string()) o.passwords[id] = password.get<std::string>();
+    }
+  }
   o.encoding =
       encoding == "protobuf" ? doppel::twins::Encoding::kProtobuf : doppel::twins::Encoding::kJson;
 

@@ -55,7 +55,25 @@ Doppeld::~Doppeld() {
   if (process_.running()) stop();
 }
 
+void Doppeld::start_unready(std::chrono::milliseconds within) {
+  launch();
+  const bool up = eventually([&] { return !process_.running() || get("/healthz").status == 200; },
+                             within, 20ms);
+  REQUIRE_MESSAGE((up && process_.running()), "doppeld did not start:\n", log());
+}
+
 void Doppeld::start(std::chrono::milliseconds ready_within) {
+  launch();
+  const bool ready = eventually(
+      [&] {
+        if (!process_.running()) return true;
+        return get("/readyz").status == 200;
+      },
+      ready_within, 20ms);
+  REQUIRE_MESSAGE((ready && process_.running()), "doppeld did not become ready:\n", log());
+}
+
+void Doppeld::launch() {
   std::vector<std::string> args = {
       DOPPELD_PATH,  "--data", data_dir_, "--http", "127.0.0.1:" + std::to_string(http_port_),
       "--log-level", "debug"};
@@ -66,13 +84,6 @@ void Doppeld::start(std::chrono::milliseconds ready_within) {
   args.insert(args.end(), extra_.begin(), extra_.end());
   std::filesystem::create_directories(data_dir_);  // the log file goes there
   process_ = Process(args, data_dir_ + "/doppeld-" + std::to_string(++starts_) + ".log");
-  const bool ready = eventually(
-      [&] {
-        if (!process_.running()) return true;
-        return get("/readyz").status == 200;
-      },
-      ready_within, 20ms);
-  REQUIRE_MESSAGE((ready && process_.running()), "doppeld did not become ready:\n", log());
 }
 
 void Doppeld::kill9() {
@@ -168,11 +179,15 @@ Process start_sim(const std::string& broker_uri, const std::string& log_file,
 }
 
 TestDevice::TestDevice(std::string id, const std::string& broker_uri, twins::Encoding encoding,
-                       std::string prefix)
+                       std::string prefix, Login login)
     : id_(std::move(id)), prefix_(std::move(prefix)), encoding_(encoding) {
   mqtt::ClientOptions o;
   o.uri = broker_uri;
-  o.client_id = "test-" + id_;
+  // With credentials the client id is the device id (as a real device's); otherwise a test one.
+  o.client_id = login.username.empty() ? "test-" + id_ : id_;
+  o.username = login.username;
+  o.password = login.password;
+  if (!login.ca_file.empty()) o.tls = mqtt::TlsOptions{login.ca_file, "", ""};
   o.clean_start = true;
   client_ = std::make_unique<mqtt::Client>(o);
   client_->on_message([this](mqtt::IncomingMessage&& m) {
@@ -207,6 +222,14 @@ void TestDevice::connect() {
   subscribe(prefix_ + "/" + id_ + "/#");
 }
 
+Status TestDevice::try_connect() { return client_->connect(5s); }
+
+Status TestDevice::try_subscribe(const std::string& filter) {
+  return client_->subscribe({filter}, 1, 5s);
+}
+
+bool TestDevice::connected() const { return client_->connected(); }
+
 void TestDevice::subscribe(const std::string& filter) {
   auto s = client_->subscribe({filter}, 1, 10s);
   REQUIRE_MESSAGE(s, s.to_string());
@@ -235,7 +258,18 @@ std::map<std::string, int> TestDevice::deliveries() {
 }
 
 std::vector<std::string> TestDevice::received(const std::string& suffix) {
-  const std::string topic = prefix_ + "/" + id_ + "/" + suffix;
+  return received_on(prefix_ + "/" + id_ + "/" + suffix);
+}
+
+size_t TestDevice::messages_outside_own_topics() {
+  const std::string own = prefix_ + "/" + id_ + "/";
+  std::lock_guard lock(mu_);
+  size_t n = 0;
+  for (const auto& [t, p] : messages_) n += t.rfind(own, 0) == 0 ? 0 : 1;
+  return n;
+}
+
+std::vector<std::string> TestDevice::received_on(const std::string& topic) {
   std::lock_guard lock(mu_);
   std::vector<std::string> out;
   for (const auto& [t, p] : messages_) {

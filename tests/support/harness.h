@@ -69,6 +69,8 @@ class Doppeld {
   ~Doppeld();
   // Starts and waits until /readyz is OK (fails the test otherwise).
   void start(std::chrono::milliseconds ready_within = 20s);
+  // Starts and waits only until it serves HTTP (/healthz), ready or not.
+  void start_unready(std::chrono::milliseconds within = 20s);
   void kill9();
   // SIGTERM and wait for a clean exit; returns the exit status.
   int stop();
@@ -89,6 +91,8 @@ class Doppeld {
   std::vector<json> list_all();
 
  private:
+  void launch();
+
   std::string data_dir_;
   std::string broker_uri_;
   std::vector<std::string> extra_;
@@ -112,15 +116,28 @@ std::string sim_id(int i);
 Process start_sim(const std::string& broker_uri, const std::string& log_file,
                   std::vector<std::string> args);
 
+// How a test device logs in: username/password and, for ssl:// brokers, the CA to trust.
+struct Login {
+  std::string username;
+  std::string password;
+  std::string ca_file;
+};
+
 // One device, driven by the test: publishes what the test says, records what it receives.
 class TestDevice {
  public:
   TestDevice(std::string id, const std::string& broker_uri,
-             twins::Encoding encoding = twins::Encoding::kJson, std::string prefix = "twins");
+             twins::Encoding encoding = twins::Encoding::kJson, std::string prefix = "twins",
+             Login login = {});
   ~TestDevice();
   const std::string& id() const { return id_; }
   // Connects and subscribes to twins/<id>/#.
   void connect();
+  // One connection attempt, for tests that expect a refusal.
+  Status try_connect();
+  // Subscribes and waits for the broker's answer.
+  Status try_subscribe(const std::string& filter);
+  bool connected() const;
   void publish(const std::string& suffix, const std::string& payload,
                const std::string& content_type = {});
   void publish_topic(const std::string& topic, const std::string& payload);
@@ -130,6 +147,10 @@ class TestDevice {
   void answer_commands(std::optional<twins::ResultStatus> status);
   // How many times each command id was delivered.
   std::map<std::string, int> deliveries();
+  // Messages received on exactly `topic` so far.
+  std::vector<std::string> received_on(const std::string& topic);
+  // How many messages arrived on topics other than twins/<id>/...
+  size_t messages_outside_own_topics();
   // Messages received on twins/<id>/<suffix> so far.
   std::vector<std::string> received(const std::string& suffix);
   // Waits until at least `n` messages arrived on <suffix>; returns them.

@@ -1,0 +1,128 @@
+#include "gateway/device_auth.h"
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "twins/log.h"
+
+namespace doppel::gateway {
+namespace {
+
+std::string base64(const unsigned char* data, size_t n) {
+  std::string out(4 * ((n + 2) / 3) + 1, '\0');
+  const int len =
+      EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), data, static_cast<int>(n));
+  out.resize(static_cast<size_t>(len));
+  return out;
+}
+
+Status write_file_atomically(const std::string& path, const std::string& content) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << content;
+    if (!out) return Status(StatusCode::kUnavailable, "cannot write " + tmp);
+  }
+  ::chmod(tmp.c_str(), 0600);
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return Status(StatusCode::kUnavailable, "cannot replace " + path + ": " + ec.message());
+  return Status::ok();
+}
+
+}  // namespace
+
+std::string random_secret(size_t bytes) {
+  std::string raw(bytes, '\0');
+  RAND_bytes(reinterpret_cast<unsigned char*>(raw.data()), static_cast<int>(bytes));
+  std::string s = base64(reinterpret_cast<const unsigned char*>(raw.data()), raw.size());
+  for (char& c : s) {
+    if (c == '+') c = '-';
+    if (c == '/') c = '_';
+  }
+  while (!s.empty() && s.back() == '=') s.pop_back();
+  return s;
+}
+
+std::string mosquitto_password_hash(const std::string& password) {
+  constexpr int kIterations = 101;  // Mosquitto 2.0's default for sha512-pbkdf2
+  unsigned char salt[12];
+  RAND_bytes(salt, sizeof salt);
+  unsigned char digest[64];
+  PKCS5_PBKDF2_HMAC(password.data(), static_cast<int>(password.size()), salt, sizeof salt,
+                    kIterations, EVP_sha512(), sizeof digest, digest);
+  return "$7$" + std::to_string(kIterations) + "$" + base64(salt, sizeof salt) + "$" +
+         base64(digest, sizeof digest);
+}
+
+DeviceAuth::DeviceAuth(DeviceAuthOptions options, storage::CredentialStore& store)
+    : options_(std::move(options)), store_(store) {}
+
+std::string DeviceAuth::password_file() const { return options_.dir + "/mosquitto.passwd"; }
+std::string DeviceAuth::acl_file() const { return options_.dir + "/mosquitto.acl"; }
+
+Status DeviceAuth::start() {
+  std::error_code ec;
+  std::filesystem::create_directories(options_.dir, ec);
+  const std::string secret_file = options_.dir + "/gateway.secret";
+  {
+    std::ifstream in(secret_file);
+    std::getline(in, gateway_password_);
+  }
+  if (gateway_password_.empty()) {
+    gateway_password_ = random_secret(24);
+    if (Status s = write_file_atomically(secret_file, gateway_password_ + "\n"); !s) return s;
+  }
+  std::lock_guard lock(mu_);
+  return write_files();
+}
+
+Status DeviceAuth::write_files() {
+  std::ostringstream passwd;
+  passwd << options_.gateway_user << ":" << mosquitto_password_hash(gateway_password_) << "\n";
+  Status listed = store_.for_each([&](const std::string& id, const std::string& hash) {
+    if (id != options_.gateway_user) passwd << id << ":" << hash << "\n";
+  });
+  if (!listed) return listed;
+  std::ostringstream acl;
+  acl << "# Written by doppeld; edits are overwritten.\n"
+      << "user " << options_.gateway_user << "\n"
+      << "topic readwrite " << options_.prefix << "/#\n\n"
+      << "# Every device (username = device id) reaches only its own twin's topics.\n"
+      << "pattern readwrite " << options_.prefix << "/%u/#\n";
+  if (Status s = write_file_atomically(password_file(), passwd.str()); !s) return s;
+  if (Status s = write_file_atomically(acl_file(), acl.str()); !s) return s;
+  if (reload_) reload_();
+  return Status::ok();
+}
+
+Result<std::string> DeviceAuth::issue(const std::string& device_id) {
+  if (device_id == options_.gateway_user) {
+    return Status(StatusCode::kInvalidId,
+                  "'" + device_id + "' is the gateway's own broker account");
+  }
+  std::string password = random_secret(18);
+  std::lock_guard lock(mu_);
+  if (Status s = store_.put(device_id, mosquitto_password_hash(password)); !s) return s;
+  if (Status s = write_files(); !s) return s;
+  log_info("device credentials issued for '" + device_id + "'");
+  return password;
+}
+
+Status DeviceAuth::revoke(const std::string& device_id) {
+  std::lock_guard lock(mu_);
+  auto had = store_.has(device_id);
+  if (!had) return had.status();
+  if (!*had) return Status::ok();
+  if (Status s = store_.remove(device_id); !s) return s;
+  if (Status s = write_files(); !s) return s;
+  log_info("device credentials revoked for '" + device_id + "'");
+  return Status::ok();
+}
+
+}  // namespace doppel::gateway

@@ -1,0 +1,60 @@
+// Bearer tokens: 401 without or with a wrong token, 403 for a read-only token that writes,
+// health endpoints stay open, tokens never reach the log, and a non-loopback bind without
+// tokens is refused.
+#include <doctest/doctest.h>
+
+#include <fstream>
+
+#include "tests/support/harness.h"
+
+using namespace doppel::testing;
+
+TEST_CASE("the API needs a bearer token when tokens are configured") {
+  TempDir dir;
+  Broker broker(dir);
+  const std::string full = "full-token-5f1c2a";
+  const std::string read = "read-token-9d03b7";
+  // Tokens in a config file keep them out of the process list.
+  {
+    std::ofstream conf(dir.file("doppeld.toml"));
+    conf << "api-token = [\"" << full << "\"]\napi-read-token = [\"" << read << "\"]\n";
+  }
+  Doppeld gw(dir.file("data"), broker.uri(), {"--config", dir.file("doppeld.toml")});
+  gw.start();
+
+  CHECK(gw.get("/healthz").status == 200);
+  CHECK(gw.get("/readyz").status == 200);
+
+  auto none = gw.get("/v1/twins");
+  CHECK(none.status == 401);
+  CHECK(none.content_type == "application/problem+json");
+  CHECK(none.body["type"] == "urn:doppel:problem:unauthorized");
+  auto wrong = gw.request("GET", "/v1/twins", "", {{"Authorization", "Bearer not-it"}});
+  CHECK(wrong.status == 401);
+  CHECK(gw.request("GET", "/metrics", "", {}).status == 401);
+
+  const auto auth_read = std::make_pair(std::string("Authorization"), "Bearer " + read);
+  const auto auth_full = std::make_pair(std::string("Authorization"), "Bearer " + full);
+  CHECK(gw.request("GET", "/v1/twins", "", {auth_read}).status == 200);
+  auto forbidden = gw.request("PATCH", "/v1/twins/t/desired", R"({"a":1})", {auth_read});
+  CHECK(forbidden.status == 403);
+  CHECK(forbidden.body["type"] == "urn:doppel:problem:forbidden");
+  CHECK(gw.request("GET", "/v1/twins/t", "", {auth_full}).status == 404);  // nothing was created
+  CHECK(gw.request("PATCH", "/v1/twins/t/desired", R"({"a":1})", {auth_full}).status == 200);
+  CHECK(gw.request("GET", "/v1/twins/t", "", {auth_read}).body["desired"]["a"] == 1);
+
+  CHECK(gw.log().find(full) == std::string::npos);
+  CHECK(gw.log().find(read) == std::string::npos);
+}
+
+TEST_CASE("a non-loopback HTTP bind without tokens is refused") {
+  TempDir dir;
+  Broker broker(dir);
+  Process p({DOPPELD_PATH, "--data", dir.file("data"), "--broker", broker.uri(), "--http",
+             "0.0.0.0:" + std::to_string(free_port())},
+            dir.file("d.log"));
+  int status = 0;
+  REQUIRE(p.wait_exit(10s, &status));
+  CHECK(WEXITSTATUS(status) == 1);
+  CHECK(p.log().find("--api-token") != std::string::npos);
+}

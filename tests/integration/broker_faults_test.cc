@@ -1,0 +1,107 @@
+// Broker faults: the gateway reconnects and re-subscribes by itself, /readyz reflects the outage,
+// its persistent session keeps what devices sent while it was away, it waits for a broker that
+// is not there yet, and the embedded broker is restarted when it dies.
+#include <doctest/doctest.h>
+
+#include <signal.h>
+
+#include <fstream>
+
+#include "tests/support/harness.h"
+
+using namespace doppel::testing;
+
+namespace {
+
+int64_t reported_version(Doppeld& gw, const std::string& id) {
+  auto r = gw.get("/v1/twins/" + id);
+  return r.status == 200 ? r.body["reported_version"].get<int64_t>() : -1;
+}
+
+}  // namespace
+
+TEST_CASE("an external broker restart: readyz reflects it, the gateway comes back by itself") {
+  Stack stack;
+  auto& gw = stack.gateway;
+  Process sim = start_sim(stack.broker.uri(), stack.dir.file("sim.log"),
+                          {"--devices", "5", "--interval-s", "0.3", "--progress-s", "0"});
+  REQUIRE(eventually([&] { return gw.list_all().size() == 5; }, 20s));
+
+  stack.broker.stop();
+  REQUIRE(eventually([&] { return gw.get("/readyz").status == 503; }, 10s));
+  auto r = gw.get("/readyz");
+  CHECK(r.body["detail"].get<std::string>().find("broker is not connected") != std::string::npos);
+  CHECK(gw.get("/healthz").status == 200);
+  const int64_t before = reported_version(gw, "sim-000000");
+
+  stack.broker.start();  // same port
+  CHECK(eventually([&] { return gw.get("/readyz").status == 200; }, 20s));
+  // The devices reconnect too; their new reports arrive, so the gateway re-subscribed.
+  CHECK(eventually([&] { return reported_version(gw, "sim-000000") > before + 2; }, 20s));
+  CHECK(gw.log().find("lost the broker connection") != std::string::npos);
+  sim.signal(SIGINT);
+  sim.wait_exit(10s);
+}
+
+TEST_CASE("reports sent while the gateway is away are delivered from its persistent session") {
+  Stack stack;
+  auto& gw = stack.gateway;
+  TestDevice dev("away-1", stack.broker.uri());
+  dev.connect();
+  dev.publish("reported", R"({"state":{"n":0}})");
+  REQUIRE(eventually([&] { return reported_version(gw, "away-1") == 1; }, 10s));
+
+  gw.kill9();  // the broker keeps the gateway's session and queues for it
+  for (int i = 1; i <= 20; ++i) dev.publish("reported", json{{"state", {{"n", i}}}}.dump());
+  dev.publish("get", R"({"token":"while-away"})");
+  gw.start();
+  CHECK(eventually([&] { return reported_version(gw, "away-1") == 21; }, 20s));
+  CHECK(gw.get("/v1/twins/away-1").body["reported"]["n"] == 20);
+  const auto docs = dev.wait_for("twin", 1);
+  REQUIRE(docs.size() == 1);
+  CHECK(json::parse(docs[0])["token"] == "while-away");
+}
+
+TEST_CASE("a gateway started before its broker waits and connects when it appears") {
+  TempDir dir;
+  doppel::sim::LocalBroker broker(dir.path().string());  // configured, not started yet
+  Doppeld gw(dir.file("data"), broker.uri());
+  gw.start_unready();
+  CHECK(gw.get("/readyz").status == 503);
+  std::this_thread::sleep_for(1s);
+  CHECK(gw.running());
+  REQUIRE(broker.start());
+  CHECK(eventually([&] { return gw.get("/readyz").status == 200; }, 20s));
+  TestDevice dev("late-1", broker.uri());
+  dev.connect();
+  dev.publish("reported", R"({"state":{"ok":true}})");
+  CHECK(eventually([&] { return reported_version(gw, "late-1") == 1; }, 10s));
+  broker.stop();
+}
+
+TEST_CASE("the embedded broker is restarted when it dies, and everyone reconnects") {
+  TempDir dir;
+  const int port = free_port();
+  Doppeld gw(dir.file("data"), "", {"--broker-port", std::to_string(port)});
+  gw.start();
+  const std::string uri = "tcp://127.0.0.1:" + std::to_string(port);
+  Process sim = start_sim(uri, dir.file("sim.log"),
+                          {"--devices", "3", "--interval-s", "0.3", "--progress-s", "0"});
+  REQUIRE(eventually([&] { return gw.list_all().size() == 3; }, 20s));
+
+  pid_t broker = -1;
+  {
+    std::ifstream children("/proc/" + std::to_string(gw.pid()) + "/task/" +
+                           std::to_string(gw.pid()) + "/children");
+    children >> broker;
+  }
+  REQUIRE(broker > 0);
+  ::kill(broker, SIGKILL);
+  CHECK(eventually([&] { return gw.log().find("exited unexpectedly") != std::string::npos; }, 10s));
+  CHECK(eventually([&] { return gw.get("/readyz").status == 200; }, 30s));
+  const int64_t before = reported_version(gw, "sim-000001");
+  CHECK(eventually([&] { return reported_version(gw, "sim-000001") > before + 2; }, 30s));
+  sim.signal(SIGINT);
+  sim.wait_exit(10s);
+  CHECK(gw.stop() == 0);
+}

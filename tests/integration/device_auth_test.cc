@@ -1,0 +1,100 @@
+// Per-device credentials on the embedded broker: a device reaches only its own twin's topics, a
+// wrong password is refused, and deprovisioning revokes access.
+#include <doctest/doctest.h>
+
+#include "tests/support/harness.h"
+
+using namespace doppel::testing;
+
+namespace {
+
+std::string provision(Doppeld& gw, const std::string& id) {
+  auto r = gw.request("PUT", "/v1/twins/" + id, R"({"credentials": true})");
+  REQUIRE_MESSAGE(r.status == 201, r.body.dump());
+  REQUIRE(r.body["credentials"]["username"] == id);
+  return r.body["credentials"]["password"].get<std::string>();
+}
+
+}  // namespace
+
+TEST_CASE("with --device-auth each device reaches only its own twin") {
+  TempDir dir;
+  const int port = free_port();
+  const std::string uri = "tcp://127.0.0.1:" + std::to_string(port);
+  Doppeld gw(dir.file("data"), "", {"--broker-port", std::to_string(port), "--device-auth"});
+  gw.start();
+
+  const std::string pa = provision(gw, "dev-a");
+  const std::string pb = provision(gw, "dev-b");
+  CHECK(pa != pb);
+  CHECK(pa.size() >= 20);
+  // The password is shown once: not in the twin document, not on disk in clear.
+  CHECK(!gw.get("/v1/twins/dev-a").body.contains("credentials"));
+  CHECK(gw.log().find(pa) == std::string::npos);
+
+  TestDevice a("dev-a", uri, doppel::twins::Encoding::kJson, "twins", {"dev-a", pa, ""});
+  TestDevice b("dev-b", uri, doppel::twins::Encoding::kJson, "twins", {"dev-b", pb, ""});
+  a.connect();
+  b.connect();
+
+  // Its own topics work.
+  a.publish("reported", R"({"state":{"owner":"a"}})");
+  REQUIRE(
+      eventually([&] { return gw.get("/v1/twins/dev-a").body["reported"]["owner"] == "a"; }, 10s));
+
+  // Publishing as B is dropped by the broker; B's twin is untouched.
+  a.publish_topic("twins/dev-b/reported", R"({"state":{"owner":"forged by a"}})");
+  a.publish_topic("twins/dev-c/reported", R"({"state":{"owner":"a"}})");
+  b.publish("reported", R"({"state":{"owner":"b"}})");
+  REQUIRE(
+      eventually([&] { return gw.get("/v1/twins/dev-b").body["reported"]["owner"] == "b"; }, 10s));
+  CHECK(gw.get("/v1/twins/dev-b").body["reported"]["owner"] == "b");
+  CHECK(gw.get("/v1/twins/dev-c").status == 404);
+
+  // Reading B's topics yields nothing: Mosquitto grants the subscription but its ACL filters
+  // every delivery, so B's delta reaches only B.
+  (void)a.try_subscribe("twins/dev-b/#");
+  (void)a.try_subscribe("twins/#");
+  REQUIRE(gw.patch_desired("dev-b", {{"secret", 42}}).status == 200);
+  REQUIRE(b.wait_for("delta", 1).size() == 1);
+  REQUIRE(gw.patch_desired("dev-a", {{"own", 1}}).status == 200);
+  // A's own delta arrives (twice: A's filters overlap) after B's was sent...
+  REQUIRE(!a.wait_for("delta", 1).empty());
+  CHECK(a.received_on("twins/dev-b/delta").empty());  // ...and B's never did
+  CHECK(a.messages_outside_own_topics() == 0);
+
+  // Wrong passwords and anonymous clients are refused.
+  TestDevice wrong("dev-a", uri, doppel::twins::Encoding::kJson, "twins", {"dev-a", "nope", ""});
+  CHECK(!wrong.try_connect());
+  TestDevice anonymous("anon", uri);
+  CHECK(!anonymous.try_connect());
+  TestDevice impostor("dev-b", uri, doppel::twins::Encoding::kJson, "twins", {"dev-b", pa, ""});
+  CHECK(!impostor.try_connect());
+
+  // Deprovisioning revokes: the connected device is dropped and cannot come back.
+  CHECK(gw.request("DELETE", "/v1/twins/dev-a").status == 204);
+  CHECK(eventually([&] { return !a.connected(); }, 10s));
+  TestDevice again("dev-a", uri, doppel::twins::Encoding::kJson, "twins", {"dev-a", pa, ""});
+  CHECK(!again.try_connect());
+  // B is unaffected.
+  b.publish("reported", R"({"state":{"still":"here"}})");
+  CHECK(eventually([&] { return gw.get("/v1/twins/dev-b").body["reported"]["still"] == "here"; },
+                   10s));
+
+  // A new PUT with credentials replaces the password.
+  const std::string pb2 = provision(gw, "dev-b2");
+  auto rotated = gw.request("PUT", "/v1/twins/dev-b2", R"({"credentials": true})");
+  REQUIRE(rotated.status == 200);
+  TestDevice old_pw("dev-b2", uri, doppel::twins::Encoding::kJson, "twins", {"dev-b2", pb2, ""});
+  CHECK(!old_pw.try_connect());
+}
+
+TEST_CASE("credentials are refused without --device-auth") {
+  Stack stack;
+  auto r = stack.gateway.request("PUT", "/v1/twins/x", R"({"credentials": true})");
+  CHECK(r.status == 400);
+  CHECK(r.body["detail"].get<std::string>().find("--device-auth") != std::string::npos);
+  CHECK(stack.gateway.get("/v1/twins/x").status == 404);
+  auto bad = stack.gateway.request("PUT", "/v1/twins/x", R"({"credentials": "yes"})");
+  CHECK(bad.status == 400);
+}
