@@ -91,13 +91,13 @@ void MqttChannel::on_message(IncomingMessage&& msg) {
     // Tell the device if its topic names a usable (if invalid) id.
     const std::string segment = raw_device_segment(msg.topic, options_.prefix);
     if (!segment.empty()) {
-      static const WireCodec codec;
+      static const WireCodec kCodec;
       const auto enc = encoding.value_or(twins::Encoding::kJson);
       twins::ErrorOut err{msg.topic, std::string(code_name(topic.status().code())),
                           topic.status().message(), ""};
       (void)client_.publish(
-          outbound_topic(options_.prefix, segment, OutboundKind::kError), codec.encode(err, enc), 1,
-          enc == twins::Encoding::kProtobuf ? std::string(kProtobufContentType) : std::string());
+          outbound_topic(options_.prefix, segment, OutboundKind::kError), kCodec.encode(err, enc),
+          1, enc == twins::Encoding::kProtobuf ? std::string(kProtobufContentType) : std::string());
       out_[static_cast<size_t>(OutboundKind::kError)]->inc();
     }
     return;

@@ -132,7 +132,7 @@ Result<DeviceMessage> decode_json(InboundKind kind, std::string_view payload,
         m.encoding = twins::parse_encoding(encoding);
         if (!m.encoding) return invalid("'encoding' must be \"json\" or \"protobuf\"");
       }
-      return DeviceMessage(std::move(m));
+      return DeviceMessage(m);
     }
     case InboundKind::kCommandResult: {
       if (Status s = only_fields(obj, {"status", "result", "error"}, "a command result"); !s)
@@ -234,7 +234,7 @@ Result<DeviceMessage> decode_proto(InboundKind kind, std::string_view payload,
         m.encoding = twins::parse_encoding(p.encoding());
         if (!m.encoding) return invalid("'encoding' must be \"json\" or \"protobuf\"");
       }
-      return DeviceMessage(std::move(m));
+      return DeviceMessage(m);
     }
     case InboundKind::kCommandResult: {
       wire::CommandResult p;

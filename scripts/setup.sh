@@ -28,7 +28,7 @@ packages=(
   libsqlite3-dev
   libprotobuf-dev protobuf-compiler
   doctest-dev nlohmann-json3-dev libcpp-httplib-dev libspdlog-dev libcli11-dev
-  libbenchmark-dev clang libclang-rt-14-dev openssl
+  libbenchmark-dev clang clang-format clang-tidy libclang-rt-14-dev openssl
   curl procps
 )
 

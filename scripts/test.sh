@@ -14,12 +14,24 @@ sanitizers="${DOPPEL_SANITIZERS:-1}"
 
 "$here/scripts/setup.sh" --build-dir "$build_dir" -DDOPPEL_WERROR=ON -DDOPPEL_TESTS=ON
 
+if command -v clang-format >/dev/null 2>&1; then
+  echo "==> clang-format --dry-run --Werror on every source file"
+  (cd "$here" && git ls-files '*.cc' '*.h' | xargs clang-format --dry-run --Werror)
+fi
+
 run_suite() {  # run_suite <build dir> <label> [ctest args...]
   local dir="$1" label="$2"
   shift 2
   echo "==> test suite: $label"
   (cd "$dir" && ctest --output-on-failure --timeout 900 "$@")
 }
+
+if command -v clang-tidy >/dev/null 2>&1; then
+  echo "==> clang-tidy (naming and a few bug-prone patterns, .clang-tidy) on the sources"
+  (cd "$here" && git ls-files 'twins/*.cc' 'storage/*.cc' 'mqtt/*.cc' 'gateway/*.cc' \
+     'simulator/*.cc' | xargs clang-tidy -p "$build_dir" --quiet --warnings-as-errors='*' \
+     2>/dev/null)
+fi
 
 start=$(date +%s)
 run_suite "$build_dir" "regular build" "$@"

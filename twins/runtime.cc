@@ -653,7 +653,7 @@ void Shard::handle(Invalidate& inv) {
 
 Runtime::Runtime(RuntimeOptions options, TwinStore& store, DeviceChannel& channel,
                  const DeviceCodec& codec, Clock& clock, Metrics& metrics)
-    : options_(std::move(options)),
+    : options_(options),
       logic_(options_.policy),
       store_(store),
       channel_(channel),

@@ -967,9 +967,9 @@ int main(int argc, char** argv) {
   }
   std::stringstream list(scenarios);
   for (std::string s; std::getline(list, s, ',');) {
-    static const std::vector<std::string> known = {"ceiling", "ingest", "baseline", "latency",
-                                                   "memory",  "alarms", "restart"};
-    if (std::find(known.begin(), known.end(), s) == known.end()) {
+    static const std::vector<std::string> kKnown = {"ceiling", "ingest", "baseline", "latency",
+                                                    "memory",  "alarms", "restart"};
+    if (std::find(kKnown.begin(), kKnown.end(), s) == kKnown.end()) {
       std::fprintf(stderr, "unknown scenario '%s' (see --help)\n", s.c_str());
       return 2;
     }
