@@ -10,6 +10,11 @@
 
 namespace doppel::sim {
 
+// CPU time (user + system) a process has used, in seconds; -1 if it is gone.
+double cpu_seconds(pid_t pid);
+// Resident set size, KiB; -1 if unknown.
+long rss_kib(pid_t pid);
+
 class Process {
  public:
   Process() = default;

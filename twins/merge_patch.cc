@@ -42,13 +42,16 @@ bool merge_value(json& target, json* meta, const json& patch, const json* leaf) 
   return changed;
 }
 
+// reported[key], or nullptr when reported is absent or lacks it.
+const json* child(const json* reported, const std::string& key) {
+  if (reported == nullptr) return nullptr;
+  auto it = reported->find(key);
+  return it != reported->end() ? &*it : nullptr;
+}
+
 void delta_into(const json& desired, const json* reported, json& out) {
   for (const auto& [key, want] : desired.items()) {
-    const json* have = nullptr;
-    if (reported != nullptr) {
-      auto it = reported->find(key);
-      if (it != reported->end()) have = &*it;
-    }
+    const json* have = child(reported, key);
     if (want.is_object()) {
       json sub = json::object();
       delta_into(want, have != nullptr && have->is_object() ? have : nullptr, sub);
@@ -61,11 +64,7 @@ void delta_into(const json& desired, const json* reported, json& out) {
 
 bool no_delta(const json& desired, const json* reported) {
   for (const auto& [key, want] : desired.items()) {
-    const json* have = nullptr;
-    if (reported != nullptr) {
-      auto it = reported->find(key);
-      if (it != reported->end()) have = &*it;
-    }
+    const json* have = child(reported, key);
     if (want.is_object()) {
       if (!no_delta(want, have != nullptr && have->is_object() ? have : nullptr)) return false;
     } else if (have == nullptr || !values_equal(want, *have)) {

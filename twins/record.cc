@@ -8,16 +8,11 @@ namespace {
 
 json opt(const std::optional<Millis>& v) { return v ? json(*v) : json(); }
 
-std::optional<Millis> get_opt_ms(const json& j, const char* key) {
+template <typename T>
+std::optional<T> get_opt(const json& j, const char* key) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return std::nullopt;
-  return it->get<Millis>();
-}
-
-std::optional<double> get_opt_s(const json& j, const char* key) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return std::nullopt;
-  return it->get<double>();
+  return it->get<T>();
 }
 
 // Writes MessagePack straight into a string: the twin's scalar fields are encoded without first
@@ -113,8 +108,8 @@ Command command_from(const CommandRecord& r) {
   c.status = *status;
   c.attempts = b.value("attempts", 0u);
   c.created_at = b.at("created").get<Millis>();
-  c.expires_at = get_opt_ms(b, "expires");
-  c.ack_deadline = get_opt_ms(b, "ack");
+  c.expires_at = get_opt<Millis>(b, "expires");
+  c.ack_deadline = get_opt<Millis>(b, "ack");
   for (const auto& h : b.at("history")) {
     auto st = parse_command_status(h.at(0).get<std::string>());
     if (!st) throw std::runtime_error("unknown command status in history");
@@ -214,9 +209,9 @@ Result<Twin> from_record(const StoredTwin& stored) {
                  : live == "stale" ? LivenessState::kStale
                                    : LivenessState::kUnknown;
     t.liveness_since = b.value("live_since", Millis{0});
-    t.last_seen = get_opt_ms(b, "seen");
-    t.interval_s = get_opt_s(b, "interval");
-    t.stale_after_s = get_opt_s(b, "stale_after");
+    t.last_seen = get_opt<Millis>(b, "seen");
+    t.interval_s = get_opt<double>(b, "interval");
+    t.stale_after_s = get_opt<double>(b, "stale_after");
     t.encoding = parse_encoding(b.at("enc").get<std::string>()).value_or(Encoding::kJson);
     const std::string rec = b.at("rec").get<std::string>();
     t.reconcile = rec == "pending"  ? ReconcileState::kPending
@@ -224,8 +219,8 @@ Result<Twin> from_record(const StoredTwin& stored) {
                                     : ReconcileState::kConverged;
     t.reconcile_attempts = b.at("rec_att").get<uint32_t>();
     t.reconcile_desired_version = b.at("rec_dv").get<uint64_t>();
-    t.reconcile_last_sent = get_opt_ms(b, "rec_sent");
-    t.reconcile_next_retry = get_opt_ms(b, "rec_next");
+    t.reconcile_last_sent = get_opt<Millis>(b, "rec_sent");
+    t.reconcile_next_retry = get_opt<Millis>(b, "rec_next");
     t.command_strategy =
         parse_strategy(b.at("strategy").get<std::string>()).value_or(CommandStrategy::kSequential);
     t.next_command_seq = b.at("next_seq").get<uint64_t>();

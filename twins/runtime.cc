@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <list>
 #include <queue>
 #include <unordered_map>
@@ -191,9 +192,16 @@ class Shard {
   void reply_after_commit(HotTwin& h, Outcome& out, const ReplyPromise& reply, ApiReply r);
   void send_error(const DeviceInput& in, Encoding enc, const Status& status,
                   const std::string& token);
-  json document(const HotTwin& h) const {
-    return twin_document(h.twin, rt_.logic_.stale_after_ms(h.twin));
+  json document(const Twin& twin) const {
+    return twin_document(twin, rt_.logic_.stale_after_ms(twin));
   }
+  json document(const HotTwin& h) const { return document(h.twin); }
+
+  // Runs `step` on the twin (or, when `may_create`, on a new one that is kept only if the step
+  // succeeds); replies with the step's answer once its changes are committed, or with its error
+  // at once (nothing changed).
+  using Step = std::function<Result<ApiReply>(Twin& twin, Millis now, Outcome& out)>;
+  void mutate(ApiCall& call, HotTwin* h, bool may_create, const Step& step);
   Millis now() const { return rt_.clock_.now_ms(); }
 
   Runtime& rt_;
@@ -532,20 +540,24 @@ void Shard::api_get(ApiCall& call, HotTwin* h) {
                      ApiReply{Status::ok(), ReplyKind::kOk, document(*h), etag_of(h->twin)});
 }
 
-void Shard::api_provision(ApiCall& call, HotTwin* h, const TwinSettings& settings, bool is_patch) {
-  if (h == nullptr && is_patch) return call.reply->set_value(ApiReply{not_found(call.id)});
+void Shard::mutate(ApiCall& call, HotTwin* h, bool may_create, const Step& step) {
+  if (h == nullptr && !may_create) return call.reply->set_value(ApiReply{not_found(call.id)});
   const Millis t = now();
   Outcome out;
   Twin fresh;
   Twin& twin = h != nullptr ? h->twin : (fresh = rt_.logic_.create(call.id, t, out));
-  if (Status s = rt_.logic_.apply_settings(twin, settings, is_patch, t, out); !s) {
-    return call.reply->set_value(ApiReply{s});
-  }
-  const bool created = h == nullptr;
-  if (created) h = insert(std::move(fresh));
-  reply_after_commit(*h, out, call.reply,
-                     ApiReply{Status::ok(), created ? ReplyKind::kCreated : ReplyKind::kOk,
-                              document(*h), etag_of(h->twin)});
+  auto reply = step(twin, t, out);
+  if (!reply) return call.reply->set_value(ApiReply{reply.status()});  // nothing changed
+  if (h == nullptr) h = insert(std::move(fresh));
+  reply_after_commit(*h, out, call.reply, std::move(*reply));
+}
+
+void Shard::api_provision(ApiCall& call, HotTwin* h, const TwinSettings& settings, bool is_patch) {
+  const ReplyKind kind = h == nullptr ? ReplyKind::kCreated : ReplyKind::kOk;
+  mutate(call, h, !is_patch, [&](Twin& twin, Millis t, Outcome& out) -> Result<ApiReply> {
+    if (Status s = rt_.logic_.apply_settings(twin, settings, is_patch, t, out); !s) return s;
+    return ApiReply{Status::ok(), kind, document(twin), etag_of(twin)};
+  });
 }
 
 void Shard::api_delete(ApiCall& call, HotTwin* h) {
@@ -570,34 +582,21 @@ void Shard::api_delete(ApiCall& call, HotTwin* h) {
 }
 
 void Shard::api_desired(ApiCall& call, HotTwin* h, const UpdateDesired& req) {
-  if (h == nullptr && !rt_.options_.auto_provision) {
-    return call.reply->set_value(ApiReply{not_found(call.id)});
-  }
-  const Millis t = now();
-  Outcome out;
-  Twin fresh;
-  Twin& twin = h != nullptr ? h->twin : (fresh = rt_.logic_.create(call.id, t, out));
-  if (Status s = rt_.logic_.update_desired(twin, req, t, out); !s) {
-    return call.reply->set_value(ApiReply{s});
-  }
-  if (h == nullptr) h = insert(std::move(fresh));
-  reply_after_commit(*h, out, call.reply,
-                     ApiReply{Status::ok(), ReplyKind::kOk, document(*h), etag_of(h->twin)});
+  mutate(call, h, rt_.options_.auto_provision,
+         [&](Twin& twin, Millis t, Outcome& out) -> Result<ApiReply> {
+           if (Status s = rt_.logic_.update_desired(twin, req, t, out); !s) return s;
+           return ApiReply{Status::ok(), ReplyKind::kOk, document(twin), etag_of(twin)};
+         });
 }
 
 void Shard::api_enqueue(ApiCall& call, HotTwin* h, const CommandRequest& req) {
-  if (h == nullptr && !rt_.options_.auto_provision) {
-    return call.reply->set_value(ApiReply{not_found(call.id)});
-  }
-  const Millis t = now();
-  Outcome out;
-  Twin fresh;
-  Twin& twin = h != nullptr ? h->twin : (fresh = rt_.logic_.create(call.id, t, out));
-  auto cmd = rt_.logic_.enqueue(twin, req, t, out);
-  if (!cmd) return call.reply->set_value(ApiReply{cmd.status()});
-  json body = {{"id", (*cmd)->id}, {"status", to_string((*cmd)->status)}};
-  if (h == nullptr) h = insert(std::move(fresh));
-  reply_after_commit(*h, out, call.reply, ApiReply{Status::ok(), ReplyKind::kAccepted, body});
+  mutate(call, h, rt_.options_.auto_provision,
+         [&](Twin& twin, Millis t, Outcome& out) -> Result<ApiReply> {
+           auto cmd = rt_.logic_.enqueue(twin, req, t, out);
+           if (!cmd) return cmd.status();
+           json body = {{"id", (*cmd)->id}, {"status", to_string((*cmd)->status)}};
+           return ApiReply{Status::ok(), ReplyKind::kAccepted, std::move(body)};
+         });
 }
 
 void Shard::api_list_commands(ApiCall& call, HotTwin* h, const ListCommands& req) {

@@ -19,10 +19,8 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t);
 
-// CPU time (user + system) a process has used, in seconds; -1 if it is gone.
-double cpu_seconds(pid_t pid);
-// Resident set size, KiB; -1 if unknown.
-long rss_kib(pid_t pid);
+using sim::cpu_seconds;
+using sim::rss_kib;
 
 // CPU used by several processes over an interval, in cores.
 class CpuMeter {

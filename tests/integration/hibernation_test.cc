@@ -2,22 +2,12 @@
 // only the hot ones.
 #include <doctest/doctest.h>
 
-#include <fstream>
-
 #include "tests/support/harness.h"
 
 using namespace doppel::testing;
+using doppel::sim::rss_kib;
 
 namespace {
-
-long rss_kib(pid_t pid) {
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
-  }
-  return -1;
-}
 
 long metric(const std::string& text, const std::string& name) {
   const auto pos = text.find("\n" + name + " ");
