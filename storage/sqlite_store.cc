@@ -27,7 +27,7 @@ CREATE TABLE twins (
   desired       TEXT NOT NULL,      -- JSON
   reported      TEXT NOT NULL,      -- JSON
   desired_meta  BLOB NOT NULL,      -- MessagePack: per-leaf {ts, version}
-  reported_meta BLOB NOT NULL,      -- MessagePack: per-leaf {ts}
+  reported_meta BLOB NOT NULL,      -- MessagePack: per-leaf ts or [ts, device_ts]
   body          BLOB NOT NULL,      -- MessagePack: versions, connection, liveness, reconcile, ...
   next_deadline INTEGER,            -- earliest alarm (Unix ms), NULL when none
   updated_at    INTEGER NOT NULL
@@ -332,7 +332,6 @@ void SqliteTwinStore::writer_loop() {
 
     // Open the gate: callbacks in sequence order, then whoever waits for these sequences.
     std::vector<twins::CommitCallback> waiters;
-    const uint64_t first = batch.front().seq;
     const uint64_t last = batch.back().seq;
     {
       std::lock_guard lock(mu_);
@@ -345,7 +344,6 @@ void SqliteTwinStore::writer_loop() {
     for (auto& op : batch) {
       if (op.callback) op.callback(status);
     }
-    (void)first;
     for (auto& cb : waiters) cb(status);
   }
 }
