@@ -100,7 +100,8 @@ bool is_terminal(CommandStatus s) {
 
 json twin_document(const Twin& twin, Millis stale_after_ms) {
   json doc = device_twin_document(twin);
-  doc["metadata"] = {{"desired", twin.desired_meta}, {"reported", twin.reported_meta}};
+  doc["metadata"] = {{"desired", twin.desired_meta},
+                     {"reported", render_reported_meta(twin.reported, twin.reported_meta)}};
   doc["connection"] = {{"state", to_string(twin.connection)},
                        {"since", twin.connection_since ? json(twin.connection_since) : json()}};
   doc["liveness"] = {{"state", to_string(twin.liveness)},
@@ -127,6 +128,21 @@ json twin_document(const Twin& twin, Millis stale_after_ms) {
   doc["created_at"] = twin.created_at;
   doc["updated_at"] = twin.updated_at;
   return doc;
+}
+
+json render_reported_meta(const json& reported, const json& meta) {
+  if (reported.is_object()) {
+    json out = json::object();
+    if (!meta.is_object()) return out;
+    for (const auto& [key, value] : reported.items()) {
+      auto it = meta.find(key);
+      if (it != meta.end()) out[key] = render_reported_meta(value, *it);
+    }
+    return out;
+  }
+  if (meta.is_number()) return {{"ts", meta}};
+  if (meta.is_array() && meta.size() == 2) return {{"ts", meta[0]}, {"device_ts", meta[1]}};
+  return meta;
 }
 
 json device_twin_document(const Twin& twin) {

@@ -70,7 +70,9 @@ struct Twin {
   uint64_t reported_version = 0;
   json desired = json::object();
   json reported = json::object();
-  json desired_meta = json::object();
+  json desired_meta = json::object();  // leaves {"ts": ms, "version": desired_version}
+  // Leaves kept compact, since they change with every report: ts, or [ts, device_ts]. The twin
+  // document shows them as {"ts": ms} / {"ts": ms, "device_ts": ms} (render_reported_meta).
   json reported_meta = json::object();
   json tags = json::object();
 
@@ -109,6 +111,8 @@ struct Twin {
 
 // The twin document of DESIGN §3 (GET /v1/twins/{id}). `stale_after_ms` is the effective window.
 json twin_document(const Twin& twin, Millis stale_after_ms);
+// Reported metadata as the document shows it, from the twin's compact leaves.
+json render_reported_meta(const json& reported, const json& meta);
 // The compact form devices receive on `twins/{id}/twin`.
 json device_twin_document(const Twin& twin);
 // A command as the API shows it.

@@ -162,8 +162,7 @@ Status TwinLogic::on_reported(Twin& twin, const ReportedMessage& msg, Millis now
       check_merged_size(twin.reported, twin.reported_bytes, msg.state, false, "reported state");
   if (!bytes) return bytes.status();
   twin.reported_bytes = *bytes;
-  json leaf = {{"ts", now}};
-  if (msg.device_ts) leaf["device_ts"] = *msg.device_ts;
+  const json leaf = msg.device_ts ? json::array({now, *msg.device_ts}) : json(now);
   if (apply_merge_patch(twin.reported, twin.reported_meta, msg.state, leaf)) {
     ++twin.reported_version;
     ++twin.version;

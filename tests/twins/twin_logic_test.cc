@@ -88,8 +88,9 @@ TEST_CASE("metadata records when each leaf was reported and which desired versio
   Fixture f;
   Outcome out;
   REQUIRE(f.logic.on_reported(f.twin, ReportedMessage{j(R"({"temp":20})"), "", 999}, f.now, out));
-  CHECK(f.twin.reported_meta["temp"]["ts"] == f.now);
-  CHECK(f.twin.reported_meta["temp"]["device_ts"] == 999);
+  CHECK(f.doc()["metadata"]["reported"]["temp"] == json{{"ts", f.now}, {"device_ts", 999}});
+  f.report(R"({"fan":{"speed":1}})");
+  CHECK(f.doc()["metadata"]["reported"]["fan"] == json{{"speed", {{"ts", f.now}}}});
   f.now += 50;
   f.desire(R"({"fan":{"speed":3}})");
   CHECK(f.twin.desired_meta == json{{"fan", {{"speed", {{"ts", f.now}, {"version", 1}}}}}});
