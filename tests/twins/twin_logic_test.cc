@@ -96,6 +96,14 @@ TEST_CASE("metadata records when each leaf was reported and which desired versio
   CHECK(f.twin.desired_meta == json{{"fan", {{"speed", {{"ts", f.now}, {"version", 1}}}}}});
 }
 
+TEST_CASE("reported metadata written before leaves were compact still renders") {
+  // Databases from before the compact leaves hold {"ts": ms} objects; both forms may coexist.
+  const json reported = j(R"({"a":1,"b":{"c":2},"d":3})");
+  const json meta = j(R"({"a":{"ts":5},"b":{"c":[7,6]},"d":8})");
+  CHECK(render_reported_meta(reported, meta) ==
+        j(R"({"a":{"ts":5},"b":{"c":{"ts":7,"device_ts":6}},"d":{"ts":8}})"));
+}
+
 TEST_CASE("If-Match with a stale desired version is refused and changes nothing") {
   Fixture f;
   f.desire(R"({"a":1})");
