@@ -19,15 +19,12 @@
 #include <random>
 #include <thread>
 
+#include "git_commit.h"  // generated: DOPPEL_GIT_COMMIT
 #include "mqtt/client.h"
 #include "simulator/bench/baseline.h"
 #include "simulator/bench/bench_util.h"
 #include "simulator/bench/load.h"
 #include "simulator/local_broker.h"
-
-#ifndef DOPPEL_GIT_COMMIT
-#define DOPPEL_GIT_COMMIT "unknown"
-#endif
 
 namespace {
 
