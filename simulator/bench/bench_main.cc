@@ -7,6 +7,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <condition_variable>
@@ -242,6 +243,7 @@ class Bench {
                                                              c["loadgen"].dump() + " cores"}});
     }
     ceiling_qos1_ = r["qos1"]["msgs_per_s"].get<double>();
+    ceiling_qos1_median_ = median(r["qos1"]["runs_msgs_per_s"]);
     r["ok"] = r["qos1"]["lost"] == 0;
     return r;
   }
@@ -307,20 +309,39 @@ class Bench {
     return best;
   }
 
+  static double median(const json& runs) {
+    std::vector<double> v;
+    for (const auto& x : runs) v.push_back(x.get<double>());
+    if (v.empty()) return 0;
+    std::sort(v.begin(), v.end());
+    return v.size() % 2 == 1 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+  }
+
+  static std::string ratio_text(const json& ingest) {
+    if (!ingest.contains("ratio_to_ceiling_qos1")) return "n/a";
+    return ingest["ratio_to_ceiling_qos1"].dump() + " best/best, " +
+           ingest.value("ratio_to_ceiling_qos1_medians", json()).dump() + " median/median";
+  }
+
   json ingest() {
     json r = best_of(runs(), "updates_per_s", [this](int i) { return ingest_run(i); });
     if (!r.value("ok", false)) return r;
     const double rate = r["updates_per_s"].get<double>();
-    if (ceiling_qos1_ > 0)
+    if (ceiling_qos1_ > 0) {
       r["ratio_to_ceiling_qos1"] = std::round(rate / ceiling_qos1_ * 1000) / 1000;
+      // The QoS 1 ceiling swings by up to 25% between runs here (three CPU-bound processes on
+      // two cores), so the best run of each side can pair a lucky ceiling with an ordinary
+      // ingest run; the ratio of the medians is the steadier figure.
+      r["ratio_to_ceiling_qos1_medians"] =
+          std::round(median(r["runs_updates_per_s"]) / ceiling_qos1_median_ * 1000) / 1000;
+    }
     ingest_rate_ = rate;
     const json& cores = r["cpu_cores"];
     print_table("ingest (publishers -> Mosquitto -> doppeld -> SQLite, QoS 1, best of " +
                     std::to_string(runs()) + ")",
                 {{"updates committed", fmt(r["committed_writes"].get<double>())},
                  {"rate", fmt(rate) + " updates/s (runs " + r["runs_updates_per_s"].dump() + ")"},
-                 {"ratio to ceiling (QoS 1)",
-                  r.contains("ratio_to_ceiling_qos1") ? r["ratio_to_ceiling_qos1"].dump() : "n/a"},
+                 {"ratio to ceiling (QoS 1)", ratio_text(r)},
                  {"mean commit batch", r["mean_commit_batch"].dump() + " writes"},
                  {"CPU broker / doppeld / loadgen", cores["broker"].dump() + " / " +
                                                         cores["doppeld"].dump() + " / " +
@@ -854,9 +875,7 @@ class Bench {
       const json& i = s["ingest"];
       rows.emplace_back(
           "ingest (target >= 20000/s, >= 0.85 x ceiling)",
-          fmt(i["updates_per_s"].get<double>()) + "/s, " +
-              (i.contains("ratio_to_ceiling_qos1") ? i["ratio_to_ceiling_qos1"].dump() : "?") +
-              " x ceiling");
+          fmt(i["updates_per_s"].get<double>()) + "/s, " + ratio_text(i) + " x ceiling");
     }
     if (s.contains("baseline") && s["baseline"].contains("doppeld_speedup")) {
       rows.emplace_back("doppeld vs read-merge-write baseline",
@@ -895,6 +914,7 @@ class Bench {
   Options o_;
   json result_;
   double ceiling_qos1_ = 0;
+  double ceiling_qos1_median_ = 0;
   double ingest_rate_ = 0;
   std::string memory_data_;
   std::string memory_broker_dir_;
