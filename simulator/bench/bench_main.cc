@@ -646,10 +646,10 @@ class Bench {
       std::vector<json> copies;
       copies.reserve(k);
       for (uint64_t i = 0; i < k; ++i) {
-        copies.push_back({sample.value("desired", json::object()),
-                          sample.value("reported", json::object()),
-                          sample["metadata"].value("desired", json::object()),
-                          sample["metadata"].value("reported", json::object())});
+        copies.push_back(
+            {sample.value("desired", json::object()), sample.value("reported", json::object()),
+             sample["metadata"].value("desired", json::object()),
+             compact_reported_meta(sample["metadata"].value("reported", json::object()))});
       }
       const long self1 = rss_kib(::getpid());
       const double per_hot = static_cast<double>(rss1 - rss0) * 1024 / static_cast<double>(k);

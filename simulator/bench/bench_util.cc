@@ -39,6 +39,19 @@ json CpuMeter::stop() const {
   return out;
 }
 
+json compact_reported_meta(const json& shown) {
+  if (!shown.is_object()) return shown;
+  if (shown.contains("ts") && shown["ts"].is_number()) {
+    if (shown.size() == 1) return shown["ts"];
+    if (shown.size() == 2 && shown.contains("device_ts")) {
+      return json::array({shown["ts"], shown["device_ts"]});
+    }
+  }
+  json out = json::object();
+  for (const auto& [key, value] : shown.items()) out[key] = compact_reported_meta(value);
+  return out;
+}
+
 json percentiles_ms(std::vector<double> s) {
   if (s.empty()) return {{"count", 0}};
   std::sort(s.begin(), s.end());

@@ -38,6 +38,11 @@ class CpuMeter {
 // Sorted samples -> p50/p90/p99/max.
 json percentiles_ms(std::vector<double> samples_ms);
 
+// Reported metadata as the twin document shows it ({"ts": ms[, "device_ts": ms]} leaves) back in
+// the compact form doppeld holds in memory (ts, or [ts, device_ts]; twins/twin.h), so the memory
+// scenario sizes the state as the gateway stores it.
+json compact_reported_meta(const json& shown);
+
 // A doppeld child on a fresh HTTP port.
 class Gateway {
  public:
