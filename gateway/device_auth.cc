@@ -78,8 +78,41 @@ Status DeviceAuth::start() {
     gateway_password_ = random_secret(24);
     if (Status s = write_file_atomically(secret_file, gateway_password_ + "\n"); !s) return s;
   }
-  std::lock_guard lock(mu_);
   return write_files();
+}
+
+uint64_t DeviceAuth::rewrites() const {
+  std::lock_guard lock(mu_);
+  return rewrites_;
+}
+
+uint64_t DeviceAuth::waiting_changes() const {
+  std::lock_guard lock(mu_);
+  return requested_ - covered_;
+}
+
+Status DeviceAuth::publish_change() {
+  std::unique_lock lock(mu_);
+  const uint64_t mine = ++requested_;
+  while (covered_ < mine) {
+    if (rewriting_) {
+      rewritten_.wait(lock);
+      continue;
+    }
+    // Nobody is rewriting: this caller does it, for every change announced so far (the files
+    // are built from the store, which already holds them all).
+    rewriting_ = true;
+    const uint64_t covering = requested_;
+    lock.unlock();
+    Status s = write_files();
+    lock.lock();
+    rewriting_ = false;
+    ++rewrites_;
+    if (s) covered_ = covering;  // a failed rewrite covers nothing: the next waiter retries
+    rewritten_.notify_all();
+    if (!s) return s;
+  }
+  return Status::ok();  // covered_ only advances on a successful rewrite
 }
 
 Status DeviceAuth::write_files() {
@@ -107,20 +140,18 @@ Result<std::string> DeviceAuth::issue(const std::string& device_id) {
                   "'" + device_id + "' is the gateway's own broker account");
   }
   std::string password = random_secret(18);
-  std::lock_guard lock(mu_);
   if (Status s = store_.put(device_id, mosquitto_password_hash(password)); !s) return s;
-  if (Status s = write_files(); !s) return s;
+  if (Status s = publish_change(); !s) return s;
   log_info("device credentials issued for '" + device_id + "'");
   return password;
 }
 
 Status DeviceAuth::revoke(const std::string& device_id) {
-  std::lock_guard lock(mu_);
   auto had = store_.has(device_id);
   if (!had) return had.status();
   if (!*had) return Status::ok();
   if (Status s = store_.remove(device_id); !s) return s;
-  if (Status s = write_files(); !s) return s;
+  if (Status s = publish_change(); !s) return s;
   log_info("device credentials revoked for '" + device_id + "'");
   return Status::ok();
 }

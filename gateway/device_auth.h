@@ -4,9 +4,16 @@
 // keeps the broker's password and ACL files in the data directory, gives the gateway an
 // account of its own, and asks the broker to reload (SIGHUP) after every change.
 //
-// Thread-safety: issue() and revoke() may be called from any thread (serialized internally).
+// Rewriting the files (and the broker re-reading them) costs O(devices), so concurrent changes
+// share one rewrite, the way the store's writer shares a commit: a change waits until a rewrite
+// that started after it has finished, and whichever caller finds no rewrite running does it
+// for everyone waiting. issue() and revoke() return once the broker has been asked to reload.
+//
+// Thread-safety: issue() and revoke() may be called from any thread.
 #pragma once
 
+#include <condition_variable>
+#include <cstdint>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -41,14 +48,25 @@ class DeviceAuth {
   std::string password_file() const;
   std::string acl_file() const;
 
+  // Rewrites done since start() (each followed by a broker reload), and changes waiting for one.
+  uint64_t rewrites() const;
+  uint64_t waiting_changes() const;
+
  private:
   Status write_files();
+  // After a change to the store: waits for (or performs) a rewrite that includes it.
+  Status publish_change();
 
   DeviceAuthOptions options_;
   storage::CredentialStore& store_;
   std::function<void()> reload_;
   std::string gateway_password_;
-  std::mutex mu_;
+  mutable std::mutex mu_;
+  std::condition_variable rewritten_;
+  uint64_t requested_ = 0;  // changes announced so far
+  uint64_t covered_ = 0;    // changes included in a finished rewrite
+  bool rewriting_ = false;
+  uint64_t rewrites_ = 0;
 };
 
 // Mosquitto's password-file hash ("$7$101$<salt>$<digest>", PBKDF2-HMAC-SHA512).
