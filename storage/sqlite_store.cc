@@ -1,8 +1,10 @@
 #include "storage/sqlite_store.h"
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <future>
+#include <stdexcept>
 #include <unordered_map>
 
 #include "storage/detail/sqlite.h"
@@ -234,6 +236,11 @@ uint64_t SqliteTwinStore::write(twins::TwinWrite write, twins::CommitCallback on
   return seq;
 }
 
+void SqliteTwinStore::discard(const std::string& id) {
+  std::lock_guard lock(mu_);
+  failed_.discard(id, next_seq_ - 1);
+}
+
 void SqliteTwinStore::when_committed(uint64_t seq, twins::CommitCallback callback) {
   {
     std::lock_guard lock(mu_);
@@ -259,9 +266,11 @@ void SqliteTwinStore::flush() {
 
 void SqliteTwinStore::writer_loop() {
   std::vector<Op> batch;
+  std::vector<Status> statuses;  // per op of the batch
   std::unordered_map<std::string_view, size_t> last_row;
   Writer& w = *writer_;
   while (true) {
+    statuses.clear();
     {
       std::unique_lock lock(mu_);
       work_cv_.wait(lock, [&] { return !queue_.empty() || stopping_; });
@@ -271,21 +280,27 @@ void SqliteTwinStore::writer_loop() {
       for (size_t i = 0; i < n; ++i) {
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
+        // A write made on top of a change that failed to commit must not reach the table.
+        const std::string& id = batch.back().write.id;
+        statuses.push_back(failed_.refuses(id, batch.back().seq)
+                               ? Status(StatusCode::kUnavailable,
+                                        "an earlier change of twin '" + id + "' failed to commit")
+                               : Status::ok());
       }
     }
     room_cv_.notify_all();
 
     const auto started = std::chrono::steady_clock::now();
-    Status status;
     try {
       // Only the last row written for a twin in this batch needs to reach the table.
       last_row.clear();
       for (size_t i = 0; i < batch.size(); ++i) {
         const auto& tw = batch[i].write;
-        if (tw.twin || tw.delete_twin) last_row[tw.id] = i;
+        if (statuses[i] && (tw.twin || tw.delete_twin)) last_row[tw.id] = i;
       }
       Transaction tx(w.db, true);
       for (size_t i = 0; i < batch.size(); ++i) {
+        if (!statuses[i]) continue;
         const twins::TwinWrite& tw = batch[i].write;
         if (tw.delete_twin) {
           w.delete_twin->bind(1, tw.id).run();
@@ -317,34 +332,52 @@ void SqliteTwinStore::writer_loop() {
           w.delete_command->bind(1, tw.id).bind(2, static_cast<int64_t>(seq)).run();
         }
       }
+      if (fail_next_commits_.load() > 0) {
+        fail_next_commits_.fetch_sub(1);
+        throw std::runtime_error("injected commit failure (test hook)");
+      }
       tx.commit();
       commits_->inc();
       writes_->inc(batch.size());
     } catch (const std::exception& e) {
-      status = to_status(e, "group commit of " + std::to_string(batch.size()) + " writes");
+      const Status failed =
+          to_status(e, "group commit of " + std::to_string(batch.size()) + " writes");
       failures_->inc();
-      log_error("store: " + status.to_string());
+      log_error("store: " + failed.to_string() +
+                "; the twins it carried reload their committed state");
+      std::lock_guard lock(mu_);
+      for (size_t i = 0; i < batch.size(); ++i) {
+        if (statuses[i]) statuses[i] = failed;
+        failed_.poison(batch[i].write.id);
+      }
     }
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     batch_size_->observe(static_cast<double>(batch.size()));
     commit_seconds_->observe(seconds);
 
-    // Open the gate: callbacks in sequence order, then whoever waits for these sequences.
-    std::vector<twins::CommitCallback> waiters;
+    // Open the gate: callbacks in sequence order (before committed_seq() moves, so whoever sees
+    // it moved has been told of failures), then whoever waits for these sequences.
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (batch[i].callback) batch[i].callback(statuses[i]);
+    }
+    std::vector<std::pair<twins::CommitCallback, Status>> waiters;
     const uint64_t last = batch.back().seq;
+    auto status_of = [&](uint64_t seq) {  // the batch is in sequence order
+      auto it = std::lower_bound(batch.begin(), batch.end(), seq,
+                                 [](const Op& op, uint64_t s) { return op.seq < s; });
+      return it != batch.end() && it->seq == seq ? statuses[it - batch.begin()] : Status::ok();
+    };
     {
       std::lock_guard lock(mu_);
       committed_.store(last);
+      failed_.processed_up_to(last);
       for (auto it = waiters_.begin(); it != waiters_.end() && it->first <= last;) {
-        waiters.push_back(std::move(it->second));
+        waiters.emplace_back(std::move(it->second), status_of(it->first));
         it = waiters_.erase(it);
       }
     }
-    for (auto& op : batch) {
-      if (op.callback) op.callback(status);
-    }
-    for (auto& cb : waiters) cb(status);
+    for (auto& [cb, s] : waiters) cb(s);
   }
 }
 

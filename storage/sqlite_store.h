@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "twins/failed_twins.h"
 #include "twins/metrics.h"
 #include "twins/ports.h"
 
@@ -44,6 +45,7 @@ class SqliteTwinStore final : public twins::TwinStore {
 
   Result<std::optional<twins::StoredTwin>> load(const std::string& id) override;
   uint64_t write(twins::TwinWrite write, twins::CommitCallback on_commit) override;
+  void discard(const std::string& id) override;
   void when_committed(uint64_t seq, twins::CommitCallback callback) override;
   uint64_t committed_seq() const override { return committed_.load(); }
   Result<std::vector<twins::StoredTwin>> list(const std::string& after_id, size_t limit) override;
@@ -56,6 +58,8 @@ class SqliteTwinStore final : public twins::TwinStore {
   // Commits what is queued and stops the writer. Later writes fail.
   void close();
   bool is_open() const { return !closed_.load(); }
+  // Test hook: the next `n` group commits fail after writing (as a full disk would).
+  void fail_next_commits(int n) { fail_next_commits_.store(n); }
   int schema_version() const { return schema_version_; }
 
  private:
@@ -83,8 +87,10 @@ class SqliteTwinStore final : public twins::TwinStore {
   std::deque<Op> queue_;
   std::multimap<uint64_t, twins::CommitCallback> waiters_;
   uint64_t next_seq_ = 1;
+  twins::FailedTwins failed_;  // under mu_
   std::atomic<uint64_t> committed_{0};
   std::atomic<bool> closed_{false};
+  std::atomic<int> fail_next_commits_{0};
   bool stopping_ = false;
   std::thread thread_;
   std::thread checkpointer_;

@@ -45,29 +45,54 @@ uint64_t MemoryTwinStore::write(TwinWrite write, CommitCallback on_commit) {
   return seq;
 }
 
-void MemoryTwinStore::commit_pending() {
+void MemoryTwinStore::discard(const std::string& id) {
+  std::lock_guard lock(mu_);
+  failed_.discard(id, next_seq_ - 1);
+}
+
+void MemoryTwinStore::commit_pending(size_t max) {
+  std::lock_guard commit(commit_mu_);
   std::vector<Pending> batch;
-  std::vector<CommitCallback> waiters;
-  Status status;
+  std::vector<Status> statuses;
   {
     std::lock_guard lock(mu_);
-    batch.swap(pending_);
-    if (batch.empty()) return;
-    if (fail_) {
-      status = Status(StatusCode::kUnavailable, "injected commit failure");
-    } else {
-      for (auto& p : batch) apply(p.write);
+    if (pending_.empty()) return;
+    const size_t n = std::min(max, pending_.size());
+    batch.assign(std::make_move_iterator(pending_.begin()),
+                 std::make_move_iterator(pending_.begin() + static_cast<ptrdiff_t>(n)));
+    pending_.erase(pending_.begin(), pending_.begin() + static_cast<ptrdiff_t>(n));
+    for (auto& p : batch) {
+      if (fail_) {
+        failed_.poison(p.write.id);
+        statuses.emplace_back(StatusCode::kUnavailable, "injected commit failure");
+      } else if (failed_.refuses(p.write.id, p.seq)) {
+        statuses.emplace_back(StatusCode::kUnavailable,
+                              "an earlier change of twin '" + p.write.id + "' failed to commit");
+      } else {
+        apply(p.write);
+        statuses.emplace_back();
+      }
     }
-    committed_ = batch.back().seq;
+  }
+  // Callbacks before the committed sequence moves (the TwinStore contract).
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (batch[i].callback) batch[i].callback(statuses[i]);
+  }
+  std::vector<std::pair<CommitCallback, Status>> waiters;
+  {
+    std::lock_guard lock(mu_);
+    committed_ = std::max(committed_, batch.back().seq);
+    failed_.processed_up_to(committed_);
     for (auto it = waiters_.begin(); it != waiters_.end() && it->first <= committed_;) {
-      waiters.push_back(std::move(it->second));
+      Status s;
+      for (size_t i = 0; i < batch.size(); ++i) {
+        if (batch[i].seq == it->first) s = statuses[i];
+      }
+      waiters.emplace_back(std::move(it->second), std::move(s));
       it = waiters_.erase(it);
     }
   }
-  for (auto& p : batch) {
-    if (p.callback) p.callback(status);
-  }
-  for (auto& w : waiters) w(Status::ok());
+  for (auto& [w, s] : waiters) w(s);
 }
 
 void MemoryTwinStore::when_committed(uint64_t seq, CommitCallback callback) {

@@ -4,10 +4,12 @@
 // output gate holding messages back. Thread-safe.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <mutex>
 #include <vector>
 
+#include "twins/failed_twins.h"
 #include "twins/ports.h"
 
 namespace doppel::twins {
@@ -18,6 +20,7 @@ class MemoryTwinStore final : public TwinStore {
 
   Result<std::optional<StoredTwin>> load(const std::string& id) override;
   uint64_t write(TwinWrite write, CommitCallback on_commit) override;
+  void discard(const std::string& id) override;
   void when_committed(uint64_t seq, CommitCallback callback) override;
   uint64_t committed_seq() const override;
   Result<std::vector<StoredTwin>> list(const std::string& after_id, size_t limit) override;
@@ -27,8 +30,9 @@ class MemoryTwinStore final : public TwinStore {
   Result<std::vector<std::pair<std::string, uint64_t>>> command_counts() override;
   void flush() override { commit_pending(); }
 
-  // Commits every queued write and runs the callbacks (manual mode).
-  void commit_pending();
+  // Commits the oldest `max` queued writes (all by default) as one batch and runs their
+  // callbacks (manual mode).
+  void commit_pending(size_t max = SIZE_MAX);
   size_t pending() const;
   // Makes the next commits fail (to test how the runtime handles a broken store).
   void fail_commits(bool fail);
@@ -42,6 +46,7 @@ class MemoryTwinStore final : public TwinStore {
   void apply(TwinWrite& w);
 
   const bool auto_commit_;
+  std::recursive_mutex commit_mu_;  // one commit at a time, like the SQLite store's writer
   mutable std::mutex mu_;
   std::map<std::string, StoredTwin> twins_;
   std::vector<Pending> pending_;
@@ -49,6 +54,7 @@ class MemoryTwinStore final : public TwinStore {
   uint64_t next_seq_ = 1;
   uint64_t committed_ = 0;
   bool fail_ = false;
+  FailedTwins failed_;
 };
 
 }  // namespace doppel::twins

@@ -32,10 +32,20 @@ class TwinStore {
 
   // Queues `write` for the next group commit and returns its sequence number (increasing).
   // `on_commit` runs exactly once, after the write is durable (OK) or has failed (error), on the
-  // store's writer thread, in sequence order; it must not block. Thread-safe.
+  // store's writer thread, in sequence order; it must not block. Every callback of a commit has
+  // run before committed_seq() covers it, so a caller that sees committed_seq() >= its sequence
+  // has already been told whether that write failed.
+  //
+  // A failed write poisons its twin: later writes of that twin fail too (they were made on top of
+  // a change that never reached the disk) until discard() is called for it. Thread-safe.
   virtual uint64_t write(TwinWrite write, CommitCallback on_commit) = 0;
 
-  // Runs `callback` once every write up to `seq` is committed: inline if that is already so.
+  // The caller dropped its in-memory copy of twin `id` and will reload it: writes of `id` queued
+  // before this call fail instead of applying, and writes queued after it apply again.
+  virtual void discard(const std::string& id) = 0;
+
+  // Runs `callback` once every write up to `seq` has been processed: inline if that is already so.
+  // The status is an error when the write `seq` itself failed.
   virtual void when_committed(uint64_t seq, CommitCallback callback) = 0;
   virtual uint64_t committed_seq() const = 0;
 

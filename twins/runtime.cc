@@ -6,6 +6,7 @@
 #include <list>
 #include <queue>
 #include <unordered_map>
+#include <unordered_set>
 #include <variant>
 
 #include "twins/detail/inbox.h"
@@ -27,16 +28,12 @@ struct WakeDue {
   std::string id;
   Millis due = 0;
 };
-// The store failed to commit a change of `id`: drop the in-memory twin, reload the durable one.
-struct Invalidate {
-  std::string id;
-};
 // The clock moved (FakeClock) or the runtime wants timers re-checked.
 struct Tick {};
 struct Barrier {
   std::shared_ptr<std::promise<void>> done;
 };
-using ShardMessage = std::variant<DeviceInput, ApiCall, WakeDue, Invalidate, Tick, Barrier>;
+using ShardMessage = std::variant<DeviceInput, ApiCall, WakeDue, Tick, Barrier>;
 
 struct Timer {
   Millis due;
@@ -84,15 +81,18 @@ struct Runtime::Stats {
     lateness =
         &m.histogram("doppel_alarm_lateness_seconds", "How late alarms fired after their deadline",
                      {0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 5});
-    lateness_max_ms = &m.gauge("doppel_alarm_lateness_max_ms",
-                               "The latest any alarm fired after its deadline, milliseconds");
+    m.gauge_fn("doppel_alarm_lateness_max_seconds", "The latest any alarm fired after its deadline",
+               [this] { return static_cast<double>(lateness_max_ms.value()) / 1000.0; });
     early = &m.counter("doppel_alarms_early_total",
                        "Alarms that fired before their deadline (must stay 0)");
+    internal_errors = &m.counter("doppel_shard_internal_errors_total",
+                                 "Unexpected exceptions in shard handlers (request failed, twin "
+                                 "reloaded)");
     store_failures = &m.counter("doppel_store_failures_total",
                                 "Twin changes the store failed to commit (twin reloaded)");
     ignored = &m.counter("doppel_device_messages_ignored_total",
                          "Device messages for unknown twins that create nothing (results, wills)");
-    total = &m.gauge("doppel_twins_total", "Registered twins (in memory or hibernated)");
+    total = &m.gauge("doppel_twins", "Registered twins (in memory or hibernated)");
     for (auto st : {CommandStatus::kQueued, CommandStatus::kSent, CommandStatus::kSucceeded,
                     CommandStatus::kFailed, CommandStatus::kRejected, CommandStatus::kExpired,
                     CommandStatus::kTimedOut, CommandStatus::kCancelled}) {
@@ -120,9 +120,10 @@ struct Runtime::Stats {
   Counter* evictions = nullptr;
   Counter* alarms = nullptr;
   Histogram* lateness = nullptr;
-  Gauge* lateness_max_ms = nullptr;
+  Gauge lateness_max_ms;  // rendered in seconds
   Counter* early = nullptr;
   Counter* store_failures = nullptr;
+  Counter* internal_errors = nullptr;
   Counter* ignored = nullptr;
   Gauge* total = nullptr;
   Counter* transitions[8] = {};
@@ -148,6 +149,17 @@ class Shard {
     inbox_.close();
   }
   void post(ShardMessage m, bool external) { inbox_.push(std::move(m), external); }
+  // A change of twin `id` failed to commit, or its handler threw: the shard drops the twin from
+  // memory before it handles anything else, and it reloads its committed state when next used.
+  // Any thread.
+  void mark_failed(const std::string& id) {
+    {
+      std::lock_guard lock(failed_mu_);
+      failed_.insert(id);
+      failures_pending_.store(true);
+    }
+    post(Tick{}, false);
+  }
   size_t hot() const { return hot_.load(std::memory_order_relaxed); }
 
  private:
@@ -164,7 +176,11 @@ class Shard {
   void handle(DeviceInput& in);
   void handle(ApiCall& call);
   void handle(WakeDue& w);
-  void handle(Invalidate& inv);
+  // Drops the twins marked failed and tells the store to discard their queued writes.
+  void drain_failures();
+  bool failure_pending(const std::string& id);
+  // Logs an exception thrown while handling `m`, fails its request, and drops its twin.
+  void on_exception(ShardMessage& m, const char* what);
   void handle(Tick&) { fire_timers(); }
   void handle(Barrier& b) {
     fire_timers();  // what was due before the barrier has fired when it returns
@@ -214,6 +230,9 @@ class Shard {
   std::unordered_map<std::string, std::unique_ptr<HotTwin>> twins_;
   std::list<HotTwin*> lru_;  // front: most recently used
   std::priority_queue<Timer, std::vector<Timer>, std::greater<>> timers_;
+  std::mutex failed_mu_;
+  std::unordered_set<std::string> failed_;  // under failed_mu_
+  std::atomic<bool> failures_pending_{false};
 };
 
 void Shard::run() {
@@ -226,10 +245,23 @@ void Shard::run() {
     wait = std::max<Millis>(wait, 0);
     inbox_.pop_all(batch, std::chrono::steady_clock::now() + std::chrono::milliseconds(wait));
     for (auto& m : batch) {
-      std::visit([this](auto& msg) { handle(msg); }, m);
+      drain_failures();
+      try {
+        std::visit([this](auto& msg) { handle(msg); }, m);
+      } catch (const std::exception& e) {
+        on_exception(m, e.what());
+      } catch (...) {
+        on_exception(m, "unknown exception");
+      }
     }
     batch.clear();
-    fire_timers();
+    drain_failures();
+    try {
+      fire_timers();
+    } catch (const std::exception& e) {
+      log_error("shard " + std::to_string(index_) +
+                ": unexpected exception in a timer: " + e.what());
+    }
     if (const Millis t2 = now(); t2 >= next_sweep) {
       sweep(t2);
       next_sweep = t2 + kSweepIntervalMs;
@@ -349,7 +381,7 @@ void Shard::fire_timers() {
     for (Millis deadline : out.fired) {
       stats.alarms->inc();
       stats.lateness->observe(static_cast<double>(t - deadline) / 1000.0);
-      stats.lateness_max_ms->raise_to(t - deadline);
+      stats.lateness_max_ms.raise_to(t - deadline);
       if (t < deadline) stats.early->inc();
     }
     commit(*h, out, nullptr);
@@ -395,7 +427,7 @@ void Shard::commit(HotTwin& h, Outcome& out, CommitCallback after) {
       rt.stats_->store_failures->inc();
       log_error("store failed to commit twin '" + id + "': " + s.to_string() +
                 "; reloading it from the store");
-      rt.shards_[index]->post(Invalidate{id}, false);
+      rt.shards_[index]->mark_failed(id);
     }
     if (after) after(s);
   };
@@ -414,6 +446,9 @@ void Shard::commit(HotTwin& h, Outcome& out, CommitCallback after) {
   } else if (needs_release) {
     if (h.last_write > rt_.store_.committed_seq()) {
       rt_.store_.when_committed(h.last_write, std::move(release));
+    } else if (failure_pending(h.twin.id)) {  // read after committed_seq(): see ports.h
+      release(Status(StatusCode::kUnavailable,
+                     "an earlier change of twin '" + h.twin.id + "' failed to commit"));
     } else {
       release(Status::ok());
     }
@@ -624,9 +659,10 @@ void Shard::api_command(ApiCall& call, HotTwin* h, const std::string& command_id
   if (h == nullptr) return call.reply->set_value(ApiReply{not_found(call.id)});
   Outcome out;
   if (cancel) {
-    if (Status s = rt_.logic_.cancel(h->twin, command_id, now(), out); !s) {
-      return call.reply->set_value(ApiReply{s});
-    }
+    auto cancelled = rt_.logic_.cancel(h->twin, command_id, now(), out);
+    if (!cancelled) return call.reply->set_value(ApiReply{cancelled.status()});
+    return reply_after_commit(*h, out, call.reply,
+                              ApiReply{Status::ok(), ReplyKind::kOk, std::move(*cancelled)});
   }
   const Command* c = find_command(h->twin, command_id);
   if (c == nullptr) {
@@ -646,14 +682,58 @@ void Shard::handle(WakeDue& w) {
   timers_.push({w.due, w.id});
 }
 
-void Shard::handle(Invalidate& inv) {
-  if (auto it = twins_.find(inv.id); it != twins_.end()) evict(it->second.get());
+void Shard::drain_failures() {
+  if (!failures_pending_.load()) return;
+  std::unordered_set<std::string> failed;
+  {
+    std::lock_guard lock(failed_mu_);
+    failed.swap(failed_);
+    failures_pending_.store(false);
+  }
+  for (const auto& id : failed) {
+    if (auto it = twins_.find(id); it != twins_.end()) evict(it->second.get());
+    rt_.store_.discard(id);  // writes made on the dropped copy fail instead of applying
+  }
+}
+
+bool Shard::failure_pending(const std::string& id) {
+  if (!failures_pending_.load()) return false;
+  std::lock_guard lock(failed_mu_);
+  return failed_.count(id) > 0;
+}
+
+void Shard::on_exception(ShardMessage& m, const char* what) {
+  const std::string id = std::visit(
+      [](auto& msg) -> std::string {
+        using T = std::decay_t<decltype(msg)>;
+        if constexpr (std::is_same_v<T, DeviceInput>) {
+          return msg.device_id;
+        } else if constexpr (std::is_same_v<T, ApiCall> || std::is_same_v<T, WakeDue>) {
+          return msg.id;
+        } else {
+          return {};
+        }
+      },
+      m);
+  log_error("shard " + std::to_string(index_) + ": unexpected exception for twin '" + id +
+            "': " + what + "; the request failed and the twin reloads its committed state");
+  rt_.stats_->internal_errors->inc();
+  if (auto* call = std::get_if<ApiCall>(&m)) {
+    try {
+      call->reply->set_value(ApiReply{
+          Status(StatusCode::kInternal, "internal error while handling twin '" + id +
+                                            "'; nothing was applied; see the gateway log")});
+    } catch (const std::future_error&) {
+      // Already answered (the exception came after the reply).
+    }
+  }
+  if (!id.empty()) mark_failed(id);
 }
 
 Runtime::Runtime(RuntimeOptions options, TwinStore& store, DeviceChannel& channel,
                  const DeviceCodec& codec, Clock& clock, Metrics& metrics)
     : options_(options),
-      logic_(options_.policy),
+      logic_(options_.policy, options_.command_ids ? options_.command_ids : random_command_ids()),
       store_(store),
       channel_(channel),
       codec_(codec),

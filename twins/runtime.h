@@ -35,6 +35,7 @@ struct RuntimeOptions {
   bool auto_provision = true;      // desired/commands on an unknown twin create it
   Millis scan_horizon_ms = 1000;   // deadlines this close are held in memory
   Millis scan_interval_ms = 250;
+  IdGenerator command_ids;  // empty: random_command_ids()
 };
 
 class Shard;

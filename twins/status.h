@@ -46,12 +46,17 @@ class [[nodiscard]] Status {
   std::string message_;
 };
 
-// Holds either a T or a non-OK Status.
+// Holds either a T or a non-OK Status. Like absl::StatusOr, it refuses an OK status without a
+// value: that is a bug at the call site, and it becomes a kInternal error rather than a success.
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}         // NOLINT(google-explicit-constructor)
-  Result(Status status) : v_(std::move(status)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  // NOLINTNEXTLINE(google-explicit-constructor)
+  Result(Status status)
+      : v_(status.is_ok() ? Status(StatusCode::kInternal,
+                                   "bug: a Result was made from an OK status without a value")
+                          : std::move(status)) {}
   Result(StatusCode code, std::string message) : v_(Status(code, std::move(message))) {}
 
   bool is_ok() const { return std::holds_alternative<T>(v_); }

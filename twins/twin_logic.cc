@@ -9,13 +9,6 @@
 namespace doppel::twins {
 namespace {
 
-std::string new_command_id() {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(rng()));
-  return buf;
-}
-
 void mark(Outcome& out, const Command& c) {
   if (std::find(out.commands_changed.begin(), out.commands_changed.end(), c.seq) ==
       out.commands_changed.end()) {
@@ -35,6 +28,15 @@ void earliest(std::optional<Millis>& acc, std::optional<Millis> v) {
 }
 
 }  // namespace
+
+IdGenerator random_command_ids() {
+  return [] {
+    thread_local std::mt19937_64 rng{std::random_device{}()};
+    char buf[17];
+    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(rng()));
+    return std::string(buf);
+  };
+}
 
 std::string_view to_string(TwinEvent event) {
   switch (event) {
@@ -140,7 +142,7 @@ void TwinLogic::go_online(Twin& twin, Millis now, Outcome& out) const {
   out.twin_changed = true;
   out.events.push_back(TwinEvent::kOnline);
   // A (re)connected device gets what it is owed at once: the delta and its pending commands.
-  start_reconcile(twin, now, out);
+  resume_reconcile(twin, now, out);
   for (auto& c : twin.commands) {
     if (c.status != CommandStatus::kSent) continue;
     if (c.expires_at && now >= *c.expires_at) continue;  // dispatch_commands expires it
@@ -368,6 +370,29 @@ void TwinLogic::start_reconcile(Twin& twin, Millis now, Outcome& out) const {
   if (twin.connection == ConnectionState::kOnline) send_delta(twin, delta, now, out);
 }
 
+void TwinLogic::resume_reconcile(Twin& twin, Millis now, Outcome& out) const {
+  const bool same_cycle = twin.reconcile_desired_version == twin.desired_version &&
+                          twin.reconcile != ReconcileState::kConverged;
+  if (!same_cycle) return start_reconcile(twin, now, out);
+  const json delta = compute_delta(twin.desired, twin.reported);
+  out.twin_changed = true;
+  if (delta.empty()) {
+    twin.reconcile = ReconcileState::kConverged;
+    twin.reconcile_attempts = 0;
+    twin.reconcile_next_retry.reset();
+    out.events.push_back(TwinEvent::kConverged);
+    return;
+  }
+  if (twin.reconcile == ReconcileState::kFailed) return;  // only a new desired change revives it
+  if (twin.reconcile_attempts >= policy_.reconcile_max_attempts) {
+    twin.reconcile = ReconcileState::kFailed;
+    twin.reconcile_next_retry.reset();
+    out.events.push_back(TwinEvent::kReconcileFailed);
+    return;
+  }
+  if (twin.connection == ConnectionState::kOnline) send_delta(twin, delta, now, out);
+}
+
 void TwinLogic::send_delta(Twin& twin, const json& delta, Millis now, Outcome& out) const {
   ++twin.reconcile_attempts;
   twin.reconcile_last_sent = now;
@@ -392,7 +417,7 @@ Result<const Command*> TwinLogic::enqueue(Twin& twin, const CommandRequest& requ
                       " unfinished commands, its limit; wait for them to finish or cancel some");
   }
   Command c;
-  c.id = new_command_id();
+  c.id = command_ids_();
   c.seq = twin.next_command_seq++;
   c.name = request.name;
   c.args = request.args;
@@ -413,7 +438,8 @@ Result<const Command*> TwinLogic::enqueue(Twin& twin, const CommandRequest& requ
   return Status(StatusCode::kInternal, "enqueued command vanished");
 }
 
-Status TwinLogic::cancel(Twin& twin, std::string_view command_id, Millis now, Outcome& out) const {
+Result<json> TwinLogic::cancel(Twin& twin, std::string_view command_id, Millis now,
+                               Outcome& out) const {
   Command* c = find_command(twin, command_id);
   if (c == nullptr) {
     return Status(StatusCode::kNotFound,
@@ -425,9 +451,10 @@ Status TwinLogic::cancel(Twin& twin, std::string_view command_id, Millis now, Ou
   }
   c->error = "cancelled by operator";
   finish(twin, *c, CommandStatus::kCancelled, now, out);
-  dispatch_commands(twin, now, out);
+  json cancelled = command_document(*c);
+  dispatch_commands(twin, now, out);  // may move `twin.commands`: `c` is not used after this
   prune_history(twin, out);
-  return Status::ok();
+  return cancelled;
 }
 
 void TwinLogic::dispatch_commands(Twin& twin, Millis now, Outcome& out) const {

@@ -4,6 +4,7 @@
 // Called only by the shard that owns the twin.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -61,9 +62,16 @@ struct Outcome {
   }
 };
 
+// Makes command ids: [A-Za-z0-9._:-]{1,64}, unique within a twin. Called on the owning shard's
+// thread only. Tests inject a deterministic one.
+using IdGenerator = std::function<std::string()>;
+// 16 random hex digits from a per-thread generator seeded by std::random_device.
+IdGenerator random_command_ids();
+
 class TwinLogic {
  public:
-  explicit TwinLogic(Policy policy) : policy_(std::move(policy)) {}
+  explicit TwinLogic(Policy policy, IdGenerator command_ids = random_command_ids())
+      : policy_(std::move(policy)), command_ids_(std::move(command_ids)) {}
   const Policy& policy() const { return policy_; }
 
   Twin create(const std::string& id, Millis now, Outcome& out) const;
@@ -91,7 +99,10 @@ class TwinLogic {
   // The queued (or, with an idempotency key seen before, the existing) command.
   Result<const Command*> enqueue(Twin& twin, const CommandRequest& request, Millis now,
                                  Outcome& out) const;
-  Status cancel(Twin& twin, std::string_view command_id, Millis now, Outcome& out) const;
+  // Cancels an unfinished command and answers its document as cancelled. The document is taken
+  // before history pruning, which may drop the command from memory at once (the cancel itself is
+  // still in `out`, so it is committed: a pruned cancel never comes back as queued).
+  Result<json> cancel(Twin& twin, std::string_view command_id, Millis now, Outcome& out) const;
 
  private:
   Millis backoff_ms(double base_s, uint32_t attempts) const;
@@ -101,7 +112,12 @@ class TwinLogic {
                                    bool replace, std::string_view what) const;
   void touch(Twin& twin, Millis now, Outcome& out) const;
   void go_online(Twin& twin, Millis now, Outcome& out) const;
+  // A new reconcile cycle (new desired version, or drift after convergence): attempts from 0.
   void start_reconcile(Twin& twin, Millis now, Outcome& out) const;
+  // The device (re)connected: send the delta again within the current cycle. Attempts count per
+  // desired version across reconnects, so a device that crashes on a delta still ends `failed`;
+  // a failed cycle stays failed until the desired state changes.
+  void resume_reconcile(Twin& twin, Millis now, Outcome& out) const;
   void send_delta(Twin& twin, const json& delta, Millis now, Outcome& out) const;
   void dispatch_commands(Twin& twin, Millis now, Outcome& out) const;
   void deliver(Twin& twin, Command& command, Millis now, Outcome& out) const;
@@ -109,6 +125,7 @@ class TwinLogic {
   void prune_history(Twin& twin, Outcome& out) const;
 
   Policy policy_;
+  IdGenerator command_ids_;
 };
 
 }  // namespace doppel::twins

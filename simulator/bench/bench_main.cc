@@ -593,7 +593,7 @@ class Bench {
       const auto t0 = Clock::now();
       gen.start();
       const double t = wait_for_count("register", t0, n, [&] {
-        return static_cast<uint64_t>(std::max(0.0, gw.metric("doppel_twins_total")));
+        return static_cast<uint64_t>(std::max(0.0, gw.metric("doppel_twins")));
       });
       gen.wait();
       gen.stop();
@@ -717,13 +717,13 @@ class Bench {
     const auto t0 = Clock::now();
     gen.start();
     const double registered = wait_for_count("arm", t0, n, [&] {
-      return static_cast<uint64_t>(std::max(0.0, gw.metric("doppel_twins_total")));
+      return static_cast<uint64_t>(std::max(0.0, gw.metric("doppel_twins")));
     });
     gen.wait();
     gen.stop();
     if (registered < 0) return fail_log("arming stalled", gw);
     const double armed_peak =
-        gw.metric("doppel_twins_total") -
+        gw.metric("doppel_twins") -
         std::max(0.0, gw.metric("doppel_twin_events_total{event=\"twin.stale\"}"));
     const double fired_t = wait_for_count(
         "fired", t0, n,
@@ -779,7 +779,7 @@ class Bench {
         {"lateness_sample_ms", percentiles_ms(lateness)},
         {"early_in_sample", early},
         {"early_total_metric", m.at("doppel_alarms_early_total")},
-        {"lateness_max_ms_metric", m.at("doppel_alarm_lateness_max_ms")},
+        {"lateness_max_ms_metric", 1000.0 * m.at("doppel_alarm_lateness_max_seconds")},
         {"lateness_p50_bucket_ms", q(0.5)},
         {"lateness_p99_bucket_ms", q(0.99)},
         {"ok", fired_t > 0 && early == 0}};
@@ -821,7 +821,7 @@ class Bench {
       const auto t0 = Clock::now();
       gen.start();
       wait_for_count("register", t0, o_.memory_twins, [&] {
-        return static_cast<uint64_t>(std::max(0.0, gw.metric("doppel_twins_total")));
+        return static_cast<uint64_t>(std::max(0.0, gw.metric("doppel_twins")));
       });
       gen.wait();
       gen.stop();
@@ -832,7 +832,7 @@ class Bench {
       http.Put("/v1/twins/overdue-" + std::to_string(i), R"({"stale_after_s":1})",
                "application/json");
     }
-    const double twins = gw.metric("doppel_twins_total");
+    const double twins = gw.metric("doppel_twins");
     gw.stop();
     std::this_thread::sleep_for(std::chrono::milliseconds(1500));
     const auto t0 = Clock::now();

@@ -268,3 +268,33 @@ TEST_CASE("concurrent writers and readers see consistent committed rows") {
   CHECK(bad.load() == 0);
   CHECK(store->count().value() == 301);
 }
+
+TEST_CASE("after a failed commit a twin's later writes fail until it is discarded") {
+  TempDir dir;
+  Metrics m;
+  auto store = open_store(dir.file("poison.db"), m);
+  write_and_wait(*store, row("p-1", 1));
+  write_and_wait(*store, row("q-1", 1));
+
+  store->fail_next_commits(1);
+  std::promise<Status> failed;
+  store->write(row("p-1", 2), [&](const Status& st) { failed.set_value(st); });
+  CHECK(failed.get_future().get().code() == StatusCode::kUnavailable);
+  // A write made on top of the failed one fails too, and never reaches the table.
+  std::promise<Status> on_top;
+  store->write(row("p-1", 3), [&](const Status& st) { on_top.set_value(st); });
+  CHECK(on_top.get_future().get().code() == StatusCode::kUnavailable);
+  auto before = store->load("p-1");
+  REQUIRE(before);
+  CHECK((*before)->twin.version == 1);
+  write_and_wait(*store, row("q-1", 2));  // other twins are unaffected
+
+  store->discard("p-1");
+  write_and_wait(*store, row("p-1", 2));
+  auto p = store->load("p-1");
+  REQUIRE(p);
+  CHECK((*p)->twin.version == 2);
+  auto q = store->load("q-1");
+  REQUIRE(q);
+  CHECK((*q)->twin.version == 2);
+}

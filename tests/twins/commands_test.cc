@@ -284,8 +284,23 @@ TEST_CASE("cancel ends an unfinished command and refuses a finished one") {
   REQUIRE(f.logic.cancel(f.twin, a, f.now, out));
   CHECK(f.cmd(a).status == S::kCancelled);
   CHECK(sent_ids(out) == std::vector<std::string>{b});  // the next one goes
-  CHECK(f.logic.cancel(f.twin, a, f.now, out).code() == StatusCode::kConflict);
-  CHECK(f.logic.cancel(f.twin, "nope", f.now, out).code() == StatusCode::kNotFound);
+  CHECK(f.logic.cancel(f.twin, a, f.now, out).status().code() == StatusCode::kConflict);
+  CHECK(f.logic.cancel(f.twin, "nope", f.now, out).status().code() == StatusCode::kNotFound);
+}
+
+TEST_CASE("a cancel that history pruning drops at once still answers and persists the cancel") {
+  Policy p = policy();
+  p.command_history = 0;  // finished commands leave memory at once
+  Fixture f(p);
+  const std::string a = f.enqueue("a");  // offline: stays queued
+  Outcome out;
+  auto cancelled = f.logic.cancel(f.twin, a, f.now, out);
+  REQUIRE(cancelled);
+  CHECK((*cancelled)["status"] == "cancelled");
+  CHECK((*cancelled)["id"] == a);
+  CHECK(find_command(f.twin, a) == nullptr);
+  CHECK(out.changed());  // the removal is written, so the queued row cannot come back
+  CHECK(out.commands_removed.size() == 1);
 }
 
 TEST_CASE("an ack timeout while offline waits for the birth, which re-delivers") {

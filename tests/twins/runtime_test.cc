@@ -11,6 +11,7 @@
 #include "twins/runtime.h"
 
 using doppel::Metrics;
+using doppel::Result;
 using doppel::StatusCode;
 using doppel::testing::FakeChannel;
 using namespace doppel::twins;
@@ -144,6 +145,122 @@ TEST_CASE("a failed commit answers unavailable and the twin returns to its commi
   const json doc = rig.get("f-1");
   CHECK(doc["desired"] == json{{"a", 1}});
   CHECK(doc["desired_version"] == 1);
+}
+
+TEST_CASE("writes made on top of a failed commit fail too, and versions are never reused") {
+  Rig rig(options(1), /*auto_commit=*/false);
+  auto first = rig.runtime.call("f-2", UpdateDesired{json{{"a", 1}}, false, {}});
+  rig.runtime.barrier();
+  rig.store.commit_pending();
+  REQUIRE(first.get().status);
+  // Two changes queued before the store answers: the second is made on top of the first.
+  auto doomed = rig.runtime.call("f-2", UpdateDesired{json{{"a", 2}}, false, {}});
+  auto on_top = rig.runtime.call("f-2", UpdateDesired{json{{"b", 3}}, false, {}});
+  rig.runtime.barrier();
+  REQUIRE(rig.store.pending() == 2);
+  rig.store.fail_commits(true);
+  rig.store.commit_pending(1);  // only the first write, and it fails
+  rig.store.fail_commits(false);
+  rig.store.commit_pending();  // the second would succeed, but it carries the failed change
+  CHECK(doomed.get().status.code() == StatusCode::kUnavailable);
+  CHECK(on_top.get().status.code() == StatusCode::kUnavailable);
+  auto stored = rig.store.load("f-2");
+  REQUIRE(stored);
+  REQUIRE(*stored);
+  CHECK((*stored)->twin.version == 1);  // neither change reached the store
+  // The twin reloads its committed state: the next change takes version 2, once.
+  auto next = rig.runtime.call("f-2", UpdateDesired{json{{"c", 4}}, false, {}});
+  rig.runtime.barrier();
+  rig.store.commit_pending();
+  const ApiReply r = next.get();
+  REQUIRE(r.status);
+  CHECK(r.body["desired"] == json{{"a", 1}, {"c", 4}});
+  CHECK(r.body["desired_version"] == 2);
+  CHECK(r.body["version"] == 2);
+  CHECK(rig.metrics.render().find("doppel_store_failures_total 2") != std::string::npos);
+}
+
+TEST_CASE("a read right after a failed commit never answers the uncommitted state") {
+  Rig rig(options(1), /*auto_commit=*/false);
+  auto first = rig.runtime.call("f-3", UpdateDesired{json{{"a", 1}}, false, {}});
+  rig.runtime.barrier();
+  rig.store.commit_pending();
+  REQUIRE(first.get().status);
+  auto doomed = rig.runtime.call("f-3", UpdateDesired{json{{"a", 2}}, false, {}});
+  rig.runtime.barrier();
+  rig.store.fail_commits(true);
+  rig.store.commit_pending();
+  rig.store.fail_commits(false);
+  CHECK(doomed.get().status.code() == StatusCode::kUnavailable);
+  auto read = rig.runtime.call("f-3", GetTwin{});
+  rig.runtime.barrier();
+  rig.store.commit_pending();
+  const ApiReply r = read.get();
+  REQUIRE(r.status);
+  CHECK(r.body["desired"] == json{{"a", 1}});
+}
+
+TEST_CASE("a cancelled command stays cancelled across hibernation even when pruned at once") {
+  RuntimeOptions o = options(1);
+  o.policy.command_history = 0;
+  o.policy.command_ack_timeout_s = 1000;
+  o.command_ids = [n = 0]() mutable { return "cmd-" + std::to_string(++n); };
+  o.max_hot_twins = 1;
+  Rig rig(o);
+  auto q = rig.call("c-1", EnqueueCommand{CommandRequest{"reboot", json::object(), {}, ""}});
+  REQUIRE(q.status);
+  CHECK(q.body["id"] == "cmd-1");  // the injected generator
+  auto c = rig.call("c-1", CancelCommand{"cmd-1"});
+  REQUIRE(c.status);
+  CHECK(c.body["status"] == "cancelled");
+  // Hibernate c-1 (the hot cap is one twin), then bring the device online.
+  rig.device("other", InboundKind::kReported, R"({"state":{"x":1}})");
+  rig.device("other", InboundKind::kReported, R"({"state":{"x":2}})");
+  rig.device("c-1", InboundKind::kStatus, R"({"state":"online"})");
+  CHECK(rig.channel.sent(OutboundKind::kCommand, "c-1").empty());
+  auto listed = rig.call("c-1", ListCommands{});
+  REQUIRE(listed.status);
+  CHECK(listed.body["items"].empty());
+  CHECK(rig.call("c-1", GetCommand{"cmd-1"}).status.code() == StatusCode::kNotFound);
+}
+
+TEST_CASE("an unexpected exception in a shard fails that message and the shard keeps serving") {
+  struct ThrowingCodec : DeviceCodec {
+    Result<DeviceMessage> decode(InboundKind kind, std::string_view payload, Encoding e,
+                                 const Limits& limits) const override {
+      if (payload == "boom") throw std::runtime_error("codec bug");
+      return wire.decode(kind, payload, e, limits);
+    }
+    std::string encode(const DeviceOutput& output, Encoding e) const override {
+      return wire.encode(output, e);
+    }
+    doppel::mqtt::WireCodec wire;
+  };
+  Metrics metrics;
+  FakeClock clock;
+  MemoryTwinStore store;
+  FakeChannel channel;
+  ThrowingCodec codec;
+  Runtime runtime(options(1), store, channel, codec, clock, metrics);
+  REQUIRE(runtime.start());
+  auto deliver = [&](const std::string& payload) {
+    DeviceInput in;
+    in.device_id = "x-1";
+    in.kind = InboundKind::kReported;
+    in.topic = "twins/x-1/reported";
+    in.payload = payload;
+    runtime.deliver(std::move(in));
+    runtime.barrier();
+  };
+  deliver(R"({"state":{"t":1}})");
+  deliver("boom");
+  deliver(R"({"state":{"t":2}})");
+  auto f = runtime.call("x-1", GetTwin{});
+  const ApiReply r = f.get();
+  REQUIRE(r.status);
+  CHECK(r.body["reported"] == json{{"t", 2}});
+  CHECK(metrics.render().find("doppel_shard_internal_errors_total 1") != std::string::npos);
+  runtime.stop();
 }
 
 TEST_CASE("twins beyond the hot cap hibernate and wake with every field") {

@@ -247,15 +247,49 @@ TEST_CASE("a desired change in the middle of retries restarts the cycle") {
   CHECK(f.twin.reconcile_next_retry == f.now + 30'000);
 }
 
-TEST_CASE("a birth re-sends the delta at once and starts a new cycle") {
+TEST_CASE("a birth re-sends the delta at once, and that send counts in the same cycle") {
   Fixture f;
   f.birth();
   f.desire(R"({"mode":"eco"})");
   f.now += 5000;
   auto out = f.birth();
   CHECK(deltas(out) == 1);
-  CHECK(f.twin.reconcile_attempts == 1);
+  CHECK(f.twin.reconcile_attempts == 2);
+  CHECK(f.twin.reconcile_desired_version == 1);
   CHECK(f.twin.reconcile_last_sent == f.now);
+}
+
+TEST_CASE("a device that crashes on a delta and reconnects at once still ends failed") {
+  Fixture f;  // reconcile_max_attempts 4
+  f.birth();
+  f.desire(R"({"mode":"eco"})");  // send 1
+  size_t sent = 1;
+  for (int boot = 0; boot < 10; ++boot) {  // reconnects faster than the reconcile timeout
+    f.now += 1000;
+    f.offline();
+    sent += deltas(f.birth());
+  }
+  CHECK(sent == 4);
+  CHECK(f.twin.reconcile == ReconcileState::kFailed);
+  CHECK(f.twin.reconcile_attempts == 4);
+  // A birth does not revive a failed cycle...
+  CHECK(deltas(f.birth()) == 0);
+  CHECK(f.twin.reconcile == ReconcileState::kFailed);
+  // ...a new desired change does.
+  CHECK(deltas(f.desire(R"({"mode":"boost"})")) == 1);
+  CHECK(f.twin.reconcile == ReconcileState::kPending);
+  CHECK(f.twin.reconcile_attempts == 1);
+}
+
+TEST_CASE("a failed twin whose device reports the desired state converges") {
+  Fixture f;
+  f.birth();
+  f.desire(R"({"mode":"eco"})");
+  for (int i = 0; i < 6; ++i) f.birth();
+  REQUIRE(f.twin.reconcile == ReconcileState::kFailed);
+  f.report(R"({"mode":"eco"})");
+  CHECK(f.twin.reconcile == ReconcileState::kConverged);
+  CHECK(f.twin.reconcile_attempts == 0);
 }
 
 TEST_CASE("a retry that falls due while the device is offline waits for its birth") {
