@@ -125,7 +125,9 @@ Status DeviceAuth::write_files() {
   std::ostringstream acl;
   acl << "# Written by doppeld; edits are overwritten.\n"
       << "user " << options_.gateway_user << "\n"
-      << "topic readwrite " << options_.prefix << "/#\n\n"
+      << "topic readwrite " << options_.prefix << "/#\n"
+      << "# The broker's drop counter, which doppeld exports and watches for overload.\n"
+      << "topic read $SYS/broker/publish/messages/dropped\n\n"
       << "# Every device (username = device id) reaches only its own twin's topics.\n"
       << "pattern readwrite " << options_.prefix << "/%u/#\n";
   if (Status s = write_file_atomically(password_file(), passwd.str()); !s) return s;

@@ -45,6 +45,12 @@ std::string tail_of(const std::string& path, size_t max_bytes) {
   return s;
 }
 
+std::string describe_exit(int status) {
+  if (WIFEXITED(status)) return "exit code " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return "killed by signal " + std::to_string(WTERMSIG(status));
+  return "status " + std::to_string(status);
+}
+
 std::string current_user() {
   if (const passwd* pw = ::getpwuid(::geteuid())) return pw->pw_name;
   return "root";
@@ -117,7 +123,10 @@ Status EmbeddedBroker::start() {
   if (!options_.password_file.empty()) {
     conf << "allow_anonymous false\n"
          << "password_file " << options_.password_file << "\n"
-         << "acl_file " << options_.acl_file << "\n";
+         << "acl_file " << options_.acl_file << "\n"
+         << "# A client's id is its username, whatever it asks for: no device can take over the\n"
+         << "# gateway's or another device's session.\n"
+         << "use_username_as_clientid true\n";
   } else {
     conf << "allow_anonymous true\n";
   }
@@ -130,6 +139,8 @@ Status EmbeddedBroker::start() {
        << "max_inflight_messages 1000\n"
        << "max_packet_size 1048576\n"
        << "set_tcp_nodelay true\n"
+       << "# $SYS/broker/publish/messages/dropped tells doppeld when its queue overflows.\n"
+       << "sys_interval " << kSysIntervalS << "\n"
        << "log_dest stderr\n"
        << "log_type error\nlog_type warning\nlog_type notice\n";
   conf.close();
@@ -140,6 +151,7 @@ Status EmbeddedBroker::start() {
     stop();
     return s;
   }
+  set_state("running");
   supervisor_ = std::thread([this] { supervise(); });
   log_info("embedded broker: mosquitto pid " + std::to_string(pid_.load()) + " on " + uri() +
            " (config " + config_path() + ", log " + log_path() + ")");
@@ -180,6 +192,10 @@ Status EmbeddedBroker::wait_until_listening() {
     int status = 0;
     if (::waitpid(pid_.load(), &status, WNOHANG) == pid_.load()) {
       pid_.store(-1);
+      {
+        std::lock_guard lock(mu_);
+        exited_.notify_all();
+      }
       return Status(StatusCode::kUnavailable, "mosquitto exited at start-up; its log (" +
                                                   log_path() + ") ends with:\n" +
                                                   tail_of(log_path(), 600));
@@ -189,33 +205,60 @@ Status EmbeddedBroker::wait_until_listening() {
   return Status(StatusCode::kUnavailable, "mosquitto did not listen on " + uri() + " within 10 s");
 }
 
+void EmbeddedBroker::set_state(std::string state) {
+  std::lock_guard lock(state_mu_);
+  state_ = std::move(state);
+}
+
+std::string EmbeddedBroker::state() const {
+  std::lock_guard lock(state_mu_);
+  return state_;
+}
+
+bool EmbeddedBroker::wait_or_stop(std::chrono::milliseconds delay) {
+  std::unique_lock lock(mu_);
+  return !exited_.wait_for(lock, delay, [this] { return stopping_.load(); });
+}
+
 void EmbeddedBroker::supervise() {
-  auto backoff = std::chrono::milliseconds(500);
-  while (true) {
+  // For as long as doppeld runs: wait for mosquitto to exit, then restart it with backoff
+  // (0.5 s doubling to kMaxBackoff), however many attempts fail.
+  while (!stopping_.load()) {
     const pid_t pid = pid_.load();
-    if (pid <= 0) break;
-    int status = 0;
-    if (::waitpid(pid, &status, 0) != pid) break;
-    pid_.store(-1);
-    {
-      std::lock_guard lock(mu_);
-      exited_.notify_all();
+    if (pid > 0) {
+      int status = 0;
+      if (::waitpid(pid, &status, 0) != pid) break;
+      pid_.store(-1);
+      {
+        std::lock_guard lock(mu_);
+        exited_.notify_all();
+      }
+      if (stopping_.load()) break;
+      log_error("embedded broker exited unexpectedly (" + describe_exit(status) +
+                "); restarting it");
     }
-    if (stopping_.load()) break;
-    log_error("embedded broker exited unexpectedly (status " + std::to_string(status) +
-              "); restarting it");
-    {
-      std::unique_lock lock(mu_);
-      exited_.wait_for(lock, backoff, [this] { return stopping_.load(); });
+    auto backoff = std::chrono::milliseconds(500);
+    for (int attempt = 1; !stopping_.load(); ++attempt) {
+      set_state("restarting: attempt " + std::to_string(attempt) + " in " +
+                std::to_string(backoff.count()) + " ms");
+      if (!wait_or_stop(backoff)) break;
+      Status s = spawn();
+      if (s) s = wait_until_listening();
+      if (s) {
+        log_info("embedded broker restarted: pid " + std::to_string(pid_.load()) + " (attempt " +
+                 std::to_string(attempt) + ")");
+        restarts_.fetch_add(1);
+        set_state("running");
+        break;
+      }
+      if (const pid_t stuck = pid_.exchange(-1); stuck > 0) {  // started but never listened
+        ::kill(stuck, SIGKILL);
+        ::waitpid(stuck, nullptr, 0);
+      }
+      backoff = std::min(backoff * 2, kMaxBackoff);
+      log_error("restarting the embedded broker failed (attempt " + std::to_string(attempt) +
+                "): " + s.message() + "; retrying in " + std::to_string(backoff.count()) + " ms");
     }
-    if (stopping_.load()) break;
-    backoff = std::min(backoff * 2, std::chrono::milliseconds(10000));
-    if (!spawn() || !wait_until_listening()) {
-      log_error("restarting the embedded broker failed; retrying");
-      continue;
-    }
-    backoff = std::chrono::milliseconds(500);
-    log_info("embedded broker restarted: pid " + std::to_string(pid_.load()));
   }
 }
 

@@ -4,11 +4,15 @@
 // in order) that dies with doppeld even on kill -9 (PR_SET_PDEATHSIG), restarts it if it exits
 // unexpectedly, and stops it on shutdown.
 //
-// Thread-safety: start() and stop() from one thread; running() from any.
+// The supervisor restarts it with backoff (0.5 s doubling to 30 s) for as long as doppeld runs,
+// and state() says what it is doing.
+//
+// Thread-safety: start() and stop() from one thread; running(), state(), restarts() from any.
 #pragma once
 
 #include <sys/types.h>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <string>
@@ -43,6 +47,14 @@ class EmbeddedBroker {
   // Makes mosquitto re-read its password and ACL files (SIGHUP).
   void reload();
   bool running() const { return pid_.load() > 0; }
+  // "running", or what the supervisor is doing ("restarting: attempt 3 in 2000 ms").
+  std::string state() const;
+  // Restarts after unexpected exits so far.
+  uint64_t restarts() const { return restarts_.load(); }
+  // How often mosquitto publishes $SYS topics (the drop counter among them).
+  static constexpr int kSysIntervalS = 2;
+  // Restart attempts back off from 0.5 s, doubling, up to this.
+  static constexpr std::chrono::milliseconds kMaxBackoff{30000};
   std::string uri() const;
   std::string config_path() const;
   std::string log_path() const;
@@ -51,6 +63,9 @@ class EmbeddedBroker {
   Status spawn();
   Status wait_until_listening();
   void supervise();
+  // Sleeps `delay` unless stop() is called first; false when stopping.
+  bool wait_or_stop(std::chrono::milliseconds delay);
+  void set_state(std::string state);
 
   BrokerOptions options_;
   std::string mosquitto_;
@@ -59,6 +74,9 @@ class EmbeddedBroker {
   std::thread supervisor_;
   std::mutex mu_;
   std::condition_variable exited_;
+  mutable std::mutex state_mu_;
+  std::string state_ = "not started";
+  std::atomic<uint64_t> restarts_{0};
 };
 
 // Finds an executable: `explicit_path` if set, else `name` on PATH, else `fallback`.

@@ -196,7 +196,13 @@ void Gateway::stop() {
 }
 
 Readiness Gateway::readiness() const {
-  return Readiness{store_ && store_->is_open(), channel_ && channel_->connected()};
+  Readiness r;
+  r.store_open = store_ && store_->is_open();
+  r.broker_connected = channel_ && channel_->connected();
+  r.broker_dropping = channel_ && channel_->broker_dropping();
+  r.broker_dropped = channel_ ? channel_->broker_dropped() : 0;
+  if (broker_) r.broker_state = broker_->state();
+  return r;
 }
 
 int Gateway::http_port() const { return http_ ? http_->port() : -1; }

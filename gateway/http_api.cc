@@ -295,12 +295,24 @@ struct HttpApi::Impl {
     server.Get("/readyz", measured([this](const httplib::Request& req, httplib::Response& res) {
                  const Readiness r = readiness();
                  if (r.store_open && r.broker_connected) {
-                   return send_json(
-                       res, 200, {{"status", "ready"}, {"store", "open"}, {"broker", "connected"}});
+                   json body = {{"status", r.broker_dropping ? "degraded" : "ready"},
+                                {"store", "open"},
+                                {"broker", "connected"},
+                                {"broker_dropped_messages", r.broker_dropped}};
+                   if (r.broker_dropping) {
+                     body["detail"] =
+                         "the broker is dropping messages (its queue for a client is full): device "
+                         "reports are being lost; see README, Overload";
+                   }
+                   return send_json(res, 200, body);
                  }
                  std::string detail = "not ready:";
                  if (!r.store_open) detail += " the store is not open;";
-                 if (!r.broker_connected) detail += " the broker is not connected (reconnecting);";
+                 if (!r.broker_connected) {
+                   detail += " the broker is not connected (reconnecting";
+                   if (!r.broker_state.empty()) detail += "; embedded broker " + r.broker_state;
+                   detail += ");";
+                 }
                  detail.pop_back();
                  send_problem(res, req, 503, "unavailable", detail);
                }));

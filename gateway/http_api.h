@@ -23,6 +23,10 @@ class DeviceAuth;
 struct Readiness {
   bool store_open = false;
   bool broker_connected = false;
+  // Ready but degraded: the broker dropped messages recently (MqttChannel::broker_dropping).
+  bool broker_dropping = false;
+  uint64_t broker_dropped = 0;
+  std::string broker_state;  // the embedded broker's supervisor state; empty for an external one
 };
 
 struct HttpOptions {

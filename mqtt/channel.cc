@@ -10,6 +10,14 @@ namespace {
 using twins::InboundKind;
 using twins::OutboundKind;
 
+constexpr std::string_view kBrokerDroppedTopic = "$SYS/broker/publish/messages/dropped";
+
+int64_t steady_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 const char* outbound_name(OutboundKind k) {
   switch (k) {
     case OutboundKind::kDelta:
@@ -46,6 +54,14 @@ MqttChannel::MqttChannel(ChannelOptions options, Metrics& metrics)
                                  "Messages on topics outside the scheme or with invalid ids");
   connection_losses_ = &metrics.counter("doppel_mqtt_connection_losses_total",
                                         "Times the broker connection was lost");
+  retained_ignored_ = &metrics.counter(
+      "doppel_mqtt_retained_ignored_total",
+      "Retained device messages replayed by the broker and ignored (they are not news)");
+  broker_dropped_ = &metrics.counter(
+      "doppel_broker_dropped_messages_total",
+      "Messages the broker dropped because a client's queue was full ($SYS drop counter)");
+  metrics.gauge_fn("doppel_broker_dropping", "1 while the broker has been dropping messages",
+                   [this] { return broker_dropping() ? 1.0 : 0.0; });
   metrics.gauge_fn("doppel_mqtt_connected", "1 when connected to the broker",
                    [this] { return connected() ? 1.0 : 0.0; });
 
@@ -58,6 +74,8 @@ MqttChannel::MqttChannel(ChannelOptions options, Metrics& metrics)
         !s) {
       log_error("subscribing failed: " + s.to_string());
     }
+    // Separately: a broker that refuses $SYS must not cost the device subscriptions.
+    (void)client_.subscribe({std::string(kBrokerDroppedTopic)}, 0, std::chrono::milliseconds(0));
   });
   client_.on_connection_lost([this](const std::string& cause) {
     connection_losses_->inc();
@@ -77,7 +95,40 @@ void MqttChannel::stop(std::chrono::milliseconds timeout) { (void)client_.discon
 
 bool MqttChannel::connected() const { return client_.connected(); }
 
+bool MqttChannel::broker_dropping() const {
+  return steady_ms() - last_drop_ms_.load() <
+         std::chrono::duration_cast<std::chrono::milliseconds>(kDroppingWindow).count();
+}
+
+void MqttChannel::on_broker_dropped(const std::string& payload) {
+  int64_t now_value = 0;
+  try {
+    now_value = std::stoll(payload);
+  } catch (const std::exception&) {
+    return;
+  }
+  const int64_t before = broker_reported_.exchange(now_value);
+  // The first report only sets the baseline: what the broker dropped before we watched (or
+  // before its last restart, when the counter went backwards) is not ours to count again.
+  if (before < 0 || now_value <= before) return;
+  const int64_t dropped = now_value - before;
+  broker_dropped_->inc(static_cast<uint64_t>(dropped));
+  last_drop_ms_.store(steady_ms());
+  log_warn("the broker dropped " + std::to_string(dropped) + " messages (" +
+           std::to_string(broker_dropped_->value()) +
+           " since doppeld started): a client's queue is full — if it is the gateway's, device "
+           "reports arrive faster than doppeld commits them; see README, Overload");
+}
+
 void MqttChannel::on_message(IncomingMessage&& msg) {
+  if (msg.topic == kBrokerDroppedTopic) return on_broker_dropped(msg.payload);
+  if (msg.retained) {
+    // A replay of the broker's retained store (after subscribing), not something the device
+    // just said: applying it would roll a twin back to an old state or revive an offline one.
+    retained_ignored_->inc();
+    if (log_enabled(LogLevel::kDebug)) log_debug("ignored retained message on " + msg.topic);
+    return;
+  }
   auto topic = parse_inbound_topic(msg.topic, options_.prefix, options_.limits);
   std::optional<twins::Encoding> encoding;
   if (msg.content_type == kProtobufContentType) {

@@ -8,6 +8,9 @@
 // and may block (that is the backpressure towards the broker).
 #pragma once
 
+#include <atomic>
+#include <chrono>
+#include <climits>
 #include <functional>
 #include <memory>
 #include <string>
@@ -39,10 +42,20 @@ class MqttChannel final : public twins::DeviceChannel {
   void stop(std::chrono::milliseconds timeout);
   bool connected() const;
 
+  // Overload at the broker: Mosquitto's $SYS/broker/publish/messages/dropped counts messages it
+  // dropped because a client's queue was full — for the gateway, device messages lost before
+  // they reached doppeld. The channel subscribes to it (the broker publishes it every
+  // sys_interval), exports the increase as doppel_broker_dropped_messages_total, and logs it.
+  uint64_t broker_dropped() const { return broker_dropped_->value(); }
+  // True while drops were seen in the last kDroppingWindow.
+  bool broker_dropping() const;
+  static constexpr std::chrono::seconds kDroppingWindow{10};
+
   void publish(twins::Outbound message) override;
 
  private:
   void on_message(IncomingMessage&& msg);
+  void on_broker_dropped(const std::string& payload);
 
   ChannelOptions options_;
   Client client_;
@@ -52,6 +65,10 @@ class MqttChannel final : public twins::DeviceChannel {
   Counter* publish_failures_ = nullptr;
   Counter* bad_topics_ = nullptr;
   Counter* connection_losses_ = nullptr;
+  Counter* retained_ignored_ = nullptr;
+  Counter* broker_dropped_ = nullptr;
+  std::atomic<int64_t> broker_reported_{-1};          // the broker's counter at its last report
+  std::atomic<int64_t> last_drop_ms_{INT64_MIN / 2};  // steady clock, ms
 };
 
 }  // namespace doppel::mqtt

@@ -79,6 +79,7 @@ struct Client::Impl : public ::mqtt::callback {
     if (!message_handler) return;
     IncomingMessage in;
     in.topic = msg->get_topic();
+    in.retained = msg->is_retained();
     in.payload = msg->get_payload_str();
     const auto& props = msg->get_properties();
     if (props.contains(::mqtt::property::CONTENT_TYPE)) {

@@ -51,6 +51,8 @@ struct IncomingMessage {
   std::string topic;
   std::string payload;
   std::string content_type;  // MQTT 5 content type; empty when none
+  // The broker delivered it from its retained store (a replay after subscribing), not live.
+  bool retained = false;
 };
 
 class Client {

@@ -105,3 +105,70 @@ TEST_CASE("the embedded broker is restarted when it dies, and everyone reconnect
   sim.wait_exit(10s);
   CHECK(gw.stop() == 0);
 }
+
+TEST_CASE("the embedded broker supervisor keeps restarting with backoff until it succeeds") {
+  TempDir dir;
+  const int port = free_port();
+  Doppeld gw(dir.file("data"), "", {"--broker-port", std::to_string(port)});
+  gw.start();
+  const std::string conf_path = dir.file("data") + "/mosquitto/mosquitto.conf";
+  std::string conf;
+  {
+    std::ifstream in(conf_path);
+    conf.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  REQUIRE(!conf.empty());
+  // Every restart fails at once while the config is broken (doppeld writes it only at start).
+  std::ofstream(conf_path, std::ios::app) << "no_such_option 1\n";
+  pid_t broker = -1;
+  {
+    std::ifstream children("/proc/" + std::to_string(gw.pid()) + "/task/" +
+                           std::to_string(gw.pid()) + "/children");
+    children >> broker;
+  }
+  REQUIRE(broker > 0);
+  ::kill(broker, SIGKILL);
+  // Three failed attempts in a row (0.5 + 1 + 2 s of backoff): it does not give up.
+  CHECK(eventually(
+      [&] {
+        return gw.log().find("restarting the embedded broker failed (attempt 3)") !=
+               std::string::npos;
+      },
+      30s));
+  auto r = gw.get("/readyz");
+  CHECK(r.status == 503);
+  CHECK(r.body["detail"].get<std::string>().find("restarting: attempt") != std::string::npos);
+  std::ofstream(conf_path, std::ios::trunc) << conf;  // repaired
+  CHECK(eventually([&] { return gw.get("/readyz").status == 200; }, 60s));
+  CHECK(gw.log().find("embedded broker restarted") != std::string::npos);
+  CHECK(gw.stop() == 0);
+}
+
+TEST_CASE("retained device messages replayed on a gateway reconnect change no twin") {
+  Stack stack;
+  auto& gw = stack.gateway;
+  TestDevice dev("ret-1", stack.broker.uri());
+  dev.connect();
+  dev.publish_topic("twins/ret-1/reported", R"({"state":{"v":"old"}})", /*retained=*/true);
+  REQUIRE(eventually([&] { return reported_version(gw, "ret-1") == 1; }, 10s));
+  dev.publish("reported", R"({"state":{"v":"new"}})");
+  REQUIRE(eventually([&] { return reported_version(gw, "ret-1") == 2; }, 10s));
+  // A retained "online" for a device that then went offline.
+  TestDevice ghost("ret-2", stack.broker.uri());
+  ghost.connect();
+  ghost.publish_topic("twins/ret-2/status", R"({"state":"online"})", /*retained=*/true);
+  REQUIRE(eventually(
+      [&] { return gw.get("/v1/twins/ret-2").body["connection"]["state"] == "online"; }, 10s));
+  ghost.publish("status", R"({"state":"offline"})");
+  REQUIRE(eventually(
+      [&] { return gw.get("/v1/twins/ret-2").body["connection"]["state"] == "offline"; }, 10s));
+
+  CHECK(gw.stop() == 0);
+  gw.start();  // re-subscribes: the broker replays both retained messages
+  REQUIRE(eventually(
+      [&] { return metric(gw.text("/metrics"), "doppel_mqtt_retained_ignored_total") >= 2; }, 10s));
+  const json doc = gw.get("/v1/twins/ret-1").body;
+  CHECK(doc["reported"]["v"] == "new");
+  CHECK(doc["reported_version"] == 2);
+  CHECK(gw.get("/v1/twins/ret-2").body["connection"]["state"] == "offline");
+}

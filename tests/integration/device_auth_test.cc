@@ -98,3 +98,40 @@ TEST_CASE("credentials are refused without --device-auth") {
   auto bad = stack.gateway.request("PUT", "/v1/twins/x", R"({"credentials": "yes"})");
   CHECK(bad.status == 400);
 }
+
+TEST_CASE("a device cannot take over the gateway's or another device's client id") {
+  TempDir dir;
+  const int port = free_port();
+  const std::string uri = "tcp://127.0.0.1:" + std::to_string(port);
+  Doppeld gw(dir.file("data"), "", {"--broker-port", std::to_string(port), "--device-auth"});
+  gw.start();
+  const std::string pa = provision(gw, "dev-a");
+  const std::string pb = provision(gw, "dev-b");
+  TestDevice b("dev-b", uri, doppel::twins::Encoding::kJson, "twins", {"dev-b", pb, ""});
+  b.connect();
+  b.publish("status", R"({"state":"online"})");
+  REQUIRE(eventually(
+      [&] { return gw.get("/v1/twins/dev-b").body["connection"]["state"] == "online"; }, 10s));
+
+  // dev-a's valid credentials, asking for someone else's client id: the broker gives it its
+  // own id (its username), so neither the gateway nor dev-b is disconnected.
+  for (const char* stolen : {"doppel-gateway", "dev-b"}) {
+    doppel::mqtt::ClientOptions o;
+    o.uri = uri;
+    o.client_id = stolen;
+    o.username = "dev-a";
+    o.password = pa;
+    doppel::mqtt::Client thief(o);
+    CHECK(thief.connect(5s));
+    std::this_thread::sleep_for(300ms);  // what a takeover would need to kick the victim off
+    CHECK(b.connected());
+    (void)thief.disconnect(1s);
+  }
+  CHECK(gw.get("/readyz").status == 200);
+  CHECK(metric(gw.text("/metrics"), "doppel_mqtt_connection_losses_total") == 0);
+  CHECK(gw.get("/v1/twins/dev-b").body["connection"]["state"] == "online");
+  // The gateway still hears dev-b: its session was not taken.
+  b.publish("reported", R"({"state":{"after":"attempt"}})");
+  CHECK(eventually([&] { return gw.get("/v1/twins/dev-b").body["reported"]["after"] == "attempt"; },
+                   10s));
+}

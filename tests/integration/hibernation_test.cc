@@ -7,15 +7,6 @@
 using namespace doppel::testing;
 using doppel::sim::rss_kib;
 
-namespace {
-
-long metric(const std::string& text, const std::string& name) {
-  const auto pos = text.find("\n" + name + " ");
-  return pos == std::string::npos ? -1 : std::stol(text.substr(pos + name.size() + 2));
-}
-
-}  // namespace
-
 TEST_CASE("2000 twins with 20 hot: every twin answers correctly, memory follows the hot ones") {
   Stack stack({"--max-hot-twins", "20", "--shards", "2"});
   auto& gateway = stack.gateway;

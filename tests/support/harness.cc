@@ -243,8 +243,14 @@ void TestDevice::publish(const std::string& suffix, const std::string& payload,
   REQUIRE(client_->publish(prefix_ + "/" + id_ + "/" + suffix, payload, 1, ct));
 }
 
-void TestDevice::publish_topic(const std::string& topic, const std::string& payload) {
-  REQUIRE(client_->publish(topic, payload, 1));
+void TestDevice::publish_topic(const std::string& topic, const std::string& payload,
+                               bool retained) {
+  REQUIRE(client_->publish(topic, payload, 1, {}, retained));
+}
+
+long metric(const std::string& text, const std::string& name) {
+  const auto pos = text.find("\n" + name + " ");
+  return pos == std::string::npos ? -1 : std::stol(text.substr(pos + name.size() + 2));
 }
 
 void TestDevice::answer_commands(std::optional<twins::ResultStatus> status) {

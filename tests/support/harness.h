@@ -35,6 +35,9 @@ using namespace std::chrono_literals;
 bool eventually(const std::function<bool()>& condition, std::chrono::milliseconds timeout,
                 std::chrono::milliseconds poll = 50ms);
 
+// The value of an unlabelled sample `name` in Prometheus text; -1 when absent.
+long metric(const std::string& text, const std::string& name);
+
 class TempDir {
  public:
   TempDir();
@@ -140,7 +143,7 @@ class TestDevice {
   bool connected() const;
   void publish(const std::string& suffix, const std::string& payload,
                const std::string& content_type = {});
-  void publish_topic(const std::string& topic, const std::string& payload);
+  void publish_topic(const std::string& topic, const std::string& payload, bool retained = false);
   void subscribe(const std::string& filter);
   // Answers every command delivered to this device with `status` (after the callback returns
   // true for its id); nullptr stops answering. Deliveries are recorded either way.
