@@ -136,11 +136,24 @@ Status DeviceAuth::write_files() {
   return Status::ok();
 }
 
-Result<std::string> DeviceAuth::issue(const std::string& device_id) {
+Status DeviceAuth::check_device(const std::string& device_id) const {
   if (device_id == options_.gateway_user) {
-    return Status(StatusCode::kInvalidId,
-                  "'" + device_id + "' is the gateway's own broker account");
+    return Status(StatusCode::kInvalidId, "'" + device_id +
+                                              "' is the gateway's own broker account; a device "
+                                              "with this id cannot have credentials");
   }
+  if (device_id.find(':') != std::string::npos) {
+    // Mosquitto's password file separates user and hash with ':', so such a user never logs in.
+    return Status(StatusCode::kInvalidId,
+                  "device id '" + device_id +
+                      "' contains ':', which Mosquitto's password file cannot hold in a username; "
+                      "give devices that need credentials ids without ':'");
+  }
+  return Status::ok();
+}
+
+Result<std::string> DeviceAuth::issue(const std::string& device_id) {
+  if (Status s = check_device(device_id); !s) return s;
   std::string password = random_secret(18);
   if (Status s = store_.put(device_id, mosquitto_password_hash(password)); !s) return s;
   if (Status s = publish_change(); !s) return s;

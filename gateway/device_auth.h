@@ -40,6 +40,8 @@ class DeviceAuth {
 
   // A new password for `device_id` (replacing any old one), stored hashed; returned only here.
   Result<std::string> issue(const std::string& device_id);
+  // Whether `device_id` may have credentials at all (not the gateway's account, no ':').
+  Status check_device(const std::string& device_id) const;
   // Removes the device's credentials; it can no longer connect (or act) once the broker reloads.
   Status revoke(const std::string& device_id);
 

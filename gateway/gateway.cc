@@ -45,11 +45,26 @@ std::string Gateway::database_path() const {
 }
 
 Status Gateway::lock_data_dir() {
+  namespace fs = std::filesystem;
   std::error_code ec;
-  std::filesystem::create_directories(config_.data_dir, ec);
+  const bool existed = fs::exists(config_.data_dir, ec);
+  fs::create_directories(config_.data_dir, ec);
   if (ec) {
     return Status(StatusCode::kUnavailable,
                   "cannot create data directory " + config_.data_dir + ": " + ec.message());
+  }
+  // It holds the database with credential hashes and the broker's password file: owner only.
+  const fs::perms others = fs::perms::group_all | fs::perms::others_all;
+  if ((fs::status(config_.data_dir, ec).permissions() & others) != fs::perms::none) {
+    fs::permissions(config_.data_dir, others, fs::perm_options::remove, ec);
+    if (ec) {
+      log_warn("data directory " + config_.data_dir + " is open to other users and chmod failed (" +
+               ec.message() + "); it holds credential hashes: chmod 700 it");
+    } else if (existed) {
+      log_info("data directory " + config_.data_dir +
+               " made owner-only (it holds credential "
+               "hashes)");
+    }
   }
   const std::string path = (std::filesystem::path(config_.data_dir) / "doppeld.lock").string();
   lock_fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);

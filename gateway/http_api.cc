@@ -387,23 +387,33 @@ struct HttpApi::Impl {
     auto doc = body(req, res, {"application/json", "application/merge-patch+json"}, true);
     if (!doc) return;
     bool credentials = false;
+    bool revoke = false;
     if (!is_patch && doc->is_object() && doc->contains("credentials")) {
       const json& c = (*doc)["credentials"];
       if (!c.is_boolean()) {
         return send_problem(res, req, 400, "invalid_argument", "credentials must be true or false");
       }
       credentials = c.get<bool>();
+      revoke = !credentials && device_auth != nullptr;
       doc->erase("credentials");
       if (credentials && device_auth == nullptr) {
         return send_problem(res, req, 400, "invalid_argument",
                             "this gateway does not manage device credentials; start doppeld "
                             "with --device-auth (embedded broker)");
       }
+      // Refused before anything changes: a refused request must not create the twin.
+      if (credentials) {
+        if (Status s = device_auth->check_device(*id); !s) return send_status(res, req, s);
+      }
     }
     auto s = twins::parse_twin_settings(*doc, is_patch, limits());
     if (!s) return send_status(res, req, s.status());
     if (is_patch) return call(req, res, *id, twins::PatchTwin{std::move(*s)});
     call(req, res, *id, twins::ProvisionTwin{std::move(*s)});
+    if (revoke && res.status / 100 == 2) {
+      // {"credentials": false}: the device's password stops working (if it had one).
+      if (Status r = device_auth->revoke(*id); !r) return send_status(res, req, r);
+    }
     if (credentials && res.status / 100 == 2) {
       // Issued after the twin is committed; the password is shown here, once, and kept only as
       // a hash. A PUT with credentials on an existing twin replaces its password.

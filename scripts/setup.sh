@@ -30,6 +30,7 @@ packages=(
   doctest-dev nlohmann-json3-dev libcpp-httplib-dev libspdlog-dev libcli11-dev
   libbenchmark-dev clang clang-format clang-tidy libclang-rt-14-dev openssl
   curl procps
+  prometheus  # promtool, which checks the /metrics exposition in the test suite
 )
 
 missing=()

@@ -1,5 +1,9 @@
 #include "storage/sqlite_store.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
@@ -177,6 +181,13 @@ Result<std::unique_ptr<SqliteTwinStore>> SqliteTwinStore::open(StoreOptions opti
   try {
     const auto parent = std::filesystem::path(store->options_.path).parent_path();
     if (!parent.empty()) std::filesystem::create_directories(parent);
+    // Owner-only (it holds device credential hashes); SQLite gives its -wal and -shm files the
+    // database file's permissions.
+    const int fd = ::open(store->options_.path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+      (void)::fchmod(fd, 0600);
+      ::close(fd);
+    }
     store->writer_ = std::make_unique<Writer>(store->options_.path, store->options_.durability);
     Database& db = store->writer_->db;
     const int have = static_cast<int>(db.query_int("PRAGMA user_version"));

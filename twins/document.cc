@@ -30,6 +30,11 @@ Status check_keys_and_depth(const json& value, const Limits& limits, std::string
         return Status(StatusCode::kInvalidArgument, std::string(what) + " has an empty key at '" +
                                                         (path.empty() ? "/" : path) + "'");
       }
+      if (key.find('\0') != std::string::npos) {
+        return Status(StatusCode::kInvalidArgument,
+                      std::string(what) + " has a key containing U+0000 at '" +
+                          (path.empty() ? "/" : path) + "'; keys may not contain NUL");
+      }
       const size_t mark = path.size();
       path += '/';
       path += key;
@@ -124,6 +129,12 @@ Result<json> parse_json(std::string_view text, size_t max_bytes, int max_depth) 
     return Status(StatusCode::kTooLarge, "payload of " + std::to_string(text.size()) +
                                              " bytes exceeds the limit of " +
                                              std::to_string(max_bytes) + " bytes");
+  }
+  if (const size_t nul = text.find('\0'); nul != std::string_view::npos) {
+    // nlohmann's lexer takes a NUL byte for the end of the input and would ignore the rest.
+    return Status(StatusCode::kMalformed,
+                  "malformed JSON: a NUL byte at offset " + std::to_string(nul) +
+                      "; JSON text may not contain one (escape it as \\u0000 inside a string)");
   }
   if (json_text_depth(text, max_depth) > max_depth) {
     return Status(StatusCode::kTooDeep,

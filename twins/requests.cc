@@ -117,7 +117,12 @@ Result<std::optional<uint64_t>> parse_if_match(std::string_view header) {
   while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
   while (!v.empty() && v.back() == ' ') v.remove_suffix(1);
   if (v == "*") return std::optional<uint64_t>();
-  if (v.substr(0, 2) == "W/") v.remove_prefix(2);
+  if (v.substr(0, 2) == "W/") {
+    // If-Match compares strongly (RFC 9110 §13.1.1): a weak tag never matches.
+    return Status(StatusCode::kPreconditionFailed,
+                  "If-Match uses strong comparison and a weak entity tag (" + std::string(v) +
+                      ") never matches; send the ETag as given, e.g. \"5\"");
+  }
   if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
   if (v.empty() || v.size() > 19) return bad("If-Match must be a version such as \"5\"");
   uint64_t n = 0;

@@ -38,7 +38,8 @@ Result<TwinSettings> parse_twin_settings(const json& body, bool is_patch, const 
 Result<CommandRequest> parse_command_request(const json& body, const Limits& limits);
 // Command ids in topics and URLs: [A-Za-z0-9._:-]{1,64}.
 bool valid_command_id(std::string_view id);
-// "\"17\"" or "17" or "W/\"17\"" -> 17; "*" -> nullopt (any); garbage -> error.
+// "\"17\"" or "17" -> 17; "*" -> nullopt (any); a weak tag (W/"17") -> kPreconditionFailed (it
+// never matches under If-Match's strong comparison); garbage -> kInvalidArgument.
 Result<std::optional<uint64_t>> parse_if_match(std::string_view header);
 
 // Requests a shard can run against one twin.

@@ -134,6 +134,12 @@ TEST_CASE("bad HTTP requests get problem+json and change nothing") {
       {"GET", "/v1/nothing-here", "", "", 404, "not_found"},
       {"GET", "/v1/twins?limit=0", "", "", 400, "invalid_argument"},
       {"GET", "/v1/twins?cursor=%2Fx", "", "", 400, "invalid_argument"},
+      // A NUL byte used to end the JSON text; a NUL inside a key was accepted.
+      {"PATCH", "/v1/twins/t-1/desired", std::string("{\"a\":2}\0garbage", 15), mp, 400,
+       "malformed"},
+      {"PATCH", "/v1/twins/t-1/desired", R"({"a\u0000b":2})", mp, 400, "invalid_argument"},
+      {"PUT", "/v1/twins/t-1", R"({"tags":{"x\u0000":1}})", "application/json", 400,
+       "invalid_argument"},
   };
   for (const auto& c : cases) {
     CAPTURE(c.method);

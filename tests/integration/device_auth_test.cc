@@ -135,3 +135,38 @@ TEST_CASE("a device cannot take over the gateway's or another device's client id
   CHECK(eventually([&] { return gw.get("/v1/twins/dev-b").body["reported"]["after"] == "attempt"; },
                    10s));
 }
+
+TEST_CASE("credentials: refused ids change nothing, false revokes, files are owner-only") {
+  TempDir dir;
+  const int port = free_port();
+  const std::string uri = "tcp://127.0.0.1:" + std::to_string(port);
+  Doppeld gw(dir.file("data"), "", {"--broker-port", std::to_string(port), "--device-auth"});
+  gw.start();
+  // The gateway's own account: 400, and no twin appears.
+  auto gwacct = gw.request("PUT", "/v1/twins/doppel-gateway", R"({"credentials": true})");
+  CHECK(gwacct.status == 400);
+  CHECK(gwacct.body["type"] == "urn:doppel:problem:invalid_id");
+  CHECK(gw.get("/v1/twins/doppel-gateway").status == 404);
+  // ':' is valid in an id, but Mosquitto's password file cannot hold it in a username.
+  auto colon = gw.request("PUT", "/v1/twins/site:dev-1", R"({"credentials": true})");
+  CHECK(colon.status == 400);
+  CHECK(colon.body["detail"].get<std::string>().find("':'") != std::string::npos);
+  CHECK(gw.get("/v1/twins/site:dev-1").status == 404);
+
+  // {"credentials": false} revokes.
+  const std::string pw = provision(gw, "dev-r");
+  TestDevice before("dev-r", uri, doppel::twins::Encoding::kJson, "twins", {"dev-r", pw, ""});
+  REQUIRE(before.try_connect());
+  auto off = gw.request("PUT", "/v1/twins/dev-r", R"({"credentials": false})");
+  CHECK(off.status == 200);
+  CHECK(!off.body.contains("credentials"));
+  TestDevice after("dev-r", uri, doppel::twins::Encoding::kJson, "twins", {"dev-r", pw, ""});
+  CHECK(!after.try_connect());
+
+  namespace fs = std::filesystem;
+  const auto mode = [](const std::string& p) {
+    return fs::status(p).permissions() & (fs::perms::group_all | fs::perms::others_all);
+  };
+  CHECK(mode(dir.file("data")) == fs::perms::none);
+  CHECK(mode(dir.file("data") + "/doppel.db") == fs::perms::none);
+}

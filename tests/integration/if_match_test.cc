@@ -45,3 +45,17 @@ TEST_CASE("a stale If-Match is refused with 412 and changes nothing") {
   CHECK(desired.etag == "\"3\"");
   CHECK(desired.body == json{{"open", true}});
 }
+
+TEST_CASE("a weak If-Match never matches: 412, nothing changes") {
+  Stack stack;
+  auto& gateway = stack.gateway;
+  REQUIRE(gateway.patch_desired("valve-2", {{"open", true}}).status == 200);
+  const auto before = gateway.get("/v1/twins/valve-2");
+  auto weak =
+      gateway.request("PATCH", "/v1/twins/valve-2/desired", R"({"open":false})",
+                      {{"If-Match", "W/\"1\""}, {"Content-Type", "application/merge-patch+json"}});
+  CHECK(weak.status == 412);
+  CHECK(weak.body["type"] == "urn:doppel:problem:precondition_failed");
+  CHECK(weak.body["detail"].get<std::string>().find("weak") != std::string::npos);
+  CHECK(gateway.get("/v1/twins/valve-2").body == before.body);
+}
