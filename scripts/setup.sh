@@ -28,7 +28,7 @@ packages=(
   libsqlite3-dev
   libprotobuf-dev protobuf-compiler
   doctest-dev nlohmann-json3-dev libcpp-httplib-dev libspdlog-dev libcli11-dev
-  libbenchmark-dev clang clang-format clang-tidy libclang-rt-14-dev openssl
+  libbenchmark-dev clang clang-format clang-tidy libclang-rt-14-dev openssl ccache
   curl procps
   prometheus  # promtool, which checks the /metrics exposition in the test suite
 )
@@ -59,7 +59,9 @@ fi
 
 if [ "$do_build" -eq 1 ]; then
   echo "==> configuring $build_dir ($build_type)"
-  cmake -S "$here" -B "$build_dir" -DCMAKE_BUILD_TYPE="$build_type" "${extra_cmake[@]}" >/dev/null
+  # ccache: the test script builds the suite four times (plain, ASan, TSan, fuzz).
+  cmake -S "$here" -B "$build_dir" -DCMAKE_BUILD_TYPE="$build_type" \
+    -DCMAKE_CXX_COMPILER_LAUNCHER=ccache "${extra_cmake[@]}" >/dev/null
   echo "==> building (-j2)"
   cmake --build "$build_dir" -j2
 fi

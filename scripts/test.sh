@@ -14,10 +14,16 @@ sanitizers="${DOPPEL_SANITIZERS:-1}"
 
 "$here/scripts/setup.sh" --build-dir "$build_dir" -DDOPPEL_WERROR=ON -DDOPPEL_TESTS=ON
 
-if command -v clang-format >/dev/null 2>&1; then
-  echo "==> clang-format --dry-run --Werror on every source file"
-  (cd "$here" && git ls-files '*.cc' '*.h' | xargs clang-format --dry-run --Werror)
-fi
+"$here/scripts/check-layering.sh"
+
+for tool in clang-format clang-tidy; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    echo "!! $tool not found: the style checks cannot run (apt-get install $tool)" >&2
+    exit 1
+  fi
+done
+echo "==> clang-format --dry-run --Werror on every source file"
+(cd "$here" && git ls-files '*.cc' '*.h' | xargs clang-format --dry-run --Werror)
 
 run_suite() {  # run_suite <build dir> <label> [ctest args...]
   local dir="$1" label="$2"
@@ -26,12 +32,10 @@ run_suite() {  # run_suite <build dir> <label> [ctest args...]
   (cd "$dir" && ctest --output-on-failure --timeout 900 "$@")
 }
 
-if command -v clang-tidy >/dev/null 2>&1; then
-  echo "==> clang-tidy (naming and a few bug-prone patterns, .clang-tidy) on the sources"
-  (cd "$here" && git ls-files 'twins/*.cc' 'storage/*.cc' 'mqtt/*.cc' 'gateway/*.cc' \
-     'simulator/*.cc' | xargs clang-tidy -p "$build_dir" --quiet --warnings-as-errors='*' \
-     2>/dev/null)
-fi
+echo "==> clang-tidy (naming and a few bug-prone patterns, .clang-tidy) on the sources"
+(cd "$here" && git ls-files 'twins/*.cc' 'storage/*.cc' 'mqtt/*.cc' 'gateway/*.cc' \
+   'simulator/*.cc' | xargs clang-tidy -p "$build_dir" --quiet --warnings-as-errors='*' \
+   2>/dev/null)
 
 start=$(date +%s)
 run_suite "$build_dir" "regular build" "$@"
@@ -44,7 +48,7 @@ if [ "$sanitizers" = "1" ]; then
     dir="$here/build-$kind"
     echo "==> building with DOPPEL_SANITIZE=$kind"
     cmake -S "$here" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDOPPEL_WERROR=ON \
-      -DDOPPEL_SANITIZE="$kind" >/dev/null
+      -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DDOPPEL_SANITIZE="$kind" >/dev/null
     cmake --build "$dir" -j2
     if [ "$kind" = address ]; then
       ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" \
@@ -61,7 +65,7 @@ if [ "$sanitizers" = "1" ]; then
     dir="$here/build-fuzz"
     echo "==> building the libFuzzer targets (clang, ASan+UBSan)"
     CC=clang CXX=clang++ cmake -S "$here" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-      -DDOPPEL_WERROR=ON -DDOPPEL_FUZZ=ON -DDOPPEL_SANITIZE=address -DDOPPEL_TESTS=OFF >/dev/null
+      -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DDOPPEL_WERROR=ON -DDOPPEL_FUZZ=ON -DDOPPEL_SANITIZE=address -DDOPPEL_TESTS=OFF >/dev/null
     cmake --build "$dir" -j2 --target fuzzers
     run_suite "$dir" "fuzzing (short runs over the checked-in corpus)" -L fuzz -j2
   else

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Fails when the code breaks the module layering of DESIGN §1 (the idea of Chromium's checkdeps):
+#   - twins/ includes nothing from storage/, mqtt/, gateway/ or simulator/;
+#   - storage/ and mqtt/ do not include each other, nor gateway/;
+#   - SQLite's header appears only in storage/, Paho's only in mqtt/.
+# Tests may include anything (DESIGN §1). The read-merge-write baseline in doppel-bench is by
+# definition a plain SQLite program, so it is the one named exception for sqlite3.h.
+#   scripts/check-layering.sh        prints each violation as file:line: rule, exits 1 if any
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+status=0
+violation() {  # violation <grep -n output line> <rule>
+  echo "layering: $1: $2" >&2
+  status=1
+}
+scan() {  # scan <pathspec> <include regex> <rule> [excluded file...]
+  local spec="$1" pattern="$2" rule="$3"
+  shift 3
+  local files
+  files=$(git ls-files -- "$spec" | grep -E '\.(cc|h)$' || true)
+  for excluded in "$@"; do files=$(grep -vxF "$excluded" <<<"$files" || true); done
+  [ -z "$files" ] && return 0
+  while IFS= read -r hit; do
+    [ -n "$hit" ] && violation "$hit" "$rule"
+  done < <(xargs grep -nE "^\s*#\s*include\s*[<\"]($pattern)" <<<"$files" || true)
+}
+
+scan 'twins/*' '(storage|mqtt|gateway|simulator)/' "twins/ may include only twins/ and the standard library"
+scan 'storage/*' '(mqtt|gateway|simulator)/' "storage/ may include only twins/ and storage/"
+scan 'mqtt/*' '(storage/|gateway/|simulator/)' "mqtt/ may include only twins/ and mqtt/"
+for dir in twins mqtt gateway simulator; do
+  scan "$dir/*" 'sqlite3\.h' "SQLite's header belongs in storage/ only" \
+    simulator/bench/baseline.cc
+done
+for dir in twins storage gateway simulator; do
+  scan "$dir/*" 'mqtt/(async_client|client|message|properties|connect_options|create_options|ssl_options|types|token)\.h>|MQTTAsync\.h|MQTTClient\.h' \
+    "Paho's headers belong in mqtt/ only"
+done
+
+if [ "$status" -eq 0 ]; then echo "==> layering: every include points inwards"; fi
+exit "$status"
