@@ -1,7 +1,7 @@
 // The ports through which the twin runtime reaches the outside world (DESIGN §1): persistence
 // (TwinStore), the device transport (DeviceChannel) and the wire format (DeviceCodec). The
-// storage and mqtt modules implement them; tests use the in-memory versions in memory_store.h
-// and fake_channel.h.
+// storage and mqtt modules implement them; tests use the in-memory versions in
+// tests/support/memory_store.h and fake_channel.h.
 #pragma once
 
 #include <cstdint>

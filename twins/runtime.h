@@ -1,30 +1,39 @@
-// The twin runtime (DESIGN §2): S shards, each one thread that owns its twins outright, reached
-// only through its inbox. A twin lives on shard fnv1a32(id) % S. Every state change is handed to
-// the TwinStore, and nothing it causes (MQTT publish, API reply) leaves before the store reports
-// it committed: the output gate. Twins hibernate when idle or beyond the hot cap and wake on any
-// message, request or alarm; deadlines of hibernated twins are found by a scanner over the
-// store's deadline index.
+// The twin runtime (DESIGN §2): S shards, each the only owner of its twins, reached only through
+// its inbox. A twin lives on shard fnv1a32(id) % S. Every state change is handed to the
+// TwinStore, and nothing it causes (MQTT publish, API reply) leaves before the store reports it
+// committed: the output gate (OutputGate). Twins hibernate when idle or beyond the hot cap
+// (HotSet) and wake on any message, request or alarm; deadlines of hibernated twins are found by
+// the DeadlineScanner over the store's deadline index.
 //
-// Thread-safety: every public member may be called from any thread once start() returned.
+// Two ways to run: with threads (one per shard, plus the scanner: production), or inline
+// (RuntimeOptions::inline_shards), where nothing runs by itself — deliver(), call(), barrier()
+// and every FakeClock advance process all pending work on the calling thread before they
+// return, so tests are deterministic and need neither sleeps nor barriers.
+//
+// Thread-safety (threaded mode): every public member may be called from any thread once start()
+// returned. Inline mode: one thread drives the runtime at a time.
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <future>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "twins/clock.h"
+#include "twins/deadline_scanner.h"
 #include "twins/device_io.h"
 #include "twins/metrics.h"
 #include "twins/ports.h"
 #include "twins/requests.h"
+#include "twins/runtime_stats.h"
 #include "twins/twin_logic.h"
 
 namespace doppel::twins {
+
+namespace detail {
+class Shard;
+}
 
 struct RuntimeOptions {
   size_t shards = 2;
@@ -35,10 +44,9 @@ struct RuntimeOptions {
   bool auto_provision = true;      // desired/commands on an unknown twin create it
   Millis scan_horizon_ms = 1000;   // deadlines this close are held in memory
   Millis scan_interval_ms = 250;
-  IdGenerator command_ids;  // empty: random_command_ids()
+  IdGenerator command_ids;     // empty: random_command_ids()
+  bool inline_shards = false;  // no threads: the caller's thread runs everything (tests)
 };
-
-class Shard;
 
 class Runtime {
  public:
@@ -48,8 +56,8 @@ class Runtime {
   Runtime(const Runtime&) = delete;
   Runtime& operator=(const Runtime&) = delete;
 
-  // Starts the shard threads and the deadline scanner (whose first scan finds every deadline
-  // that passed while the process was down).
+  // Starts the shards and the deadline scanner, whose first scan finds every deadline that
+  // passed while the process was down.
   Status start();
   // Processes what is queued, then stops the threads. Does not flush the store.
   void stop();
@@ -70,28 +78,18 @@ class Runtime {
   const RuntimeOptions& options() const { return options_; }
 
  private:
-  friend class Shard;
-  struct Stats;
-
-  void scanner_loop();
-  Millis horizon() const { return horizon_.load(); }
+  // Inline mode: runs every shard until none has anything left to do.
+  void run_inline();
 
   RuntimeOptions options_;
   TwinLogic logic_;
   TwinStore& store_;
-  DeviceChannel& channel_;
-  const DeviceCodec& codec_;
   Clock& clock_;
-  std::unique_ptr<Stats> stats_;
-  std::vector<std::unique_ptr<Shard>> shards_;
-
-  std::atomic<Millis> horizon_;
-  std::mutex scan_mu_;
-  Millis scanned_up_to_;
-  std::thread scanner_;
-  std::mutex scanner_wait_mu_;
-  std::condition_variable scanner_cv_;
+  RuntimeStats stats_;
+  DeadlineScanner scanner_;
+  std::vector<std::unique_ptr<detail::Shard>> shards_;
   std::atomic<bool> running_{false};
+  bool running_inline_ = false;  // inline mode: run_inline() is on the stack
   // Cleared on destruction, for the clock listener that may outlive us.
   std::shared_ptr<std::atomic<bool>> alive_ = std::make_shared<std::atomic<bool>>(true);
 };

@@ -1,26 +1,39 @@
 // The sharded runtime with an in-memory store, a recording channel and a fake clock: placement,
-// the output gate, hibernation and wake-up, alarms of hibernated twins, store failures.
+// the output gate, hibernation and wake-up, alarms of hibernated twins, store failures. The
+// shards run inline on the test thread (RuntimeOptions::inline_shards): every call, delivery and
+// clock advance has been fully processed when it returns, so nothing here waits or sleeps.
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <thread>
+#include <vector>
 
 #include "mqtt/codec.h"
 #include "tests/support/fake_channel.h"
+#include "tests/support/fake_clock.h"
+#include "tests/support/memory_store.h"
 #include "twins/fnv1a.h"
-#include "twins/memory_store.h"
 #include "twins/runtime.h"
 
 using doppel::Metrics;
 using doppel::Result;
 using doppel::StatusCode;
 using doppel::testing::FakeChannel;
+using doppel::testing::FakeClock;
+using doppel::testing::MemoryTwinStore;
 using namespace doppel::twins;
 
 namespace {
 
+RuntimeOptions inline_options(RuntimeOptions o) {
+  o.inline_shards = true;
+  return o;
+}
+
 struct Rig {
   explicit Rig(RuntimeOptions options = {}, bool auto_commit = true)
-      : store(auto_commit), runtime(options, store, channel, codec, clock, metrics) {
+      : store(auto_commit),
+        runtime(inline_options(options), store, channel, codec, clock, metrics) {
     REQUIRE(runtime.start());
   }
   ~Rig() { runtime.stop(); }
@@ -34,11 +47,11 @@ struct Rig {
     in.topic = "twins/" + id + "/" + std::string(to_string(kind));
     in.payload = payload;
     runtime.deliver(std::move(in));
-    runtime.barrier();
   }
+  // With the auto-committing store the answer is there when call() returns.
   ApiReply call(const std::string& id, ApiRequest request) {
     auto f = runtime.call(id, std::move(request));
-    REQUIRE(f.wait_for(std::chrono::seconds(10)) == std::future_status::ready);
+    REQUIRE(f.wait_for(std::chrono::seconds(0)) == std::future_status::ready);
     return f.get();
   }
   json get(const std::string& id) {
@@ -46,11 +59,8 @@ struct Rig {
     REQUIRE(r.status);
     return r.body;
   }
-  void advance(Millis ms) {
-    clock.advance(ms);
-    runtime.barrier();
-    runtime.barrier();  // wake-ups posted by the first round have fired
-  }
+  // Moves the fake clock; the due timers have fired when it returns.
+  void advance(Millis ms) { clock.advance(ms); }
 
   Metrics metrics;
   FakeClock clock;
@@ -63,6 +73,7 @@ struct Rig {
 RuntimeOptions options(size_t shards = 2) {
   RuntimeOptions o;
   o.shards = shards;
+  o.inline_shards = true;
   return o;
 }
 
@@ -115,14 +126,12 @@ TEST_CASE("nothing leaves the process before the change that caused it is commit
   rig.store.commit_pending();
 
   auto reply = rig.runtime.call("gate-1", UpdateDesired{json{{"mode", "eco"}}, false, {}});
-  rig.runtime.barrier();
   CHECK(rig.store.pending() == 1);
   CHECK(reply.wait_for(std::chrono::milliseconds(50)) == std::future_status::timeout);
   CHECK(rig.channel.sent(OutboundKind::kDelta).empty());
 
   // A read of the uncommitted state waits for the same commit.
   auto read = rig.runtime.call("gate-1", GetTwin{});
-  rig.runtime.barrier();
   CHECK(read.wait_for(std::chrono::milliseconds(20)) == std::future_status::timeout);
 
   rig.store.commit_pending();
@@ -141,7 +150,6 @@ TEST_CASE("a failed commit answers unavailable and the twin returns to its commi
   auto r = rig.call("f-1", UpdateDesired{json{{"a", 2}}, false, {}});
   CHECK(r.status.code() == StatusCode::kUnavailable);
   rig.store.fail_commits(false);
-  rig.runtime.barrier();
   const json doc = rig.get("f-1");
   CHECK(doc["desired"] == json{{"a", 1}});
   CHECK(doc["desired_version"] == 1);
@@ -150,13 +158,11 @@ TEST_CASE("a failed commit answers unavailable and the twin returns to its commi
 TEST_CASE("writes made on top of a failed commit fail too, and versions are never reused") {
   Rig rig(options(1), /*auto_commit=*/false);
   auto first = rig.runtime.call("f-2", UpdateDesired{json{{"a", 1}}, false, {}});
-  rig.runtime.barrier();
   rig.store.commit_pending();
   REQUIRE(first.get().status);
   // Two changes queued before the store answers: the second is made on top of the first.
   auto doomed = rig.runtime.call("f-2", UpdateDesired{json{{"a", 2}}, false, {}});
   auto on_top = rig.runtime.call("f-2", UpdateDesired{json{{"b", 3}}, false, {}});
-  rig.runtime.barrier();
   REQUIRE(rig.store.pending() == 2);
   rig.store.fail_commits(true);
   rig.store.commit_pending(1);  // only the first write, and it fails
@@ -170,7 +176,6 @@ TEST_CASE("writes made on top of a failed commit fail too, and versions are neve
   CHECK((*stored)->twin.version == 1);  // neither change reached the store
   // The twin reloads its committed state: the next change takes version 2, once.
   auto next = rig.runtime.call("f-2", UpdateDesired{json{{"c", 4}}, false, {}});
-  rig.runtime.barrier();
   rig.store.commit_pending();
   const ApiReply r = next.get();
   REQUIRE(r.status);
@@ -183,17 +188,14 @@ TEST_CASE("writes made on top of a failed commit fail too, and versions are neve
 TEST_CASE("a read right after a failed commit never answers the uncommitted state") {
   Rig rig(options(1), /*auto_commit=*/false);
   auto first = rig.runtime.call("f-3", UpdateDesired{json{{"a", 1}}, false, {}});
-  rig.runtime.barrier();
   rig.store.commit_pending();
   REQUIRE(first.get().status);
   auto doomed = rig.runtime.call("f-3", UpdateDesired{json{{"a", 2}}, false, {}});
-  rig.runtime.barrier();
   rig.store.fail_commits(true);
   rig.store.commit_pending();
   rig.store.fail_commits(false);
   CHECK(doomed.get().status.code() == StatusCode::kUnavailable);
   auto read = rig.runtime.call("f-3", GetTwin{});
-  rig.runtime.barrier();
   rig.store.commit_pending();
   const ApiReply r = read.get();
   REQUIRE(r.status);
@@ -250,7 +252,6 @@ TEST_CASE("an unexpected exception in a shard fails that message and the shard k
     in.topic = "twins/x-1/reported";
     in.payload = payload;
     runtime.deliver(std::move(in));
-    runtime.barrier();
   };
   deliver(R"({"state":{"t":1}})");
   deliver("boom");
@@ -332,16 +333,14 @@ TEST_CASE("alarms that fell due while the gateway was down fire at start-up") {
     in.kind = InboundKind::kReported;
     in.payload = R"({"state":{"a":1}})";
     rt.deliver(in);
-    rt.barrier();
     rt.stop();
   }
   clock.advance(60'000);  // the gateway is down
   Metrics metrics2;
   Runtime rt(o, store, channel, codec, clock, metrics2);
   REQUIRE(rt.start());
-  rt.barrier();
   auto f = rt.call("down-1", GetTwin{});
-  REQUIRE(f.wait_for(std::chrono::seconds(5)) == std::future_status::ready);
+  REQUIRE(f.wait_for(std::chrono::seconds(0)) == std::future_status::ready);
   CHECK(f.get().body["liveness"]["state"] == "stale");
   rt.stop();
 }
@@ -377,4 +376,30 @@ TEST_CASE("without auto-provisioning, desired on an unknown twin is 404") {
   Rig rig(o);
   CHECK(rig.call("nope", UpdateDesired{json{{"a", 1}}, false, {}}).status.code() ==
         StatusCode::kNotFound);
+}
+
+TEST_CASE("with shard threads, concurrent callers are all answered in order per twin") {
+  RuntimeOptions o = options(2);
+  o.inline_shards = false;
+  Metrics metrics;
+  FakeClock clock;
+  MemoryTwinStore store;
+  FakeChannel channel;
+  doppel::mqtt::WireCodec codec;
+  Runtime runtime(o, store, channel, codec, clock, metrics);
+  REQUIRE(runtime.start());
+  std::vector<std::thread> callers;
+  for (int c = 0; c < 4; ++c) {
+    callers.emplace_back([&, c] {
+      for (int i = 1; i <= 50; ++i) {
+        auto f = runtime.call("t-" + std::to_string(c), UpdateDesired{json{{"n", i}}, false, {}});
+        // A bound that only a hang reaches.
+        REQUIRE(f.wait_for(std::chrono::seconds(10)) == std::future_status::ready);
+        CHECK(f.get().body["desired_version"] == i);
+      }
+    });
+  }
+  for (auto& t : callers) t.join();
+  runtime.stop();
+  CHECK(store.count().value() == 4);
 }

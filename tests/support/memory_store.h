@@ -1,7 +1,7 @@
-// An in-memory TwinStore for tests, in the spirit of LevelDB's memenv: the same contract as the
-// SQLite store, no disk. With auto_commit (the default) every write commits at once and its
-// callback runs inline; without it writes wait until commit_pending(), so tests can observe the
-// output gate holding messages back. Thread-safe.
+// An in-memory TwinStore for tests (test-only target), in the spirit of LevelDB's memenv: the same
+// contract as the SQLite store, no disk. With auto_commit (the default) every write commits at once
+// and its callback runs inline; without it writes wait until commit_pending(), so tests can observe
+// the output gate holding messages back. Thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -12,7 +12,15 @@
 #include "twins/failed_twins.h"
 #include "twins/ports.h"
 
-namespace doppel::twins {
+namespace doppel::testing {
+
+using twins::CommitCallback;
+using twins::DueTwin;
+using twins::FailedTwins;
+using twins::Millis;
+using twins::StoredTwin;
+using twins::TwinStore;
+using twins::TwinWrite;
 
 class MemoryTwinStore final : public TwinStore {
  public:
@@ -57,4 +65,4 @@ class MemoryTwinStore final : public TwinStore {
   FailedTwins failed_;
 };
 
-}  // namespace doppel::twins
+}  // namespace doppel::testing

@@ -1,8 +1,8 @@
-#include "twins/memory_store.h"
+#include "tests/support/memory_store.h"
 
 #include <algorithm>
 
-namespace doppel::twins {
+namespace doppel::testing {
 
 Result<std::optional<StoredTwin>> MemoryTwinStore::load(const std::string& id) {
   std::lock_guard lock(mu_);
@@ -161,4 +161,4 @@ void MemoryTwinStore::fail_commits(bool fail) {
   fail_ = fail;
 }
 
-}  // namespace doppel::twins
+}  // namespace doppel::testing

@@ -1,0 +1,101 @@
+#include "twins/output_gate.h"
+
+#include <vector>
+
+#include "twins/log.h"
+
+namespace doppel::twins {
+
+OutputGate::OutputGate(TwinStore& store, DeviceChannel& channel, const DeviceCodec& codec,
+                       RuntimeStats& stats, const DeadlineScanner& scanner, Hooks hooks)
+    : store_(store),
+      channel_(channel),
+      codec_(codec),
+      stats_(stats),
+      scanner_(scanner),
+      hooks_(std::move(hooks)) {}
+
+void OutputGate::count(const Twin& twin, const Outcome& out) {
+  for (TwinEvent e : out.events) {
+    stats_.events[static_cast<size_t>(e)]->inc();
+    const bool notable = e == TwinEvent::kStale || e == TwinEvent::kReconcileFailed ||
+                         e == TwinEvent::kCommandTimedOut || e == TwinEvent::kCommandExpired;
+    const LogLevel level = notable ? LogLevel::kInfo : LogLevel::kDebug;
+    if (log_enabled(level)) log(level, std::string(to_string(e)) + " twin=" + twin.id);
+    if (e == TwinEvent::kCreated) stats_.total->add(1);
+  }
+  for (const auto& [from, to] : out.command_transitions) stats_.transition(from, to);
+}
+
+void OutputGate::commit(HotTwin& h, Outcome& out, std::optional<Millis> deadline, bool scheduled,
+                        CommitCallback after) {
+  count(h.twin, out);
+  std::vector<Outbound> outbound;
+  outbound.reserve(out.outputs.size());
+  for (const DeviceOutput& o : out.outputs) {
+    Outbound msg;
+    msg.device_id = h.twin.id;
+    msg.kind = kind_of(o);
+    if (const auto* cmd = std::get_if<CommandOut>(&o)) msg.command_id = cmd->id;
+    msg.encoding = h.twin.encoding;
+    msg.payload = codec_.encode(o, msg.encoding);
+    outbound.push_back(std::move(msg));
+  }
+  const bool needs_release = !outbound.empty() || after || (!scheduled && deadline);
+
+  CommitCallback release = [this, id = h.twin.id, outbound = std::move(outbound),
+                            after = std::move(after), deadline,
+                            scheduled](const Status& s) mutable {
+    if (s.is_ok()) {
+      for (auto& msg : outbound) channel_.publish(std::move(msg));
+      // A deadline the scanner may have passed over while this write was in flight.
+      if (!scheduled && deadline && *deadline <= scanner_.horizon()) hooks_.wake(id, *deadline);
+    } else {
+      stats_.store_failures->inc();
+      log_error("store failed to commit twin '" + id + "': " + s.to_string() +
+                "; reloading it from the store");
+      hooks_.failed(id);
+    }
+    if (after) after(s);
+  };
+
+  if (out.changed()) {
+    TwinWrite w;
+    w.id = h.twin.id;
+    w.twin = to_record(h.twin, deadline);
+    for (uint64_t seq : out.commands_changed) {
+      for (const auto& c : h.twin.commands) {
+        if (c.seq == seq) w.upsert_commands.push_back(to_record(c));
+      }
+    }
+    w.delete_commands = std::move(out.commands_removed);
+    h.last_write = store_.write(std::move(w), std::move(release));
+  } else if (needs_release) {
+    if (h.last_write > store_.committed_seq()) {
+      store_.when_committed(h.last_write, std::move(release));
+    } else if (hooks_.failure_pending(h.twin.id)) {  // read after committed_seq(): see ports.h
+      release(Status(StatusCode::kUnavailable,
+                     "an earlier change of twin '" + h.twin.id + "' failed to commit"));
+    } else {
+      release(Status::ok());
+    }
+  }
+}
+
+void OutputGate::remove(HotTwin& h, CommitCallback after) {
+  TwinWrite w;
+  w.id = h.twin.id;
+  w.delete_twin = true;
+  h.last_write =
+      store_.write(std::move(w), [this, id = h.twin.id, after = std::move(after)](const Status& s) {
+        if (!s.is_ok()) {
+          stats_.store_failures->inc();
+          log_error("store failed to delete twin '" + id + "': " + s.to_string() +
+                    "; reloading it from the store");
+          hooks_.failed(id);
+        }
+        if (after) after(s);
+      });
+}
+
+}  // namespace doppel::twins

@@ -1,0 +1,162 @@
+#include "twins/request_handlers.h"
+
+#include <type_traits>
+#include <variant>
+
+namespace doppel::twins {
+namespace {
+
+std::string etag_of(const Twin& twin) { return "\"" + std::to_string(twin.version) + "\""; }
+
+Status not_found(const std::string& id) {
+  return Status(StatusCode::kNotFound, "twin '" + id + "' does not exist");
+}
+
+template <class... Ts>
+struct Overloaded : Ts... {
+  using Ts::operator()...;
+};
+template <class... Ts>
+Overloaded(Ts...) -> Overloaded<Ts...>;
+
+}  // namespace
+
+RequestHandlers::RequestHandlers(const TwinLogic& logic, RuntimeStats& stats, bool auto_provision,
+                                 TwinHost& host)
+    : logic_(logic), stats_(stats), auto_provision_(auto_provision), host_(host) {}
+
+json RequestHandlers::document(const Twin& twin) const {
+  return twin_document(twin, logic_.stale_after_ms(twin));
+}
+
+void RequestHandlers::run(const std::string& id, ApiRequest& request, HotTwin* h,
+                          const ReplyPromise& reply) {
+  std::visit(
+      Overloaded{
+          [&](GetTwin&) { get(id, h, reply); },
+          [&](ProvisionTwin& req) {
+            const ReplyKind kind = h == nullptr ? ReplyKind::kCreated : ReplyKind::kOk;
+            mutate(id, h, true, reply, [&](Twin& twin, Millis t, Outcome& out) -> Result<ApiReply> {
+              if (Status s = logic_.apply_settings(twin, req.settings, false, t, out); !s) return s;
+              return ApiReply{Status::ok(), kind, document(twin), etag_of(twin)};
+            });
+          },
+          [&](PatchTwin& req) {
+            mutate(id, h, false, reply,
+                   [&](Twin& twin, Millis t, Outcome& out) -> Result<ApiReply> {
+                     if (Status s = logic_.apply_settings(twin, req.settings, true, t, out); !s)
+                       return s;
+                     return ApiReply{Status::ok(), ReplyKind::kOk, document(twin), etag_of(twin)};
+                   });
+          },
+          [&](DeleteTwin&) { remove(id, h, reply); },
+          [&](UpdateDesired& req) {
+            mutate(id, h, auto_provision_, reply,
+                   [&](Twin& twin, Millis t, Outcome& out) -> Result<ApiReply> {
+                     if (Status s = logic_.update_desired(twin, req, t, out); !s) return s;
+                     return ApiReply{Status::ok(), ReplyKind::kOk, document(twin), etag_of(twin)};
+                   });
+          },
+          [&](EnqueueCommand& req) {
+            mutate(id, h, auto_provision_, reply,
+                   [&](Twin& twin, Millis t, Outcome& out) -> Result<ApiReply> {
+                     auto cmd = logic_.enqueue(twin, req.request, t, out);
+                     if (!cmd) return cmd.status();
+                     json body = {{"id", (*cmd)->id}, {"status", to_string((*cmd)->status)}};
+                     return ApiReply{Status::ok(), ReplyKind::kAccepted, std::move(body)};
+                   });
+          },
+          [&](ListCommands& req) { list_commands(id, h, req, reply); },
+          [&](GetCommand& req) { command(id, h, req.command_id, false, reply); },
+          [&](CancelCommand& req) { command(id, h, req.command_id, true, reply); },
+      },
+      request);
+}
+
+void RequestHandlers::reply_after_commit(HotTwin& h, Outcome& out, const ReplyPromise& reply,
+                                         ApiReply r) {
+  host_.commit(h, out, [reply, r = std::move(r)](const Status& s) mutable {
+    if (s.is_ok()) {
+      reply->set_value(std::move(r));
+    } else {
+      reply->set_value(ApiReply{
+          Status(StatusCode::kUnavailable, "the change could not be committed: " + s.message())});
+    }
+  });
+}
+
+void RequestHandlers::get(const std::string& id, HotTwin* h, const ReplyPromise& reply) {
+  if (h == nullptr) return reply->set_value(ApiReply{not_found(id)});
+  Outcome none;
+  reply_after_commit(*h, none, reply,
+                     ApiReply{Status::ok(), ReplyKind::kOk, document(h->twin), etag_of(h->twin)});
+}
+
+void RequestHandlers::mutate(const std::string& id, HotTwin* h, bool may_create,
+                             const ReplyPromise& reply, const Step& step) {
+  if (h == nullptr && !may_create) return reply->set_value(ApiReply{not_found(id)});
+  const Millis t = host_.now();
+  Outcome out;
+  Twin fresh;
+  Twin& twin = h != nullptr ? h->twin : (fresh = logic_.create(id, t, out));
+  auto answer = step(twin, t, out);
+  if (!answer) return reply->set_value(ApiReply{answer.status()});  // nothing changed
+  if (h == nullptr) h = host_.adopt(std::move(fresh));
+  reply_after_commit(*h, out, reply, std::move(*answer));
+}
+
+void RequestHandlers::remove(const std::string& id, HotTwin* h, const ReplyPromise& reply) {
+  if (h == nullptr) return reply->set_value(ApiReply{not_found(id)});
+  for (const auto& c : h->twin.commands) {
+    if (!is_terminal(c.status)) stats_.unfinished[static_cast<size_t>(c.status)]->add(-1);
+  }
+  stats_.total->add(-1);
+  host_.remove(*h, [reply](const Status& s) {
+    reply->set_value(s.is_ok()
+                         ? ApiReply{Status::ok(), ReplyKind::kNoContent}
+                         : ApiReply{Status(StatusCode::kUnavailable,
+                                           "the delete could not be committed: " + s.message())});
+  });
+}
+
+void RequestHandlers::list_commands(const std::string& id, HotTwin* h, const ListCommands& req,
+                                    const ReplyPromise& reply) {
+  if (h == nullptr) return reply->set_value(ApiReply{not_found(id)});
+  json items = json::array();
+  std::optional<uint64_t> last;
+  bool more = false;
+  for (const auto& c : h->twin.commands) {
+    if (c.seq <= req.after_seq) continue;
+    if (req.status && c.status != *req.status) continue;
+    if (items.size() == req.limit) {
+      more = true;
+      break;
+    }
+    items.push_back(command_document(c));
+    last = c.seq;
+  }
+  json body = {{"items", std::move(items)},
+               {"next_cursor", more && last ? json(std::to_string(*last)) : json()}};
+  Outcome none;
+  reply_after_commit(*h, none, reply, ApiReply{Status::ok(), ReplyKind::kOk, body});
+}
+
+void RequestHandlers::command(const std::string& id, HotTwin* h, const std::string& command_id,
+                              bool cancel, const ReplyPromise& reply) {
+  if (h == nullptr) return reply->set_value(ApiReply{not_found(id)});
+  Outcome out;
+  if (cancel) {
+    auto cancelled = logic_.cancel(h->twin, command_id, host_.now(), out);
+    if (!cancelled) return reply->set_value(ApiReply{cancelled.status()});
+    return reply_after_commit(*h, out, reply,
+                              ApiReply{Status::ok(), ReplyKind::kOk, std::move(*cancelled)});
+  }
+  const Command* c = find_command(h->twin, command_id);
+  if (c == nullptr) {
+    return reply->set_value(ApiReply{
+        Status(StatusCode::kNotFound, "twin '" + id + "' has no command '" + command_id + "'")});
+  }
+  reply_after_commit(*h, out, reply, ApiReply{Status::ok(), ReplyKind::kOk, command_document(*c)});
+}
+
+}  // namespace doppel::twins

@@ -1,0 +1,41 @@
+// RuntimeStats: what the runtime counts, registered once in the gateway's Metrics. Updates are
+// atomic: shards, the store's writer thread and the scanner all record here.
+#pragma once
+
+#include <optional>
+
+#include "twins/device_io.h"
+#include "twins/metrics.h"
+#include "twins/twin.h"
+#include "twins/twin_logic.h"
+
+namespace doppel::twins {
+
+struct RuntimeStats {
+  explicit RuntimeStats(Metrics& m);
+  RuntimeStats(const RuntimeStats&) = delete;
+  RuntimeStats& operator=(const RuntimeStats&) = delete;
+
+  // Counts one command state change (from: nullopt for a new command).
+  void transition(std::optional<CommandStatus> from, CommandStatus to);
+
+  Counter* in[4] = {};
+  Counter* events[16] = {};
+  Counter* rejected[16] = {};
+  Counter* rejected_other = nullptr;
+  Counter* api_calls = nullptr;
+  Counter* wakes = nullptr;
+  Counter* evictions = nullptr;
+  Counter* alarms = nullptr;
+  Histogram* lateness = nullptr;
+  Gauge lateness_max_ms;  // rendered in seconds
+  Counter* early = nullptr;
+  Counter* store_failures = nullptr;
+  Counter* internal_errors = nullptr;
+  Counter* ignored = nullptr;
+  Gauge* total = nullptr;
+  Counter* transitions[8] = {};
+  Gauge* unfinished[8] = {};
+};
+
+}  // namespace doppel::twins
