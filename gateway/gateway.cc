@@ -176,6 +176,7 @@ Status Gateway::start() {
   HttpOptions http_options;
   http_options.host = http_host;
   http_options.port = http_port;
+  http_options.server = config_.http_server;
   http_options.tokens = config_.api_tokens;
   http_options.read_tokens = config_.api_read_tokens;
   http_ = std::make_unique<HttpApi>(

@@ -1,9 +1,11 @@
-// HttpApi: the operator API of DESIGN §5 over cpp-httplib. Each request is validated here
-// (ids, bodies, limits, content types), run against its twin through the runtime, and answered
-// only after the change it caused is committed (the runtime's output gate). Errors are
-// application/problem+json (RFC 9457). httplib stays inside this module.
+// HttpApi: the operator API of DESIGN §5 over the event-driven HttpServer. It routes on the raw
+// path (each segment percent-decoded afterwards), validates each request (ids, bodies, limits,
+// content types), runs it against its twin through the runtime, and answers only after the change
+// it caused is committed (the runtime's output gate) — from the store's writer thread, never by
+// blocking a network thread. Store reads and credential work run on the server's blocking pool.
+// Errors are application/problem+json (RFC 9457).
 //
-// Thread-safety: httplib's worker threads call the handlers; everything they touch is
+// Thread-safety: start() and stop() from the owner; everything the handlers touch is
 // thread-safe.
 #pragma once
 
@@ -12,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "gateway/http_server.h"
 #include "twins/metrics.h"
 #include "twins/ports.h"
 #include "twins/runtime.h"
@@ -31,8 +34,8 @@ struct Readiness {
 
 struct HttpOptions {
   std::string host = "127.0.0.1";
-  int port = 8080;  // 0: any free port (see HttpApi::port())
-  std::chrono::milliseconds request_timeout{30000};
+  int port = 8080;           // 0: any free port (see HttpApi::port())
+  HttpServerOptions server;  // connection limits and timeouts (host and port are taken from here)
   // Bearer tokens. With none, the API is open (doppeld allows that only on loopback).
   std::vector<std::string> tokens;       // full access
   std::vector<std::string> read_tokens;  // GET only

@@ -92,6 +92,23 @@ int main(int argc, char** argv) {
   app.add_option("--topic-prefix", cfg.topic_prefix, "first topic level of every device topic")
       ->capture_default_str();
   app.add_option("--http", cfg.http, "HTTP listen address HOST:PORT")->capture_default_str();
+  auto& hs = cfg.http_server;
+  double header_timeout_s = 10, idle_timeout_s = 60, body_timeout_s = 30;
+  app.add_option("--http-max-connections", hs.max_connections,
+                 "open HTTP connections at most; more are answered 503 and closed")
+      ->capture_default_str();
+  app.add_option("--http-max-connections-per-ip", hs.max_connections_per_ip,
+                 "open HTTP connections per client address at most")
+      ->capture_default_str();
+  app.add_option("--http-header-timeout-s", header_timeout_s,
+                 "a request's headers must arrive within this long (slow clients get 408)")
+      ->capture_default_str();
+  app.add_option("--http-idle-timeout-s", idle_timeout_s,
+                 "a keep-alive connection idle this long is closed")
+      ->capture_default_str();
+  app.add_option("--http-body-timeout-s", body_timeout_s,
+                 "a request's body must arrive within this long (and an answer be read)")
+      ->capture_default_str();
   app.add_option("--data", cfg.data_dir, "data directory (SQLite file, broker config)")
       ->capture_default_str();
   app.add_option("--durability", durability,
@@ -150,6 +167,9 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
   cfg.durability_full = durability == "full";
+  hs.header_timeout = std::chrono::milliseconds(doppel::twins::seconds_to_ms(header_timeout_s));
+  hs.idle_timeout = std::chrono::milliseconds(doppel::twins::seconds_to_ms(idle_timeout_s));
+  hs.body_timeout = std::chrono::milliseconds(doppel::twins::seconds_to_ms(body_timeout_s));
   p.default_stale_after_s = stale_after_s;
   install_logging(log_level);
 

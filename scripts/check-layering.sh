@@ -2,7 +2,8 @@
 # Fails when the code breaks the module layering of DESIGN §1 (the idea of Chromium's checkdeps):
 #   - twins/ includes nothing from storage/, mqtt/, gateway/ or simulator/;
 #   - storage/ and mqtt/ do not include each other, nor gateway/;
-#   - SQLite's header appears only in storage/, Paho's only in mqtt/.
+#   - SQLite's header appears only in storage/, Paho's only in mqtt/, Beast's and Asio's only in
+#     gateway/http_server.cc.
 # Tests may include anything (DESIGN §1). The read-merge-write baseline in doppel-bench is by
 # definition a plain SQLite program, so it is the one named exception for sqlite3.h.
 #   scripts/check-layering.sh        prints each violation as file:line: rule, exits 1 if any
@@ -37,6 +38,17 @@ for dir in twins storage gateway simulator; do
   scan "$dir/*" 'mqtt/(async_client|client|message|properties|connect_options|create_options|ssl_options|types|token)\.h>|MQTTAsync\.h|MQTTClient\.h' \
     "Paho's headers belong in mqtt/ only"
 done
+
+# Beast and Asio are slow to compile and large: only the HTTP server's implementation sees them.
+for dir in twins storage mqtt simulator; do
+  scan "$dir/*" 'boost/(beast|asio)' "Beast and Asio belong in gateway/http_server.cc only"
+done
+files=$(git ls-files -- 'gateway/*' | grep -E '\.(cc|h)$' | grep -vxF gateway/http_server.cc || true)
+if [ -n "$files" ]; then
+  while IFS= read -r hit; do
+    [ -n "$hit" ] && violation "$hit" "Beast and Asio belong in gateway/http_server.cc only"
+  done < <(xargs grep -nE '^\s*#\s*include\s*[<"]boost/(beast|asio)' <<<"$files" || true)
+fi
 
 if [ "$status" -eq 0 ]; then echo "==> layering: every include points inwards"; fi
 exit "$status"

@@ -27,7 +27,7 @@ packages=(
   mosquitto mosquitto-clients
   libsqlite3-dev
   libprotobuf-dev protobuf-compiler
-  doctest-dev nlohmann-json3-dev libcpp-httplib-dev libspdlog-dev libcli11-dev
+  doctest-dev nlohmann-json3-dev libcpp-httplib-dev libspdlog-dev libcli11-dev libboost1.81-dev
   libbenchmark-dev clang clang-format clang-tidy libclang-rt-14-dev openssl ccache
   curl procps
   prometheus  # promtool, which checks the /metrics exposition in the test suite

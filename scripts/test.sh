@@ -54,10 +54,10 @@ if [ "$sanitizers" = "1" ]; then
       ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" \
       LSAN_OPTIONS="suppressions=$supp/lsan.supp:print_suppressions=0" \
       UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
-        run_suite "$dir" "AddressSanitizer + UndefinedBehaviorSanitizer" -LE bench "$@"
+        run_suite "$dir" "AddressSanitizer + UndefinedBehaviorSanitizer" -LE "bench|load" "$@"
     else
       TSAN_OPTIONS="suppressions=$supp/tsan.supp:halt_on_error=1:second_deadlock_stack=1" \
-        run_suite "$dir" "ThreadSanitizer" -LE bench "$@"
+        run_suite "$dir" "ThreadSanitizer" -LE "bench|load" "$@"
     fi
   done
 

@@ -77,16 +77,16 @@ void RequestHandlers::reply_after_commit(HotTwin& h, Outcome& out, const ReplyPr
                                          ApiReply r) {
   host_.commit(h, out, [reply, r = std::move(r)](const Status& s) mutable {
     if (s.is_ok()) {
-      reply->set_value(std::move(r));
+      (void)reply->send(std::move(r));
     } else {
-      reply->set_value(ApiReply{
+      (void)reply->send(ApiReply{
           Status(StatusCode::kUnavailable, "the change could not be committed: " + s.message())});
     }
   });
 }
 
 void RequestHandlers::get(const std::string& id, HotTwin* h, const ReplyPromise& reply) {
-  if (h == nullptr) return reply->set_value(ApiReply{not_found(id)});
+  if (h == nullptr) return (void)reply->send(ApiReply{not_found(id)});
   Outcome none;
   reply_after_commit(*h, none, reply,
                      ApiReply{Status::ok(), ReplyKind::kOk, document(h->twin), etag_of(h->twin)});
@@ -94,34 +94,34 @@ void RequestHandlers::get(const std::string& id, HotTwin* h, const ReplyPromise&
 
 void RequestHandlers::mutate(const std::string& id, HotTwin* h, bool may_create,
                              const ReplyPromise& reply, const Step& step) {
-  if (h == nullptr && !may_create) return reply->set_value(ApiReply{not_found(id)});
+  if (h == nullptr && !may_create) return (void)reply->send(ApiReply{not_found(id)});
   const Millis t = host_.now();
   Outcome out;
   Twin fresh;
   Twin& twin = h != nullptr ? h->twin : (fresh = logic_.create(id, t, out));
   auto answer = step(twin, t, out);
-  if (!answer) return reply->set_value(ApiReply{answer.status()});  // nothing changed
+  if (!answer) return (void)reply->send(ApiReply{answer.status()});  // nothing changed
   if (h == nullptr) h = host_.adopt(std::move(fresh));
   reply_after_commit(*h, out, reply, std::move(*answer));
 }
 
 void RequestHandlers::remove(const std::string& id, HotTwin* h, const ReplyPromise& reply) {
-  if (h == nullptr) return reply->set_value(ApiReply{not_found(id)});
+  if (h == nullptr) return (void)reply->send(ApiReply{not_found(id)});
   for (const auto& c : h->twin.commands) {
     if (!is_terminal(c.status)) stats_.unfinished[static_cast<size_t>(c.status)]->add(-1);
   }
   stats_.total->add(-1);
   host_.remove(*h, [reply](const Status& s) {
-    reply->set_value(s.is_ok()
-                         ? ApiReply{Status::ok(), ReplyKind::kNoContent}
-                         : ApiReply{Status(StatusCode::kUnavailable,
-                                           "the delete could not be committed: " + s.message())});
+    (void)reply->send(s.is_ok()
+                          ? ApiReply{Status::ok(), ReplyKind::kNoContent}
+                          : ApiReply{Status(StatusCode::kUnavailable,
+                                            "the delete could not be committed: " + s.message())});
   });
 }
 
 void RequestHandlers::list_commands(const std::string& id, HotTwin* h, const ListCommands& req,
                                     const ReplyPromise& reply) {
-  if (h == nullptr) return reply->set_value(ApiReply{not_found(id)});
+  if (h == nullptr) return (void)reply->send(ApiReply{not_found(id)});
   json items = json::array();
   std::optional<uint64_t> last;
   bool more = false;
@@ -143,17 +143,17 @@ void RequestHandlers::list_commands(const std::string& id, HotTwin* h, const Lis
 
 void RequestHandlers::command(const std::string& id, HotTwin* h, const std::string& command_id,
                               bool cancel, const ReplyPromise& reply) {
-  if (h == nullptr) return reply->set_value(ApiReply{not_found(id)});
+  if (h == nullptr) return (void)reply->send(ApiReply{not_found(id)});
   Outcome out;
   if (cancel) {
     auto cancelled = logic_.cancel(h->twin, command_id, host_.now(), out);
-    if (!cancelled) return reply->set_value(ApiReply{cancelled.status()});
+    if (!cancelled) return (void)reply->send(ApiReply{cancelled.status()});
     return reply_after_commit(*h, out, reply,
                               ApiReply{Status::ok(), ReplyKind::kOk, std::move(*cancelled)});
   }
   const Command* c = find_command(h->twin, command_id);
   if (c == nullptr) {
-    return reply->set_value(ApiReply{
+    return (void)reply->send(ApiReply{
         Status(StatusCode::kNotFound, "twin '" + id + "' has no command '" + command_id + "'")});
   }
   reply_after_commit(*h, out, reply, ApiReply{Status::ok(), ReplyKind::kOk, command_document(*c)});

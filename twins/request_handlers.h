@@ -6,8 +6,8 @@
 // Thread-safety: called only on the shard thread that owns the twin.
 #pragma once
 
+#include <atomic>
 #include <functional>
-#include <future>
 #include <memory>
 #include <string>
 
@@ -19,7 +19,22 @@
 
 namespace doppel::twins {
 
-using ReplyPromise = std::shared_ptr<std::promise<ApiReply>>;
+// Where a request's answer goes: send() delivers it once (on whatever thread answers: the shard,
+// or the store's writer after a commit); a second answer is dropped and send() returns false.
+class Reply {
+ public:
+  explicit Reply(std::function<void(ApiReply)> deliver) : deliver_(std::move(deliver)) {}
+  bool send(ApiReply r) {
+    if (sent_.exchange(true)) return false;
+    deliver_(std::move(r));
+    return true;
+  }
+
+ private:
+  std::function<void(ApiReply)> deliver_;
+  std::atomic<bool> sent_{false};
+};
+using ReplyPromise = std::shared_ptr<Reply>;
 
 // What the handlers need of their shard.
 class TwinHost {

@@ -97,16 +97,18 @@ void Runtime::deliver(DeviceInput input) {
   run_inline();
 }
 
-std::future<ApiReply> Runtime::call(const std::string& id, ApiRequest request) {
-  auto reply = std::make_shared<std::promise<ApiReply>>();
-  auto future = reply->get_future();
-  if (Status s = check_device_id(id, logic_.policy().limits); !s) {
-    reply->set_value(ApiReply{s});
-    return future;
-  }
-  shards_[shard_of(id)]->post(detail::ApiCall{id, std::move(request), reply},
-                              !options_.inline_shards);
+void Runtime::call(const std::string& id, ApiRequest request, std::function<void(ApiReply)> done) {
+  if (Status s = check_device_id(id, logic_.policy().limits); !s) return done(ApiReply{s});
+  auto reply = std::make_shared<Reply>(std::move(done));
+  // Never waits for room: callers are network threads, and requests are bounded by connections.
+  shards_[shard_of(id)]->post(detail::ApiCall{id, std::move(request), std::move(reply)}, false);
   run_inline();
+}
+
+std::future<ApiReply> Runtime::call(const std::string& id, ApiRequest request) {
+  auto promise = std::make_shared<std::promise<ApiReply>>();
+  auto future = promise->get_future();
+  call(id, std::move(request), [promise](ApiReply r) { promise->set_value(std::move(r)); });
   return future;
 }
 

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <future>
 #include <memory>
 #include <string>
@@ -64,7 +65,11 @@ class Runtime {
 
   // A message from a device. May wait while the shard's inbox is full (backpressure).
   void deliver(DeviceInput input);
-  // An operator request against one twin; the future is fulfilled after the change committed.
+  // An operator request against one twin. `done` runs once, after the change committed (on the
+  // store's writer thread) or at once with an error that changed nothing (on the shard's or the
+  // caller's thread); it must not block. Never waits for room in the shard's inbox.
+  void call(const std::string& id, ApiRequest request, std::function<void(ApiReply)> done);
+  // The same, as a future.
   std::future<ApiReply> call(const std::string& id, ApiRequest request);
   // Returns once every shard has processed everything posted before the call.
   void barrier();

@@ -243,7 +243,7 @@ void Shard::handle(ApiCall& call) {
   deps_.stats.api_calls->inc();
   auto found = find_or_load(call.id);
   if (!found) {
-    call.reply->set_value(ApiReply{
+    (void)call.reply->send(ApiReply{
         Status(StatusCode::kUnavailable,
                "twin '" + call.id + "' could not be loaded: " + found.status().message())});
     return;
@@ -308,7 +308,7 @@ void Shard::on_exception(ShardMessage& m, const char* what) {
   deps_.stats.internal_errors->inc();
   if (auto* call = std::get_if<ApiCall>(&m)) {
     try {
-      call->reply->set_value(ApiReply{
+      call->reply->send(ApiReply{
           Status(StatusCode::kInternal, "internal error while handling twin '" + id +
                                             "'; nothing was applied; see the gateway log")});
     } catch (const std::future_error&) {

@@ -53,6 +53,7 @@ struct Options {
   double alarm_window_s = 120;  // the deadlines are spread over this long (0: as fast as possible)
   double alarm_after_s = 0;     // staleness window; 0: window + 30 s, so all are armed at once
   uint64_t restart_overdue = 1000;
+  uint64_t overload_queue = 200'000;  // the broker's max_queued_messages in the overload scenario
   int shards = 0;
 };
 
@@ -167,6 +168,8 @@ class Bench {
         r = alarms();
       else if (s == "restart")
         r = restart();
+      else if (s == "overload")
+        r = overload();
       r["scenario_seconds"] = std::round(seconds_since(t0) * 10) / 10;
       if (r.value("ok", true) == false) ok = false;
       result_["scenarios"][s] = r;
@@ -435,7 +438,7 @@ class Bench {
               {"seconds", t},
               {"updates_per_s", std::round(rate)},
               {"cpu_cores", cores},
-              {"ok", t > 0}};
+              {"ok", t > 0 && base.processed() == o_.messages && base.failed() == 0}};
     return r;
   }
 
@@ -630,12 +633,13 @@ class Bench {
       if (Status s = gen.connect(); !s) return fail(s);
       const auto t0 = Clock::now();
       gen.start();
-      wait_for_count("touch", t0, k, [&] {
+      const double touched = wait_for_count("touch", t0, k, [&] {
         return static_cast<uint64_t>(
             std::max(0.0, gw.metric("doppel_store_writes_total") - writes0));
       });
       gen.wait();
       gen.stop();
+      if (touched < 0) return fail_log("touching the hot twins stalled", gw);
       const long rss1 = rss_kib(gw.pid());
       const double sqlite_growth = gw.metric("doppel_store_sqlite_memory_bytes") - sqlite0;
       // What the twin's state alone costs in memory, measured here with the same documents.
@@ -820,12 +824,14 @@ class Bench {
       if (Status s = gen.connect(); !s) return fail(s);
       const auto t0 = Clock::now();
       gen.start();
-      wait_for_count("register", t0, o_.memory_twins, [&] {
+      const double t = wait_for_count("register", t0, o_.memory_twins, [&] {
         return static_cast<uint64_t>(std::max(0.0, gw.metric("doppel_twins")));
       });
       gen.wait();
       gen.stop();
+      if (t < 0) return fail_log("registration stalled", gw);
     }
+    const double registered = gw.metric("doppel_twins");
     // Twins whose alarms will fall due while the gateway is down.
     httplib::Client http("127.0.0.1", gw.port());
     for (uint64_t i = 0; i < o_.restart_overdue; ++i) {
@@ -834,6 +840,12 @@ class Bench {
     }
     const double twins = gw.metric("doppel_twins");
     gw.stop();
+    // A stall is a failure: every twin registered and provisioned here must be stored.
+    if (twins != registered + static_cast<double>(o_.restart_overdue)) {
+      return fail_log("counts do not add up: " + fmt(twins) + " twins stored, expected " +
+                          fmt(registered + static_cast<double>(o_.restart_overdue)),
+                      gw);
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(1500));
     const auto t0 = Clock::now();
     const double ready = gw.start();
@@ -849,11 +861,118 @@ class Bench {
          {"ready_seconds", ready},
          {"overdue_alarms", o_.restart_overdue},
          {"overdue_fired_after_start_s", fired},
-         {"ok", ready > 0 && fired > 0}};
+         {"ok", ready > 0 && fired > 0 && twins >= static_cast<double>(o_.restart_overdue)}};
     print_table("restart", {{"twins stored", fmt(twins)},
                             {"start -> /readyz", fmt(ready * 1000) + " ms"},
                             {std::to_string(o_.restart_overdue) + " overdue alarms fired",
                              fmt(fired * 1000) + " ms after start"}});
+    return r;
+  }
+
+  // ---- overload: the rate doppeld sustains, and how long a burst above it may last -------
+
+  json overload() {
+    const uint64_t q = o_.overload_queue;
+    LocalBroker broker(dir("overload"),
+                       {"max_queued_messages " + std::to_string(q), "sys_interval 1"});
+    if (Status s = broker.start(); !s) return fail(s);
+    Gateway gw(o_.doppeld, o_.work_dir + "/overload/data", broker.uri(), gateway_args({}));
+    if (gw.start() < 0) return fail_log("doppeld did not start", gw);
+    const std::string in_key = "doppel_mqtt_messages_in_total{kind=\"reported\"}";
+    auto received = [&] { return static_cast<uint64_t>(std::max(0.0, gw.metric(in_key))); };
+
+    // 1. Sustained: a load that fits the broker's queue, published as fast as possible; doppeld
+    //    drains it at its own pace, which is the rate it sustains.
+    const uint64_t fit = q * 8 / 10;
+    double drain_rate = 0;
+    {
+      LoadGenerator gen(load(broker.port(), fit, o_.devices, 1));
+      if (Status s = gen.connect(); !s) return fail(s);
+      const auto t0 = Clock::now();
+      gen.start();
+      const double t = wait_for_count("sustained", t0, fit, received);
+      gen.wait();
+      gen.stop();
+      if (t < 0) return fail_log("draining the sustained load stalled", gw);
+      drain_rate = static_cast<double>(fit) / t;
+    }
+    // 2. A burst of five queues' worth as fast as the publishers go: the queue grows at
+    //    (publish rate - drain rate) until it is full, then the broker drops.
+    const uint64_t burst = q * 5;
+    const uint64_t before = received();
+    const double dropped0 = std::max(0.0, gw.metric("doppel_broker_dropped_messages_total"));
+    LoadGenerator gen(load(broker.port(), burst, o_.devices, 1));
+    if (Status s = gen.connect(); !s) return fail(s);
+    const auto t0 = Clock::now();
+    gen.start();
+    double first_drop_s = -1;
+    bool degraded_seen = false;
+    httplib::Client http("127.0.0.1", gw.port());
+    std::atomic<bool> finished{false};
+    std::thread watcher([&] {
+      while (!finished.load() && !g_interrupted) {
+        if (first_drop_s < 0 && gw.metric("doppel_broker_dropped_messages_total") > dropped0) {
+          first_drop_s = seconds_since(t0);
+        }
+        if (auto r = http.Get("/readyz"); r && r->body.find("degraded") != std::string::npos) {
+          degraded_seen = true;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+    });
+    gen.wait();
+    const double publish_s = seconds_since(t0);
+    finished.store(true);
+    watcher.join();
+    gen.stop();
+    // The broker reports its drop counter every second: wait for two reports, then for doppeld
+    // to drain what was queued. Every message is either received by doppeld or counted dropped.
+    std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+    const auto dropped = static_cast<uint64_t>(
+        std::max(0.0, gw.metric("doppel_broker_dropped_messages_total") - dropped0));
+    const uint64_t expected = burst - std::min(burst, dropped);
+    const double drained =
+        wait_for_count("burst received", t0, expected, [&] { return received() - before; });
+    const uint64_t got = received() - before;
+    if (first_drop_s < 0 && dropped > 0) first_drop_s = publish_s;
+    const double publish_rate = static_cast<double>(burst) / publish_s;
+    const double excess = publish_rate - drain_rate;
+    // Observed: the queue filled in first_drop_s, so it grew at q / first_drop_s per second; the
+    // gateway drained the rest. Under a burst the broker takes CPU from doppeld (two cores for
+    // three busy processes), so this drain is below the sustained one.
+    const double growth = first_drop_s > 0 ? static_cast<double>(q) / first_drop_s : 0;
+    json r = {{"broker_queue", q},
+              {"sustained_per_s", std::round(drain_rate)},
+              {"burst_messages", burst},
+              {"burst_publish_per_s", std::round(publish_rate)},
+              {"burst_dropped", dropped},
+              {"burst_received", got},
+              {"first_drop_after_s", first_drop_s},
+              {"predicted_first_drop_s",  // from the sustained rate alone
+               excess > 0 ? std::round(static_cast<double>(q) / excess * 100) / 100 : -1},
+              {"queue_growth_per_s", std::round(growth)},
+              {"drain_during_burst_per_s", growth > 0 ? std::round(publish_rate - growth) : -1},
+              {"embedded_queue_burst_s",  // how long this burst lasts with a 1,000,000 queue
+               growth > 0 ? std::round(1e6 / growth * 10) / 10 : -1},
+              {"readyz_degraded_seen", degraded_seen},
+              {"ok", drained > 0 && got + dropped == burst && (dropped == 0 || degraded_seen)}};
+    if (!r["ok"].get<bool>()) {
+      std::printf(
+          "  FAILED: counts do not add up (received %llu + dropped %llu != sent %llu) or "
+          "/readyz never said degraded\n",
+          static_cast<unsigned long long>(got), static_cast<unsigned long long>(dropped),
+          static_cast<unsigned long long>(burst));
+    }
+    print_table(
+        "overload (broker queue " + std::to_string(q) + " messages)",
+        {{"sustained (doppeld drains)", fmt(drain_rate) + " updates/s"},
+         {"burst published", fmt(publish_rate) + " msg/s for " + fmt(publish_s, 1) + " s"},
+         {"first drop after", fmt(first_drop_s, 2) + " s (" + r["predicted_first_drop_s"].dump() +
+                                  " s from the sustained rate alone)"},
+         {"queue growth / drain in the burst",
+          r["queue_growth_per_s"].dump() + " / " + r["drain_during_burst_per_s"].dump() + " msg/s"},
+         {"dropped / received", std::to_string(dropped) + " / " + std::to_string(got)},
+         {"burst headroom, 1M queue", r["embedded_queue_burst_s"].dump() + " s"}});
     return r;
   }
 
@@ -939,6 +1058,8 @@ int main(int argc, char** argv) {
       "  memory    RSS per registered (hibernated) twin and per hot twin\n"
       "  alarms    N staleness deadlines spread over a window: lateness, early firings\n"
       "  restart   start -> /readyz with the twins stored; overdue alarms at start-up\n"
+      "  overload  the rate doppeld sustains, and how long a burst above it lasts before the\n"
+      "            broker's queue overflows and drops (not in the default list)\n"
       "Each starts its own Mosquitto and doppeld on loopback and stops by itself."};
   app.get_formatter()->column_width(36);
   app.add_option("--scenarios,-s", scenarios, "which scenarios to run")->capture_default_str();
@@ -968,6 +1089,9 @@ int main(int argc, char** argv) {
   app.add_option("--alarm-after-s", o.alarm_after_s,
                  "alarms: staleness window (default: window + 30 s, all armed at once)")
       ->capture_default_str();
+  app.add_option("--overload-queue", o.overload_queue,
+                 "overload: the broker's max_queued_messages (the burst is five times this)")
+      ->capture_default_str();
   app.add_option("--shards", o.shards, "doppeld --shards (default: its own)");
   CLI11_PARSE(app, argc, argv);
 
@@ -983,11 +1107,12 @@ int main(int argc, char** argv) {
     o.alarm_window_s = std::min(o.alarm_window_s, 1.0);
     o.alarm_after_s = o.alarm_after_s > 0 ? std::min(o.alarm_after_s, 2.0) : 2.0;
     o.restart_overdue = std::min<uint64_t>(o.restart_overdue, 50);
+    o.overload_queue = std::min<uint64_t>(o.overload_queue, 5000);
   }
   std::stringstream list(scenarios);
   for (std::string s; std::getline(list, s, ',');) {
     static const std::vector<std::string> kKnown = {"ceiling", "ingest", "baseline", "latency",
-                                                    "memory",  "alarms", "restart"};
+                                                    "memory",  "alarms", "restart",  "overload"};
     if (std::find(kKnown.begin(), kKnown.end(), s) == kKnown.end()) {
       std::fprintf(stderr, "unknown scenario '%s' (see --help)\n", s.c_str());
       return 2;
