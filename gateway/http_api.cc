@@ -6,6 +6,7 @@
 
 #include "gateway/device_auth.h"
 #include "gateway/http_server.h"
+#include "gateway/openapi.h"
 #include "twins/log.h"
 #include "twins/record.h"
 #include "twins/requests.h"
@@ -152,6 +153,43 @@ struct HttpApi::Impl {
 
   // ---- routing --------------------------------------------------------------------------------
 
+  // The routes: method and path pattern ({name} matches one segment), and the handler.
+  struct Route {
+    const char* method;
+    const char* pattern;
+    void (Impl::*handler)(const ExchangePtr&);
+  };
+  static const std::vector<Route>& route_table() {
+    static const std::vector<Route> kRoutes = {
+        {"GET", "/healthz", &Impl::healthz},
+        {"GET", "/readyz", &Impl::ready},
+        {"GET", "/metrics", &Impl::metrics_text},
+        {"GET", "/v1/openapi.json", &Impl::openapi},
+        {"GET", "/v1/twins", &Impl::list_twins},
+        {"GET", "/v1/twins/{id}", &Impl::get_twin},
+        {"PUT", "/v1/twins/{id}", &Impl::provision},
+        {"PATCH", "/v1/twins/{id}", &Impl::patch_settings},
+        {"DELETE", "/v1/twins/{id}", &Impl::remove},
+        {"GET", "/v1/twins/{id}/desired", &Impl::get_desired},
+        {"PATCH", "/v1/twins/{id}/desired", &Impl::patch_desired},
+        {"PUT", "/v1/twins/{id}/desired", &Impl::put_desired},
+        {"POST", "/v1/twins/{id}/commands", &Impl::enqueue},
+        {"GET", "/v1/twins/{id}/commands", &Impl::list_commands},
+        {"GET", "/v1/twins/{id}/commands/{command_id}", &Impl::get_command},
+        {"DELETE", "/v1/twins/{id}/commands/{command_id}", &Impl::cancel_command},
+    };
+    return kRoutes;
+  }
+
+  static bool matches(const char* pattern, const std::vector<std::string>& segments) {
+    const auto parts = *segments_of(pattern);
+    if (parts.size() != segments.size()) return false;
+    for (size_t i = 0; i < parts.size(); ++i) {
+      if (parts[i].front() != '{' && parts[i] != segments[i]) return false;
+    }
+    return true;
+  }
+
   void route(HttpRequest&& req, Responder respond) {
     auto x = std::make_shared<Exchange>();
     x->req = std::move(req);
@@ -159,53 +197,54 @@ struct HttpApi::Impl {
     auto segs = segments_of(x->req.path);
     if (!segs) return x->problem(400, "malformed", "the path has a malformed percent-escape");
     x->segments = std::move(*segs);
+    std::string allow;
+    for (const Route& r : route_table()) {
+      if (!matches(r.pattern, x->segments)) continue;
+      if (x->req.method != r.method) {
+        allow += (allow.empty() ? "" : ", ") + std::string(r.method);
+        continue;
+      }
+      if (!authorize(*x)) return;
+      // Every route below /v1/twins/{id} starts by checking the id.
+      if (x->segments.size() >= 3 && x->segments[1] == "twins" && !twin_id(*x)) return;
+      return (this->*r.handler)(x);
+    }
+    if (!allow.empty()) {
+      if (!authorize(*x)) return;
+      return not_allowed(*x, allow);
+    }
     if (!authorize(*x)) return;
-    const auto& s = x->segments;
-    const std::string& m = x->req.method;
-    const size_t n = s.size();
-    if (n == 1 && s[0] == "healthz" && m == "GET") return x->json_body(200, {{"status", "ok"}});
-    if (n == 1 && s[0] == "readyz" && m == "GET") return ready(*x);
-    if (n == 1 && s[0] == "metrics" && m == "GET") {
-      HttpResponse r;
-      r.content_type = "text/plain; version=0.0.4";
-      r.body = metrics.render();
-      return x->send(std::move(r));
-    }
-    if (n >= 2 && s[0] == "v1" && s[1] == "twins") {
-      if (n == 2 && m == "GET") return list_twins(x);
-      if (n == 2) return not_allowed(*x, "GET");
-      if (!twin_id(*x)) return;
-      if (n == 3) {
-        if (m == "GET") return call(x, twins::GetTwin{});
-        if (m == "PUT") return settings(x, false);
-        if (m == "PATCH") return settings(x, true);
-        if (m == "DELETE") return remove(x);
-        return not_allowed(*x, "GET, PUT, PATCH, DELETE");
-      }
-      if (n == 4 && s[3] == "desired") {
-        if (m == "GET") return call(x, twins::GetTwin{}, Etag::kDesiredVersion, "desired");
-        if (m == "PATCH") return update_desired(x, false);
-        if (m == "PUT") return update_desired(x, true);
-        return not_allowed(*x, "GET, PATCH, PUT");
-      }
-      if (n == 4 && s[3] == "commands") {
-        if (m == "POST") return enqueue(x);
-        if (m == "GET") return list_commands(x);
-        return not_allowed(*x, "GET, POST");
-      }
-      if (n == 5 && s[3] == "commands") {
-        if (m == "GET") return call(x, twins::GetCommand{s[4]});
-        if (m == "DELETE") return call(x, twins::CancelCommand{s[4]});
-        return not_allowed(*x, "GET, DELETE");
-      }
-    }
     x->problem(404, "not_found",
-               "no such resource or method; see the API in DESIGN §5 (e.g. GET /v1/twins/{id})");
+               "no such resource or method; see GET /v1/openapi.json (e.g. GET /v1/twins/{id})");
   }
 
-  static void not_allowed(Exchange& x, const char* allow) {
-    HttpResponse r = problem_response(405, "method_not_allowed",
-                                      "this resource answers " + std::string(allow), x.req.path);
+  void healthz(const ExchangePtr& x) { x->json_body(200, {{"status", "ok"}}); }
+  void metrics_text(const ExchangePtr& x) {
+    HttpResponse r;
+    r.content_type = "text/plain; version=0.0.4";
+    r.body = metrics.render();
+    x->send(std::move(r));
+  }
+  void openapi(const ExchangePtr& x) {
+    HttpResponse r;
+    r.content_type = "application/json";
+    r.body = openapi_document();
+    x->send(std::move(r));
+  }
+  void get_twin(const ExchangePtr& x) { call(x, twins::GetTwin{}); }
+  void provision(const ExchangePtr& x) { settings(x, false); }
+  void patch_settings(const ExchangePtr& x) { settings(x, true); }
+  void get_desired(const ExchangePtr& x) {
+    call(x, twins::GetTwin{}, Etag::kDesiredVersion, "desired");
+  }
+  void patch_desired(const ExchangePtr& x) { update_desired(x, false); }
+  void put_desired(const ExchangePtr& x) { update_desired(x, true); }
+  void get_command(const ExchangePtr& x) { call(x, twins::GetCommand{x->segments[4]}); }
+  void cancel_command(const ExchangePtr& x) { call(x, twins::CancelCommand{x->segments[4]}); }
+
+  static void not_allowed(Exchange& x, const std::string& allow) {
+    HttpResponse r =
+        problem_response(405, "method_not_allowed", "this resource answers " + allow, x.req.path);
     r.headers.emplace_back("Allow", allow);
     x.send(std::move(r));
   }
@@ -213,7 +252,8 @@ struct HttpApi::Impl {
   // Bearer tokens (compared, never logged). /healthz and /readyz are open.
   bool authorize(Exchange& x) {
     if (options.tokens.empty() && options.read_tokens.empty()) return true;
-    if (x.segments.size() == 1 && (x.segments[0] == "healthz" || x.segments[0] == "readyz")) {
+    // Open: liveness, readiness and the API description (it holds no data).
+    if (x.req.path == "/healthz" || x.req.path == "/readyz" || x.req.path == "/v1/openapi.json") {
       return true;
     }
     const std::string header = x.req.header("Authorization").value_or("");
@@ -319,7 +359,8 @@ struct HttpApi::Impl {
             });
   }
 
-  void ready(Exchange& x) {
+  void ready(const ExchangePtr& xp) {
+    Exchange& x = *xp;
     const Readiness r = readiness();
     if (r.store_open && r.broker_connected) {
       json body = {{"status", r.broker_dropping ? "degraded" : "ready"},
@@ -502,5 +543,11 @@ void HttpApi::stop() {
 }
 
 int HttpApi::port() const { return impl_->server->port(); }
+
+std::vector<std::pair<std::string, std::string>> HttpApi::routes() {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& r : Impl::route_table()) out.emplace_back(r.method, r.pattern);
+  return out;
+}
 
 }  // namespace doppel::gateway

@@ -53,6 +53,8 @@ class HttpApi {
   Status start();
   void stop();
   int port() const;
+  // Every route served: (method, path pattern with {placeholders}), as in the OpenAPI document.
+  static std::vector<std::pair<std::string, std::string>> routes();
 
  private:
   struct Impl;

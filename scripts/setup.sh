@@ -5,6 +5,9 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# ccache: paths relative to the checkout and no working directory in the hash, so a clone in
+# another folder (CI) reuses what an earlier build on this machine compiled.
+export CCACHE_BASEDIR="$here" CCACHE_NOHASHDIR=1
 build_dir="${DOPPEL_BUILD_DIR:-$here/build}"
 build_type="${DOPPEL_BUILD_TYPE:-RelWithDebInfo}"
 do_build=1
@@ -31,12 +34,20 @@ packages=(
   libbenchmark-dev clang clang-format clang-tidy libclang-rt-14-dev openssl ccache
   curl procps
   prometheus  # promtool, which checks the /metrics exposition in the test suite
+  wrk         # the HTTP load generator of doppel-bench's api scenario
 )
 
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Node.js (>= 20.19) and npm run the OpenAPI linter; Debian's nodejs is older, so use it only
+# where there is no node at all (scripts/lint-openapi.sh then says what is needed).
+if ! command -v node >/dev/null 2>&1; then
+  for p in nodejs npm; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing: ${missing[*]}"
   sudo_cmd=()

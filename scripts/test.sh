@@ -9,6 +9,9 @@
 #   DOPPEL_SANITIZERS=0 scripts/test.sh   skip the sanitizer and fuzz passes (quick local loop)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# ccache: paths relative to the checkout and no working directory in the hash, so a clone in
+# another folder (CI) reuses what an earlier build on this machine compiled.
+export CCACHE_BASEDIR="$here" CCACHE_NOHASHDIR=1
 build_dir="${DOPPEL_BUILD_DIR:-$here/build}"
 sanitizers="${DOPPEL_SANITIZERS:-1}"
 
@@ -54,10 +57,10 @@ if [ "$sanitizers" = "1" ]; then
       ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" \
       LSAN_OPTIONS="suppressions=$supp/lsan.supp:print_suppressions=0" \
       UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
-        run_suite "$dir" "AddressSanitizer + UndefinedBehaviorSanitizer" -LE "bench|load" "$@"
+        run_suite "$dir" "AddressSanitizer + UndefinedBehaviorSanitizer" -LE "bench|load|lint" "$@"
     else
       TSAN_OPTIONS="suppressions=$supp/tsan.supp:halt_on_error=1:second_deadlock_stack=1" \
-        run_suite "$dir" "ThreadSanitizer" -LE "bench|load" "$@"
+        run_suite "$dir" "ThreadSanitizer" -LE "bench|load|lint" "$@"
     fi
   done
 

@@ -22,6 +22,7 @@
 
 #include "git_commit.h"  // generated: DOPPEL_GIT_COMMIT
 #include "mqtt/client.h"
+#include "simulator/bench/api.h"
 #include "simulator/bench/baseline.h"
 #include "simulator/bench/bench_util.h"
 #include "simulator/bench/load.h"
@@ -54,6 +55,8 @@ struct Options {
   double alarm_after_s = 0;     // staleness window; 0: window + 30 s, so all are armed at once
   uint64_t restart_overdue = 1000;
   uint64_t overload_queue = 200'000;  // the broker's max_queued_messages in the overload scenario
+  double api_seconds = 5;             // api: per wrk run
+  int api_idle = 5000;                // api: idle connections held open
   int shards = 0;
 };
 
@@ -170,6 +173,8 @@ class Bench {
         r = restart();
       else if (s == "overload")
         r = overload();
+      else if (s == "api")
+        r = api();
       r["scenario_seconds"] = std::round(seconds_since(t0) * 10) / 10;
       if (r.value("ok", true) == false) ok = false;
       result_["scenarios"][s] = r;
@@ -869,6 +874,22 @@ class Bench {
     return r;
   }
 
+  // ---- api: the HTTP front end under wrk (simulator/bench/api.cc) --------------------------
+
+  json api() {
+    ApiBenchOptions a;
+    a.doppeld = o_.doppeld;
+    a.work_dir = dir("api");
+    a.gateway_args = gateway_args({});
+    a.seconds = o_.api_seconds;
+    a.idle_connections = o_.api_idle;
+    if (o_.quick) {
+      a.twins = 100;
+      a.concurrency = {1, 64};
+    }
+    return run_api_bench(a);
+  }
+
   // ---- overload: the rate doppeld sustains, and how long a burst above it may last -------
 
   json overload() {
@@ -1047,7 +1068,7 @@ int main(int argc, char** argv) {
     return count_subscriber(argv[2], std::stoi(argv[3]), argv[4]);
   }
   Options o;
-  std::string scenarios = "ceiling,ingest,baseline,latency,memory,alarms,restart";
+  std::string scenarios = "ceiling,ingest,baseline,latency,memory,alarms,restart,api";
   CLI::App app{
       "doppel-bench - measures Doppel against the limits of this machine (DESIGN §10).\n\n"
       "Scenarios (comma-separated, in this order by default):\n"
@@ -1058,6 +1079,8 @@ int main(int argc, char** argv) {
       "  memory    RSS per registered (hibernated) twin and per hot twin\n"
       "  alarms    N staleness deadlines spread over a window: lateness, early firings\n"
       "  restart   start -> /readyz with the twins stored; overdue alarms at start-up\n"
+      "  api       GET twin / PATCH desired under wrk at 1, 64, 1024 connections, as ratios\n"
+      "            to GET /healthz; again with 5000 idle connections; RSS per idle one\n"
       "  overload  the rate doppeld sustains, and how long a burst above it lasts before the\n"
       "            broker's queue overflows and drops (not in the default list)\n"
       "Each starts its own Mosquitto and doppeld on loopback and stops by itself."};
@@ -1092,6 +1115,9 @@ int main(int argc, char** argv) {
   app.add_option("--overload-queue", o.overload_queue,
                  "overload: the broker's max_queued_messages (the burst is five times this)")
       ->capture_default_str();
+  app.add_option("--api-seconds", o.api_seconds, "api: seconds per wrk run")->capture_default_str();
+  app.add_option("--api-idle", o.api_idle, "api: idle connections held open")
+      ->capture_default_str();
   app.add_option("--shards", o.shards, "doppeld --shards (default: its own)");
   CLI11_PARSE(app, argc, argv);
 
@@ -1108,11 +1134,14 @@ int main(int argc, char** argv) {
     o.alarm_after_s = o.alarm_after_s > 0 ? std::min(o.alarm_after_s, 2.0) : 2.0;
     o.restart_overdue = std::min<uint64_t>(o.restart_overdue, 50);
     o.overload_queue = std::min<uint64_t>(o.overload_queue, 5000);
+    o.api_seconds = std::min(o.api_seconds, 1.0);
+    o.api_idle = std::min(o.api_idle, 200);
   }
   std::stringstream list(scenarios);
   for (std::string s; std::getline(list, s, ',');) {
-    static const std::vector<std::string> kKnown = {"ceiling", "ingest", "baseline", "latency",
-                                                    "memory",  "alarms", "restart",  "overload"};
+    static const std::vector<std::string> kKnown = {"ceiling", "ingest",   "baseline",
+                                                    "latency", "memory",   "alarms",
+                                                    "restart", "overload", "api"};
     if (std::find(kKnown.begin(), kKnown.end(), s) == kKnown.end()) {
       std::fprintf(stderr, "unknown scenario '%s' (see --help)\n", s.c_str());
       return 2;

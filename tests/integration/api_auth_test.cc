@@ -24,6 +24,10 @@ TEST_CASE("the API needs a bearer token when tokens are configured") {
 
   CHECK(gw.get("/healthz").status == 200);
   CHECK(gw.get("/readyz").status == 200);
+  // The API description holds no data: readable without a token, like the probes.
+  auto spec = gw.get("/v1/openapi.json");
+  CHECK(spec.status == 200);
+  CHECK(spec.body["openapi"] == "3.1.0");
 
   auto none = gw.get("/v1/twins");
   CHECK(none.status == 401);
