@@ -89,9 +89,30 @@ void MqttChannel::set_sink(std::function<void(twins::DeviceInput)> sink) {
   sink_ = std::move(sink);
 }
 
-void MqttChannel::start() { client_.connect_in_background(); }
+void MqttChannel::start() {
+  client_.connect_in_background();
+  poller_ = std::thread([this] { poll_drop_counter(); });
+}
 
-void MqttChannel::stop(std::chrono::milliseconds timeout) { (void)client_.disconnect(timeout); }
+void MqttChannel::stop(std::chrono::milliseconds timeout) {
+  {
+    std::lock_guard lock(poll_mu_);
+    stopping_ = true;
+  }
+  poll_cv_.notify_all();
+  if (poller_.joinable()) poller_.join();
+  (void)client_.disconnect(timeout);
+}
+
+void MqttChannel::poll_drop_counter() {
+  std::unique_lock lock(poll_mu_);
+  while (!poll_cv_.wait_for(lock, kDropCounterPoll, [this] { return stopping_; })) {
+    // Subscribing again makes the broker send the counter's retained value now.
+    if (client_.connected()) {
+      (void)client_.subscribe({std::string(kBrokerDroppedTopic)}, 0, std::chrono::milliseconds(0));
+    }
+  }
+}
 
 bool MqttChannel::connected() const { return client_.connected(); }
 

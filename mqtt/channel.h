@@ -11,9 +11,12 @@
 #include <atomic>
 #include <chrono>
 #include <climits>
+#include <condition_variable>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 
 #include "mqtt/client.h"
 #include "twins/device_io.h"
@@ -50,12 +53,16 @@ class MqttChannel final : public twins::DeviceChannel {
   // True while drops were seen in the last kDroppingWindow.
   bool broker_dropping() const;
   static constexpr std::chrono::seconds kDroppingWindow{10};
+  // The broker publishes the counter only when it changes, and a report sent while the gateway
+  // is behind can itself be dropped: the channel re-reads it (a retained topic) this often.
+  static constexpr std::chrono::seconds kDropCounterPoll{5};
 
   void publish(twins::Outbound message) override;
 
  private:
   void on_message(IncomingMessage&& msg);
   void on_broker_dropped(const std::string& payload);
+  void poll_drop_counter();
 
   ChannelOptions options_;
   Client client_;
@@ -69,6 +76,10 @@ class MqttChannel final : public twins::DeviceChannel {
   Counter* broker_dropped_ = nullptr;
   std::atomic<int64_t> broker_reported_{-1};          // the broker's counter at its last report
   std::atomic<int64_t> last_drop_ms_{INT64_MIN / 2};  // steady clock, ms
+  std::thread poller_;
+  std::mutex poll_mu_;
+  std::condition_variable poll_cv_;
+  bool stopping_ = false;  // under poll_mu_
 };
 
 }  // namespace doppel::mqtt
