@@ -426,8 +426,9 @@ class Session : public std::enable_shared_from_this<Session> {
 };
 
 void HttpServer::Impl::accept() {
-  acceptor.async_accept(asio::make_strand(ioc), [self = shared_from_this()](beast::error_code ec,
-                                                                            tcp::socket s) {
+  // `this` and not a shared_ptr: the io_context that holds this handler is our member, so the
+  // handler never outlives us, and a shared_ptr in it would keep us alive forever (a cycle).
+  acceptor.async_accept(asio::make_strand(ioc), [self = this](beast::error_code ec, tcp::socket s) {
     if (ec == asio::error::operation_aborted || self->stopping.load()) return;
     if (!ec) {
       beast::error_code ignored;
