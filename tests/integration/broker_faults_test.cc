@@ -18,6 +18,15 @@ int64_t reported_version(Doppeld& gw, const std::string& id) {
   return r.status == 200 ? r.body["reported_version"].get<int64_t>() : -1;
 }
 
+// The embedded Mosquitto: the child doppeld's main thread started (-1 if none).
+pid_t embedded_broker_pid(Doppeld& gw) {
+  pid_t broker = -1;
+  std::ifstream children("/proc/" + std::to_string(gw.pid()) + "/task/" + std::to_string(gw.pid()) +
+                         "/children");
+  children >> broker;
+  return broker;
+}
+
 }  // namespace
 
 TEST_CASE("an external broker restart: readyz reflects it, the gateway comes back by itself") {
@@ -89,12 +98,7 @@ TEST_CASE("the embedded broker is restarted when it dies, and everyone reconnect
                           {"--devices", "3", "--interval-s", "0.3", "--progress-s", "0"});
   REQUIRE(eventually([&] { return gw.list_all().size() == 3; }, 20s));
 
-  pid_t broker = -1;
-  {
-    std::ifstream children("/proc/" + std::to_string(gw.pid()) + "/task/" +
-                           std::to_string(gw.pid()) + "/children");
-    children >> broker;
-  }
+  const pid_t broker = embedded_broker_pid(gw);
   REQUIRE(broker > 0);
   ::kill(broker, SIGKILL);
   CHECK(eventually([&] { return gw.log().find("exited unexpectedly") != std::string::npos; }, 10s));
@@ -120,12 +124,7 @@ TEST_CASE("the embedded broker supervisor keeps restarting with backoff until it
   REQUIRE(!conf.empty());
   // Every restart fails at once while the config is broken (doppeld writes it only at start).
   std::ofstream(conf_path, std::ios::app) << "no_such_option 1\n";
-  pid_t broker = -1;
-  {
-    std::ifstream children("/proc/" + std::to_string(gw.pid()) + "/task/" +
-                           std::to_string(gw.pid()) + "/children");
-    children >> broker;
-  }
+  const pid_t broker = embedded_broker_pid(gw);
   REQUIRE(broker > 0);
   ::kill(broker, SIGKILL);
   // Three failed attempts in a row (0.5 + 1 + 2 s of backoff): it does not give up.

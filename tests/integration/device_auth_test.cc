@@ -15,14 +15,25 @@ std::string provision(Doppeld& gw, const std::string& id) {
   return r.body["credentials"]["password"].get<std::string>();
 }
 
+// doppeld with --device-auth and its embedded broker on a free port, started.
+struct AuthGateway {
+  AuthGateway()
+      : port(free_port()),
+        uri("tcp://127.0.0.1:" + std::to_string(port)),
+        gw(dir.file("data"), "", {"--broker-port", std::to_string(port), "--device-auth"}) {
+    gw.start();
+  }
+  TempDir dir;
+  int port;
+  std::string uri;
+  Doppeld gw;
+};
+
 }  // namespace
 
 TEST_CASE("with --device-auth each device reaches only its own twin") {
-  TempDir dir;
-  const int port = free_port();
-  const std::string uri = "tcp://127.0.0.1:" + std::to_string(port);
-  Doppeld gw(dir.file("data"), "", {"--broker-port", std::to_string(port), "--device-auth"});
-  gw.start();
+  AuthGateway auth;
+  auto& [dir, port, uri, gw] = auth;
 
   const std::string pa = provision(gw, "dev-a");
   const std::string pb = provision(gw, "dev-b");
@@ -100,11 +111,8 @@ TEST_CASE("credentials are refused without --device-auth") {
 }
 
 TEST_CASE("a device cannot take over the gateway's or another device's client id") {
-  TempDir dir;
-  const int port = free_port();
-  const std::string uri = "tcp://127.0.0.1:" + std::to_string(port);
-  Doppeld gw(dir.file("data"), "", {"--broker-port", std::to_string(port), "--device-auth"});
-  gw.start();
+  AuthGateway auth;
+  auto& [dir, port, uri, gw] = auth;
   const std::string pa = provision(gw, "dev-a");
   const std::string pb = provision(gw, "dev-b");
   TestDevice b("dev-b", uri, doppel::twins::Encoding::kJson, "twins", {"dev-b", pb, ""});
@@ -137,11 +145,8 @@ TEST_CASE("a device cannot take over the gateway's or another device's client id
 }
 
 TEST_CASE("credentials: refused ids change nothing, false revokes, files are owner-only") {
-  TempDir dir;
-  const int port = free_port();
-  const std::string uri = "tcp://127.0.0.1:" + std::to_string(port);
-  Doppeld gw(dir.file("data"), "", {"--broker-port", std::to_string(port), "--device-auth"});
-  gw.start();
+  AuthGateway auth;
+  auto& [dir, port, uri, gw] = auth;
   // The gateway's own account: 400, and no twin appears.
   auto gwacct = gw.request("PUT", "/v1/twins/doppel-gateway", R"({"credentials": true})");
   CHECK(gwacct.status == 400);
