@@ -340,8 +340,8 @@ struct HttpApi::Impl {
     if (etag == Etag::kDesiredVersion && r.body.contains("desired_version")) {
       res.headers.emplace_back(
           "ETag", "\"" + std::to_string(r.body["desired_version"].get<uint64_t>()) + "\"");
-    } else if (r.etag) {
-      res.headers.emplace_back("ETag", *r.etag);
+    } else if (!r.etag.empty()) {
+      res.headers.emplace_back("ETag", r.etag);
     }
     return res;
   }
