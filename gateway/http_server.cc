@@ -5,6 +5,8 @@
 #include <atomic>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/thread_pool.hpp>
@@ -53,15 +55,32 @@ enum class Refusal {
   kBodyTooLarge,
   kMalformed,
   kShuttingDown,
+  kStreamTooSlow,
+  kTlsHandshake,
   kCount
 };
 constexpr const char* kRefusalNames[] = {
     "max_connections",   "max_connections_per_ip", "header_timeout", "body_timeout",
-    "headers_too_large", "body_too_large",         "malformed",      "shutting_down"};
+    "headers_too_large", "body_too_large",         "malformed",      "shutting_down",
+    "stream_too_slow",   "tls_handshake"};
 static_assert(sizeof(kRefusalNames) / sizeof(kRefusalNames[0]) ==
               static_cast<size_t>(Refusal::kCount));
 
 }  // namespace
+
+const char* stream_end_name(StreamEnd why) {
+  switch (why) {
+    case StreamEnd::kEnded:
+      return "ended";
+    case StreamEnd::kClientGone:
+      return "client_gone";
+    case StreamEnd::kTooSlow:
+      return "too_slow";
+    case StreamEnd::kShutdown:
+      return "shutdown";
+  }
+  return "?";
+}
 
 std::optional<std::string> HttpRequest::header(std::string_view name) const {
   for (const auto& [k, v] : headers) {
@@ -120,12 +139,56 @@ HttpResponse problem_response(int status, std::string_view code, std::string_vie
 
 class Session;
 
+// The connection's byte stream: a TCP socket, or TLS over it. Beast's algorithms see one
+// AsyncStream either way.
+class Transport {
+ public:
+  using executor_type = tcp::socket::executor_type;
+
+  Transport(tcp::socket socket, asio::ssl::context* tls) : socket_(std::move(socket)) {
+    if (tls != nullptr) tls_.emplace(socket_, *tls);
+  }
+  executor_type get_executor() { return socket_.get_executor(); }
+  tcp::socket& socket() { return socket_; }
+  bool tls() const { return tls_.has_value(); }
+
+  template <class Buffers, class Handler>
+  void async_read_some(const Buffers& buffers, Handler&& handler) {
+    if (tls_) {
+      tls_->async_read_some(buffers, std::forward<Handler>(handler));
+    } else {
+      socket_.async_read_some(buffers, std::forward<Handler>(handler));
+    }
+  }
+  template <class Buffers, class Handler>
+  void async_write_some(const Buffers& buffers, Handler&& handler) {
+    if (tls_) {
+      tls_->async_write_some(buffers, std::forward<Handler>(handler));
+    } else {
+      socket_.async_write_some(buffers, std::forward<Handler>(handler));
+    }
+  }
+  template <class Handler>
+  void async_handshake(Handler&& handler) {
+    tls_->async_handshake(asio::ssl::stream_base::server, std::forward<Handler>(handler));
+  }
+  template <class Handler>
+  void async_shutdown(Handler&& handler) {
+    tls_->async_shutdown(std::forward<Handler>(handler));
+  }
+
+ private:
+  tcp::socket socket_;
+  std::optional<asio::ssl::stream<tcp::socket&>> tls_;
+};
+
 struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
   Impl(HttpServerOptions o, Handler h, Metrics& m)
       : options(std::move(o)),
         handler(std::move(h)),
         blocking(static_cast<size_t>(std::max(1, options.blocking_threads))),
-        acceptor(ioc) {
+        acceptor(ioc),
+        sweeper(ioc) {
     for (size_t i = 0; i < static_cast<size_t>(Refusal::kCount); ++i) {
       refused[i] = &m.counter("doppel_http_refused_total",
                               "Connections and requests refused by the HTTP front end, by reason",
@@ -139,9 +202,14 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
                            {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1, 5});
     m.gauge_fn("doppel_http_connections", "Open HTTP connections",
                [this] { return static_cast<double>(open.load()); });
+    m.gauge_fn("doppel_http_streams", "Open streaming HTTP responses",
+               [this] { return static_cast<double>(streams.load()); });
   }
 
   void accept();
+  // Every connection's current time limit is a deadline, checked here a few times a second: one
+  // timer for the server instead of one per connection (idle connections then cost no timer).
+  void sweep();
   void refuse(Refusal why) { refused[static_cast<size_t>(why)]->inc(); }
   // Admits a connection from `ip`, or says why not.
   std::optional<Refusal> admit(const std::string& ip) {
@@ -166,33 +234,163 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
   Counter* responses[6] = {};
   Histogram* latency = nullptr;
   std::atomic<size_t> open{0};
+  std::atomic<size_t> streams{0};
   std::atomic<bool> stopping{false};
   std::mutex mu;
   std::condition_variable drained;
   std::unordered_map<std::string, size_t> per_ip;         // under mu
-  std::unordered_set<std::shared_ptr<Session>> sessions;  // under mu: for shutdown
+  std::unordered_set<std::shared_ptr<Session>> sessions;  // under mu: deadlines and shutdown
   int bound_port = -1;
+  std::chrono::milliseconds sweep_every{100};
+  std::unique_ptr<asio::ssl::context> tls;  // HTTPS: set by start()
   asio::thread_pool blocking;
   // Last: destroyed first, with the handlers it still holds, while the rest is alive.
   asio::io_context ioc;
   tcp::acceptor acceptor;
+  asio::steady_timer sweeper;
   std::vector<std::thread> threads;
+};
+
+// The shared state of one streaming response: what the producer queued and has not been sent,
+// and its callbacks. The producer's side (HttpStream) locks `mu_`; the connection's side runs on
+// the connection's strand.
+class StreamState final : public HttpStream {
+ public:
+  StreamState(std::weak_ptr<Session> session, std::weak_ptr<HttpServer::Impl> server, size_t bound)
+      : session_(std::move(session)), server_(std::move(server)), bound_(bound) {}
+
+  bool write(std::string data) override;
+  size_t room() const override {
+    std::lock_guard lock(mu_);
+    return over_ || ending_ ? 0 : bound_ - std::min(unsent_, bound_);
+  }
+  void on_drain(std::function<void()> then) override;
+  void after(std::chrono::milliseconds delay, std::function<void()> then) override;
+  void on_close(std::function<void(StreamEnd)> then) override {
+    std::unique_lock lock(mu_);
+    if (!finished_) {
+      on_close_ = std::move(then);
+      return;
+    }
+    const StreamEnd why = why_;
+    lock.unlock();
+    then(why);
+  }
+  void end() override { begin_end(StreamEnd::kEnded); }
+  bool closed() const override {
+    std::lock_guard lock(mu_);
+    return over_ || ending_;
+  }
+
+  // ---- the connection's side (its strand) ----
+
+  // Stops accepting writes; the connection sends what is queued, then the final chunk.
+  void begin_end(StreamEnd why);
+  // What to send next: the queued chunks, framed (empty: nothing queued). `last` is set when
+  // the stream is ending and everything has been sent; `drained` gets the drain callbacks when
+  // nothing is left to send.
+  std::string take(size_t& data_bytes, bool& last, std::vector<std::function<void()>>& drained) {
+    std::lock_guard lock(mu_);
+    std::string out;
+    data_bytes = 0;
+    for (auto& piece : pending_) {
+      if (piece.empty()) continue;  // an empty chunk would end the stream
+      char size[24];
+      std::snprintf(size, sizeof size, "%zx\r\n", piece.size());
+      out += size;
+      out += piece;
+      out += "\r\n";
+      data_bytes += piece.size();
+    }
+    pending_.clear();
+    if (out.empty() && unsent_ == 0) {
+      if (ending_ && !over_) last = true;
+      drained.swap(drain_);
+    }
+    return out;
+  }
+  void sent(size_t data_bytes) {
+    std::lock_guard lock(mu_);
+    unsent_ -= std::min(unsent_, data_bytes);
+  }
+  StreamEnd ending_reason() const {
+    std::lock_guard lock(mu_);
+    return ending_why_;
+  }
+  // Ends the stream: refuses further writes, drops pending callbacks and runs on_close once.
+  // true the first time.
+  bool finish(StreamEnd why) {
+    std::function<void(StreamEnd)> on_close;
+    std::vector<std::function<void()>> drop;
+    {
+      std::lock_guard lock(mu_);
+      if (finished_) return false;
+      finished_ = true;
+      over_ = true;
+      why_ = why;
+      on_close.swap(on_close_);
+      drop.swap(drain_);
+      pending_.clear();
+    }
+    for (auto& t : timers_) t->cancel();
+    timers_.clear();
+    if (on_close) on_close(why);
+    return true;
+  }
+  std::vector<std::shared_ptr<asio::steady_timer>>& timers() { return timers_; }
+
+ private:
+  // Runs `f` on the connection's strand, if the connection (and server) still exist.
+  template <class F>
+  void on_strand(F f);
+
+  const std::weak_ptr<Session> session_;
+  const std::weak_ptr<HttpServer::Impl> server_;
+  const size_t bound_;
+  mutable std::mutex mu_;
+  std::vector<std::string> pending_;          // under mu_
+  size_t unsent_ = 0;                         // under mu_: queued and not yet written, bytes
+  bool ending_ = false;                       // under mu_: end() called, or shutdown
+  StreamEnd ending_why_ = StreamEnd::kEnded;  // under mu_
+  bool over_ = false;                         // under mu_: no more writes, ever
+  bool finished_ = false;                     // under mu_: on_close has run (or is running)
+  StreamEnd why_ = StreamEnd::kEnded;         // under mu_
+  std::vector<std::function<void()>> drain_;  // under mu_
+  std::function<void(StreamEnd)> on_close_;   // under mu_
+  std::vector<std::shared_ptr<asio::steady_timer>> timers_;  // strand only
 };
 
 // One connection: reads a request, hands it to the handler, writes the answer, reads the next.
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(tcp::socket socket, HttpServer::Impl& server, std::string ip)
-      : stream_(std::move(socket)),
-        server_(server),
-        ip_(std::move(ip)),
-        timer_(stream_.get_executor()) {}
+      : transport_(std::move(socket), server.tls.get()), server_(server), ip_(std::move(ip)) {}
 
-  void start() { read_header(); }
+  ~Session() {
+    if (stream_) stream_->finish(StreamEnd::kShutdown);  // breaks the producer's references
+    server_.release(ip_);
+  }
 
-  // Shutdown: a connection waiting for a request closes now; one mid-request after its answer.
+  Transport::executor_type executor() { return transport_.get_executor(); }
+
+  void start() {
+    if (!transport_.tls()) return read_header();
+    arm(o().header_timeout);
+    transport_.async_handshake([self = shared_from_this()](beast::error_code ec) {
+      self->disarm();
+      if (ec) {
+        self->server_.refuse(Refusal::kTlsHandshake);
+        return self->close();
+      }
+      self->read_header();
+    });
+  }
+
+  // Shutdown: a connection waiting for a request closes now; one mid-request after its answer;
+  // a stream sends what is queued and its final chunk, then closes.
   void close_if_idle() {
-    asio::post(stream_.get_executor(), [self = shared_from_this()] {
+    asio::post(executor(), [self = shared_from_this()] {
+      if (self->stream_) return self->stream_->begin_end(StreamEnd::kShutdown);
       if (!self->busy_) self->close();
     });
   }
@@ -204,27 +402,95 @@ class Session : public std::enable_shared_from_this<Session> {
     write(std::move(res));
   }
 
+  // The sweep (under the server's lock): expires the current time limit if it has passed.
+  void check_deadline(int64_t now_ns) {
+    int64_t d = deadline_ns_.load(std::memory_order_relaxed);
+    if (d == 0 || d > now_ns) return;
+    if (!deadline_ns_.compare_exchange_strong(d, 0)) return;  // disarmed or re-armed meanwhile
+    asio::post(executor(), [self = shared_from_this(), phase = phase_.load()] {
+      if (phase != self->phase_.load()) return;  // a later time limit
+      self->timed_out_ = true;
+      beast::error_code ignored;
+      self->transport_.socket().cancel(ignored);
+    });
+  }
+
+  // ---- streaming (strand) ----
+
+  // Sends what the producer queued; at the end, the final chunk.
+  void flush() {
+    if (closed_ || writing_ || !stream_) return;
+    size_t data_bytes = 0;
+    bool last = false;
+    std::vector<std::function<void()>> drained;
+    std::string out = stream_->take(data_bytes, last, drained);
+    if (!out.empty()) {
+      out_ = std::move(out);
+      writing_ = true;
+      asio::async_write(transport_, asio::buffer(out_),
+                        [self = shared_from_this(), data_bytes](beast::error_code ec, size_t) {
+                          self->writing_ = false;
+                          if (ec) return self->close();
+                          if (self->stream_) self->stream_->sent(data_bytes);
+                          self->flush();
+                        });
+      return;
+    }
+    if (last) {
+      out_ = "0\r\n\r\n";
+      writing_ = true;
+      asio::async_write(transport_, asio::buffer(out_),
+                        [self = shared_from_this()](beast::error_code ec, size_t) {
+                          self->writing_ = false;
+                          if (ec) return self->close();
+                          self->end_stream(self->stream_->ending_reason());
+                          self->linger_close();
+                        });
+      return;
+    }
+    for (auto& f : drained) f();
+  }
+
+  // The unsent output passed the bound: the client is cut off.
+  void cut_off() {
+    if (closed_ || !stream_) return;
+    server_.refuse(Refusal::kStreamTooSlow);
+    log_info("HTTP: cut off a streaming client at " + ip_ + " (more than " +
+             std::to_string(o().stream_buffer_bytes) + " bytes unsent; --http-stream-buffer-bytes)");
+    end_stream(StreamEnd::kTooSlow);
+    close();
+  }
+
+  void add_timer(std::chrono::milliseconds delay, std::function<void()> then) {
+    if (!stream_ || stream_->closed()) return;
+    auto timer = std::make_shared<asio::steady_timer>(executor(), delay);
+    stream_->timers().push_back(timer);
+    timer->async_wait([self = shared_from_this(), timer,
+                       then = std::move(then)](beast::error_code ec) {
+      if (ec || !self->stream_) return;
+      auto& ts = self->stream_->timers();
+      ts.erase(std::remove(ts.begin(), ts.end(), timer), ts.end());
+      if (!self->stream_->closed()) then();
+    });
+  }
+
   const std::string& ip() const { return ip_; }
 
  private:
   const HttpServerOptions& o() const { return server_.options; }
 
-  // Limits how long the current read may take: when it expires, the read is cancelled (not the
-  // connection closed, as tcp_stream's own timeout would), so a 408 can still be written.
+  // Limits how long the current read or write may take: past the deadline (the sweep checks),
+  // the operation is cancelled — not the connection closed — so a 408 can still be written.
   void arm(std::chrono::milliseconds limit) {
-    const uint64_t phase = ++phase_;
+    ++phase_;
     timed_out_ = false;
-    timer_.expires_after(limit);
-    timer_.async_wait([self = shared_from_this(), phase](beast::error_code ec) {
-      if (ec || phase != self->phase_) return;  // cancelled, or a later phase
-      self->timed_out_ = true;
-      beast::error_code ignored;
-      self->stream_.socket().cancel(ignored);
-    });
+    deadline_ns_.store(
+        std::chrono::duration_cast<std::chrono::nanoseconds>((Clock::now() + limit).time_since_epoch())
+            .count());
   }
   void disarm() {
     ++phase_;
-    timer_.cancel();
+    deadline_ns_.store(0);
   }
 
   void wait_for_next() {
@@ -232,12 +498,23 @@ class Session : public std::enable_shared_from_this<Session> {
     if (buffer_.size() > 0) return read_header();  // pipelined: already here
     // Idle keep-alive: wait for the first byte under the idle timeout, then the header timeout.
     arm(o().idle_timeout);
-    stream_.socket().async_wait(tcp::socket::wait_read,
-                                [self = shared_from_this()](beast::error_code ec) {
-                                  self->disarm();
-                                  if (ec) return self->close();
-                                  self->read_header();
-                                });
+    if (transport_.tls()) {
+      // Decrypted bytes may already wait inside TLS: read (which also waits), not poll.
+      transport_.async_read_some(
+          buffer_.prepare(2048), [self = shared_from_this()](beast::error_code ec, size_t n) {
+            self->disarm();
+            if (ec) return self->close();
+            self->buffer_.commit(n);
+            self->read_header();
+          });
+      return;
+    }
+    transport_.socket().async_wait(tcp::socket::wait_read,
+                                   [self = shared_from_this()](beast::error_code ec) {
+                                     self->disarm();
+                                     if (ec) return self->close();
+                                     self->read_header();
+                                   });
   }
 
   void read_header() {
@@ -246,7 +523,7 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_->body_limit(o().max_body_bytes);
     arm(o().header_timeout);
     http::async_read_header(
-        stream_, buffer_, *parser_,
+        transport_, buffer_, *parser_,
         [self = shared_from_this()](beast::error_code ec, size_t) { self->on_header(ec); });
   }
 
@@ -260,7 +537,8 @@ class Session : public std::enable_shared_from_this<Session> {
                         std::to_string(o().header_timeout.count() / 1000) + " s");
     }
     if (ec == http::error::end_of_stream || ec == asio::error::eof ||
-        ec == asio::error::connection_reset || ec == asio::error::operation_aborted) {
+        ec == asio::error::connection_reset || ec == asio::error::operation_aborted ||
+        ec == asio::ssl::error::stream_truncated) {
       return close();
     }
     if (ec == http::error::header_limit) {
@@ -287,7 +565,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (parser_->is_done()) return dispatch();
     arm(o().body_timeout);
     http::async_read(
-        stream_, buffer_, *parser_,
+        transport_, buffer_, *parser_,
         [self = shared_from_this()](beast::error_code ec2, size_t) { self->on_body(ec2); });
   }
 
@@ -319,6 +597,7 @@ class Session : public std::enable_shared_from_this<Session> {
     for (const auto& f : msg) req.headers.emplace_back(f.name_string(), f.value());
     req.body = std::move(msg.body());
     req.peer = ip_;
+    parser_.reset();
     started_ = Clock::now();
     auto answered = std::make_shared<std::atomic<bool>>(false);
     std::weak_ptr<Session> weak = shared_from_this();
@@ -326,7 +605,7 @@ class Session : public std::enable_shared_from_this<Session> {
     server_.handler(std::move(req), [weak, owner, answered](HttpResponse res) {
       if (answered->exchange(true)) return;  // exactly once
       if (auto self = weak.lock()) {
-        asio::post(self->stream_.get_executor(),
+        asio::post(self->executor(),
                    [self, res = std::move(res)]() mutable { self->write(std::move(res)); });
       }
     });
@@ -337,7 +616,19 @@ class Session : public std::enable_shared_from_this<Session> {
     refuse(problem_response(status, code, detail));
   }
 
+  void count(int status) {
+    const int cls = status / 100;
+    if (cls >= 1 && cls <= 5) server_.responses[cls]->inc();
+    if (started_) {
+      server_.latency->observe(std::chrono::duration<double>(Clock::now() - *started_).count());
+      started_.reset();
+    }
+  }
+
   void write(HttpResponse res) {
+    if (closed_) return;
+    count(res.status);
+    if (res.stream) return start_stream(std::move(res));
     auto out = std::make_shared<http::response<http::string_body>>();
     out->version(11);
     out->result(static_cast<unsigned>(res.status));
@@ -347,52 +638,94 @@ class Session : public std::enable_shared_from_this<Session> {
     out->body() = std::move(res.body);
     out->keep_alive(keep_alive_);
     out->prepare_payload();
-    const int cls = res.status / 100;
-    if (cls >= 1 && cls <= 5) server_.responses[cls]->inc();
-    if (started_) {
-      server_.latency->observe(std::chrono::duration<double>(Clock::now() - *started_).count());
-      started_.reset();
-    }
-    stream_.expires_after(o().body_timeout);  // a client that does not read its answer
-    http::async_write(stream_, *out,
+    arm(o().body_timeout);  // a client that does not read its answer
+    http::async_write(transport_, *out,
                       [self = shared_from_this(), out](beast::error_code ec, size_t) {
+                        self->disarm();
                         self->busy_ = false;
                         if (ec) return self->close();
                         if (!self->keep_alive_) return self->linger_close();
-                        self->stream_.expires_never();
                         self->wait_for_next();
                       });
+  }
+
+  // The status line and headers now; the body as the producer writes it, chunk by chunk. The
+  // connection closes after the stream (it is long-lived; a client opens another for requests).
+  void start_stream(HttpResponse res) {
+    std::string head = "HTTP/1.1 " + std::to_string(res.status) + " " + reason_phrase(res.status) +
+                       "\r\nServer: doppeld\r\n";
+    if (!res.content_type.empty()) head += "Content-Type: " + res.content_type + "\r\n";
+    for (auto& [k, v] : res.headers) head += k + ": " + v + "\r\n";
+    head += "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    keep_alive_ = false;
+    stream_ = std::make_shared<StreamState>(weak_from_this(), server_.weak_from_this(),
+                                            o().stream_buffer_bytes);
+    server_.streams.fetch_add(1);
+    out_ = std::move(head);
+    writing_ = true;
+    asio::async_write(transport_, asio::buffer(out_),
+                      [self = shared_from_this()](beast::error_code ec, size_t) {
+                        self->writing_ = false;
+                        if (ec) return self->close();
+                        self->flush();
+                      });
+    watch_client();
+    if (server_.stopping.load()) stream_->begin_end(StreamEnd::kShutdown);
+    res.stream(stream_);
+  }
+
+  // While a stream runs nothing more is expected from the client; a read notices at once when it
+  // goes away (rather than at the next write). What it might send is discarded.
+  void watch_client() {
+    if (!scratch_) scratch_ = std::make_unique<char[]>(kScratch);
+    transport_.async_read_some(asio::buffer(scratch_.get(), kScratch),
+                               [self = shared_from_this()](beast::error_code ec, size_t) {
+                                 if (self->closed_) return;
+                                 if (ec) return self->close();
+                                 self->watch_client();
+                               });
+  }
+
+  void end_stream(StreamEnd why) {
+    if (stream_ && stream_->finish(why)) server_.streams.fetch_sub(1);
   }
 
   // Closes after the client has had its answer: stop sending, then discard what it still sends
   // (a refused body) for a while, so that closing with unread data does not reset the
   // connection before the client read the answer. Memory stays at one scratch buffer.
   void linger_close() {
+    if (server_.stopping.load() || stream_) return close();
+    arm(std::chrono::seconds(2));
+    if (transport_.tls()) {
+      // close_notify, and the client's in return (or the deadline).
+      transport_.async_shutdown([self = shared_from_this()](beast::error_code) { self->close(); });
+      return;
+    }
     beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    transport_.socket().shutdown(tcp::socket::shutdown_send, ec);
     if (ec) return close();
-    linger_deadline_ = Clock::now() + std::chrono::seconds(2);
+    if (!scratch_) scratch_ = std::make_unique<char[]>(kScratch);
     discard();
   }
 
   void discard() {
-    if (Clock::now() >= linger_deadline_ || lingered_ > (8u << 20)) return close();
-    stream_.expires_at(linger_deadline_);
-    stream_.async_read_some(asio::buffer(scratch_),
-                            [self = shared_from_this()](beast::error_code ec, size_t n) {
-                              if (ec) return self->close();
-                              self->lingered_ += n;
-                              self->discard();
-                            });
+    if (lingered_ > (8u << 20)) return close();
+    transport_.socket().async_read_some(asio::buffer(scratch_.get(), kScratch),
+                                        [self = shared_from_this()](beast::error_code ec, size_t n) {
+                                          if (ec) return self->close();
+                                          self->lingered_ += n;
+                                          self->discard();
+                                        });
   }
 
   void close() {
     if (closed_) return;
     closed_ = true;
     disarm();
+    end_stream(StreamEnd::kClientGone);  // nothing if it already ended
     beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
-    stream_.socket().close(ec);
+    transport_.socket().shutdown(tcp::socket::shutdown_both, ec);
+    transport_.socket().close(ec);
     std::shared_ptr<Session> keep;  // dropped outside the lock
     {
       std::lock_guard lock(server_.mu);
@@ -404,15 +737,13 @@ class Session : public std::enable_shared_from_this<Session> {
     server_.drained.notify_all();
   }
 
- public:
-  ~Session() { server_.release(ip_); }
+  static constexpr size_t kScratch = 4096;
 
- private:
-  beast::tcp_stream stream_;
+  Transport transport_;
   HttpServer::Impl& server_;
   std::string ip_;
-  asio::steady_timer timer_;  // the current read's time limit (arm/disarm)
-  uint64_t phase_ = 0;
+  std::atomic<int64_t> deadline_ns_{0};  // the current time limit (steady clock); 0: none
+  std::atomic<uint64_t> phase_{0};       // which time limit is current
   bool timed_out_ = false;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
@@ -420,10 +751,69 @@ class Session : public std::enable_shared_from_this<Session> {
   bool keep_alive_ = true;
   bool busy_ = false;
   bool closed_ = false;
-  Clock::time_point linger_deadline_;
+  bool writing_ = false;  // streaming: a write is in progress
+  std::shared_ptr<StreamState> stream_;
+  std::string out_;  // streaming: what is being written
   size_t lingered_ = 0;
-  char scratch_[4096] = {};
+  std::unique_ptr<char[]> scratch_;  // only while lingering or streaming
 };
+
+template <class F>
+void StreamState::on_strand(F f) {
+  auto server = server_.lock();  // first: the io_context outlives what follows
+  if (!server) return;
+  auto session = session_.lock();
+  if (!session) return;
+  asio::post(session->executor(), [session, f = std::move(f)]() mutable { f(*session); });
+}
+
+bool StreamState::write(std::string data) {
+  bool cut = false;
+  {
+    std::lock_guard lock(mu_);
+    if (over_ || ending_) return false;
+    unsent_ += data.size();
+    if (unsent_ > bound_) {
+      over_ = true;
+      cut = true;
+      pending_.clear();
+    } else {
+      pending_.push_back(std::move(data));
+    }
+  }
+  if (cut) {
+    on_strand([](Session& s) { s.cut_off(); });
+    return false;
+  }
+  on_strand([](Session& s) { s.flush(); });
+  return true;
+}
+
+void StreamState::on_drain(std::function<void()> then) {
+  {
+    std::lock_guard lock(mu_);
+    if (over_ || ending_) return;
+    drain_.push_back(std::move(then));
+  }
+  on_strand([](Session& s) { s.flush(); });
+}
+
+void StreamState::after(std::chrono::milliseconds delay, std::function<void()> then) {
+  on_strand([delay, then = std::move(then)](Session& s) mutable {
+    s.add_timer(delay, std::move(then));
+  });
+}
+
+void StreamState::begin_end(StreamEnd why) {
+  {
+    std::lock_guard lock(mu_);
+    if (over_ || ending_) return;
+    ending_ = true;
+    ending_why_ = why;
+    drain_.clear();
+  }
+  on_strand([](Session& s) { s.flush(); });
+}
 
 void HttpServer::Impl::accept() {
   // `this` and not a shared_ptr: the io_context that holds this handler is our member, so the
@@ -457,7 +847,8 @@ void HttpServer::Impl::accept() {
             "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
             "Content-Type: application/problem+json\r\nContent-Length: " +
             std::to_string(body.size()) + "\r\n\r\n" + body;
-        asio::write(s, asio::buffer(out), ignored);
+        // (Over TLS there is no handshake yet to answer in: the connection is just closed.)
+        if (!self->tls) asio::write(s, asio::buffer(out), ignored);
         s.shutdown(tcp::socket::shutdown_both, ignored);
       }
     } else {
@@ -472,6 +863,22 @@ void HttpServer::Impl::accept() {
       return;
     }
     self->accept();
+  });
+}
+
+void HttpServer::Impl::sweep() {
+  sweeper.expires_after(sweep_every);
+  // `this`, not a shared_ptr: see accept().
+  sweeper.async_wait([self = this](beast::error_code ec) {
+    if (ec) return;
+    const int64_t now =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+            .count();
+    {
+      std::lock_guard lock(self->mu);
+      for (const auto& s : self->sessions) s->check_deadline(now);
+    }
+    self->sweep();
   });
 }
 
@@ -496,6 +903,36 @@ Status HttpServer::start() {
                ") is below --http-max-connections; raise it (ulimit -n) or lower the flag");
     }
   }
+  if (i.options.tls_cert.empty() != i.options.tls_key.empty()) {
+    return Status(StatusCode::kInvalidArgument,
+                  "--http-tls-cert and --http-tls-key go together (a PEM certificate chain and "
+                  "its private key)");
+  }
+  if (!i.options.tls_cert.empty()) {
+    auto ctx = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
+    ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                     asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                     asio::ssl::context::no_tlsv1_1 | asio::ssl::context::single_dh_use);
+    beast::error_code tls_ec;
+    ctx->use_certificate_chain_file(i.options.tls_cert, tls_ec);
+    if (tls_ec) {
+      return Status(StatusCode::kInvalidArgument, "cannot use --http-tls-cert " +
+                                                      i.options.tls_cert + ": " +
+                                                      tls_ec.message() + " (expected PEM)");
+    }
+    ctx->use_private_key_file(i.options.tls_key, asio::ssl::context::pem, tls_ec);
+    if (tls_ec) {
+      return Status(StatusCode::kInvalidArgument,
+                    "cannot use --http-tls-key " + i.options.tls_key + ": " + tls_ec.message() +
+                        " (expected the PEM private key of --http-tls-cert)");
+    }
+    i.tls = std::move(ctx);
+  }
+  // Time limits are checked a few times within the shortest of them.
+  const auto shortest =
+      std::min({i.options.header_timeout, i.options.idle_timeout, i.options.body_timeout});
+  i.sweep_every = std::clamp(shortest / 8, std::chrono::milliseconds(10),
+                             std::chrono::milliseconds(250));
   beast::error_code ec;
   const auto address =
       asio::ip::make_address(i.options.host == "localhost" ? "127.0.0.1" : i.options.host, ec);
@@ -513,6 +950,9 @@ Status HttpServer::start() {
   if (ec) return fail(ec.message());
   i.bound_port = i.acceptor.local_endpoint().port();
   i.accept();
+  i.sweep();
+  log_info(std::string("HTTP: serving ") + (i.tls ? "HTTPS" : "HTTP") + " on " + i.options.host +
+           ":" + std::to_string(i.bound_port));
   for (int t = 0; t < std::max(1, i.options.threads); ++t) {
     i.threads.emplace_back([&i] { i.ioc.run(); });
   }
@@ -526,6 +966,7 @@ void HttpServer::stop(std::chrono::milliseconds grace) {
     beast::error_code ec;
     i.acceptor.close(ec);
   });
+  // The sweep goes on during the grace period (time limits still apply), until ioc.stop().
   std::vector<std::shared_ptr<Session>> sessions;
   {
     std::lock_guard lock(i.mu);
@@ -554,6 +995,8 @@ void HttpServer::stop(std::chrono::milliseconds grace) {
 int HttpServer::port() const { return impl_->bound_port; }
 
 size_t HttpServer::connections() const { return impl_->open.load(); }
+
+size_t HttpServer::streams() const { return impl_->streams.load(); }
 
 void HttpServer::run_blocking(std::function<void()> work) {
   asio::post(impl_->blocking, std::move(work));

@@ -3,7 +3,14 @@
 // connections, per client address too; how long a client may take to send its headers, its body,
 // or nothing at all between requests; how large headers and bodies may be — and answers every
 // refusal with problem+json where a response can still be written, counting each in /metrics.
-// Requests on one connection are answered in order (pipelining).
+// Requests on one connection are answered in order (pipelining). With a certificate and key it
+// speaks HTTPS only.
+//
+// A response can also be a stream (chunked; e.g. text/event-stream): the handler answers with
+// HttpResponse::stream set, and the producer then writes through an HttpStream at the client's
+// pace — it may ask how much room the client has and be told when its output has drained. A
+// client whose unsent output passes the bound (stream_buffer_bytes) is disconnected, so a slow
+// reader costs at most that much memory and never slows other clients.
 //
 // A Handler gets the request and a Responder, and must call the Responder exactly once, from any
 // thread, whenever the answer is ready; the handler itself must not block (blocking work goes to
@@ -41,11 +48,47 @@ struct HttpRequest {
   std::optional<std::string> param(std::string_view name) const;
 };
 
+// Why a stream ended.
+enum class StreamEnd {
+  kEnded,       // the producer called end() and everything was sent
+  kClientGone,  // the client closed the connection, or writing to it failed
+  kTooSlow,     // the client's unsent output passed the bound: it was disconnected
+  kShutdown,    // the server is stopping (the stream was ended cleanly)
+};
+const char* stream_end_name(StreamEnd why);
+
+// The producer's side of a streaming response. Every method may be called from any thread;
+// callbacks run on a network thread and must not block. After the stream ends, writes are
+// refused and pending callbacks are dropped (on_close still runs, once).
+class HttpStream {
+ public:
+  virtual ~HttpStream() = default;
+  // Queues `data` as one chunk. false: the stream is over and nothing was queued — or this write
+  // took the unsent output past the bound, and the client is being disconnected.
+  virtual bool write(std::string data) = 0;
+  // Bytes that may still be queued before the client is cut off; 0 once the stream is over.
+  virtual size_t room() const = 0;
+  // `then` runs once everything queued so far has been written to the connection (at once if
+  // nothing is queued): the pull-at-the-client's-pace signal.
+  virtual void on_drain(std::function<void()> then) = 0;
+  // `then` runs after `delay`, unless the stream has ended by then (heartbeats, ticks).
+  virtual void after(std::chrono::milliseconds delay, std::function<void()> then) = 0;
+  // `then` runs exactly once when the stream ends, whatever the reason (set it first).
+  virtual void on_close(std::function<void(StreamEnd)> then) = 0;
+  // Ends the stream after what is queued has been sent (the final chunk; the connection stays
+  // open for the next request).
+  virtual void end() = 0;
+  virtual bool closed() const = 0;
+};
+
 struct HttpResponse {
   int status = 200;
   std::string content_type;  // empty: no body
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;
+  // Set: a streaming response. The status and headers go out at once (chunked, no body), then
+  // this runs, on a network thread, with the stream to write to.
+  std::function<void(std::shared_ptr<HttpStream>)> stream;
 };
 
 using Responder = std::function<void(HttpResponse)>;
@@ -64,6 +107,10 @@ struct HttpServerOptions {
   size_t max_header_bytes = 16 * 1024;
   size_t max_header_count = 100;
   size_t max_body_bytes = 1 << 20;
+  size_t stream_buffer_bytes = 1 << 20;  // a streaming client's unsent output, at most
+  // HTTPS: PEM certificate chain and private key (both, or neither for plain HTTP).
+  std::string tls_cert;
+  std::string tls_key;
 };
 
 // Percent-decodes one path segment or query value ('+' stays '+'); nullopt when malformed.
@@ -85,11 +132,13 @@ class HttpServer {
   void stop(std::chrono::milliseconds grace = std::chrono::milliseconds(5000));
   int port() const;
   size_t connections() const;
+  size_t streams() const;
   // Runs `work` on the server's blocking pool (store reads, password hashing, file rewrites).
   void run_blocking(std::function<void()> work);
 
  private:
-  friend class Session;  // a connection (http_server.cc)
+  friend class Session;      // a connection (http_server.cc)
+  friend class StreamState;  // a streaming response (http_server.cc)
   struct Impl;
   std::shared_ptr<Impl> impl_;
 };

@@ -109,6 +109,15 @@ int main(int argc, char** argv) {
   app.add_option("--http-body-timeout-s", body_timeout_s,
                  "a request's body must arrive within this long (and an answer be read)")
       ->capture_default_str();
+  app.add_option("--http-stream-buffer-bytes", hs.stream_buffer_bytes,
+                 "a streaming client's unsent output at most; a slower reader is disconnected")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{4096}, size_t{1} << 30));
+  app.add_option("--http-tls-cert", hs.tls_cert,
+                 "serve the API over HTTPS with this certificate chain (PEM) ...")
+      ->check(CLI::ExistingFile);
+  app.add_option("--http-tls-key", hs.tls_key, "... and this private key (PEM)")
+      ->check(CLI::ExistingFile);
   app.add_option("--data", cfg.data_dir, "data directory (SQLite file, broker config)")
       ->capture_default_str();
   app.add_option("--durability", durability,
@@ -187,8 +196,8 @@ int main(int argc, char** argv) {
     gateway.stop();
     return 1;
   }
-  spdlog::info("doppeld ready: API http://{}/v1/twins, metrics /metrics, broker {}, data {}",
-               cfg.http.substr(0, cfg.http.rfind(':')) + ":" + std::to_string(gateway.http_port()),
+  spdlog::info("doppeld ready: API {}://{}/v1/twins, metrics /metrics, broker {}, data {}",
+               hs.tls_cert.empty() ? "http" : "https", cfg.http.substr(0, cfg.http.rfind(':')) + ":" + std::to_string(gateway.http_port()),
                gateway.broker_uri(), cfg.data_dir);
   int sig = 0;
   sigwait(&signals, &sig);
