@@ -183,9 +183,11 @@ Status Gateway::start() {
       http_options, *runtime_, *store_, metrics_, [this] { return readiness(); },
       device_auth_.get());
   if (Status s = http_->start(); !s) return s;
-  log_info("doppeld: serving HTTP on http://" + http_host + ":" + std::to_string(http_->port()) +
-           ", devices on " + broker_uri_ + " (prefix '" + config_.topic_prefix + "'), store " +
-           database_path() + ", " + std::to_string(runtime_options.shards) + " shards");
+  log_info(std::string("doppeld: serving the API on ") +
+           (config_.http_server.tls_cert.empty() ? "http://" : "https://") + http_host + ":" +
+           std::to_string(http_->port()) + ", devices on " + broker_uri_ + " (prefix '" +
+           config_.topic_prefix + "'), store " + database_path() + ", " +
+           std::to_string(runtime_options.shards) + " shards");
   return Status::ok();
 }
 

@@ -1,9 +1,9 @@
-// HttpApi: the operator API of DESIGN §5 over the event-driven HttpServer. It routes on the raw
-// path (each segment percent-decoded afterwards), validates each request (ids, bodies, limits,
-// content types), runs it against its twin through the runtime, and answers only after the change
-// it caused is committed (the runtime's output gate) — from the store's writer thread, never by
-// blocking a network thread. Store reads and credential work run on the server's blocking pool.
-// Errors are application/problem+json (RFC 9457).
+// HttpApi: the operator API of DESIGN §5 over the event-driven HttpServer, assembled from its
+// parts: the Router (http_router.h: raw-path routing, 404/405), ApiAuth (http_auth.h: bearer
+// tokens), the handlers of each resource (api_handlers.h), and the problem vocabulary
+// (http_problems.h: every error is application/problem+json, RFC 9457). Handlers answer only
+// after the change they caused is committed (the runtime's output gate) — from the store's writer
+// thread, never by blocking a network thread.
 //
 // Thread-safety: start() and stop() from the owner; everything the handlers touch is
 // thread-safe.
@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "gateway/http_problems.h"
 #include "gateway/http_server.h"
 #include "twins/metrics.h"
 #include "twins/ports.h"
@@ -60,11 +61,5 @@ class HttpApi {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
-
-// The HTTP status for a Status code (400, 404, 409, 412, 413, 429, 503, 500).
-int http_status(StatusCode code);
-// An RFC 9457 problem document.
-std::string problem_json(int status, std::string_view code, std::string_view detail,
-                         std::string_view instance = {});
 
 }  // namespace doppel::gateway

@@ -6,10 +6,10 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl.hpp>
-#include <boost/asio/write.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <condition_variable>
@@ -456,7 +456,8 @@ class Session : public std::enable_shared_from_this<Session> {
     if (closed_ || !stream_) return;
     server_.refuse(Refusal::kStreamTooSlow);
     log_info("HTTP: cut off a streaming client at " + ip_ + " (more than " +
-             std::to_string(o().stream_buffer_bytes) + " bytes unsent; --http-stream-buffer-bytes)");
+             std::to_string(o().stream_buffer_bytes) +
+             " bytes unsent; --http-stream-buffer-bytes)");
     end_stream(StreamEnd::kTooSlow);
     close();
   }
@@ -465,13 +466,13 @@ class Session : public std::enable_shared_from_this<Session> {
     if (!stream_ || stream_->closed()) return;
     auto timer = std::make_shared<asio::steady_timer>(executor(), delay);
     stream_->timers().push_back(timer);
-    timer->async_wait([self = shared_from_this(), timer,
-                       then = std::move(then)](beast::error_code ec) {
-      if (ec || !self->stream_) return;
-      auto& ts = self->stream_->timers();
-      ts.erase(std::remove(ts.begin(), ts.end(), timer), ts.end());
-      if (!self->stream_->closed()) then();
-    });
+    timer->async_wait(
+        [self = shared_from_this(), timer, then = std::move(then)](beast::error_code ec) {
+          if (ec || !self->stream_) return;
+          auto& ts = self->stream_->timers();
+          ts.erase(std::remove(ts.begin(), ts.end(), timer), ts.end());
+          if (!self->stream_->closed()) then();
+        });
   }
 
   const std::string& ip() const { return ip_; }
@@ -484,9 +485,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void arm(std::chrono::milliseconds limit) {
     ++phase_;
     timed_out_ = false;
-    deadline_ns_.store(
-        std::chrono::duration_cast<std::chrono::nanoseconds>((Clock::now() + limit).time_since_epoch())
-            .count());
+    deadline_ns_.store(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                           (Clock::now() + limit).time_since_epoch())
+                           .count());
   }
   void disarm() {
     ++phase_;
@@ -500,13 +501,13 @@ class Session : public std::enable_shared_from_this<Session> {
     arm(o().idle_timeout);
     if (transport_.tls()) {
       // Decrypted bytes may already wait inside TLS: read (which also waits), not poll.
-      transport_.async_read_some(
-          buffer_.prepare(2048), [self = shared_from_this()](beast::error_code ec, size_t n) {
-            self->disarm();
-            if (ec) return self->close();
-            self->buffer_.commit(n);
-            self->read_header();
-          });
+      transport_.async_read_some(buffer_.prepare(2048),
+                                 [self = shared_from_this()](beast::error_code ec, size_t n) {
+                                   self->disarm();
+                                   if (ec) return self->close();
+                                   self->buffer_.commit(n);
+                                   self->read_header();
+                                 });
       return;
     }
     transport_.socket().async_wait(tcp::socket::wait_read,
@@ -710,12 +711,13 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void discard() {
     if (lingered_ > (8u << 20)) return close();
-    transport_.socket().async_read_some(asio::buffer(scratch_.get(), kScratch),
-                                        [self = shared_from_this()](beast::error_code ec, size_t n) {
-                                          if (ec) return self->close();
-                                          self->lingered_ += n;
-                                          self->discard();
-                                        });
+    transport_.socket().async_read_some(
+        asio::buffer(scratch_.get(), kScratch),
+        [self = shared_from_this()](beast::error_code ec, size_t n) {
+          if (ec) return self->close();
+          self->lingered_ += n;
+          self->discard();
+        });
   }
 
   void close() {
@@ -799,9 +801,8 @@ void StreamState::on_drain(std::function<void()> then) {
 }
 
 void StreamState::after(std::chrono::milliseconds delay, std::function<void()> then) {
-  on_strand([delay, then = std::move(then)](Session& s) mutable {
-    s.add_timer(delay, std::move(then));
-  });
+  on_strand(
+      [delay, then = std::move(then)](Session& s) mutable { s.add_timer(delay, std::move(then)); });
 }
 
 void StreamState::begin_end(StreamEnd why) {
@@ -917,8 +918,8 @@ Status HttpServer::start() {
     ctx->use_certificate_chain_file(i.options.tls_cert, tls_ec);
     if (tls_ec) {
       return Status(StatusCode::kInvalidArgument, "cannot use --http-tls-cert " +
-                                                      i.options.tls_cert + ": " +
-                                                      tls_ec.message() + " (expected PEM)");
+                                                      i.options.tls_cert + ": " + tls_ec.message() +
+                                                      " (expected PEM)");
     }
     ctx->use_private_key_file(i.options.tls_key, asio::ssl::context::pem, tls_ec);
     if (tls_ec) {
@@ -931,8 +932,8 @@ Status HttpServer::start() {
   // Time limits are checked a few times within the shortest of them.
   const auto shortest =
       std::min({i.options.header_timeout, i.options.idle_timeout, i.options.body_timeout});
-  i.sweep_every = std::clamp(shortest / 8, std::chrono::milliseconds(10),
-                             std::chrono::milliseconds(250));
+  i.sweep_every =
+      std::clamp(shortest / 8, std::chrono::milliseconds(10), std::chrono::milliseconds(250));
   beast::error_code ec;
   const auto address =
       asio::ip::make_address(i.options.host == "localhost" ? "127.0.0.1" : i.options.host, ec);
@@ -951,8 +952,6 @@ Status HttpServer::start() {
   i.bound_port = i.acceptor.local_endpoint().port();
   i.accept();
   i.sweep();
-  log_info(std::string("HTTP: serving ") + (i.tls ? "HTTPS" : "HTTP") + " on " + i.options.host +
-           ":" + std::to_string(i.bound_port));
   for (int t = 0; t < std::max(1, i.options.threads); ++t) {
     i.threads.emplace_back([&i] { i.ioc.run(); });
   }

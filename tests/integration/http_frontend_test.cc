@@ -1,7 +1,8 @@
 // The HTTP front end under hostile and heavy clients: header and body limits (431, 413 without
 // reading the body), slowloris closed at the header timeout, idle sockets that cannot starve the
 // API, thousands of idle connections, the per-address limit, pipelining in order, and routing on
-// the raw path. Waits are bounded far above the normal figures: they detect hangs, not speed.
+// the raw path, and streams whose slow readers are cut off at their bound (or waited for, at the
+// client's pace). Waits are bounded far above the normal figures: they detect hangs, not speed.
 #include <doctest/doctest.h>
 
 #include <arpa/inet.h>
@@ -19,114 +20,12 @@
 
 #include "simulator/process.h"
 #include "tests/support/harness.h"
+#include "tests/support/raw_http.h"
 
 using namespace doppel::testing;
 using Clock = std::chrono::steady_clock;
 
-namespace {
-
-// A raw TCP client: for requests no HTTP library would send.
-class Raw {
- public:
-  // `source`: the local address to connect from (127.0.0.N are all this machine).
-  explicit Raw(int port, const char* source = nullptr) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    if (source != nullptr) {
-      sockaddr_in local{};
-      local.sin_family = AF_INET;
-      ::inet_pton(AF_INET, source, &local.sin_addr);
-      ::bind(fd_, reinterpret_cast<sockaddr*>(&local), sizeof local);
-    }
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>(port));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-  }
-  ~Raw() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Raw(Raw&& o) noexcept : fd_(o.fd_), connected_(o.connected_) { o.fd_ = -1; }
-  bool connected() const { return connected_; }
-  bool send(const std::string& s) {
-    size_t off = 0;
-    while (off < s.size()) {
-      const ssize_t n = ::send(fd_, s.data() + off, s.size() - off, MSG_NOSIGNAL);
-      if (n <= 0) return false;
-      off += static_cast<size_t>(n);
-    }
-    return true;
-  }
-  // Receives what is there within `timeout` (at most up to `bytes` more) into the buffer; returns
-  // whether anything arrived. Notes when the peer closed.
-  bool fill(std::chrono::milliseconds timeout, size_t bytes = 1 << 20) {
-    pollfd p{fd_, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(timeout.count())) <= 0) return false;
-    std::string chunk(std::min<size_t>(bytes, 65536), '\0');
-    const ssize_t n = ::recv(fd_, chunk.data(), chunk.size(), 0);
-    if (n <= 0) {
-      closed_ = true;
-      return false;
-    }
-    buf_.append(chunk.data(), static_cast<size_t>(n));
-    return true;
-  }
-  // Whether the server has said something (or closed) already, without waiting.
-  bool readable() {
-    pollfd p{fd_, POLLIN, 0};
-    return ::poll(&p, 1, 0) > 0;
-  }
-  // The next whole response (headers and a Content-Length body), or what arrived before the
-  // peer closed or `timeout` passed.
-  std::string response(std::chrono::milliseconds timeout) {
-    const auto deadline = Clock::now() + timeout;
-    while (true) {
-      const size_t end = buf_.find("\r\n\r\n");
-      if (end != std::string::npos) {
-        const size_t cl = buf_.find("Content-Length: ");
-        const size_t len =
-            cl == std::string::npos || cl > end ? 0 : std::stoul(buf_.substr(cl + 16));
-        if (buf_.size() >= end + 4 + len) {
-          std::string r = buf_.substr(0, end + 4 + len);
-          buf_.erase(0, end + 4 + len);
-          return r;
-        }
-      }
-      const auto left =
-          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-      if (closed_ || left.count() <= 0) return std::exchange(buf_, {});
-      fill(left);
-    }
-  }
-  bool closed() const { return closed_; }
-  void set_send_buffer(int bytes) {
-    ::setsockopt(fd_, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
-  }
-
- private:
-  int fd_ = -1;
-  bool connected_ = false;
-  bool closed_ = false;
-  std::string buf_;
-};
-
-int status_of(const std::string& response) {
-  return response.rfind("HTTP/1.1 ", 0) == 0 ? std::stoi(response.substr(9, 3)) : 0;
-}
-
-json body_of(const std::string& response) {
-  const size_t end = response.find("\r\n\r\n");
-  return end == std::string::npos ? json() : json::parse(response.substr(end + 4), nullptr, false);
-}
-
-void raise_fd_limit() {
-  rlimit r{};
-  ::getrlimit(RLIMIT_NOFILE, &r);
-  r.rlim_cur = r.rlim_max;
-  ::setrlimit(RLIMIT_NOFILE, &r);
-}
-
-}  // namespace
+namespace {}  // namespace
 
 TEST_CASE("oversized headers get 431 and do not inflate memory") {
   Stack stack;
@@ -297,4 +196,95 @@ TEST_CASE("pipelined requests are answered in order; the raw path is routed, the
   auto bad = gw.get("/v1/twins/bad%2Fid");
   CHECK(bad.status == 400);
   CHECK(bad.body["type"] == "urn:doppel:problem:invalid_id");
+}
+
+namespace {
+
+// The tick ids ("id: N") in an event stream's text, in order.
+std::vector<long> tick_ids(const std::string& text) {
+  std::vector<long> ids;
+  for (size_t at = text.find("\nid: "); at != std::string::npos; at = text.find("\nid: ", at + 1)) {
+    ids.push_back(std::stol(text.substr(at + 5)));
+  }
+  return ids;
+}
+
+}  // namespace
+
+TEST_CASE("a slow stream reader is cut off at its bound while a fast one keeps receiving") {
+  Stack stack({"--http-stream-buffer-bytes", "65536"});
+  auto& gw = stack.gateway;
+  // 4 KiB ticks every millisecond, whatever the reader does: ~4 MB/s.
+  const std::string request =
+      "GET /v1/debug/ticks?pace=fixed&interval_ms=1&bytes=4096 HTTP/1.1\r\nHost: x\r\n\r\n";
+  Raw slow(gw.http_port(), nullptr, 4096);  // a small window, and it never reads
+  REQUIRE(slow.connected());
+  REQUIRE(slow.send(request));
+  std::atomic<bool> stop{false};
+  std::atomic<size_t> fast_bytes{0};
+  std::atomic<bool> fast_closed{false};
+  std::thread fast([&] {
+    Raw c(gw.http_port());
+    if (!c.send(request)) return;
+    while (!stop.load() && !c.closed()) {
+      if (c.fill(100ms)) {
+        fast_bytes = fast_bytes.load() + c.buffered().size();
+        c.clear();
+      }
+    }
+    fast_closed = c.closed();
+  });
+  // Cut off within a bound far above the ~20 ms it takes to queue 64 KiB at this rate.
+  CHECK(eventually(
+      [&] {
+        return metric(gw.text("/metrics"),
+                      "doppel_http_refused_total{reason=\"stream_too_slow\"}") == 1;
+      },
+      30s));
+  // Meanwhile the API answers, and the fast reader goes on receiving after the cut.
+  const auto t0 = Clock::now();
+  CHECK(gw.get("/healthz").status == 200);
+  CHECK(Clock::now() - t0 < 2s);
+  const size_t before = fast_bytes.load();
+  CHECK(eventually([&] { return fast_bytes.load() > before + (1 << 20); }, 30s));
+  stop = true;
+  fast.join();
+  CHECK(!fast_closed.load());
+  CHECK(metric(gw.text("/metrics"), "doppel_http_refused_total{reason=\"stream_too_slow\"}") == 1);
+  // The slow reader finds what fitted in its window, then the end of the connection.
+  while (!slow.closed() && slow.fill(10s)) {
+  }
+  CHECK(slow.closed());
+  CHECK(eventually([&] { return metric(gw.text("/metrics"), "doppel_http_streams") == 0; }, 10s));
+}
+
+TEST_CASE("a stream at the client's pace waits for a slow reader and misses nothing") {
+  Stack stack({"--http-stream-buffer-bytes", "65536"});
+  auto& gw = stack.gateway;
+  Raw slow(gw.http_port(), nullptr, 4096);
+  REQUIRE(
+      slow.send("GET /v1/debug/ticks?pace=client&interval_ms=0&count=2000&bytes=4096 HTTP/1.1\r\n"
+                "Host: x\r\n\r\n"));
+  // Not reading for a while: the producer waits for the client instead of queueing without end.
+  CHECK(!eventually(
+      [&] {
+        return metric(gw.text("/metrics"),
+                      "doppel_http_refused_total{reason=\"stream_too_slow\"}") > 0;
+      },
+      2s));
+  // Then reading it all: every tick, in order, and the end of the stream.
+  std::string all;
+  const auto deadline = Clock::now() + 60s;
+  while (Clock::now() < deadline && all.find("\r\n0\r\n\r\n") == std::string::npos) {
+    if (slow.fill(1s)) {
+      all += slow.buffered();
+      slow.clear();
+    }
+    if (slow.closed()) break;
+  }
+  const auto ids = tick_ids(all);
+  REQUIRE(ids.size() == 2000);
+  for (size_t i = 0; i < ids.size(); ++i) REQUIRE(ids[i] == static_cast<long>(i));
+  CHECK(all.find("\r\n0\r\n\r\n") != std::string::npos);
+  CHECK(metric(gw.text("/metrics"), "doppel_http_refused_total{reason=\"stream_too_slow\"}") == 0);
 }

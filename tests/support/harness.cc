@@ -73,6 +73,12 @@ void Doppeld::start(std::chrono::milliseconds ready_within) {
   REQUIRE_MESSAGE((ready && process_.running()), "doppeld did not become ready:\n", log());
 }
 
+void Doppeld::start_with(const std::function<bool()>& up, std::chrono::milliseconds within) {
+  launch();
+  const bool ok = eventually([&] { return !process_.running() || up(); }, within, 20ms);
+  REQUIRE_MESSAGE((ok && process_.running()), "doppeld did not come up:\n", log());
+}
+
 void Doppeld::launch() {
   std::vector<std::string> args = {
       DOPPELD_PATH,  "--data", data_dir_, "--http", "127.0.0.1:" + std::to_string(http_port_),
@@ -251,6 +257,12 @@ void TestDevice::publish_topic(const std::string& topic, const std::string& payl
 long metric(const std::string& text, const std::string& name) {
   const auto pos = text.find("\n" + name + " ");
   return pos == std::string::npos ? -1 : std::stol(text.substr(pos + name.size() + 2));
+}
+
+size_t occurrences(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
 }
 
 void TestDevice::answer_commands(std::optional<twins::ResultStatus> status) {

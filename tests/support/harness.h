@@ -37,6 +37,8 @@ bool eventually(const std::function<bool()>& condition, std::chrono::millisecond
 
 // The value of an unlabelled sample `name` in Prometheus text; -1 when absent.
 long metric(const std::string& text, const std::string& name);
+// How many times `what` occurs in `text`.
+size_t occurrences(const std::string& text, const std::string& what);
 
 class TempDir {
  public:
@@ -74,6 +76,8 @@ class Doppeld {
   void start(std::chrono::milliseconds ready_within = 20s);
   // Starts and waits only until it serves HTTP (/healthz), ready or not.
   void start_unready(std::chrono::milliseconds within = 20s);
+  // Starts and waits until `up()` (e.g. an HTTPS probe, which request() cannot make).
+  void start_with(const std::function<bool()>& up, std::chrono::milliseconds within = 20s);
   void kill9();
   // SIGTERM and wait for a clean exit; returns the exit status.
   int stop();

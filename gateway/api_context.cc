@@ -1,0 +1,106 @@
+#include <algorithm>
+#include <cctype>
+
+#include "gateway/api_handlers.h"
+
+namespace doppel::gateway {
+namespace {
+
+std::string media_type(const HttpRequest& req) {
+  std::string ct = req.header("Content-Type").value_or("");
+  ct = ct.substr(0, ct.find(';'));
+  ct.erase(std::remove_if(ct.begin(), ct.end(), [](unsigned char c) { return std::isspace(c); }),
+           ct.end());
+  std::transform(ct.begin(), ct.end(), ct.begin(), [](unsigned char c) { return std::tolower(c); });
+  return ct;
+}
+
+}  // namespace
+
+std::optional<size_t> parse_size(const std::string& s, size_t lo, size_t hi) {
+  if (s.empty() || s.size() > 9) return std::nullopt;
+  size_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return std::nullopt;
+    v = v * 10 + static_cast<size_t>(c - '0');
+  }
+  if (v < lo || v > hi) return std::nullopt;
+  return v;
+}
+
+HttpResponse ApiContext::to_response(twins::ApiReply r, Etag etag, const char* body_field,
+                                     const std::string& path) {
+  if (!r.status) return status_response(r.status, path);
+  int status = 200;
+  switch (r.kind) {
+    case twins::ReplyKind::kOk:
+      status = 200;
+      break;
+    case twins::ReplyKind::kCreated:
+      status = 201;
+      break;
+    case twins::ReplyKind::kAccepted:
+      status = 202;
+      break;
+    case twins::ReplyKind::kNoContent: {
+      HttpResponse none;
+      none.status = 204;
+      return none;
+    }
+  }
+  HttpResponse res = json_response(status, body_field != nullptr ? r.body[body_field] : r.body);
+  if (etag == Etag::kDesiredVersion && r.body.contains("desired_version")) {
+    res.headers.emplace_back(
+        "ETag", "\"" + std::to_string(r.body["desired_version"].get<uint64_t>()) + "\"");
+  } else if (!r.etag.empty()) {
+    res.headers.emplace_back("ETag", r.etag);
+  }
+  return res;
+}
+
+void ApiContext::call(const ExchangePtr& x, twins::ApiRequest request, Etag etag,
+                      const char* body_field,
+                      std::function<void(const ExchangePtr&, twins::ApiReply)> then) const {
+  const std::string id = x->segments[2];
+  rt->call(id, std::move(request),
+           [x, etag, body_field, then = std::move(then)](twins::ApiReply r) mutable {
+             if (then) return then(x, std::move(r));
+             x->send(to_response(std::move(r), etag, body_field, x->req.path));
+           });
+}
+
+std::optional<twins::json> ApiContext::body(Exchange& x,
+                                            std::initializer_list<std::string_view> media_types,
+                                            bool allow_empty) const {
+  const std::string mt = media_type(x.req);
+  if (!mt.empty() && std::find(media_types.begin(), media_types.end(), mt) == media_types.end()) {
+    std::string allowed;
+    for (auto m : media_types) allowed += (allowed.empty() ? "" : ", ") + std::string(m);
+    x.problem(415, "unsupported_media_type",
+              "Content-Type '" + mt + "' is not accepted here; use " + allowed);
+    return std::nullopt;
+  }
+  if (x.req.body.empty()) {
+    if (allow_empty) return twins::json();
+    x.problem(400, "malformed", "the request body is empty; expected JSON");
+    return std::nullopt;
+  }
+  auto doc = twins::parse_json(x.req.body, limits().max_payload_bytes(), limits().max_depth + 2);
+  if (!doc) {
+    x.status(doc.status());
+    return std::nullopt;
+  }
+  return std::move(*doc);
+}
+
+RouteHandler twin_route(const ApiContext* ctx, TwinHandler handler) {
+  if (ctx == nullptr) return nullptr;
+  return [ctx, handler = std::move(handler)](const ExchangePtr& x) {
+    if (Status s = twins::check_device_id(x->segments[2], ctx->limits()); !s) {
+      return x->status(s);
+    }
+    handler(*ctx, x);
+  };
+}
+
+}  // namespace doppel::gateway

@@ -1,0 +1,71 @@
+// The handlers of the operator API, one file per resource, and what they share (ApiContext):
+//   api_service.cc   /healthz, /readyz, /metrics, /v1/openapi.json
+//   api_twins.cc     /v1/twins, /v1/twins/{id}, /v1/twins/{id}/desired
+//   api_commands.cc  /v1/twins/{id}/commands[/{command_id}]
+//   api_debug.cc     /v1/debug/ticks (the streaming example the tests use)
+// A handler validates its request (ids, bodies, limits, content types), runs it against its twin
+// through the runtime and answers when the runtime does — after the change it caused is
+// committed, on the store's writer thread — so it never blocks a network thread. Store reads and
+// credential work go to the server's blocking pool.
+//
+// Thread-safety: the context is immutable after set-up; handlers run on any thread.
+#pragma once
+
+#include <functional>
+#include <initializer_list>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "gateway/http_router.h"
+#include "twins/metrics.h"
+#include "twins/ports.h"
+#include "twins/requests.h"
+#include "twins/runtime.h"
+
+namespace doppel::gateway {
+
+class DeviceAuth;
+struct Readiness;
+
+struct ApiContext {
+  twins::Runtime* rt = nullptr;
+  twins::TwinStore* store = nullptr;
+  Metrics* metrics = nullptr;
+  std::function<Readiness()> readiness;
+  DeviceAuth* device_auth = nullptr;  // optional: credentials on PUT/DELETE of a twin
+  HttpServer* server = nullptr;       // run_blocking()
+
+  const twins::Limits& limits() const { return rt->logic().policy().limits; }
+
+  // Which version a response's ETag carries.
+  enum class Etag { kVersion, kDesiredVersion };
+  // Runs `request` on the twin named by segment 2; answers when the runtime does (after the
+  // commit). With `then`, it gets the reply instead (on the answering thread; must not block).
+  void call(const ExchangePtr& x, twins::ApiRequest request, Etag etag = Etag::kVersion,
+            const char* body_field = nullptr,
+            std::function<void(const ExchangePtr&, twins::ApiReply)> then = nullptr) const;
+  // A runtime reply as a response: its status, the body (or one field of it) and the ETag.
+  static HttpResponse to_response(twins::ApiReply r, Etag etag, const char* body_field,
+                                  const std::string& path);
+  // The JSON body, or an error already sent (415 for another media type, 400 for bad JSON). An
+  // empty body is null when `allow_empty`.
+  std::optional<twins::json> body(Exchange& x, std::initializer_list<std::string_view> media_types,
+                                  bool allow_empty) const;
+};
+
+// A handler of a route below /v1/twins/{id}: the id is checked first (400 if invalid). With no
+// context (the route table only), an empty handler.
+using TwinHandler = std::function<void(const ApiContext&, const ExchangePtr&)>;
+RouteHandler twin_route(const ApiContext* ctx, TwinHandler handler);
+
+// A decimal query parameter within [lo, hi], or nullopt.
+std::optional<size_t> parse_size(const std::string& s, size_t lo, size_t hi);
+
+// `ctx` may be null when only the route table is wanted (HttpApi::routes()).
+void add_service_routes(Router& router, const ApiContext* ctx);
+void add_twin_routes(Router& router, const ApiContext* ctx);
+void add_command_routes(Router& router, const ApiContext* ctx);
+void add_debug_routes(Router& router, const ApiContext* ctx);
+
+}  // namespace doppel::gateway

@@ -1,0 +1,63 @@
+// The service's own resources: liveness, readiness, metrics and the API description.
+#include "gateway/api_handlers.h"
+#include "gateway/http_api.h"
+#include "gateway/openapi.h"
+
+namespace doppel::gateway {
+namespace {
+
+void ready(const ApiContext& ctx, Exchange& x) {
+  const Readiness r = ctx.readiness();
+  if (r.store_open && r.broker_connected) {
+    twins::json body = {{"status", r.broker_dropping ? "degraded" : "ready"},
+                        {"store", "open"},
+                        {"broker", "connected"},
+                        {"broker_dropped_messages", r.broker_dropped}};
+    if (r.broker_dropping) {
+      body["detail"] =
+          "the broker is dropping messages (its queue for a client is full): device reports are "
+          "being lost; see README, Overload";
+    }
+    return x.json_body(200, body);
+  }
+  std::string detail = "not ready:";
+  if (!r.store_open) detail += " the store is not open;";
+  if (!r.broker_connected) {
+    detail += " the broker is not connected (reconnecting";
+    if (!r.broker_state.empty()) detail += "; embedded broker " + r.broker_state;
+    detail += ");";
+  }
+  detail.pop_back();
+  x.problem(503, "unavailable", detail);
+}
+
+}  // namespace
+
+void add_service_routes(Router& router, const ApiContext* ctx) {
+  using Access = Router::Access;
+  router.add(
+      "GET", "/healthz",
+      [](const ExchangePtr& x) {
+        x->json_body(200, {{"status", "ok"}});
+      },
+      Access::kOpen);
+  router.add(
+      "GET", "/readyz", [ctx](const ExchangePtr& x) { ready(*ctx, *x); }, Access::kOpen);
+  router.add("GET", "/metrics", [ctx](const ExchangePtr& x) {
+    HttpResponse r;
+    r.content_type = "text/plain; version=0.0.4";
+    r.body = ctx->metrics->render();
+    x->send(std::move(r));
+  });
+  router.add(
+      "GET", "/v1/openapi.json",
+      [](const ExchangePtr& x) {
+        HttpResponse r;
+        r.content_type = "application/json";
+        r.body = openapi_document();
+        x->send(std::move(r));
+      },
+      Access::kOpen);
+}
+
+}  // namespace doppel::gateway

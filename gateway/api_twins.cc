@@ -1,0 +1,139 @@
+// Twins and their desired state: list, provision (with device credentials), settings, delete,
+// read, and desired-state changes with If-Match (DESIGN §5).
+#include "gateway/api_handlers.h"
+#include "gateway/device_auth.h"
+#include "twins/record.h"
+
+namespace doppel::gateway {
+namespace {
+
+using Etag = ApiContext::Etag;
+
+void list_twins(const ApiContext& ctx, const ExchangePtr& x) {
+  size_t limit = 100;
+  if (auto l = x->req.param("limit")) {
+    auto v = parse_size(*l, 1, 1000);
+    if (!v) return x->problem(400, "invalid_argument", "limit must be 1 to 1000");
+    limit = *v;
+  }
+  const std::string cursor = x->req.param("cursor").value_or("");
+  if (!cursor.empty() && !twins::valid_device_id(cursor, ctx.limits())) {
+    return x->problem(400, "invalid_argument", "cursor must be the next_cursor of a previous page");
+  }
+  // A store read: off the network threads.
+  ctx.server->run_blocking([&ctx, x, cursor, limit] {
+    auto page = ctx.store->list(cursor, limit + 1);
+    if (!page) return x->status(page.status());
+    twins::json items = twins::json::array();
+    std::string last;
+    for (size_t i = 0; i < page->size() && i < limit; ++i) {
+      auto t = twins::from_record((*page)[i]);
+      if (!t) return x->status(t.status());
+      items.push_back(twins::twin_document(*t, ctx.rt->logic().stale_after_ms(*t)));
+      last = t->id;
+    }
+    const bool more = page->size() > limit;
+    x->json_body(200, {{"items", std::move(items)},
+                       {"next_cursor", more ? twins::json(last) : twins::json()}});
+  });
+}
+
+// PUT (provision, optionally with credentials) and PATCH (settings) of a twin.
+void settings(const ApiContext& ctx, const ExchangePtr& x, bool is_patch) {
+  auto doc = ctx.body(*x, {"application/json", "application/merge-patch+json"}, true);
+  if (!doc) return;
+  const std::string id = x->segments[2];
+  bool credentials = false;
+  bool revoke = false;
+  if (!is_patch && doc->is_object() && doc->contains("credentials")) {
+    const twins::json& c = (*doc)["credentials"];
+    if (!c.is_boolean()) {
+      return x->problem(400, "invalid_argument", "credentials must be true or false");
+    }
+    credentials = c.get<bool>();
+    revoke = !credentials && ctx.device_auth != nullptr;
+    doc->erase("credentials");
+    if (credentials && ctx.device_auth == nullptr) {
+      return x->problem(400, "invalid_argument",
+                        "this gateway does not manage device credentials; start doppeld with "
+                        "--device-auth (embedded broker)");
+    }
+    // Refused before anything changes: a refused request must not create the twin.
+    if (credentials) {
+      if (Status s = ctx.device_auth->check_device(id); !s) return x->status(s);
+    }
+  }
+  auto s = twins::parse_twin_settings(*doc, is_patch, ctx.limits());
+  if (!s) return x->status(s.status());
+  if (is_patch) return ctx.call(x, twins::PatchTwin{std::move(*s)});
+  if (!credentials && !revoke) return ctx.call(x, twins::ProvisionTwin{std::move(*s)});
+  // Credentials are issued (or revoked) after the twin is committed, on the blocking pool:
+  // hashing and the password-file rewrite take milliseconds.
+  ctx.call(
+      x, twins::ProvisionTwin{std::move(*s)}, Etag::kVersion, nullptr,
+      [&ctx, credentials, id](const ExchangePtr& ex, twins::ApiReply r) {
+        if (!r.status) {
+          return ex->send(
+              ApiContext::to_response(std::move(r), Etag::kVersion, nullptr, ex->req.path));
+        }
+        ctx.server->run_blocking([&ctx, ex, credentials, id, r = std::move(r)]() mutable {
+          if (!credentials) {
+            if (Status st = ctx.device_auth->revoke(id); !st) return ex->status(st);
+            return ex->send(
+                ApiContext::to_response(std::move(r), Etag::kVersion, nullptr, ex->req.path));
+          }
+          auto password = ctx.device_auth->issue(id);
+          if (!password) return ex->status(password.status());
+          // Shown here, once; kept only as a hash. A PUT with credentials on an existing
+          // twin replaces the password.
+          r.body["credentials"] = {{"username", id}, {"password", *password}};
+          ex->send(ApiContext::to_response(std::move(r), Etag::kVersion, nullptr, ex->req.path));
+        });
+      });
+}
+
+void remove(const ApiContext& ctx, const ExchangePtr& x) {
+  if (ctx.device_auth == nullptr) return ctx.call(x, twins::DeleteTwin{});
+  // Credentials go first: a deprovisioned device must not keep access, even if the delete itself
+  // then fails and is retried.
+  ctx.server->run_blocking([&ctx, x] {
+    if (Status s = ctx.device_auth->revoke(x->segments[2]); !s) return x->status(s);
+    ctx.call(x, twins::DeleteTwin{});
+  });
+}
+
+void update_desired(const ApiContext& ctx, const ExchangePtr& x, bool replace) {
+  std::optional<uint64_t> if_match;
+  if (auto h = x->req.header("If-Match")) {
+    auto m = twins::parse_if_match(*h);
+    if (!m) return x->status(m.status());
+    if_match = *m;
+  }
+  auto doc = replace ? ctx.body(*x, {"application/json"}, false)
+                     : ctx.body(*x, {"application/merge-patch+json", "application/json"}, false);
+  if (!doc) return;
+  ctx.call(x, twins::UpdateDesired{std::move(*doc), replace, if_match}, Etag::kDesiredVersion);
+}
+
+}  // namespace
+
+void add_twin_routes(Router& router, const ApiContext* ctx) {
+  auto twin = [ctx](TwinHandler f) { return twin_route(ctx, std::move(f)); };
+  router.add("GET", "/v1/twins", [ctx](const ExchangePtr& x) { list_twins(*ctx, x); });
+  router.add("GET", "/v1/twins/{id}",
+             twin([](const ApiContext& c, const ExchangePtr& x) { c.call(x, twins::GetTwin{}); }));
+  router.add("PUT", "/v1/twins/{id}",
+             twin([](const ApiContext& c, const ExchangePtr& x) { settings(c, x, false); }));
+  router.add("PATCH", "/v1/twins/{id}",
+             twin([](const ApiContext& c, const ExchangePtr& x) { settings(c, x, true); }));
+  router.add("DELETE", "/v1/twins/{id}", twin(remove));
+  router.add("GET", "/v1/twins/{id}/desired", twin([](const ApiContext& c, const ExchangePtr& x) {
+               c.call(x, twins::GetTwin{}, Etag::kDesiredVersion, "desired");
+             }));
+  router.add("PATCH", "/v1/twins/{id}/desired",
+             twin([](const ApiContext& c, const ExchangePtr& x) { update_desired(c, x, false); }));
+  router.add("PUT", "/v1/twins/{id}/desired",
+             twin([](const ApiContext& c, const ExchangePtr& x) { update_desired(c, x, true); }));
+}
+
+}  // namespace doppel::gateway

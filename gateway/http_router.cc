@@ -1,0 +1,74 @@
+#include "gateway/http_router.h"
+
+namespace doppel::gateway {
+
+std::optional<std::vector<std::string>> path_segments(const std::string& raw_path) {
+  std::vector<std::string> out;
+  size_t start = 1;  // after the leading '/'
+  if (raw_path.empty() || raw_path[0] != '/') return std::nullopt;
+  while (start <= raw_path.size()) {
+    const size_t slash = raw_path.find('/', start);
+    const std::string_view raw = std::string_view(raw_path).substr(
+        start, slash == std::string::npos ? std::string::npos : slash - start);
+    auto decoded = percent_decode(raw);
+    if (!decoded) return std::nullopt;
+    out.push_back(std::move(*decoded));
+    if (slash == std::string::npos) break;
+    start = slash + 1;
+  }
+  if (!out.empty() && out.back().empty()) out.pop_back();  // a trailing '/'
+  return out;
+}
+
+void Router::add(std::string method, std::string pattern, RouteHandler handler, Access access) {
+  Route r{std::move(method), std::move(pattern), {}, std::move(handler), access};
+  r.parts = *path_segments(r.pattern);
+  routes_.push_back(std::move(r));
+}
+
+bool Router::matches(const Route& r, const std::vector<std::string>& segments) {
+  if (r.parts.size() != segments.size()) return false;
+  for (size_t i = 0; i < r.parts.size(); ++i) {
+    if (r.parts[i].front() != '{' && r.parts[i] != segments[i]) return false;
+  }
+  return true;
+}
+
+void Router::dispatch(HttpRequest&& req, Responder respond, const Guard& guard) const {
+  auto x = std::make_shared<Exchange>();
+  x->req = std::move(req);
+  x->respond = std::move(respond);
+  auto segs = path_segments(x->req.path);
+  if (!segs) return x->problem(400, "malformed", "the path has a malformed percent-escape");
+  x->segments = std::move(*segs);
+  std::string allow;
+  Access access = Access::kToken;
+  for (const Route& r : routes_) {
+    if (!matches(r, x->segments)) continue;
+    if (x->req.method != r.method) {
+      allow += (allow.empty() ? "" : ", ") + r.method;
+      if (r.access == Access::kOpen) access = Access::kOpen;
+      continue;
+    }
+    if (auto refusal = guard(x->req, r.access)) return x->send(std::move(*refusal));
+    return r.handler(x);
+  }
+  if (auto refusal = guard(x->req, access)) return x->send(std::move(*refusal));
+  if (!allow.empty()) {
+    HttpResponse r =
+        problem_response(405, "method_not_allowed", "this resource answers " + allow, x->req.path);
+    r.headers.emplace_back("Allow", allow);
+    return x->send(std::move(r));
+  }
+  x->problem(404, "not_found",
+             "no such resource or method; see GET /v1/openapi.json (e.g. GET /v1/twins/{id})");
+}
+
+std::vector<std::pair<std::string, std::string>> Router::routes() const {
+  std::vector<std::pair<std::string, std::string>> out;
+  out.reserve(routes_.size());
+  for (const auto& r : routes_) out.emplace_back(r.method, r.pattern);
+  return out;
+}
+
+}  // namespace doppel::gateway
