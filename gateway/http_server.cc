@@ -54,15 +54,14 @@ enum class Refusal {
   kHeadersTooLarge,
   kBodyTooLarge,
   kMalformed,
-  kShuttingDown,
   kStreamTooSlow,
   kTlsHandshake,
   kCount
 };
 constexpr const char* kRefusalNames[] = {
-    "max_connections",   "max_connections_per_ip", "header_timeout", "body_timeout",
-    "headers_too_large", "body_too_large",         "malformed",      "shutting_down",
-    "stream_too_slow",   "tls_handshake"};
+    "max_connections", "max_connections_per_ip", "header_timeout",
+    "body_timeout",    "headers_too_large",      "body_too_large",
+    "malformed",       "stream_too_slow",        "tls_handshake"};
 static_assert(sizeof(kRefusalNames) / sizeof(kRefusalNames[0]) ==
               static_cast<size_t>(Refusal::kCount));
 

@@ -2,11 +2,14 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <httplib.h>
+
+#include <sys/wait.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -51,7 +54,10 @@ end
 )";
 }
 
-// Holds `n` idle TCP connections to `port`, spread over 127.0.0.1-10 (per-address limits).
+// Holds `n` idle keep-alive connections to `port`, spread over 127.0.0.1-10 (per-address
+// limits). Each has made one request (GET /healthz) and keeps its connection, as an HTTP client
+// does: idle under the idle timeout (60 s), not a silent socket the header timeout would close
+// in the middle of the measurement.
 class IdleConnections {
  public:
   IdleConnections(int port, int n) {
@@ -73,20 +79,33 @@ class IdleConnections {
       }
       fds_.push_back(fd);
     }
+    const std::string request = "GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n";
+    for (int fd : fds_) (void)::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
+    for (int fd : fds_) {
+      pollfd p{fd, POLLIN, 0};
+      char buf[1024];
+      if (::poll(&p, 1, 10'000) == 1 && ::recv(fd, buf, sizeof buf, 0) > 12 &&
+          std::string_view(buf, 12) == "HTTP/1.1 200") {
+        ++answered_;
+      }
+    }
   }
   ~IdleConnections() {
     for (int fd : fds_) ::close(fd);
   }
   size_t size() const { return fds_.size(); }
+  // How many had their first request answered (and so are keep-alive idle now).
+  size_t answered() const { return answered_; }
 
  private:
   std::vector<int> fds_;
+  size_t answered_ = 0;
 };
 
 class Runner {
  public:
-  Runner(const ApiBenchOptions& o, int port, std::string wrk)
-      : o_(o), port_(port), wrk_(std::move(wrk)) {
+  Runner(const ApiBenchOptions& o, int port, std::string wrk, std::string scheme = "http")
+      : o_(o), port_(port), wrk_(std::move(wrk)), scheme_(std::move(scheme)) {
     for (const char* kind : {"healthz", "get", "patch"}) {
       const std::string path = o_.work_dir + "/wrk-" + kind + ".lua";
       std::ofstream(path) << wrk_script(kind, o_.twins);
@@ -102,7 +121,7 @@ class Runner {
     sim::Process wrk(
         {wrk_, "-t1", "-c" + std::to_string(connections),
          "-d" + std::to_string(std::max(1L, std::lround(o_.seconds))) + "s", "--timeout", "10s",
-         "-s", scripts_[kind], "http://127.0.0.1:" + std::to_string(port_) + "/"},
+         "-s", scripts_[kind], scheme_ + "://127.0.0.1:" + std::to_string(port_) + "/"},
         log);
     // wrk's own CPU: what the children reaped meanwhile used (doppeld and the broker still run).
     rusage before{};
@@ -153,6 +172,7 @@ class Runner {
   const ApiBenchOptions& o_;
   int port_;
   std::string wrk_;
+  std::string scheme_;
   std::map<std::string, std::string> scripts_;
 };
 
@@ -165,6 +185,64 @@ std::string on_path(const std::string& name) {
     if (::access(candidate.c_str(), X_OK) == 0) return candidate;
   }
   return {};
+}
+
+// Runs a shell command; its exit status.
+int shell(const std::string& command) {
+  const int status = std::system(command.c_str());
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+// `readers` connections each read GET /v1/debug/ticks at their own (full) pace for `seconds`:
+// {"readers", "events_per_s", "mb_per_s", "cut_off"}. One thread polls them all.
+json measure_streams(int port, int readers, double seconds) {
+  std::vector<int> fds;
+  const std::string request =
+      "GET /v1/debug/ticks?pace=client&interval_ms=0&bytes=200 HTTP/1.1\r\nHost: bench\r\n\r\n";
+  for (int i = 0; i < readers; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+        ::send(fd, request.data(), request.size(), MSG_NOSIGNAL) <= 0) {
+      if (fd >= 0) ::close(fd);
+      continue;
+    }
+    fds.push_back(fd);
+  }
+  std::vector<pollfd> polls;
+  for (int fd : fds) polls.push_back({fd, POLLIN, 0});
+  std::vector<char> last(fds.size(), 0);  // an event ends with "\n\n", maybe across reads
+  uint64_t events = 0, bytes = 0;
+  size_t closed = 0;
+  std::vector<char> buf(1 << 16);
+  const auto t0 = Clock::now();
+  while (seconds_since(t0) < seconds && closed < polls.size()) {
+    if (::poll(polls.data(), polls.size(), 100) <= 0) continue;
+    for (size_t i = 0; i < polls.size(); ++i) {
+      if (polls[i].fd < 0 || (polls[i].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
+      const ssize_t n = ::recv(polls[i].fd, buf.data(), buf.size(), 0);
+      if (n <= 0) {
+        polls[i].fd = -1;
+        ++closed;
+        continue;
+      }
+      bytes += static_cast<uint64_t>(n);
+      for (ssize_t k = 0; k < n; ++k) {
+        const char prev = k == 0 ? last[i] : buf[static_cast<size_t>(k - 1)];
+        if (buf[static_cast<size_t>(k)] == '\n' && prev == '\n') ++events;
+      }
+      last[i] = buf[static_cast<size_t>(n - 1)];
+    }
+  }
+  const double secs = seconds_since(t0);
+  for (int fd : fds) ::close(fd);
+  return {{"readers", fds.size()},
+          {"events_per_s", std::round(static_cast<double>(events) / secs)},
+          {"mb_per_s", std::round(static_cast<double>(bytes) / secs / 1e4) / 100},
+          {"closed_early", closed}};
 }
 
 json failure(const std::string& what) {
@@ -235,6 +313,11 @@ json run_api_bench(const ApiBenchOptions& o) {
     std::this_thread::sleep_for(std::chrono::seconds(1));  // accepted and settled
     const long rss1 = rss_kib(gw.pid());
     r["idle_connections"] = idle.size();
+    if (idle.answered() != idle.size()) {
+      ok = false;
+      std::printf("  only %zu of %zu idle connections had their first request answered\n",
+                  idle.answered(), idle.size());
+    }
     r["rss_per_idle_connection_bytes"] =
         idle.size() > 0
             ? std::round(static_cast<double>(rss1 - rss0) * 1024 / static_cast<double>(idle.size()))
@@ -254,7 +337,56 @@ json run_api_bench(const ApiBenchOptions& o) {
       }
     }
   }
+  // Streams: readers at their own pace; the bound must cut none of them off.
+  if (o.stream_readers > 0) {
+    json st = measure_streams(gw.port(), o.stream_readers, o.seconds);
+    st["cut_off"] = gw.metric("doppel_http_refused_total{reason=\"stream_too_slow\"}");
+    std::printf("  streams  c=%-5d %8.0f events/s  %.1f MB/s  cut off %.0f\n",
+                st["readers"].get<int>(), st["events_per_s"].get<double>(),
+                st["mb_per_s"].get<double>(), st["cut_off"].get<double>());
+    if (st["cut_off"].get<double>() > 0 || st["closed_early"].get<size_t>() > 0) {
+      ok = false;
+      std::printf("  a reader at its own pace was cut off or closed\n");
+    }
+    r["streams"] = st;
+  }
   gw.stop();
+
+  // HTTPS: the same GET at the idle-phase concurrency, over TLS (a throwaway certificate), as a
+  // ratio to plain HTTP in this run.
+  if (o.https && !on_path("openssl").empty() && !on_path("curl").empty()) {
+    const std::string d = o.work_dir;
+    const int made =
+        shell("cd '" + d +
+              "' && openssl req -x509 -newkey rsa:2048 -nodes -keyout tls.key -out tls.pem "
+              "-days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1");
+    std::vector<std::string> args = o.gateway_args;
+    args.insert(args.end(), {"--http-tls-cert", d + "/tls.pem", "--http-tls-key", d + "/tls.key"});
+    Gateway tls(o.doppeld, d + "/data", broker.uri(), args);
+    if (made == 0 && tls.start_with([&] {
+          return shell("curl -sf --max-time 2 --cacert '" + d + "/tls.pem' https://127.0.0.1:" +
+                       std::to_string(tls.port()) + "/readyz >/dev/null 2>&1") == 0;
+        }) >= 0) {
+      Runner secure(o, tls.port(), wrk, "https");
+      json h = {{"connections", o.idle_concurrency}};
+      for (const char* kind : {"healthz", "get"}) {
+        json one = secure.run(kind, o.idle_concurrency);
+        if (one.contains("error")) return failure(one["error"].get<std::string>());
+        h[kind] = one;
+      }
+      for (const auto& level : levels) {
+        if (level["connections"] == o.idle_concurrency && level["get"]["rps"].get<double>() > 0) {
+          h["get_ratio_to_http"] =
+              std::round(h["get"]["rps"].get<double>() / level["get"]["rps"].get<double>() * 100) /
+              100;
+        }
+      }
+      r["https"] = h;
+      tls.stop();
+    } else {
+      std::printf("  HTTPS run skipped: no certificate, or doppeld did not start with it\n");
+    }
+  }
   r["ok"] = ok;
 
   std::vector<std::pair<std::string, std::string>> rows;
@@ -279,6 +411,19 @@ json run_api_bench(const ApiBenchOptions& o) {
                         r.value("idle_p99_ratio", json(0)).dump() + " x without)");
   rows.emplace_back("RSS per idle connection",
                     fmt(r["rss_per_idle_connection_bytes"].get<double>()) + " B");
+  if (r.contains("streams")) {
+    rows.emplace_back(
+        std::to_string(r["streams"]["readers"].get<int>()) + " stream readers (ticks, own pace)",
+        fmt(r["streams"]["events_per_s"].get<double>()) + " events/s, " +
+            fmt(r["streams"]["mb_per_s"].get<double>(), 1) + " MB/s");
+  }
+  if (r.contains("https")) {
+    rows.emplace_back("HTTPS: GET twin c=" + std::to_string(o.idle_concurrency),
+                      fmt(r["https"]["get"]["rps"].get<double>()) + " req/s (" +
+                          r["https"].value("get_ratio_to_http", json(0)).dump() +
+                          " x plain), p99 " + fmt(r["https"]["get"]["p99_ms"].get<double>(), 2) +
+                          " ms");
+  }
   print_table("api (wrk, keep-alive; broker idle)", rows);
   return r;
 }

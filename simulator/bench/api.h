@@ -21,6 +21,8 @@ struct ApiBenchOptions {
   std::vector<int> concurrency = {1, 64, 1024};
   int idle_connections = 5000;  // held open (from ten loopback addresses) in the idle phase
   int idle_concurrency = 64;    // the load measured while they are open
+  int stream_readers = 100;     // streaming: readers of GET /v1/debug/ticks at their own pace
+  bool https = true;            // also GET twin over HTTPS (needs openssl and curl)
 };
 
 // Runs the scenario; {"ok": false, "error": ...} when something does not add up.

@@ -906,9 +906,13 @@ class Bench {
                          : gateway_args({});
     a.seconds = o_.api_seconds;
     a.idle_connections = o_.api_idle;
+    // Streams and HTTPS only where the doppeld under test has them (a "before" build may not).
+    a.stream_readers = doppeld_has_flag("--http-stream-buffer-bytes") ? 100 : 0;
+    a.https = doppeld_has_flag("--http-tls-cert");
     if (o_.quick) {
       a.twins = 100;
       a.concurrency = {1, 64};
+      a.stream_readers = std::min(a.stream_readers, 10);
     }
     return run_api_bench(a);
   }

@@ -77,6 +77,17 @@ Gateway::Gateway(std::string doppeld, std::string data_dir, std::string broker_u
 Gateway::~Gateway() { stop(); }
 
 double Gateway::start(std::chrono::seconds within) {
+  httplib::Client client("127.0.0.1", port_);
+  client.set_connection_timeout(0, 200'000);
+  return start_with(
+      [&] {
+        auto r = client.Get("/readyz");
+        return r && r->status == 200;
+      },
+      within);
+}
+
+double Gateway::start_with(const std::function<bool()>& up, std::chrono::seconds within) {
   std::filesystem::create_directories(data_dir_);
   std::vector<std::string> argv = {
       doppeld_,   "--data",    data_dir_,     "--http", "127.0.0.1:" + std::to_string(port_),
@@ -84,12 +95,9 @@ double Gateway::start(std::chrono::seconds within) {
   argv.insert(argv.end(), args_.begin(), args_.end());
   const auto t0 = Clock::now();
   process_ = sim::Process(argv, data_dir_ + "/doppeld-" + std::to_string(++starts_) + ".log");
-  httplib::Client client("127.0.0.1", port_);
-  client.set_connection_timeout(0, 200'000);
   while (seconds_since(t0) < static_cast<double>(within.count())) {
     if (!process_.running()) return -1;
-    auto r = client.Get("/readyz");
-    if (r && r->status == 200) return seconds_since(t0);
+    if (up()) return seconds_since(t0);
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   return -1;

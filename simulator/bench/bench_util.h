@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -51,6 +52,9 @@ class Gateway {
   ~Gateway();
   // Starts it; returns the seconds until /readyz answered 200 (negative on failure).
   double start(std::chrono::seconds within = std::chrono::seconds(120));
+  // The same, ready when `up()` says so (an HTTPS gateway, which the plain probe cannot ask).
+  double start_with(const std::function<bool()>& up,
+                    std::chrono::seconds within = std::chrono::seconds(120));
   void stop();
   void kill9();
   pid_t pid() const { return process_.pid(); }
