@@ -318,7 +318,7 @@ class StreamState final : public HttpStream {
   }
   // Ends the stream: refuses further writes, drops pending callbacks and runs on_close once.
   // true the first time.
-  bool finish(StreamEnd why) {
+  bool finish(StreamEnd why, bool cancel_timers = true) {
     std::function<void(StreamEnd)> on_close;
     std::vector<std::function<void()>> drop;
     {
@@ -331,12 +331,17 @@ class StreamState final : public HttpStream {
       drop.swap(drain_);
       pending_.clear();
     }
-    for (auto& t : timers_) t->cancel();
+    if (cancel_timers) {
+      for (auto& weak : timers_) {
+        if (auto t = weak.lock()) t->cancel();
+      }
+    }
     timers_.clear();
     if (on_close) on_close(why);
     return true;
   }
-  std::vector<std::shared_ptr<asio::steady_timer>>& timers() { return timers_; }
+  // The producer's pending after() timers (owned by their waits in the io_context).
+  std::vector<std::weak_ptr<asio::steady_timer>>& timers() { return timers_; }
 
  private:
   // Runs `f` on the connection's strand, if the connection (and server) still exist.
@@ -356,7 +361,7 @@ class StreamState final : public HttpStream {
   StreamEnd why_ = StreamEnd::kEnded;         // under mu_
   std::vector<std::function<void()>> drain_;  // under mu_
   std::function<void(StreamEnd)> on_close_;   // under mu_
-  std::vector<std::shared_ptr<asio::steady_timer>> timers_;  // strand only
+  std::vector<std::weak_ptr<asio::steady_timer>> timers_;  // strand only
 };
 
 // One connection: reads a request, hands it to the handler, writes the answer, reads the next.
@@ -366,7 +371,8 @@ class Session : public std::enable_shared_from_this<Session> {
       : transport_(std::move(socket), server.tls.get()), server_(server), ip_(std::move(ip)) {}
 
   ~Session() {
-    if (stream_) stream_->finish(StreamEnd::kShutdown);  // breaks the producer's references
+    // Breaks the producer's references (its timers go with the io_context, not touched here).
+    if (stream_ && stream_->finish(StreamEnd::kShutdown, false)) server_.streams.fetch_sub(1);
     server_.release(ip_);
   }
 
@@ -401,13 +407,15 @@ class Session : public std::enable_shared_from_this<Session> {
     write(std::move(res));
   }
 
-  // The sweep (under the server's lock): expires the current time limit if it has passed.
+  // The sweep (under the server's lock): when the current time limit seems to have passed, the
+  // connection's strand checks its own deadline (the hint may be stale: re-armed meanwhile).
   void check_deadline(int64_t now_ns) {
-    int64_t d = deadline_ns_.load(std::memory_order_relaxed);
+    int64_t d = deadline_hint_.load(std::memory_order_relaxed);
     if (d == 0 || d > now_ns) return;
-    if (!deadline_ns_.compare_exchange_strong(d, 0)) return;  // disarmed or re-armed meanwhile
-    asio::post(executor(), [self = shared_from_this(), phase = phase_.load()] {
-      if (phase != self->phase_.load()) return;  // a later time limit
+    if (!deadline_hint_.compare_exchange_strong(d, 0)) return;  // disarmed or re-armed meanwhile
+    asio::post(executor(), [self = shared_from_this()] {
+      if (self->deadline_ == Clock::time_point{} || Clock::now() < self->deadline_) return;
+      self->deadline_ = {};
       self->timed_out_ = true;
       beast::error_code ignored;
       self->transport_.socket().cancel(ignored);
@@ -464,13 +472,14 @@ class Session : public std::enable_shared_from_this<Session> {
   void add_timer(std::chrono::milliseconds delay, std::function<void()> then) {
     if (!stream_ || stream_->closed()) return;
     auto timer = std::make_shared<asio::steady_timer>(executor(), delay);
-    stream_->timers().push_back(timer);
+    auto& ts = stream_->timers();
+    ts.erase(std::remove_if(ts.begin(), ts.end(), [](const auto& w) { return w.expired(); }),
+             ts.end());
+    ts.push_back(timer);
     timer->async_wait(
         [self = shared_from_this(), timer, then = std::move(then)](beast::error_code ec) {
-          if (ec || !self->stream_) return;
-          auto& ts = self->stream_->timers();
-          ts.erase(std::remove(ts.begin(), ts.end(), timer), ts.end());
-          if (!self->stream_->closed()) then();
+          if (ec || !self->stream_ || self->stream_->closed()) return;
+          then();
         });
   }
 
@@ -482,15 +491,14 @@ class Session : public std::enable_shared_from_this<Session> {
   // Limits how long the current read or write may take: past the deadline (the sweep checks),
   // the operation is cancelled — not the connection closed — so a 408 can still be written.
   void arm(std::chrono::milliseconds limit) {
-    ++phase_;
     timed_out_ = false;
-    deadline_ns_.store(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                           (Clock::now() + limit).time_since_epoch())
-                           .count());
+    deadline_ = Clock::now() + limit;
+    deadline_hint_.store(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(deadline_.time_since_epoch()).count());
   }
   void disarm() {
-    ++phase_;
-    deadline_ns_.store(0);
+    deadline_ = {};
+    deadline_hint_.store(0);
   }
 
   void wait_for_next() {
@@ -743,8 +751,8 @@ class Session : public std::enable_shared_from_this<Session> {
   Transport transport_;
   HttpServer::Impl& server_;
   std::string ip_;
-  std::atomic<int64_t> deadline_ns_{0};  // the current time limit (steady clock); 0: none
-  std::atomic<uint64_t> phase_{0};       // which time limit is current
+  Clock::time_point deadline_{};           // the current time limit; {}: none (strand only)
+  std::atomic<int64_t> deadline_hint_{0};  // the same in ns, for the sweep; 0: none
   bool timed_out_ = false;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
