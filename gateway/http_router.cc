@@ -1,6 +1,31 @@
 #include "gateway/http_router.h"
 
+#include <atomic>
+#include <cstdio>
+#include <random>
+
 namespace doppel::gateway {
+namespace {
+
+bool usable_request_id(const std::string& id) {
+  if (id.empty() || id.size() > 128) return false;
+  for (unsigned char c : id) {
+    if (c < 0x21 || c > 0x7e) return false;
+  }
+  return true;
+}
+
+// "<random per process>-<counter>": unique within and across runs, and cheap.
+std::string new_request_id() {
+  static const uint32_t prefix = std::random_device{}();
+  static std::atomic<uint64_t> next{1};
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%08x-%llx", prefix,
+                static_cast<unsigned long long>(next.fetch_add(1, std::memory_order_relaxed)));
+  return buf;
+}
+
+}  // namespace
 
 std::optional<std::vector<std::string>> path_segments(const std::string& raw_path) {
   std::vector<std::string> out;
@@ -37,7 +62,12 @@ bool Router::matches(const Route& r, const std::vector<std::string>& segments) {
 void Router::dispatch(HttpRequest&& req, Responder respond, const Guard& guard) const {
   auto x = std::make_shared<Exchange>();
   x->req = std::move(req);
-  x->respond = std::move(respond);
+  std::string given = x->req.header("X-Request-Id").value_or("");
+  x->request_id = usable_request_id(given) ? std::move(given) : new_request_id();
+  x->respond = [respond = std::move(respond), id = x->request_id](HttpResponse r) {
+    r.headers.emplace_back("X-Request-Id", id);
+    respond(std::move(r));
+  };
   auto segs = path_segments(x->req.path);
   if (!segs) return x->problem(400, "malformed", "the path has a malformed percent-escape");
   x->segments = std::move(*segs);

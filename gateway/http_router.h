@@ -1,9 +1,10 @@
 // Router: the API's route table. A route is a method, a path pattern ("/v1/twins/{id}": a
 // {placeholder} matches one segment) and a handler. Routing is on the raw path, split at '/';
 // each segment is percent-decoded afterwards, so "%2F" inside an id stays part of the id (and is
-// then refused as an invalid id) and never splits the path. A path no route matches is 404; a
-// path some route matches with another method is 405 with Allow. Access is checked first (the
-// `guard`), so an unknown path does not tell a client without a token what exists.
+// then refused as an invalid id) and never splits the path. Every answer carries X-Request-Id. A
+// path no route matches is 404; a path some route matches with another method is 405 with Allow.
+// Access is checked first (the `guard`), so an unknown path does not tell a client without a token
+// what exists.
 //
 // Thread-safety: add() during set-up only; dispatch() from any thread.
 #pragma once
@@ -23,8 +24,11 @@ namespace doppel::gateway {
 // One request in flight: what it asked, its decoded path segments, and where its answer goes.
 struct Exchange {
   HttpRequest req;
-  Responder respond;
+  Responder respond;  // adds X-Request-Id to the answer
   std::vector<std::string> segments;
+  // The client's X-Request-Id (printable ASCII, at most 128 bytes), or one made up; every answer
+  // echoes it.
+  std::string request_id;
 
   void send(HttpResponse r) { respond(std::move(r)); }
   void problem(int status, std::string_view code, std::string_view detail) {

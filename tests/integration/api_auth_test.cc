@@ -1,6 +1,6 @@
 // Bearer tokens: 401 without or with a wrong token, 403 for a read-only token that writes,
 // health endpoints stay open, tokens never reach the log, and a non-loopback bind without
-// tokens is refused.
+// tokens is refused. Every answer, refusals too, echoes X-Request-Id (the client's, or a new one).
 #include <doctest/doctest.h>
 
 #include <fstream>
@@ -61,4 +61,33 @@ TEST_CASE("a non-loopback HTTP bind without tokens is refused") {
   REQUIRE(p.wait_exit(10s, &status));
   CHECK(WEXITSTATUS(status) == 1);
   CHECK(p.log().find("--api-token") != std::string::npos);
+}
+
+TEST_CASE("every answer carries X-Request-Id: the client's own, or a new one") {
+  TempDir dir;
+  Broker broker(dir);
+  Doppeld gw(dir.file("data"), broker.uri(), {"--api-token", "tok-1"});
+  gw.start();
+  const std::vector<std::pair<std::string, std::string>> auth = {{"Authorization", "Bearer tok-1"}};
+  auto given = gw.request("PATCH", "/v1/twins/r-1/desired", R"({"a":1})",
+                          {{"Authorization", "Bearer tok-1"}, {"X-Request-Id", "r-1"}});
+  CHECK(given.status == 200);
+  CHECK(given.request_id == "r-1");
+  // Refusals too (401 without a token, 404, 400).
+  auto refused = gw.request("GET", "/v1/twins/r-1", "", {{"X-Request-Id", "r-2"}});
+  CHECK(refused.status == 401);
+  CHECK(refused.request_id == "r-2");
+  auto a = gw.request("GET", "/v1/twins/nobody", "", auth);
+  auto b = gw.request("GET", "/v1/twins/bad%2Fid", "", auth);
+  CHECK(a.status == 404);
+  CHECK(b.status == 400);
+  CHECK(!a.request_id.empty());
+  CHECK(!b.request_id.empty());
+  CHECK(a.request_id != b.request_id);
+  // An unusable one (too long, or with spaces) is replaced, not echoed.
+  auto long_id = gw.request("GET", "/healthz", "", {{"X-Request-Id", std::string(200, 'x')}});
+  CHECK(!long_id.request_id.empty());
+  CHECK(long_id.request_id.size() <= 128);
+  auto spaced = gw.request("GET", "/healthz", "", {{"X-Request-Id", "a b"}});
+  CHECK(spaced.request_id != "a b");
 }

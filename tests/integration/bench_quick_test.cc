@@ -21,7 +21,7 @@ TEST_CASE("doppel-bench --quick measures every scenario and its counts add up") 
   const json r = json::parse(in);
   const json& s = r["scenarios"];
   for (const char* name :
-       {"ceiling", "ingest", "baseline", "latency", "memory", "alarms", "restart"}) {
+       {"ceiling", "ingest", "baseline", "latency", "memory", "alarms", "restart", "api"}) {
     CAPTURE(name);
     REQUIRE(s.contains(name));
     CHECK(s[name]["ok"] == true);
@@ -47,4 +47,15 @@ TEST_CASE("doppel-bench --quick measures every scenario and its counts add up") 
   CHECK(s["alarms"]["early_total_metric"] == 0);
   CHECK(s["alarms"]["lateness_sample_ms"]["count"] == s["alarms"]["alarms"]);
   CHECK(s["restart"]["overdue_fired_after_start_s"].get<double>() > 0);
+  // api: every level measured, the idle connections all answered once, the streams and the HTTPS
+  // run delivered something, and no stream reader at its own pace was cut off.
+  for (const auto& level : s["api"]["levels"]) {
+    CHECK(level["get"]["rps"].get<double>() > 0);
+    CHECK(level["patch_writes_committed"].get<double>() >=
+          level["patch"]["requests"].get<double>() - level["patch"]["non2xx"].get<double>());
+  }
+  CHECK(s["api"]["idle_connections"].get<double>() > 0);
+  CHECK(s["api"]["streams"]["events_per_s"].get<double>() > 0);
+  CHECK(s["api"]["streams"]["cut_off"] == 0);
+  CHECK(s["api"]["https"]["get"]["rps"].get<double>() > 0);
 }

@@ -135,6 +135,7 @@ HttpResult Doppeld::request(const std::string& method, const std::string& path,
   r.status = res->status;
   r.content_type = res->get_header_value("Content-Type");
   r.etag = res->get_header_value("ETag");
+  r.request_id = res->get_header_value("X-Request-Id");
   if (!res->body.empty()) r.body = json::parse(res->body, nullptr, false);
   return r;
 }

@@ -65,6 +65,7 @@ struct HttpResult {
   json body;
   std::string content_type;
   std::string etag;
+  std::string request_id;  // X-Request-Id
 };
 
 // The real doppeld, against `broker_uri` (empty: its embedded broker on `embedded_port`).
