@@ -197,7 +197,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   spdlog::info("doppeld ready: API {}://{}/v1/twins, metrics /metrics, broker {}, data {}",
-               hs.tls_cert.empty() ? "http" : "https", cfg.http.substr(0, cfg.http.rfind(':')) + ":" + std::to_string(gateway.http_port()),
+               hs.tls_cert.empty() ? "http" : "https",
+               cfg.http.substr(0, cfg.http.rfind(':')) + ":" + std::to_string(gateway.http_port()),
                gateway.broker_uri(), cfg.data_dir);
   int sig = 0;
   sigwait(&signals, &sig);
