@@ -17,10 +17,10 @@ bool usable_request_id(const std::string& id) {
 
 // "<random per process>-<counter>": unique within and across runs, and cheap.
 std::string new_request_id() {
-  static const uint32_t prefix = std::random_device{}();
+  static const uint32_t kPrefix = std::random_device{}();
   static std::atomic<uint64_t> next{1};
   char buf[40];
-  std::snprintf(buf, sizeof buf, "%08x-%llx", prefix,
+  std::snprintf(buf, sizeof buf, "%08x-%llx", kPrefix,
                 static_cast<unsigned long long>(next.fetch_add(1, std::memory_order_relaxed)));
   return buf;
 }
