@@ -55,6 +55,25 @@ CREATE TABLE credentials (
   hash TEXT NOT NULL
 ) WITHOUT ROWID;
 )sql",
+    // 3: the change feed. Every event is written in the transaction of the change it describes;
+    // AUTOINCREMENT: a seq is never reused, not after a crash and not after pruning emptied the
+    // table. event_stats counts what the pruner needs without scanning.
+    R"sql(
+CREATE TABLE events (
+  seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+  ts      INTEGER NOT NULL,   -- Unix ms, the shard's clock when it made the change
+  twin    TEXT NOT NULL,
+  kind    TEXT NOT NULL,
+  version INTEGER NOT NULL,   -- the twin's content version after the change
+  body    TEXT NOT NULL       -- JSON: cause and the kind's fields
+);
+CREATE INDEX events_by_twin ON events(twin, seq);
+CREATE TABLE event_stats (
+  name  TEXT PRIMARY KEY,
+  value INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO event_stats VALUES ('reported_events', 0);
+)sql",
 };
 
 constexpr int kSchemaVersion = static_cast<int>(sizeof(kMigrations) / sizeof(kMigrations[0]));
@@ -99,10 +118,14 @@ struct SqliteTwinStore::Writer {
         body = excluded.body)sql");
     delete_command =
         std::make_unique<Statement>(db, "DELETE FROM commands WHERE twin_id = ?1 AND seq = ?2");
+    insert_event = std::make_unique<Statement>(
+        db, "INSERT INTO events (ts, twin, kind, version, body) VALUES (?1, ?2, ?3, ?4, ?5)");
+    count_reported = std::make_unique<Statement>(
+        db, "UPDATE event_stats SET value = value + ?1 WHERE name = 'reported_events'");
   }
   Database db;
   std::unique_ptr<Statement> upsert_twin, delete_twin, delete_commands, upsert_command,
-      delete_command;
+      delete_command, insert_event, count_reported;
 };
 
 struct SqliteTwinStore::Reader {
@@ -207,6 +230,8 @@ Result<std::unique_ptr<SqliteTwinStore>> SqliteTwinStore::open(StoreOptions opti
     }
     store->schema_version_ = kSchemaVersion;
     store->writer_->prepare();
+    store->last_event_seq_.store(static_cast<uint64_t>(db.query_int(
+        "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)")));
   } catch (const std::exception& e) {
     return to_status(e, "opening the store");
   }
@@ -282,6 +307,7 @@ void SqliteTwinStore::writer_loop() {
   Writer& w = *writer_;
   while (true) {
     statuses.clear();
+    bool events_written = false;
     {
       std::unique_lock lock(mu_);
       work_cv_.wait(lock, [&] { return !queue_.empty() || stopping_; });
@@ -310,9 +336,23 @@ void SqliteTwinStore::writer_loop() {
         if (statuses[i] && (tw.twin || tw.delete_twin)) last_row[tw.id] = i;
       }
       Transaction tx(w.db, true);
+      int64_t reported_events = 0;
+      uint64_t last_event = 0;
       for (size_t i = 0; i < batch.size(); ++i) {
         if (!statuses[i]) continue;
         const twins::TwinWrite& tw = batch[i].write;
+        // Every event, in order: group commit coalesces a twin's rows, never its events.
+        for (const twins::EventRecord& e : tw.events) {
+          w.insert_event->bind(1, e.ts)
+              .bind(2, std::string_view(e.twin))
+              .bind(3, std::string_view(e.kind))
+              .bind(4, static_cast<int64_t>(e.version))
+              .bind(5, std::string_view(e.body))
+              .run();
+          reported_events += e.kind == "reported.updated" ? 1 : 0;
+          last_event = static_cast<uint64_t>(sqlite3_last_insert_rowid(w.db.get()));
+          events_written = true;
+        }
         if (tw.delete_twin) {
           w.delete_twin->bind(1, tw.id).run();
           w.delete_commands->bind(1, tw.id).run();
@@ -343,11 +383,13 @@ void SqliteTwinStore::writer_loop() {
           w.delete_command->bind(1, tw.id).bind(2, static_cast<int64_t>(seq)).run();
         }
       }
+      if (reported_events > 0) w.count_reported->bind(1, reported_events).run();
       if (fail_next_commits_.load() > 0) {
         fail_next_commits_.fetch_sub(1);
         throw std::runtime_error("injected commit failure (test hook)");
       }
       tx.commit();
+      if (events_written) last_event_seq_.store(last_event);
       commits_->inc();
       writes_->inc(batch.size());
     } catch (const std::exception& e) {
@@ -372,6 +414,7 @@ void SqliteTwinStore::writer_loop() {
     for (size_t i = 0; i < batch.size(); ++i) {
       if (batch[i].callback) batch[i].callback(statuses[i]);
     }
+    if (events_written && events_listener_) events_listener_(last_event_seq_.load());
     std::vector<std::pair<twins::CommitCallback, Status>> waiters;
     const uint64_t last = batch.back().seq;
     auto status_of = [&](uint64_t seq) {  // the batch is in sequence order
@@ -520,6 +563,138 @@ Result<std::vector<std::pair<std::string, uint64_t>>> SqliteTwinStore::command_c
     return out;
   } catch (const std::exception& e) {
     return to_status(e, "counting commands");
+  }
+}
+
+Result<twins::EventPage> SqliteTwinStore::events(const twins::EventQuery& q) {
+  try {
+    auto reader = acquire_reader();
+    twins::EventPage page;
+    page.scanned_to = q.after_seq;
+    {
+      Transaction tx(reader->db, false);
+      // A twin filter goes to the index; a kind filter is applied here, over a bounded window.
+      const size_t window = q.kinds.empty() ? q.limit : std::max<size_t>(q.limit, 4096);
+      std::string sql = "SELECT seq, ts, twin, kind, version, body FROM events WHERE seq > ?1";
+      if (!q.twins.empty()) {
+        sql += " AND twin IN (";
+        for (size_t i = 0; i < q.twins.size(); ++i) {
+          sql += (i ? ", ?" : "?") + std::to_string(i + 3);
+        }
+        sql += ")";
+      }
+      sql += " ORDER BY seq LIMIT ?2";
+      Statement st(reader->db, sql.c_str());
+      st.bind(1, static_cast<int64_t>(q.after_seq)).bind(2, static_cast<int64_t>(window));
+      for (size_t i = 0; i < q.twins.size(); ++i) st.bind(static_cast<int>(i + 3), q.twins[i]);
+      size_t rows = 0;
+      while (page.events.size() < q.limit && st.step()) {
+        ++rows;
+        twins::EventRecord e;
+        e.seq = static_cast<uint64_t>(st.column_int(0));
+        page.scanned_to = e.seq;
+        e.kind = st.column_text(3);
+        if (!twins::kind_matches(e.kind, q.kinds)) continue;
+        e.ts = st.column_int(1);
+        e.twin = st.column_text(2);
+        e.version = static_cast<uint64_t>(st.column_int(4));
+        e.body = st.column_text(5);
+        page.events.push_back(std::move(e));
+      }
+      st.reset();
+      // Looked at everything there is: the reader may continue after the newest.
+      if (rows < window && page.events.size() < q.limit) {
+        page.scanned_to = std::max<uint64_t>(
+            page.scanned_to, static_cast<uint64_t>(
+                                 reader->db.query_int("SELECT coalesce(max(seq), 0) FROM events")));
+      }
+      tx.commit();
+    }
+    release_reader(std::move(reader));
+    return page;
+  } catch (const std::exception& e) {
+    return to_status(e, "reading events");
+  }
+}
+
+Result<twins::EventBounds> SqliteTwinStore::event_bounds() {
+  try {
+    auto reader = acquire_reader();
+    twins::EventBounds b;
+    {
+      Transaction tx(reader->db, false);
+      b.oldest =
+          static_cast<uint64_t>(reader->db.query_int("SELECT coalesce(min(seq), 0) FROM events"));
+      b.newest =
+          static_cast<uint64_t>(reader->db.query_int("SELECT coalesce(max(seq), 0) FROM events"));
+      b.last_assigned = static_cast<uint64_t>(reader->db.query_int(
+          "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)"));
+      tx.commit();
+    }
+    release_reader(std::move(reader));
+    return b;
+  } catch (const std::exception& e) {
+    return to_status(e, "reading the event bounds");
+  }
+}
+
+Result<uint64_t> SqliteTwinStore::prune_events(twins::Millis before_ts, uint64_t max_reported) {
+  std::lock_guard lock(prune_mu_);
+  try {
+    if (!pruner_) {
+      pruner_ = std::make_unique<Database>(options_.path, SQLITE_OPEN_READWRITE);
+      configure(*pruner_, options_.durability);
+    }
+    Database& db = *pruner_;
+    uint64_t total = 0;
+    // Small transactions: the writer waits for each at most a few milliseconds.
+    constexpr int kChunk = 2000;
+    // Deletes, chunk by chunk, the events among the first ones `select` yields that also pass
+    // `extra`, until a chunk deletes less than it looked at.
+    auto run_chunks = [&](const std::string& select, const std::string& extra, bool reported_only,
+                          uint64_t at_most) {
+      while (at_most > 0) {
+        const int n = static_cast<int>(std::min<uint64_t>(kChunk, at_most));
+        Transaction tx(db, true);
+        int64_t reported = 0;
+        {
+          Statement count(db, ("SELECT count(*) FROM events WHERE kind = 'reported.updated' AND "
+                               "seq IN (" +
+                               select + " LIMIT ?1)" + extra)
+                                  .c_str());
+          count.bind(1, static_cast<int64_t>(n));
+          if (count.step()) reported = count.column_int(0);
+          count.reset();
+        }
+        Statement del(
+            db, ("DELETE FROM events WHERE seq IN (" + select + " LIMIT ?1)" + extra).c_str());
+        del.bind(1, static_cast<int64_t>(n)).run();
+        const auto deleted = static_cast<uint64_t>(sqlite3_changes(db.get()));
+        if (reported > 0) {
+          Statement upd(db,
+                        "UPDATE event_stats SET value = max(0, value - ?1) WHERE name = "
+                        "'reported_events'");
+          upd.bind(1, reported).run();
+        }
+        tx.commit();
+        total += deleted;
+        if (deleted < static_cast<uint64_t>(n)) break;
+        at_most = reported_only ? at_most - deleted : at_most;
+      }
+    };
+    // Oldest first: from the head of the log, while its events are older than the cut.
+    run_chunks("SELECT seq FROM events ORDER BY seq", " AND ts < " + std::to_string(before_ts),
+               false, UINT64_MAX);
+    const auto reported = static_cast<uint64_t>(
+        db.query_int("SELECT value FROM event_stats WHERE name = 'reported_events'"));
+    if (reported > max_reported) {
+      run_chunks("SELECT seq FROM events WHERE kind = 'reported.updated' ORDER BY seq", "", true,
+                 reported - max_reported);
+    }
+    return total;
+  } catch (const std::exception& e) {
+    pruner_.reset();
+    return to_status(e, "pruning events");
   }
 }
 

@@ -25,6 +25,10 @@
 
 namespace doppel::storage {
 
+namespace detail {
+class Database;
+}
+
 enum class Durability {
   kNormal,  // synchronous=NORMAL: survives a process crash; an OS crash may lose the last commits
   kFull,    // synchronous=FULL: every commit reaches the disk before the gate opens
@@ -54,6 +58,13 @@ class SqliteTwinStore final : public twins::TwinStore {
   Result<uint64_t> count() override;
   Result<std::vector<std::pair<std::string, uint64_t>>> command_counts() override;
   void flush() override;
+  Result<twins::EventPage> events(const twins::EventQuery& query) override;
+  Result<twins::EventBounds> event_bounds() override;
+  uint64_t last_event_seq() const override { return last_event_seq_.load(); }
+  void on_events(std::function<void(uint64_t)> listener) override {
+    events_listener_ = std::move(listener);
+  }
+  Result<uint64_t> prune_events(twins::Millis before_ts, uint64_t max_reported) override;
 
   // Commits what is queued and stops the writer. Later writes fail.
   void close();
@@ -104,6 +115,11 @@ class SqliteTwinStore final : public twins::TwinStore {
   Counter* writes_;
   Counter* commits_;
   Counter* failures_;
+
+  std::atomic<uint64_t> last_event_seq_{0};
+  std::function<void(uint64_t)> events_listener_;
+  std::mutex prune_mu_;  // one pruning pass at a time, on its own connection
+  std::unique_ptr<detail::Database> pruner_;
 };
 
 }  // namespace doppel::storage

@@ -7,13 +7,36 @@
 namespace doppel::twins {
 
 OutputGate::OutputGate(TwinStore& store, DeviceChannel& channel, const DeviceCodec& codec,
-                       RuntimeStats& stats, const DeadlineScanner& scanner, Hooks hooks)
+                       RuntimeStats& stats, const DeadlineScanner& scanner, Hooks hooks,
+                       bool history)
     : store_(store),
       channel_(channel),
       codec_(codec),
       stats_(stats),
       scanner_(scanner),
-      hooks_(std::move(hooks)) {}
+      hooks_(std::move(hooks)),
+      history_(history) {}
+
+std::vector<EventRecord> OutputGate::events_of(const Twin& twin, Outcome& out) const {
+  std::vector<EventRecord> events;
+  if (!history_) return events;
+  if (out.before) state_events(*out.before, twin, out.changes);
+  if (out.changes.empty()) return events;
+  const json cause = cause_json(out.cause);
+  events.reserve(out.changes.size());
+  for (ChangeEvent& c : out.changes) {
+    EventRecord e;
+    e.ts = out.at;
+    e.twin = twin.id;
+    e.kind = std::move(c.kind);
+    e.version = twin.version;
+    c.fields["cause"] = cause;
+    e.body = to_text(c.fields);
+    events.push_back(std::move(e));
+  }
+  out.changes.clear();
+  return events;
+}
 
 void OutputGate::count(const Twin& twin, const Outcome& out) {
   for (TwinEvent e : out.events) {
@@ -59,9 +82,11 @@ void OutputGate::commit(HotTwin& h, Outcome& out, std::optional<Millis> deadline
     if (after) after(s);
   };
 
-  if (out.changed()) {
+  std::vector<EventRecord> events = events_of(h.twin, out);
+  if (out.changed() || !events.empty()) {
     TwinWrite w;
     w.id = h.twin.id;
+    w.events = std::move(events);
     w.twin = to_record(h.twin, deadline);
     for (uint64_t seq : out.commands_changed) {
       for (const auto& c : h.twin.commands) {
@@ -82,10 +107,19 @@ void OutputGate::commit(HotTwin& h, Outcome& out, std::optional<Millis> deadline
   }
 }
 
-void OutputGate::remove(HotTwin& h, CommitCallback after) {
+void OutputGate::remove(HotTwin& h, const Cause& cause, Millis now, CommitCallback after) {
   TwinWrite w;
   w.id = h.twin.id;
   w.delete_twin = true;
+  if (history_) {
+    EventRecord e;
+    e.ts = now;
+    e.twin = h.twin.id;
+    e.kind = "twin.deleted";
+    e.version = h.twin.version;
+    e.body = to_text(json{{"cause", cause_json(cause)}});
+    w.events.push_back(std::move(e));
+  }
   h.last_write =
       store_.write(std::move(w), [this, id = h.twin.id, after = std::move(after)](const Status& s) {
         if (!s.is_ok()) {

@@ -31,8 +31,9 @@ class OutputGate {
     std::function<bool(const std::string& id)> failure_pending;
   };
 
+  // `history`: record change events with each write (events.h).
   OutputGate(TwinStore& store, DeviceChannel& channel, const DeviceCodec& codec,
-             RuntimeStats& stats, const DeadlineScanner& scanner, Hooks hooks);
+             RuntimeStats& stats, const DeadlineScanner& scanner, Hooks hooks, bool history);
 
   // Counts what `out` records, writes what it changed of `h` with `deadline` as the twin's next
   // deadline (`scheduled`: the shard holds a timer for it), and once that is committed publishes
@@ -40,11 +41,14 @@ class OutputGate {
   // twin's earlier writes before releasing (a read never answers uncommitted state).
   void commit(HotTwin& h, Outcome& out, std::optional<Millis> deadline, bool scheduled,
               CommitCallback after);
-  // Writes the deletion of `h`'s twin; `after` runs once it is committed.
-  void remove(HotTwin& h, CommitCallback after);
+  // Writes the deletion of `h`'s twin (`cause`: for its twin.deleted event); `after` runs once it
+  // is committed.
+  void remove(HotTwin& h, const Cause& cause, Millis now, CommitCallback after);
 
  private:
   void count(const Twin& twin, const Outcome& out);
+  // The step's change events, ready to store.
+  std::vector<EventRecord> events_of(const Twin& twin, Outcome& out) const;
 
   TwinStore& store_;
   DeviceChannel& channel_;
@@ -52,6 +56,7 @@ class OutputGate {
   RuntimeStats& stats_;
   const DeadlineScanner& scanner_;
   Hooks hooks_;
+  bool history_;
 };
 
 }  // namespace doppel::twins

@@ -63,6 +63,22 @@ class TwinStore {
 
   // Blocks until every write queued so far is committed and its callback has run.
   virtual void flush() = 0;
+
+  // ---- the change feed (events.h) ----
+
+  // Events matching `query`, oldest first, at most query.limit; the store looks at a bounded
+  // number of events per call (EventPage::scanned_to says how far). Committed ones only.
+  // Thread-safe; blocks (a read): not on a network thread.
+  virtual Result<EventPage> events(const EventQuery& query) = 0;
+  virtual Result<EventBounds> event_bounds() = 0;
+  // The highest committed event seq, from memory (0: none yet). Thread-safe, cheap.
+  virtual uint64_t last_event_seq() const = 0;
+  // `listener` runs on the writer thread after each commit that stored events, with the new
+  // last_event_seq(); it must not block. One listener; set before writes start.
+  virtual void on_events(std::function<void(uint64_t last_seq)> listener) = 0;
+  // Deletes events older than `before_ts`, and the oldest reported.updated events beyond
+  // `max_reported` of them, oldest first, in small transactions; returns how many went.
+  virtual Result<uint64_t> prune_events(Millis before_ts, uint64_t max_reported) = 0;
 };
 
 // Sends messages to devices. publish() is thread-safe and must not block for long (it is called

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "twins/events.h"
 #include "twins/status.h"
 #include "twins/twin.h"
 
@@ -43,6 +44,9 @@ struct TwinWrite {
   std::optional<TwinRecord> twin;
   std::vector<CommandRecord> upsert_commands;
   std::vector<uint64_t> delete_commands;  // by seq
+  // The change events of this write (events.h), stored in the same transaction, in this order;
+  // their seq is assigned then.
+  std::vector<EventRecord> events;
 };
 
 // Serializes the twin; also refreshes twin.desired_bytes / reported_bytes and the cached

@@ -30,35 +30,37 @@ json RequestHandlers::document(const Twin& twin) const {
 }
 
 void RequestHandlers::run(const std::string& id, ApiRequest& request, HotTwin* h,
-                          const ReplyPromise& reply) {
+                          const ReplyPromise& reply, const Cause& cause) {
   std::visit(
       Overloaded{
           [&](GetTwin&) { get(id, h, reply); },
           [&](ProvisionTwin& req) {
             const ReplyKind kind = h == nullptr ? ReplyKind::kCreated : ReplyKind::kOk;
-            mutate(id, h, true, reply, [&](Twin& twin, Millis t, Outcome& out) -> Result<ApiReply> {
-              if (Status s = logic_.apply_settings(twin, req.settings, false, t, out); !s) return s;
-              return ApiReply{Status::ok(), kind, document(twin), etag_of(twin)};
-            });
+            mutate(id, h, true, reply, cause,
+                   [&](Twin& twin, Millis t, Outcome& out) -> Result<ApiReply> {
+                     if (Status s = logic_.apply_settings(twin, req.settings, false, t, out); !s)
+                       return s;
+                     return ApiReply{Status::ok(), kind, document(twin), etag_of(twin)};
+                   });
           },
           [&](PatchTwin& req) {
-            mutate(id, h, false, reply,
+            mutate(id, h, false, reply, cause,
                    [&](Twin& twin, Millis t, Outcome& out) -> Result<ApiReply> {
                      if (Status s = logic_.apply_settings(twin, req.settings, true, t, out); !s)
                        return s;
                      return ApiReply{Status::ok(), ReplyKind::kOk, document(twin), etag_of(twin)};
                    });
           },
-          [&](DeleteTwin&) { remove(id, h, reply); },
+          [&](DeleteTwin&) { remove(id, h, reply, cause); },
           [&](UpdateDesired& req) {
-            mutate(id, h, auto_provision_, reply,
+            mutate(id, h, auto_provision_, reply, cause,
                    [&](Twin& twin, Millis t, Outcome& out) -> Result<ApiReply> {
                      if (Status s = logic_.update_desired(twin, req, t, out); !s) return s;
                      return ApiReply{Status::ok(), ReplyKind::kOk, document(twin), etag_of(twin)};
                    });
           },
           [&](EnqueueCommand& req) {
-            mutate(id, h, auto_provision_, reply,
+            mutate(id, h, auto_provision_, reply, cause,
                    [&](Twin& twin, Millis t, Outcome& out) -> Result<ApiReply> {
                      auto cmd = logic_.enqueue(twin, req.request, t, out);
                      if (!cmd) return cmd.status();
@@ -67,8 +69,8 @@ void RequestHandlers::run(const std::string& id, ApiRequest& request, HotTwin* h
                    });
           },
           [&](ListCommands& req) { list_commands(id, h, req, reply); },
-          [&](GetCommand& req) { command(id, h, req.command_id, false, reply); },
-          [&](CancelCommand& req) { command(id, h, req.command_id, true, reply); },
+          [&](GetCommand& req) { command(id, h, req.command_id, false, reply, cause); },
+          [&](CancelCommand& req) { command(id, h, req.command_id, true, reply, cause); },
       },
       request);
 }
@@ -93,25 +95,27 @@ void RequestHandlers::get(const std::string& id, HotTwin* h, const ReplyPromise&
 }
 
 void RequestHandlers::mutate(const std::string& id, HotTwin* h, bool may_create,
-                             const ReplyPromise& reply, const Step& step) {
+                             const ReplyPromise& reply, const Cause& cause, const Step& step) {
   if (h == nullptr && !may_create) return (void)reply->send(ApiReply{not_found(id)});
   const Millis t = host_.now();
   Outcome out;
   Twin fresh;
   Twin& twin = h != nullptr ? h->twin : (fresh = logic_.create(id, t, out));
+  out.begin(twin, t, cause);
   auto answer = step(twin, t, out);
   if (!answer) return (void)reply->send(ApiReply{answer.status()});  // nothing changed
   if (h == nullptr) h = host_.adopt(std::move(fresh));
   reply_after_commit(*h, out, reply, std::move(*answer));
 }
 
-void RequestHandlers::remove(const std::string& id, HotTwin* h, const ReplyPromise& reply) {
+void RequestHandlers::remove(const std::string& id, HotTwin* h, const ReplyPromise& reply,
+                             const Cause& cause) {
   if (h == nullptr) return (void)reply->send(ApiReply{not_found(id)});
   for (const auto& c : h->twin.commands) {
     if (!is_terminal(c.status)) stats_.unfinished[static_cast<size_t>(c.status)]->add(-1);
   }
   stats_.total->add(-1);
-  host_.remove(*h, [reply](const Status& s) {
+  host_.remove(*h, cause, [reply](const Status& s) {
     (void)reply->send(s.is_ok()
                           ? ApiReply{Status::ok(), ReplyKind::kNoContent}
                           : ApiReply{Status(StatusCode::kUnavailable,
@@ -142,10 +146,11 @@ void RequestHandlers::list_commands(const std::string& id, HotTwin* h, const Lis
 }
 
 void RequestHandlers::command(const std::string& id, HotTwin* h, const std::string& command_id,
-                              bool cancel, const ReplyPromise& reply) {
+                              bool cancel, const ReplyPromise& reply, const Cause& cause) {
   if (h == nullptr) return (void)reply->send(ApiReply{not_found(id)});
   Outcome out;
   if (cancel) {
+    out.begin(h->twin, host_.now(), cause);
     auto cancelled = logic_.cancel(h->twin, command_id, host_.now(), out);
     if (!cancelled) return (void)reply->send(ApiReply{cancelled.status()});
     return reply_after_commit(*h, out, reply,

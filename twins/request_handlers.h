@@ -46,7 +46,7 @@ class TwinHost {
   // Persists what `out` changed, arms the twin's next deadline, and runs `after` once committed.
   virtual void commit(HotTwin& h, Outcome& out, CommitCallback after) = 0;
   // Deletes the twin (a tombstone until committed), then runs `after`.
-  virtual void remove(HotTwin& h, CommitCallback after) = 0;
+  virtual void remove(HotTwin& h, const Cause& cause, CommitCallback after) = 0;
 };
 
 class RequestHandlers {
@@ -55,7 +55,9 @@ class RequestHandlers {
 
   // Runs `request` against twin `id` (`h`: in memory, or nullptr when it does not exist) and
   // fulfils `reply` exactly once.
-  void run(const std::string& id, ApiRequest& request, HotTwin* h, const ReplyPromise& reply);
+  // `cause` goes on the change events.
+  void run(const std::string& id, ApiRequest& request, HotTwin* h, const ReplyPromise& reply,
+           const Cause& cause);
 
  private:
   // Runs `step` on the twin (or, when `may_create`, on a new one that is kept only if the step
@@ -63,14 +65,14 @@ class RequestHandlers {
   // at once (nothing changed).
   using Step = std::function<Result<ApiReply>(Twin& twin, Millis now, Outcome& out)>;
   void mutate(const std::string& id, HotTwin* h, bool may_create, const ReplyPromise& reply,
-              const Step& step);
+              const Cause& cause, const Step& step);
   void reply_after_commit(HotTwin& h, Outcome& out, const ReplyPromise& reply, ApiReply r);
   void get(const std::string& id, HotTwin* h, const ReplyPromise& reply);
-  void remove(const std::string& id, HotTwin* h, const ReplyPromise& reply);
+  void remove(const std::string& id, HotTwin* h, const ReplyPromise& reply, const Cause& cause);
   void list_commands(const std::string& id, HotTwin* h, const ListCommands& req,
                      const ReplyPromise& reply);
   void command(const std::string& id, HotTwin* h, const std::string& command_id, bool cancel,
-               const ReplyPromise& reply);
+               const ReplyPromise& reply, const Cause& cause);
   json document(const Twin& twin) const;
 
   const TwinLogic& logic_;

@@ -97,11 +97,13 @@ void Runtime::deliver(DeviceInput input) {
   run_inline();
 }
 
-void Runtime::call(const std::string& id, ApiRequest request, std::function<void(ApiReply)> done) {
+void Runtime::call(const std::string& id, ApiRequest request, std::function<void(ApiReply)> done,
+                   Cause cause) {
   if (Status s = check_device_id(id, logic_.policy().limits); !s) return done(ApiReply{s});
   auto reply = std::make_shared<Reply>(std::move(done));
   // Never waits for room: callers are network threads, and requests are bounded by connections.
-  shards_[shard_of(id)]->post(detail::ApiCall{id, std::move(request), std::move(reply)}, false);
+  shards_[shard_of(id)]->post(
+      detail::ApiCall{id, std::move(request), std::move(reply), std::move(cause)}, false);
   run_inline();
 }
 

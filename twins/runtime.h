@@ -68,7 +68,9 @@ class Runtime {
   // An operator request against one twin. `done` runs once, after the change committed (on the
   // store's writer thread) or at once with an error that changed nothing (on the shard's or the
   // caller's thread); it must not block. Never waits for room in the shard's inbox.
-  void call(const std::string& id, ApiRequest request, std::function<void(ApiReply)> done);
+  // `cause` is recorded on the change events the request causes.
+  void call(const std::string& id, ApiRequest request, std::function<void(ApiReply)> done,
+            Cause cause = Cause{CauseSource::kApi, {}, {}, {}});
   // The same, as a future.
   std::future<ApiReply> call(const std::string& id, ApiRequest request);
   // Returns once every shard has processed everything posted before the call.

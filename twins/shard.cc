@@ -21,7 +21,8 @@ Shard::Shard(size_t index, const ShardDeps& deps)
                                 post(WakeDue{id, due}, false);
                               },
                               [this](const std::string& id) { mark_failed(id); },
-                              [this](const std::string& id) { return failure_pending(id); }}),
+                              [this](const std::string& id) { return failure_pending(id); }},
+            deps.logic.policy().history),
       handlers_(deps.logic, deps.stats, deps.auto_provision, *this),
       next_sweep_(deps.clock.now_ms() + kSweepIntervalMs) {}
 
@@ -120,13 +121,13 @@ void Shard::commit(HotTwin& h, Outcome& out, CommitCallback after) {
   gate_.commit(h, out, deadline, scheduled, std::move(after));
 }
 
-void Shard::remove(HotTwin& h, CommitCallback after) {
+void Shard::remove(HotTwin& h, const Cause& cause, CommitCallback after) {
+  gate_.remove(h, cause, now(), std::move(after));  // reads the twin's version for its event
   const std::string id = h.twin.id;
   h.deleted = true;
   h.twin = Twin();
   h.twin.id = id;
   h.scheduled.reset();
-  gate_.remove(h, std::move(after));
 }
 
 void Shard::fire_timers() {
@@ -151,6 +152,7 @@ void Shard::fire_timers() {
     }
     try {
       Outcome out;
+      out.begin(h->twin, t, Cause{CauseSource::kAlarm, {}, {}, {}});
       deps_.logic.on_alarm(h->twin, t, out);
       RuntimeStats& stats = deps_.stats;
       for (Millis deadline : out.fired) {
@@ -212,6 +214,7 @@ void Shard::handle(DeviceInput& in) {
   Outcome out;
   Twin fresh;
   Twin& twin = h != nullptr ? h->twin : (fresh = logic.create(in.device_id, t, out));
+  out.begin(twin, t, Cause{CauseSource::kDevice, {}, {}, {}});
   Status result;
   std::string token;
   std::visit(
@@ -219,6 +222,7 @@ void Shard::handle(DeviceInput& in) {
         using T = std::decay_t<decltype(m)>;
         if constexpr (std::is_same_v<T, ReportedMessage>) {
           token = m.token;
+          out.cause.token = m.token;
           result = logic.on_reported(twin, m, t, out);
         } else if constexpr (std::is_same_v<T, GetMessage>) {
           logic.on_get(twin, m, t, out);
@@ -250,7 +254,7 @@ void Shard::handle(ApiCall& call) {
   }
   HotTwin* h = *found;
   if (h != nullptr) hot_.touch(*h, now());
-  handlers_.run(call.id, call.request, h, call.reply);
+  handlers_.run(call.id, call.request, h, call.reply, call.cause);
 }
 
 void Shard::handle(WakeDue& w) {

@@ -16,11 +16,23 @@ void mark(Outcome& out, const Command& c) {
   }
 }
 
-void set_status(Command& c, CommandStatus status, Millis now, Outcome& out) {
-  out.command_transitions.emplace_back(
-      c.history.empty() ? std::nullopt : std::optional<CommandStatus>(c.status), status);
+// command.changed: a new status, or a re-delivery (status sent again, one more attempt).
+void command_event(const Command& c, std::optional<CommandStatus> previous, Outcome& out) {
+  out.changes.push_back({"command.changed",
+                         {{"command_id", c.id},
+                          {"name", c.name},
+                          {"status", to_string(c.status)},
+                          {"previous", previous ? json(to_string(*previous)) : json()},
+                          {"attempts", c.attempts}}});
+}
+
+void set_status(Command& c, CommandStatus status, Millis now, Outcome& out, bool history) {
+  const std::optional<CommandStatus> previous =
+      c.history.empty() ? std::nullopt : std::optional<CommandStatus>(c.status);
+  out.command_transitions.emplace_back(previous, status);
   c.status = status;
   c.history.push_back({status, now});
+  if (history) command_event(c, previous, out);
 }
 
 void earliest(std::optional<Millis>& acc, std::optional<Millis> v) {
@@ -77,6 +89,7 @@ Twin TwinLogic::create(const std::string& id, Millis now, Outcome& out) const {
   twin.updated_at = now;
   out.twin_changed = true;
   out.events.push_back(TwinEvent::kCreated);
+  if (policy_.history) out.changes.push_back({"twin.created", json::object()});
   return twin;
 }
 
@@ -165,9 +178,15 @@ Status TwinLogic::on_reported(Twin& twin, const ReportedMessage& msg, Millis now
   if (!bytes) return bytes.status();
   twin.reported_bytes = *bytes;
   const json leaf = msg.device_ts ? json::array({now, *msg.device_ts}) : json(now);
+  json changed = policy_.history ? changed_leaves(twin.reported, msg.state) : json();
   if (apply_merge_patch(twin.reported, twin.reported_meta, msg.state, leaf)) {
     ++twin.reported_version;
     ++twin.version;
+    if (policy_.history) {
+      out.changes.push_back(
+          {"reported.updated",
+           {{"reported_version", twin.reported_version}, {"patch", std::move(changed)}}});
+    }
   }
   twin.updated_at = now;
   out.twin_changed = true;
@@ -305,18 +324,30 @@ Status TwinLogic::apply_settings(Twin& twin, const TwinSettings& s, bool is_patc
     UpdateDesired replace{*s.desired, true, std::nullopt};
     if (Status st = update_desired(twin, replace, now, out); !st) return st;
   }
-  if (tags) {
+  json patch = json::object();  // settings.updated: what this request set
+  if (tags && !values_equal(*tags, twin.tags)) {
+    patch["tags"] = is_patch ? s.tags.value.value_or(json()) : *tags;
     twin.tags = std::move(*tags);
+    out.twin_changed = true;
+  } else if (tags) {
     out.twin_changed = true;
   }
   if (s.stale_after_s.present) {
+    if (twin.stale_after_s != s.stale_after_s.value) {
+      patch["stale_after_s"] = s.stale_after_s.value ? json(*s.stale_after_s.value) : json();
+    }
     twin.stale_after_s = s.stale_after_s.value;
     out.twin_changed = true;
   }
   if (s.command_strategy && *s.command_strategy != twin.command_strategy) {
     twin.command_strategy = *s.command_strategy;
+    patch["command_strategy"] = to_string(twin.command_strategy);
     out.twin_changed = true;
     dispatch_commands(twin, now, out);
+  }
+  if (policy_.history && !patch.empty()) {
+    out.changes.push_back(
+        {"settings.updated", {{"patch", std::move(patch)}, {"replace", !is_patch}}});
   }
   if (out.twin_changed) twin.updated_at = now;
   return Status::ok();
@@ -349,6 +380,16 @@ Status TwinLogic::update_desired(Twin& twin, const UpdateDesired& request, Milli
   apply_merge_patch(twin.desired, twin.desired_meta, request.document, leaf);
   twin.desired_version = version;
   ++twin.version;
+  if (policy_.history) {
+    json fields = {{"desired_version", version}};
+    if (request.replace) {
+      fields["replace"] = true;
+      fields["desired"] = twin.desired;
+    } else {
+      fields["patch"] = request.document;
+    }
+    out.changes.push_back({"desired.updated", std::move(fields)});
+  }
   twin.updated_at = now;
   out.twin_changed = true;
   start_reconcile(twin, now, out);
@@ -424,7 +465,7 @@ Result<const Command*> TwinLogic::enqueue(Twin& twin, const CommandRequest& requ
   c.idempotency_key = request.idempotency_key;
   c.created_at = now;
   if (request.ttl_s) c.expires_at = now + seconds_to_ms(*request.ttl_s);
-  set_status(c, CommandStatus::kQueued, now, out);
+  set_status(c, CommandStatus::kQueued, now, out, policy_.history);
   twin.commands.push_back(std::move(c));
   const uint64_t seq = twin.commands.back().seq;
   mark(out, twin.commands.back());
@@ -479,8 +520,12 @@ void TwinLogic::dispatch_commands(Twin& twin, Millis now, Outcome& out) const {
 }
 
 void TwinLogic::deliver(Twin& twin, Command& c, Millis now, Outcome& out) const {
-  if (c.status != CommandStatus::kSent) set_status(c, CommandStatus::kSent, now, out);
   ++c.attempts;
+  if (c.status != CommandStatus::kSent) {
+    set_status(c, CommandStatus::kSent, now, out, policy_.history);
+  } else if (policy_.history) {
+    command_event(c, CommandStatus::kSent, out);  // a re-delivery
+  }
   c.ack_deadline = now + backoff_ms(policy_.command_ack_timeout_s, c.attempts);
   mark(out, c);
   twin.updated_at = now;
@@ -491,7 +536,7 @@ void TwinLogic::deliver(Twin& twin, Command& c, Millis now, Outcome& out) const 
 
 void TwinLogic::finish(Twin& twin, Command& c, CommandStatus status, Millis now,
                        Outcome& out) const {
-  set_status(c, status, now, out);
+  set_status(c, status, now, out, policy_.history);
   c.ack_deadline.reset();
   mark(out, c);
   twin.updated_at = now;

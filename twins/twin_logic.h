@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "twins/device_io.h"
+#include "twins/events.h"
 #include "twins/requests.h"
 #include "twins/twin.h"
 
@@ -25,6 +26,7 @@ struct Policy {
   uint32_t command_max_attempts = 5;
   size_t command_queue_max = 100;  // unfinished commands per twin
   size_t command_history = 100;    // finished commands kept per twin (oldest dropped)
+  bool history = true;             // record change events (Outcome::changes)
 };
 
 // Things worth a log line and a counter.
@@ -56,6 +58,19 @@ struct Outcome {
   std::vector<Millis> fired;
   // Command state changes (from: nullopt for a new command), for the metrics.
   std::vector<std::pair<std::optional<CommandStatus>, CommandStatus>> command_transitions;
+
+  // The change feed (events.h): what this step caused, the events only TwinLogic can describe,
+  // the states as they were before the step (the others are their differences), and when.
+  Cause cause;
+  std::vector<ChangeEvent> changes;
+  std::optional<StateMarks> before;
+  Millis at = 0;
+  // Starts a step on `twin` at `now` for `cause`.
+  void begin(const Twin& twin, Millis now, Cause why) {
+    cause = std::move(why);
+    before = marks_of(twin);
+    at = now;
+  }
 
   bool changed() const {
     return twin_changed || !commands_changed.empty() || !commands_removed.empty();

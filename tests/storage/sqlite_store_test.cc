@@ -66,7 +66,7 @@ TEST_CASE("an empty file is migrated to the current schema") {
   Metrics m;
   auto store = open_store(dir.file("doppel.db"), m);
   const int store_schema_version = store->schema_version();
-  CHECK(store_schema_version == 2);
+  CHECK(store_schema_version == 3);
   store->close();
   sqlite3* db = nullptr;
   REQUIRE(sqlite3_open(dir.file("doppel.db").c_str(), &db) == SQLITE_OK);
@@ -297,4 +297,116 @@ TEST_CASE("after a failed commit a twin's later writes fail until it is discarde
   auto q = store->load("q-1");
   REQUIRE(q);
   CHECK((*q)->twin.version == 2);
+}
+
+namespace {
+
+EventRecord event(const std::string& twin, const std::string& kind, Millis ts) {
+  EventRecord e;
+  e.ts = ts;
+  e.twin = twin;
+  e.kind = kind;
+  e.version = 1;
+  e.body = R"({"cause":{"source":"api"}})";
+  return e;
+}
+
+std::vector<std::string> kinds_of(const EventPage& p) {
+  std::vector<std::string> out;
+  for (const auto& e : p.events) out.push_back(e.kind);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("events are stored with their write, in order; a failed commit stores none") {
+  TempDir dir;
+  Metrics m;
+  auto store = open_store(dir.file("doppel.db"), m);
+  uint64_t notified = 0;
+  store->on_events([&](uint64_t last) { notified = last; });
+  TwinWrite a = row("a", 1);
+  a.events = {event("a", "twin.created", 10), event("a", "desired.updated", 10)};
+  write_and_wait(*store, std::move(a));
+  TwinWrite b = row("b", 1);
+  b.events = {event("b", "command.changed", 11)};
+  write_and_wait(*store, std::move(b));
+  CHECK(notified == 3);
+  CHECK(store->last_event_seq() == 3);
+
+  auto all = store->events({0, 100, {}, {}});
+  REQUIRE(all);
+  REQUIRE(all->events.size() == 3);
+  CHECK(all->events[0].seq == 1);
+  CHECK(all->events[2].seq == 3);
+  CHECK(kinds_of(*all) ==
+        std::vector<std::string>{"twin.created", "desired.updated", "command.changed"});
+  CHECK(all->scanned_to == 3);
+  auto of_b = store->events({0, 100, {"b"}, {}});
+  REQUIRE(of_b);
+  CHECK(kinds_of(*of_b) == std::vector<std::string>{"command.changed"});
+  CHECK(of_b->scanned_to == 3);  // looked at everything: continue after the newest
+  auto twin_kinds = store->events({0, 100, {}, {"twin.*", "command.changed"}});
+  REQUIRE(twin_kinds);
+  CHECK(kinds_of(*twin_kinds) == std::vector<std::string>{"twin.created", "command.changed"});
+  auto after = store->events({2, 1, {}, {}});
+  REQUIRE(after);
+  CHECK(after->events.size() == 1);
+  CHECK(after->events[0].seq == 3);
+
+  // A commit that fails stores neither the row nor its events, and burns no seq.
+  store->fail_next_commits(1);
+  TwinWrite c = row("c", 1);
+  c.events = {event("c", "twin.created", 12)};
+  std::promise<Status> failed;
+  store->write(std::move(c), [&](const Status& s) { failed.set_value(s); });
+  CHECK(!failed.get_future().get());
+  store->discard("c");
+  CHECK(store->events({0, 100, {}, {}})->events.size() == 3);
+  TwinWrite d = row("d", 1);
+  d.events = {event("d", "twin.created", 13)};
+  write_and_wait(*store, std::move(d));
+  CHECK(store->events({3, 100, {}, {}})->events.at(0).seq == 4);
+}
+
+TEST_CASE("pruning: oldest first, reported events capped, and a seq is never reused") {
+  TempDir dir;
+  Metrics m;
+  {
+    auto store = open_store(dir.file("doppel.db"), m);
+    TwinWrite w = row("a", 1);
+    w.events = {event("a", "desired.updated", 100)};
+    for (Millis ts = 101; ts <= 105; ++ts) w.events.push_back(event("a", "reported.updated", ts));
+    w.events.push_back(event("a", "command.changed", 200));
+    write_and_wait(*store, std::move(w));  // seqs 1..7
+
+    // Older than 101: the first event only.
+    auto pruned = store->prune_events(101, 1000);
+    REQUIRE(pruned);
+    CHECK(*pruned == 1);
+    // At most two reported.updated: the three oldest of the five go; the others stay.
+    pruned = store->prune_events(0, 2);
+    REQUIRE(pruned);
+    CHECK(*pruned == 3);
+    auto left = store->events({0, 100, {}, {}});
+    REQUIRE(left);
+    CHECK(kinds_of(*left) ==
+          std::vector<std::string>{"reported.updated", "reported.updated", "command.changed"});
+    CHECK(left->events.front().seq == 5);
+    auto bounds = store->event_bounds();
+    REQUIRE(bounds);
+    CHECK(bounds->oldest == 5);
+    CHECK(bounds->newest == 7);
+    // Everything goes; the sequence goes on.
+    CHECK(*store->prune_events(1'000'000, 1000) == 3);
+    bounds = store->event_bounds();
+    CHECK(bounds->oldest == 0);
+    CHECK(bounds->last_assigned == 7);
+  }
+  auto store = open_store(dir.file("doppel.db"), m);
+  CHECK(store->last_event_seq() == 7);
+  TwinWrite w = row("a", 2);
+  w.events = {event("a", "desired.updated", 300)};
+  write_and_wait(*store, std::move(w));
+  CHECK(store->events({0, 10, {}, {}})->events.at(0).seq == 8);
 }

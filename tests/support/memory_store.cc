@@ -12,6 +12,10 @@ Result<std::optional<StoredTwin>> MemoryTwinStore::load(const std::string& id) {
 }
 
 void MemoryTwinStore::apply(TwinWrite& w) {
+  for (auto& e : w.events) {
+    e.seq = ++last_event_seq_;
+    events_.push_back(std::move(e));
+  }
   if (w.delete_twin) {
     twins_.erase(w.id);
     return;
@@ -78,6 +82,7 @@ void MemoryTwinStore::commit_pending(size_t max) {
   for (size_t i = 0; i < batch.size(); ++i) {
     if (batch[i].callback) batch[i].callback(statuses[i]);
   }
+  if (listener_) listener_(last_event_seq());
   std::vector<std::pair<CommitCallback, Status>> waiters;
   {
     std::lock_guard lock(mu_);
@@ -159,6 +164,56 @@ size_t MemoryTwinStore::pending() const {
 void MemoryTwinStore::fail_commits(bool fail) {
   std::lock_guard lock(mu_);
   fail_ = fail;
+}
+
+Result<twins::EventPage> MemoryTwinStore::events(const twins::EventQuery& q) {
+  std::lock_guard lock(mu_);
+  twins::EventPage page;
+  page.scanned_to = q.after_seq;
+  for (const auto& e : events_) {
+    if (e.seq <= q.after_seq) continue;
+    if (page.events.size() == q.limit) break;
+    page.scanned_to = e.seq;
+    if (!q.twins.empty() && std::find(q.twins.begin(), q.twins.end(), e.twin) == q.twins.end()) {
+      continue;
+    }
+    if (!twins::kind_matches(e.kind, q.kinds)) continue;
+    page.events.push_back(e);
+  }
+  return page;
+}
+
+Result<twins::EventBounds> MemoryTwinStore::event_bounds() {
+  std::lock_guard lock(mu_);
+  twins::EventBounds b;
+  if (!events_.empty()) {
+    b.oldest = events_.front().seq;
+    b.newest = events_.back().seq;
+  }
+  b.last_assigned = last_event_seq_;
+  return b;
+}
+
+uint64_t MemoryTwinStore::last_event_seq() const {
+  std::lock_guard lock(mu_);
+  return last_event_seq_;
+}
+
+Result<uint64_t> MemoryTwinStore::prune_events(Millis before_ts, uint64_t max_reported) {
+  std::lock_guard lock(mu_);
+  uint64_t reported = 0;
+  for (const auto& e : events_) reported += e.kind == "reported.updated" ? 1 : 0;
+  const size_t before = events_.size();
+  std::vector<twins::EventRecord> kept;
+  for (auto& e : events_) {
+    const bool old = e.ts < before_ts;
+    const bool excess_report = e.kind == "reported.updated" && reported > max_reported;
+    if (excess_report) --reported;
+    if (old || excess_report) continue;
+    kept.push_back(std::move(e));
+  }
+  events_ = std::move(kept);
+  return static_cast<uint64_t>(before - events_.size());
 }
 
 }  // namespace doppel::testing

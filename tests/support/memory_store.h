@@ -37,6 +37,13 @@ class MemoryTwinStore final : public TwinStore {
   Result<uint64_t> count() override;
   Result<std::vector<std::pair<std::string, uint64_t>>> command_counts() override;
   void flush() override { commit_pending(); }
+  Result<twins::EventPage> events(const twins::EventQuery& query) override;
+  Result<twins::EventBounds> event_bounds() override;
+  uint64_t last_event_seq() const override;
+  void on_events(std::function<void(uint64_t)> listener) override {
+    listener_ = std::move(listener);
+  }
+  Result<uint64_t> prune_events(Millis before_ts, uint64_t max_reported) override;
 
   // Commits the oldest `max` queued writes (all by default) as one batch and runs their
   // callbacks (manual mode).
@@ -63,6 +70,9 @@ class MemoryTwinStore final : public TwinStore {
   uint64_t committed_ = 0;
   bool fail_ = false;
   FailedTwins failed_;
+  std::vector<twins::EventRecord> events_;  // under mu_, in seq order
+  uint64_t last_event_seq_ = 0;             // under mu_
+  std::function<void(uint64_t)> listener_;
 };
 
 }  // namespace doppel::testing

@@ -403,3 +403,111 @@ TEST_CASE("with shard threads, concurrent callers are all answered in order per 
   runtime.stop();
   CHECK(store.count().value() == 4);
 }
+
+// ---- the change feed: what each step records, in the same write as the change -------------
+
+namespace {
+
+// Every stored event as JSON, oldest first.
+std::vector<json> stored_events(MemoryTwinStore& store,
+                                const std::vector<std::string>& kinds = {}) {
+  std::vector<json> out;
+  auto page = store.events({0, 10'000, {}, kinds});
+  REQUIRE(page);
+  for (const auto& e : page->events) out.push_back(event_json(e));
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("every kind of change is recorded once, with its fields, cause, version and time") {
+  RuntimeOptions o = options(1);
+  o.policy.default_stale_after_s = 10;
+  o.policy.reconcile_timeout_s = 1000;
+  Rig rig(o);
+  const Millis t0 = rig.clock.now_ms();
+  std::promise<ApiReply> created;
+  rig.runtime.call(
+      "ev-1", UpdateDesired{json{{"mode", "eco"}}, false, std::nullopt},
+      [&](ApiReply r) { created.set_value(std::move(r)); },
+      Cause{CauseSource::kApi, "r-1", "ops", {}});
+  REQUIRE(created.get_future().get().status);
+  auto ev = stored_events(rig.store);
+  REQUIRE(ev.size() == 3);
+  CHECK(ev[0]["kind"] == "twin.created");
+  CHECK(ev[1]["kind"] == "desired.updated");
+  CHECK(ev[1]["patch"] == json{{"mode", "eco"}});
+  CHECK(ev[1]["desired_version"] == 1);
+  CHECK(ev[1]["cause"] == json{{"source", "api"}, {"request_id", "r-1"}, {"principal", "ops"}});
+  CHECK(ev[1]["ts"] == t0);
+  CHECK(ev[1]["version"] == 1);
+  CHECK(ev[2]["kind"] == "reconcile.changed");
+  CHECK(ev[2]["state"] == "pending");
+
+  // A device report: only the leaves that changed; the same report again records nothing.
+  rig.advance(5);
+  rig.device("ev-1", InboundKind::kReported, R"({"state":{"mode":"eco","temp":20},"token":"k1"})");
+  auto reported = stored_events(rig.store, {"reported.updated"});
+  REQUIRE(reported.size() == 1);
+  CHECK(reported[0]["patch"] == json{{"mode", "eco"}, {"temp", 20}});
+  CHECK(reported[0]["cause"] == json{{"source", "device"}, {"token", "k1"}});
+  CHECK(reported[0]["ts"] == t0 + 5);
+  rig.device("ev-1", InboundKind::kReported, R"({"state":{"mode":"eco","temp":20}})");
+  rig.device("ev-1", InboundKind::kReported, R"({"state":{"temp":21}})");
+  reported = stored_events(rig.store, {"reported.updated"});
+  REQUIRE(reported.size() == 2);
+  CHECK(reported[1]["patch"] == json{{"temp", 21}});
+  CHECK(reported[1]["reported_version"] == 2);
+  auto conn = stored_events(rig.store, {"connection.changed"});
+  REQUIRE(conn.size() == 1);
+  CHECK(conn[0]["state"] == "online");
+  CHECK(conn[0]["previous"] == "unknown");
+  CHECK(stored_events(rig.store, {"liveness.changed"}).size() == 1);  // unknown -> fresh
+  auto rec = stored_events(rig.store, {"reconcile.changed"});
+  REQUIRE(rec.size() == 2);
+  CHECK(rec[1]["state"] == "converged");
+
+  // Settings, a command, an alarm (staleness), going offline, deletion.
+  PatchTwin settings;
+  settings.settings.tags.present = true;
+  settings.settings.tags.value = json{{"site", "north"}};
+  REQUIRE(rig.call("ev-1", settings).status);
+  auto set = stored_events(rig.store, {"settings.updated"});
+  REQUIRE(set.size() == 1);
+  CHECK(set[0]["patch"] == json{{"tags", {{"site", "north"}}}});
+  CommandRequest cmd;
+  cmd.name = "reboot";
+  REQUIRE(rig.call("ev-1", EnqueueCommand{cmd}).status);
+  auto commands = stored_events(rig.store, {"command.*"});
+  REQUIRE(commands.size() == 2);  // queued, then sent (the device is online)
+  CHECK(commands[0]["status"] == "queued");
+  CHECK(commands[0]["previous"].is_null());
+  CHECK(commands[1]["status"] == "sent");
+  CHECK(commands[1]["previous"] == "queued");
+  CHECK(commands[1]["attempts"] == 1);
+  CHECK(commands[1]["name"] == "reboot");
+  rig.advance(10'000);
+  auto stale = stored_events(rig.store, {"liveness.changed"});
+  REQUIRE(stale.size() == 2);
+  CHECK(stale[1]["state"] == "stale");
+  CHECK(stale[1]["cause"]["source"] == "alarm");
+  rig.device("ev-1", InboundKind::kStatus, R"({"state":"offline"})");
+  CHECK(stored_events(rig.store, {"connection.changed"}).back()["state"] == "offline");
+  REQUIRE(rig.call("ev-1", DeleteTwin{}).status);
+  auto all = stored_events(rig.store);
+  CHECK(all.back()["kind"] == "twin.deleted");
+  // Sequence numbers are consecutive and timestamps never go back for the twin.
+  for (size_t i = 1; i < all.size(); ++i) {
+    CHECK(all[i]["seq"].get<uint64_t>() == all[i - 1]["seq"].get<uint64_t>() + 1);
+    CHECK(all[i]["ts"].get<Millis>() >= all[i - 1]["ts"].get<Millis>());
+  }
+}
+
+TEST_CASE("with history off, nothing is recorded") {
+  RuntimeOptions o = options(1);
+  o.policy.history = false;
+  Rig rig(o);
+  REQUIRE(rig.call("quiet-1", UpdateDesired{json{{"a", 1}}, false, std::nullopt}).status);
+  rig.device("quiet-1", InboundKind::kReported, R"({"state":{"a":1}})");
+  CHECK(stored_events(rig.store).empty());
+}

@@ -35,6 +35,7 @@ struct ApiCall {
   std::string id;
   ApiRequest request;
   ReplyPromise reply;
+  Cause cause;
 };
 // A deadline of twin `id` is due at `due` (from the scanner or a commit callback).
 struct WakeDue {
@@ -118,7 +119,7 @@ class Shard final : private TwinHost {
   Millis now() const override { return deps_.clock.now_ms(); }
   HotTwin* adopt(Twin twin) override;
   void commit(HotTwin& h, Outcome& out, CommitCallback after) override;
-  void remove(HotTwin& h, CommitCallback after) override;
+  void remove(HotTwin& h, const Cause& cause, CommitCallback after) override;
 
   const size_t index_;
   ShardDeps deps_;
