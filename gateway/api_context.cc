@@ -28,6 +28,16 @@ std::optional<size_t> parse_size(const std::string& s, size_t lo, size_t hi) {
   return v;
 }
 
+std::optional<uint64_t> parse_u64(const std::string& s) {
+  if (s.empty() || s.size() > 19) return std::nullopt;
+  uint64_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return std::nullopt;
+    v = v * 10 + static_cast<uint64_t>(c - '0');
+  }
+  return v;
+}
+
 HttpResponse ApiContext::to_response(twins::ApiReply r, Etag etag, const char* body_field,
                                      const std::string& path) {
   if (!r.status) return status_response(r.status, path);
@@ -62,11 +72,13 @@ void ApiContext::call(const ExchangePtr& x, twins::ApiRequest request, Etag etag
                       const char* body_field,
                       std::function<void(const ExchangePtr&, twins::ApiReply)> then) const {
   const std::string id = x->segments[2];
-  rt->call(id, std::move(request),
-           [x, etag, body_field, then = std::move(then)](twins::ApiReply r) mutable {
-             if (then) return then(x, std::move(r));
-             x->send(to_response(std::move(r), etag, body_field, x->req.path));
-           });
+  rt->call(
+      id, std::move(request),
+      [x, etag, body_field, then = std::move(then)](twins::ApiReply r) mutable {
+        if (then) return then(x, std::move(r));
+        x->send(to_response(std::move(r), etag, body_field, x->req.path));
+      },
+      twins::Cause{twins::CauseSource::kApi, x->request_id, x->principal, {}});
 }
 
 std::optional<twins::json> ApiContext::body(Exchange& x,

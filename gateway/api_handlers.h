@@ -2,6 +2,7 @@
 //   api_service.cc   /healthz, /readyz, /metrics, /v1/openapi.json
 //   api_twins.cc     /v1/twins, /v1/twins/{id}, /v1/twins/{id}/desired
 //   api_commands.cc  /v1/twins/{id}/commands[/{command_id}]
+//   api_events.cc    /v1/events (the change feed), /v1/twins/{id}/history
 //   api_debug.cc     /v1/debug/ticks (the streaming example the tests use)
 // A handler validates its request (ids, bodies, limits, content types), runs it against its twin
 // through the runtime and answers when the runtime does — after the change it caused is
@@ -26,6 +27,7 @@
 namespace doppel::gateway {
 
 class DeviceAuth;
+class FeedHub;
 struct Readiness;
 
 struct ApiContext {
@@ -35,6 +37,8 @@ struct ApiContext {
   std::function<Readiness()> readiness;
   DeviceAuth* device_auth = nullptr;  // optional: credentials on PUT/DELETE of a twin
   HttpServer* server = nullptr;       // run_blocking()
+  FeedHub* feed = nullptr;            // wakes change-feed streams
+  size_t stream_buffer_bytes = 1 << 20;
 
   const twins::Limits& limits() const { return rt->logic().policy().limits; }
 
@@ -61,11 +65,14 @@ RouteHandler twin_route(const ApiContext* ctx, TwinHandler handler);
 
 // A decimal query parameter within [lo, hi], or nullopt.
 std::optional<size_t> parse_size(const std::string& s, size_t lo, size_t hi);
+// A decimal up to 19 digits (event seqs), or nullopt.
+std::optional<uint64_t> parse_u64(const std::string& s);
 
 // `ctx` may be null when only the route table is wanted (HttpApi::routes()).
 void add_service_routes(Router& router, const ApiContext* ctx);
 void add_twin_routes(Router& router, const ApiContext* ctx);
 void add_command_routes(Router& router, const ApiContext* ctx);
 void add_debug_routes(Router& router, const ApiContext* ctx);
+void add_event_routes(Router& router, const ApiContext* ctx);
 
 }  // namespace doppel::gateway

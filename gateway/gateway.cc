@@ -1,5 +1,7 @@
 #include "gateway/gateway.h"
 
+#include "gateway/feed.h"
+
 #include <fcntl.h>
 #include <sys/file.h>
 #include <unistd.h>
@@ -106,6 +108,10 @@ Status Gateway::start() {
   auto store = storage::SqliteTwinStore::open(store_options, metrics_);
   if (!store) return store.status();
   store_ = std::move(*store);
+  // Change-feed streams wake on commits; the listener is set before any write.
+  feed_ = std::make_unique<FeedHub>();
+  store_->on_events([hub = feed_.get()](uint64_t) { hub->notify(); });
+  if (config_.policy.history) pruner_ = std::thread([this] { prune_loop(); });
 
   std::string broker_user = config_.broker_username;
   std::string broker_password = config_.broker_password;
@@ -179,6 +185,7 @@ Status Gateway::start() {
   http_options.server = config_.http_server;
   http_options.tokens = config_.api_tokens;
   http_options.read_tokens = config_.api_read_tokens;
+  http_options.feed = feed_.get();
   http_ = std::make_unique<HttpApi>(
       http_options, *runtime_, *store_, metrics_, [this] { return readiness(); },
       device_auth_.get());
@@ -195,6 +202,12 @@ void Gateway::stop() {
   if (stopped_) return;
   stopped_ = true;
   if (http_) http_->stop();
+  {
+    std::lock_guard lock(prune_mu_);
+    prune_stop_ = true;
+  }
+  prune_cv_.notify_all();
+  if (pruner_.joinable()) pruner_.join();
   if (runtime_) runtime_->barrier();
   if (store_) store_->flush();  // commits, and hands the last publishes to the MQTT client
   if (channel_) channel_->stop(std::chrono::milliseconds(2000));
@@ -211,6 +224,22 @@ void Gateway::stop() {
     lock_fd_ = -1;
   }
   log_info("doppeld: stopped");
+}
+
+void Gateway::prune_loop() {
+  // At start, then every minute: events older than the retention, and reported.updated events
+  // beyond their cap, oldest first.
+  while (true) {
+    const auto cut = clock_.now_ms() - twins::seconds_to_ms(config_.history_retention_s);
+    auto pruned = store_->prune_events(cut, config_.history_max_reported_events);
+    if (!pruned) {
+      log_warn("history: pruning failed (retrying in a minute): " + pruned.status().to_string());
+    } else if (*pruned > 0) {
+      log_info("history: pruned " + std::to_string(*pruned) + " events");
+    }
+    std::unique_lock lock(prune_mu_);
+    if (prune_cv_.wait_for(lock, std::chrono::seconds(60), [this] { return prune_stop_; })) return;
+  }
 }
 
 Readiness Gateway::readiness() const {

@@ -4,8 +4,11 @@
 // `doppeld` is a thin main() around it; tests may also run it in-process.
 #pragma once
 
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gateway/http_api.h"
@@ -27,6 +30,7 @@ namespace doppel::gateway {
 
 class DeviceAuth;
 class EmbeddedBroker;
+class FeedHub;
 
 struct GatewayConfig {
   std::string broker;  // external broker URL; empty: start the embedded one
@@ -51,7 +55,9 @@ struct GatewayConfig {
   double hibernate_after_s = 60;
   size_t max_hot_twins = 1'000'000;
   bool auto_provision = true;
-  twins::Policy policy;
+  twins::Policy policy;                               // policy.history: record the change feed
+  double history_retention_s = 7 * 24 * 3600;         // events older than this are pruned
+  uint64_t history_max_reported_events = 50'000'000;  // and reported.updated beyond this many
 };
 
 class Gateway {
@@ -86,6 +92,13 @@ class Gateway {
   std::unique_ptr<mqtt::MqttChannel> channel_;
   std::unique_ptr<twins::Runtime> runtime_;
   std::unique_ptr<HttpApi> http_;
+  std::unique_ptr<FeedHub> feed_;
+  // The history pruner: a background thread, never in the commit path.
+  void prune_loop();
+  std::thread pruner_;
+  std::mutex prune_mu_;
+  std::condition_variable prune_cv_;
+  bool prune_stop_ = false;
   bool stopped_ = false;
 };
 

@@ -1,6 +1,7 @@
 #include "gateway/http_api.h"
 
 #include "gateway/api_handlers.h"
+#include "gateway/feed.h"
 #include "gateway/http_auth.h"
 #include "gateway/http_router.h"
 
@@ -13,6 +14,7 @@ void add_all_routes(Router& router, const ApiContext* ctx) {
   add_twin_routes(router, ctx);
   add_command_routes(router, ctx);
   add_debug_routes(router, ctx);
+  add_event_routes(router, ctx);
 }
 
 }  // namespace
@@ -28,8 +30,8 @@ struct HttpApi::Impl {
         so,
         [this](HttpRequest&& req, Responder respond) {
           router.dispatch(std::move(req), std::move(respond),
-                          [this](const HttpRequest& r, Router::Access access) {
-                            return auth.refuse(r, access == Router::Access::kOpen);
+                          [this](Exchange& x, Router::Access access) {
+                            return auth.refuse(x.req, access == Router::Access::kOpen, x.principal);
                           });
         },
         metrics);
@@ -39,10 +41,17 @@ struct HttpApi::Impl {
     ctx.readiness = std::move(readiness);
     ctx.device_auth = device_auth;
     ctx.server = server.get();
+    ctx.stream_buffer_bytes = so.stream_buffer_bytes;
+    if (options.feed == nullptr) {
+      own_feed = std::make_unique<FeedHub>();
+      store.on_events([hub = own_feed.get()](uint64_t) { hub->notify(); });
+    }
+    ctx.feed = options.feed != nullptr ? options.feed : own_feed.get();
     add_all_routes(router, &ctx);
   }
 
   HttpOptions options;
+  std::unique_ptr<FeedHub> own_feed;
   ApiAuth auth;
   ApiContext ctx;
   Router router;

@@ -23,6 +23,7 @@
 namespace doppel::gateway {
 
 class DeviceAuth;
+class FeedHub;
 
 struct Readiness {
   bool store_open = false;
@@ -40,6 +41,9 @@ struct HttpOptions {
   // Bearer tokens. With none, the API is open (doppeld allows that only on loopback).
   std::vector<std::string> tokens;       // full access
   std::vector<std::string> read_tokens;  // GET only
+  // Wakes change-feed streams (the owner connects it to TwinStore::on_events). Null: HttpApi
+  // makes its own and connects it.
+  FeedHub* feed = nullptr;
 };
 
 class HttpApi {

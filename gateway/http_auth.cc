@@ -1,6 +1,7 @@
 #include "gateway/http_auth.h"
 
 #include <algorithm>
+#include <cctype>
 
 namespace doppel::gateway {
 namespace {
@@ -14,24 +15,50 @@ bool same_secret(const std::string& a, const std::string& b) {
   return diff == 0;
 }
 
-bool any_matches(const std::vector<std::string>& tokens, const std::string& given) {
-  bool found = false;
-  for (const auto& t : tokens) found |= same_secret(given, t);
+// The name of the token that matches `given` (every one is compared), or nullptr.
+const std::string* match(const std::vector<ApiAuth::Token>& tokens, const std::string& given) {
+  const std::string* found = nullptr;
+  for (const auto& t : tokens) {
+    if (same_secret(given, t.secret) && found == nullptr) found = &t.name;
+  }
   return found;
+}
+
+std::vector<ApiAuth::Token> parse_all(const std::vector<std::string>& texts) {
+  std::vector<ApiAuth::Token> out;
+  for (const auto& t : texts) out.push_back(ApiAuth::parse(t));
+  return out;
 }
 
 }  // namespace
 
-ApiAuth::ApiAuth(std::vector<std::string> tokens, std::vector<std::string> read_tokens)
-    : tokens_(std::move(tokens)), read_tokens_(std::move(read_tokens)) {}
+ApiAuth::Token ApiAuth::parse(const std::string& text) {
+  const size_t eq = text.find('=');
+  if (eq != std::string::npos && eq > 0 && eq <= 64 && eq + 1 < text.size()) {
+    const std::string name = text.substr(0, eq);
+    const bool valid = std::all_of(name.begin(), name.end(), [](unsigned char c) {
+      return std::isalnum(c) != 0 || c == '_' || c == '.' || c == '-';
+    });
+    if (valid) return {name, text.substr(eq + 1)};
+  }
+  return {"default", text};
+}
 
-std::optional<HttpResponse> ApiAuth::refuse(const HttpRequest& req, bool open_route) const {
+ApiAuth::ApiAuth(std::vector<std::string> tokens, std::vector<std::string> read_tokens)
+    : tokens_(parse_all(tokens)), read_tokens_(parse_all(read_tokens)) {}
+
+std::optional<HttpResponse> ApiAuth::refuse(const HttpRequest& req, bool open_route,
+                                            std::string& principal) const {
   if (tokens_.empty() && read_tokens_.empty()) return std::nullopt;
   if (open_route) return std::nullopt;
   const std::string header = req.header("Authorization").value_or("");
   const std::string token = header.rfind("Bearer ", 0) == 0 ? header.substr(7) : std::string();
-  if (!token.empty() && any_matches(tokens_, token)) return std::nullopt;
-  if (!token.empty() && any_matches(read_tokens_, token)) {
+  if (const std::string* name = token.empty() ? nullptr : match(tokens_, token)) {
+    principal = *name;
+    return std::nullopt;
+  }
+  if (const std::string* name = token.empty() ? nullptr : match(read_tokens_, token)) {
+    principal = *name;
     if (req.method == "GET" || req.method == "HEAD") return std::nullopt;
     return problem_response(
         403, "forbidden",

@@ -2,7 +2,9 @@
 // everything, those given with --api-read-token may only read (GET, HEAD); with no token
 // configured the API is open (doppeld allows that only on loopback). Some routes are open anyway
 // (liveness, readiness, the API description: they hold no data). Tokens are compared in constant
-// time and never logged.
+// time and never logged. Tokens may be named (NAME=SECRET, NAME of letters, digits, '_', '.',
+// '-'); a bare secret is named "default". The name is the request's principal, recorded on the
+// changes it causes.
 //
 // Thread-safety: immutable after construction.
 #pragma once
@@ -19,13 +21,22 @@ class ApiAuth {
  public:
   ApiAuth(std::vector<std::string> tokens, std::vector<std::string> read_tokens);
 
-  // nullopt: allowed. Otherwise the refusal to send: 401 (no or unknown token, with
-  // WWW-Authenticate) or 403 (a read-only token asking to change something).
-  std::optional<HttpResponse> refuse(const HttpRequest& req, bool open_route) const;
+  // nullopt: allowed, and `principal` names the token used (left empty when none was needed).
+  // Otherwise the refusal to send: 401 (no or unknown token, with WWW-Authenticate) or 403 (a
+  // read-only token asking to change something).
+  std::optional<HttpResponse> refuse(const HttpRequest& req, bool open_route,
+                                     std::string& principal) const;
+
+  struct Token {
+    std::string name;
+    std::string secret;
+  };
+  // "NAME=SECRET" -> {NAME, SECRET}; anything else -> {"default", the whole text}.
+  static Token parse(const std::string& text);
 
  private:
-  std::vector<std::string> tokens_;
-  std::vector<std::string> read_tokens_;
+  std::vector<Token> tokens_;
+  std::vector<Token> read_tokens_;
 };
 
 }  // namespace doppel::gateway

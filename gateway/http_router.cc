@@ -80,10 +80,10 @@ void Router::dispatch(HttpRequest&& req, Responder respond, const Guard& guard) 
       if (r.access == Access::kOpen) access = Access::kOpen;
       continue;
     }
-    if (auto refusal = guard(x->req, r.access)) return x->send(std::move(*refusal));
+    if (auto refusal = guard(*x, r.access)) return x->send(std::move(*refusal));
     return r.handler(x);
   }
-  if (auto refusal = guard(x->req, access)) return x->send(std::move(*refusal));
+  if (auto refusal = guard(*x, access)) return x->send(std::move(*refusal));
   if (!allow.empty()) {
     HttpResponse r =
         problem_response(405, "method_not_allowed", "this resource answers " + allow, x->req.path);

@@ -29,6 +29,8 @@ struct Exchange {
   // The client's X-Request-Id (printable ASCII, at most 128 bytes), or one made up; every answer
   // echoes it.
   std::string request_id;
+  // Which token the request used (its name, never the secret); empty when the API is open.
+  std::string principal;
 
   void send(HttpResponse r) { respond(std::move(r)); }
   void problem(int status, std::string_view code, std::string_view detail) {
@@ -47,8 +49,8 @@ class Router {
  public:
   // Access: open routes need no token (they hold no data).
   enum class Access { kToken, kOpen };
-  // The access check: nullopt allows, otherwise the refusal to send.
-  using Guard = std::function<std::optional<HttpResponse>(const HttpRequest&, Access)>;
+  // The access check: nullopt allows (and may name the principal), otherwise the refusal.
+  using Guard = std::function<std::optional<HttpResponse>(Exchange&, Access)>;
 
   void add(std::string method, std::string pattern, RouteHandler handler,
            Access access = Access::kToken);

@@ -107,19 +107,27 @@ std::optional<std::string> percent_decode(std::string_view s) {
 }
 
 std::optional<std::string> HttpRequest::param(std::string_view name) const {
+  auto all = params(name);
+  if (all.empty()) return std::nullopt;
+  return std::move(all.front());
+}
+
+std::vector<std::string> HttpRequest::params(std::string_view name) const {
+  std::vector<std::string> out;
   std::string_view q = query;
   while (!q.empty()) {
     const size_t amp = q.find('&');
     const std::string_view pair = q.substr(0, amp);
     const size_t eq = pair.find('=');
     if (pair.substr(0, eq) == name) {
-      return percent_decode(eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1))
-          .value_or(std::string());
+      out.push_back(
+          percent_decode(eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1))
+              .value_or(std::string()));
     }
     if (amp == std::string_view::npos) break;
     q.remove_prefix(amp + 1);
   }
-  return std::nullopt;
+  return out;
 }
 
 HttpResponse problem_response(int status, std::string_view code, std::string_view detail,
@@ -781,8 +789,9 @@ bool StreamState::write(std::string data) {
   {
     std::lock_guard lock(mu_);
     if (over_ || ending_) return false;
+    const bool alone = unsent_ == 0;  // one write larger than the bound is still accepted alone
     unsent_ += data.size();
-    if (unsent_ > bound_) {
+    if (unsent_ > bound_ && !alone) {
       over_ = true;
       cut = true;
       pending_.clear();

@@ -46,6 +46,8 @@ struct HttpRequest {
   std::optional<std::string> header(std::string_view name) const;
   // The first query parameter of that name, percent-decoded, if any.
   std::optional<std::string> param(std::string_view name) const;
+  // Every value of a repeated query parameter, in order.
+  std::vector<std::string> params(std::string_view name) const;
 };
 
 // Why a stream ended.
@@ -64,7 +66,8 @@ class HttpStream {
  public:
   virtual ~HttpStream() = default;
   // Queues `data` as one chunk. false: the stream is over and nothing was queued — or this write
-  // took the unsent output past the bound, and the client is being disconnected.
+  // took the unsent output past the bound, and the client is being disconnected (a write into
+  // an empty queue is accepted whatever its size).
   virtual bool write(std::string data) = 0;
   // Bytes that may still be queued before the client is cut off; 0 once the stream is over.
   virtual size_t room() const = 0;

@@ -170,6 +170,16 @@ int main(int argc, char** argv) {
   app.add_option("--max-depth", p.limits.max_depth, "nesting limit of state documents")
       ->capture_default_str()
       ->check(CLI::Range(1, 64));
+  app.add_option("--history", p.history,
+                 "record every committed change in the change feed (GET /v1/events, history)")
+      ->capture_default_str();
+  app.add_option("--history-retention-s", cfg.history_retention_s,
+                 "change events older than this are pruned, seconds")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--history-max-reported-events", cfg.history_max_reported_events,
+                 "at most this many reported.updated events are kept (oldest pruned first)")
+      ->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn or error")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));

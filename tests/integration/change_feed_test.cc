@@ -1,0 +1,229 @@
+// The change feed against the real daemon, broker and database file: causes (X-Request-Id, the
+// token's name), resuming with Last-Event-ID across kill -9 with nothing acknowledged missing and
+// nothing recorded that did not happen, retention (410 and overflow), and a consumer that stops
+// reading and then catches up, in order, while another keeps receiving.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <map>
+#include <thread>
+
+#include "tests/support/harness.h"
+#include "tests/support/raw_http.h"
+
+using namespace doppel::testing;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// The events (data: lines, parsed) of an SSE text, and the named events' kinds.
+std::vector<json> sse_events(const std::string& text) {
+  std::vector<json> out;
+  for (size_t at = text.find("\ndata: "); at != std::string::npos;
+       at = text.find("\ndata: ", at + 1)) {
+    const size_t end = text.find('\n', at + 7);
+    if (end == std::string::npos) break;
+    out.push_back(json::parse(text.substr(at + 7, end - at - 7), nullptr, false));
+  }
+  return out;
+}
+
+std::string sse_request(const std::string& query, std::optional<uint64_t> last_event_id = {}) {
+  std::string r =
+      "GET /v1/events" + query + " HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n";
+  if (last_event_id) r += "Last-Event-ID: " + std::to_string(*last_event_id) + "\r\n";
+  return r + "\r\n";
+}
+
+// Reads an event stream until `done(text)` or `within` passes; `text` starts as `so_far`.
+std::string read_until(Raw& c, const std::function<bool(const std::string&)>& done,
+                       std::chrono::milliseconds within, std::string so_far = {}) {
+  std::string all = std::move(so_far);
+  const auto deadline = Clock::now() + within;
+  while (Clock::now() < deadline && !done(all) && !c.closed()) {
+    if (c.fill(100ms)) {
+      all += c.buffered();
+      c.clear();
+    }
+  }
+  return all;
+}
+
+// Every event through the JSON pages, after `after`.
+std::vector<json> all_events(Doppeld& gw, uint64_t after = 0, const std::string& filter = "") {
+  std::vector<json> out;
+  while (true) {
+    // No after_seq at first: from the oldest retained (an explicit 0 would be a 410 once
+    // pruning has started).
+    auto page =
+        gw.get("/v1/events?limit=1000" +
+               (after == 0 ? std::string() : "&after_seq=" + std::to_string(after)) + filter);
+    REQUIRE(page.status == 200);
+    for (const auto& e : page.body["events"]) out.push_back(e);
+    const auto next = page.body["next_after_seq"].get<uint64_t>();
+    if (next == after) return out;
+    after = next;
+  }
+}
+
+}  // namespace
+
+TEST_CASE("a change's event names its cause: the request id and the token's name") {
+  TempDir dir;
+  Broker broker(dir);
+  Doppeld gw(dir.file("data"), broker.uri(), {"--api-token", "ops=s3cret-1"});
+  gw.start();
+  auto r = gw.request("PATCH", "/v1/twins/c-1/desired", R"({"mode":"eco"})",
+                      {{"Authorization", "Bearer s3cret-1"},
+                       {"X-Request-Id", "r-1"},
+                       {"Content-Type", "application/merge-patch+json"}});
+  REQUIRE(r.status == 200);
+  auto page =
+      gw.request("GET", "/v1/events?kind=desired.*", "", {{"Authorization", "Bearer s3cret-1"}});
+  REQUIRE(page.status == 200);
+  REQUIRE(page.body["events"].size() == 1);
+  const json& e = page.body["events"][0];
+  CHECK(e["kind"] == "desired.updated");
+  CHECK(e["twin"] == "c-1");
+  CHECK(e["patch"] == json{{"mode", "eco"}});
+  CHECK(e["cause"] == json{{"source", "api"}, {"request_id", "r-1"}, {"principal", "ops"}});
+  CHECK(gw.log().find("s3cret-1") == std::string::npos);
+  // The history of the twin has it too.
+  auto history =
+      gw.request("GET", "/v1/twins/c-1/history", "", {{"Authorization", "Bearer s3cret-1"}});
+  REQUIRE(history.status == 200);
+  CHECK(history.body["events"].size() >= 2);  // created, desired.updated, reconcile.changed
+  CHECK(history.body["events"][0]["kind"] == "twin.created");
+}
+
+TEST_CASE("after kill -9 the feed resumes: every acknowledged change has its event, in order") {
+  Stack stack;
+  auto& gw = stack.gateway;
+  // Writers PATCH while the daemon is killed; what was acknowledged must be in the feed.
+  std::atomic<bool> stop{false};
+  std::map<std::string, uint64_t> acked;  // twin -> highest acknowledged desired version
+  std::mutex mu;
+  std::vector<std::thread> writers;
+  for (int w = 0; w < 4; ++w) {
+    writers.emplace_back([&, w] {
+      const std::string id = "k-" + std::to_string(w);
+      for (int n = 1; !stop.load() && n < 100'000; ++n) {
+        auto r = gw.patch_desired(id, {{"n", n}});
+        if (r.status != 200) continue;
+        std::lock_guard lock(mu);
+        acked[id] = std::max(acked[id], r.body["desired_version"].get<uint64_t>());
+      }
+    });
+  }
+  REQUIRE(eventually(
+      [&] {
+        std::lock_guard lock(mu);
+        return acked.size() == 4 && acked["k-3"] >= 20;
+      },
+      30s));
+  Raw stream(gw.http_port());
+  REQUIRE(stream.send(sse_request("?kind=desired.updated", 0)));
+  read_until(
+      stream, [](const std::string& t) { return t.find("\nid: 5\n") != std::string::npos; }, 10s);
+  gw.kill9();
+  stop = true;
+  for (auto& t : writers) t.join();
+  gw.start();
+
+  const auto events = all_events(gw, 0, "&kind=desired.updated");
+  std::map<std::string, uint64_t> seen;  // twin -> desired versions recorded, consecutive
+  for (size_t i = 0; i < events.size(); ++i) {
+    if (i > 0) CHECK(events[i]["seq"].get<uint64_t>() > events[i - 1]["seq"].get<uint64_t>());
+    const std::string twin = events[i]["twin"];
+    const auto v = events[i]["desired_version"].get<uint64_t>();
+    CHECK(v == seen[twin] + 1);
+    seen[twin] = v;
+  }
+  for (const auto& [twin, version] : acked) {
+    CAPTURE(twin);
+    CHECK(seen[twin] >= version);  // nothing acknowledged is missing
+    // ... and nothing is recorded that the store does not have.
+    CHECK(gw.get("/v1/twins/" + twin).body["desired_version"].get<uint64_t>() == seen[twin]);
+  }
+  // Every event, all kinds: consecutive seqs from 1.
+  const auto everything = all_events(gw);
+  REQUIRE(!everything.empty());
+  for (size_t i = 0; i < everything.size(); ++i) {
+    CHECK(everything[i]["seq"].get<uint64_t>() == i + 1);
+  }
+  // A stream resuming with Last-Event-ID gets what followed, from the next seq on.
+  const uint64_t from = everything.size() / 2;
+  Raw resumed(gw.http_port());
+  REQUIRE(resumed.send(sse_request("", from)));
+  const std::string text = read_until(
+      resumed,
+      [&](const std::string& t) { return sse_events(t).size() >= everything.size() - from; }, 30s);
+  const auto got = sse_events(text);
+  REQUIRE(got.size() == everything.size() - from);
+  for (size_t i = 0; i < got.size(); ++i) CHECK(got[i]["seq"].get<uint64_t>() == from + 1 + i);
+}
+
+TEST_CASE("retention: pruned positions answer 410, a stream behind them gets overflow") {
+  TempDir dir;
+  Broker broker(dir);
+  {
+    Doppeld gw(dir.file("data"), broker.uri());
+    gw.start();
+    for (int i = 0; i < 5; ++i) REQUIRE(gw.patch_desired("r-1", {{"i", i}}).status == 200);
+    CHECK(gw.stop() == 0);
+  }
+  // Restarted with a retention of a millisecond: the pruner, which runs at start, removes all.
+  Doppeld gw(dir.file("data"), broker.uri(), {"--history-retention-s", "0.001"});
+  gw.start();
+  CHECK(eventually([&] { return gw.get("/v1/events?after_seq=1").status == 410; }, 20s));
+  auto gone = gw.get("/v1/events?after_seq=1");
+  CHECK(gone.body["type"] == "urn:doppel:problem:gone");
+  CHECK(gone.body["detail"].get<std::string>().find("seq") != std::string::npos);
+  Raw c(gw.http_port());
+  REQUIRE(c.send(sse_request("", 1)));
+  const std::string text = read_until(
+      c, [](const std::string& t) { return t.find("\r\n0\r\n\r\n") != std::string::npos; }, 10s);
+  CHECK(text.find("event: overflow\n") != std::string::npos);
+  const auto overflow = sse_events(text);
+  REQUIRE(overflow.size() == 1);
+  const auto oldest = overflow[0]["oldest_seq"].get<uint64_t>();
+  CHECK(oldest > 1);
+  // The sequence goes on after pruning: the next change gets a seq never used before.
+  REQUIRE(gw.patch_desired("r-1", {{"i", 99}}).status == 200);
+  const auto after = all_events(gw);
+  REQUIRE(!after.empty());
+  CHECK(after.front()["seq"].get<uint64_t>() >= oldest);
+}
+
+TEST_CASE("a consumer that stops reading keeps its place and then gets everything, in order") {
+  Stack stack({"--http-stream-buffer-bytes", "65536"});
+  auto& gw = stack.gateway;
+  const uint64_t start = all_events(gw).size();
+  Raw slow(gw.http_port(), nullptr, 16384);  // a small window, and it does not read for now
+  REQUIRE(slow.send(sse_request("?kind=desired.updated", start)));
+  Raw fast(gw.http_port());
+  REQUIRE(fast.send(sse_request("?kind=desired.updated", start)));
+  // ~0.5 MB of events: eight times the stream bound, far past the slow reader's window.
+  const std::string pad(300, 'p');
+  std::string fast_text;
+  for (int i = 0; i < 1000; ++i) {
+    REQUIRE(gw.patch_desired("s-" + std::to_string(i % 10), {{"i", i}, {"pad", pad}}).status ==
+            200);
+    if (fast.fill(0ms)) {
+      fast_text += fast.buffered();
+      fast.clear();
+    }
+  }
+  fast_text = read_until(
+      fast, [](const std::string& t) { return sse_events(t).size() >= 1000; }, 60s, fast_text);
+  CHECK(sse_events(fast_text).size() == 1000);
+  const std::string slow_text = read_until(
+      slow, [](const std::string& t) { return sse_events(t).size() >= 1000; }, 60s);
+  const auto got = sse_events(slow_text);
+  REQUIRE(got.size() == 1000);
+  for (size_t i = 0; i < got.size(); ++i) CHECK(got[i]["desired_version"].is_number());
+  for (size_t i = 1; i < got.size(); ++i) {
+    CHECK(got[i]["seq"].get<uint64_t>() > got[i - 1]["seq"].get<uint64_t>());
+  }
+  CHECK(metric(gw.text("/metrics"), "doppel_http_refused_total{reason=\"stream_too_slow\"}") == 0);
+}
