@@ -106,8 +106,11 @@ class Subscription : public std::enable_shared_from_this<Subscription> {
       done();
       return stream_->on_drain([self = shared_from_this()] { self->pull(); });
     }
-    auto bounds = ctx_.store->event_bounds();
-    if (bounds) {
+    auto page = ctx_.store->events(q_);
+    // Read from the table (not the recent tail): the position may have been pruned.
+    auto bounds = page && page->from_tail ? Result<twins::EventBounds>(twins::EventBounds{})
+                                          : ctx_.store->event_bounds();
+    if (bounds && page && !page->from_tail) {
       if (auto oldest = pruned_past(*bounds, q_.after_seq)) {
         // Fell behind retention: say where the feed starts now, and end.
         stream_->write(
@@ -118,7 +121,6 @@ class Subscription : public std::enable_shared_from_this<Subscription> {
         return done();
       }
     }
-    auto page = ctx_.store->events(q_);
     if (!bounds || !page) {
       const Status& s = !bounds ? bounds.status() : page.status();
       log_warn("feed: reading events failed: " + s.to_string() + "; ending a stream");
@@ -148,7 +150,7 @@ class Subscription : public std::enable_shared_from_this<Subscription> {
       return stream_->on_drain([self = shared_from_this()] { self->pull(); });
     }
     // Caught up: park first, then look again, so a commit in between is not missed.
-    if (wake_) ctx_.feed->park(wake_);
+    if (wake_) ctx_.feed->park(wake_, q_.twins, q_.kinds);
     done();
     if (again_.load() || ctx_.store->last_event_seq() > q_.after_seq) pull();
   }

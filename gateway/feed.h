@@ -1,31 +1,51 @@
 // FeedHub: wakes the change feed's stream subscribers when the store commits new events
-// (TwinStore::on_events). A subscriber that has read everything parks here; a commit wakes every
-// parked subscriber once, and each then reads what it is missing from the store at its own pace.
-// Memory per subscriber does not depend on how far behind it is.
+// (TwinStore::on_events). A subscriber that has read everything parks here with its filters; a
+// commit wakes, once, each parked subscriber that one of its events matches, and each then reads
+// what it is missing from the store at its own pace. Memory per subscriber does not depend on
+// how far behind it is.
 //
 // Thread-safety: all methods from any thread.
 #pragma once
 
+#include <algorithm>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
+
+#include "twins/events.h"
 
 namespace doppel::gateway {
 
 class FeedHub {
  public:
-  // `wake` runs once, on the store's writer thread, at the next commit with events (it must not
-  // block: post the read elsewhere). Held weakly: a subscriber that goes away is forgotten.
-  void park(std::weak_ptr<std::function<void()>> wake) {
+  using Wake = std::function<void()>;
+
+  // `wake` runs once, on the store's writer thread, at the next commit with an event for these
+  // twins (none: any) of these kinds (none: any); it must not block. Held weakly: a subscriber
+  // that goes away is forgotten.
+  void park(std::weak_ptr<Wake> wake, std::vector<std::string> twins,
+            std::vector<std::string> kinds) {
     std::lock_guard lock(mu_);
-    parked_.push_back(std::move(wake));
+    parked_.push_back({std::move(wake), std::move(twins), std::move(kinds)});
   }
-  void notify() {
-    std::vector<std::weak_ptr<std::function<void()>>> woken;
+
+  void notify(const std::vector<twins::EventRecord>& committed) {
+    std::vector<std::weak_ptr<Wake>> woken;
     {
       std::lock_guard lock(mu_);
-      woken.swap(parked_);
+      std::vector<Parked> still;
+      still.reserve(parked_.size());
+      for (auto& p : parked_) {
+        if (p.wake.expired()) continue;
+        if (matches(p, committed)) {
+          woken.push_back(std::move(p.wake));
+        } else {
+          still.push_back(std::move(p));
+        }
+      }
+      parked_.swap(still);
     }
     for (auto& w : woken) {
       if (auto f = w.lock()) (*f)();
@@ -33,8 +53,23 @@ class FeedHub {
   }
 
  private:
+  struct Parked {
+    std::weak_ptr<Wake> wake;
+    std::vector<std::string> twins;
+    std::vector<std::string> kinds;
+  };
+  static bool matches(const Parked& p, const std::vector<twins::EventRecord>& events) {
+    for (const auto& e : events) {
+      if (!p.twins.empty() && std::find(p.twins.begin(), p.twins.end(), e.twin) == p.twins.end()) {
+        continue;
+      }
+      if (twins::kind_matches(e.kind, p.kinds)) return true;
+    }
+    return false;
+  }
+
   std::mutex mu_;
-  std::vector<std::weak_ptr<std::function<void()>>> parked_;
+  std::vector<Parked> parked_;
 };
 
 }  // namespace doppel::gateway

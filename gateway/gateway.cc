@@ -110,7 +110,9 @@ Status Gateway::start() {
   store_ = std::move(*store);
   // Change-feed streams wake on commits; the listener is set before any write.
   feed_ = std::make_unique<FeedHub>();
-  store_->on_events([hub = feed_.get()](uint64_t) { hub->notify(); });
+  store_->on_events([hub = feed_.get()](uint64_t, const std::vector<twins::EventRecord>& events) {
+    hub->notify(events);
+  });
   if (config_.policy.history) pruner_ = std::thread([this] { prune_loop(); });
 
   std::string broker_user = config_.broker_username;

@@ -44,7 +44,9 @@ struct HttpApi::Impl {
     ctx.stream_buffer_bytes = so.stream_buffer_bytes;
     if (options.feed == nullptr) {
       own_feed = std::make_unique<FeedHub>();
-      store.on_events([hub = own_feed.get()](uint64_t) { hub->notify(); });
+      store.on_events([hub = own_feed.get()](uint64_t, const std::vector<twins::EventRecord>& e) {
+        hub->notify(e);
+      });
     }
     ctx.feed = options.feed != nullptr ? options.feed : own_feed.get();
     add_all_routes(router, &ctx);

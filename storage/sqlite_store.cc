@@ -188,7 +188,9 @@ SqliteTwinStore::SqliteTwinStore(StoreOptions options, Metrics& metrics)
                              {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1})),
       writes_(&metrics.counter("doppel_store_writes_total", "Twin writes committed")),
       commits_(&metrics.counter("doppel_store_commits_total", "Group commits")),
-      failures_(&metrics.counter("doppel_store_commit_failures_total", "Failed group commits")) {
+      failures_(&metrics.counter("doppel_store_commit_failures_total", "Failed group commits")),
+      events_(&metrics.counter("doppel_history_events_total",
+                               "Change events committed (the change feed)")) {
   metrics.gauge_fn("doppel_store_sqlite_memory_bytes",
                    "Heap memory SQLite holds (page caches of all connections)",
                    [] { return static_cast<double>(sqlite3_memory_used()); });
@@ -304,6 +306,7 @@ void SqliteTwinStore::writer_loop() {
   std::vector<Op> batch;
   std::vector<Status> statuses;  // per op of the batch
   std::unordered_map<std::string_view, size_t> last_row;
+  std::vector<twins::EventRecord> committed_events;  // of the current batch, with their seqs
   Writer& w = *writer_;
   while (true) {
     statuses.clear();
@@ -338,6 +341,8 @@ void SqliteTwinStore::writer_loop() {
       Transaction tx(w.db, true);
       int64_t reported_events = 0;
       uint64_t last_event = 0;
+      size_t event_count = 0;
+      committed_events.clear();
       for (size_t i = 0; i < batch.size(); ++i) {
         if (!statuses[i]) continue;
         const twins::TwinWrite& tw = batch[i].write;
@@ -351,6 +356,9 @@ void SqliteTwinStore::writer_loop() {
               .run();
           reported_events += e.kind == "reported.updated" ? 1 : 0;
           last_event = static_cast<uint64_t>(sqlite3_last_insert_rowid(w.db.get()));
+          ++event_count;
+          committed_events.push_back(e);
+          committed_events.back().seq = last_event;
           events_written = true;
         }
         if (tw.delete_twin) {
@@ -389,10 +397,20 @@ void SqliteTwinStore::writer_loop() {
         throw std::runtime_error("injected commit failure (test hook)");
       }
       tx.commit();
-      if (events_written) last_event_seq_.store(last_event);
+      if (events_written) {
+        {
+          std::lock_guard tail_lock(tail_mu_);
+          for (const auto& e : committed_events) tail_.push_back(e);
+          while (tail_.size() > kTail) tail_.pop_front();
+        }
+        last_event_seq_.store(last_event);
+        events_->inc(static_cast<uint64_t>(event_count));
+      }
       commits_->inc();
       writes_->inc(batch.size());
     } catch (const std::exception& e) {
+      committed_events.clear();  // rolled back: nobody hears of them
+      events_written = false;
       const Status failed =
           to_status(e, "group commit of " + std::to_string(batch.size()) + " writes");
       failures_->inc();
@@ -414,7 +432,9 @@ void SqliteTwinStore::writer_loop() {
     for (size_t i = 0; i < batch.size(); ++i) {
       if (batch[i].callback) batch[i].callback(statuses[i]);
     }
-    if (events_written && events_listener_) events_listener_(last_event_seq_.load());
+    if (events_written && events_listener_ && !committed_events.empty()) {
+      events_listener_(last_event_seq_.load(), committed_events);
+    }
     std::vector<std::pair<twins::CommitCallback, Status>> waiters;
     const uint64_t last = batch.back().seq;
     auto status_of = [&](uint64_t seq) {  // the batch is in sequence order
@@ -567,6 +587,31 @@ Result<std::vector<std::pair<std::string, uint64_t>>> SqliteTwinStore::command_c
 }
 
 Result<twins::EventPage> SqliteTwinStore::events(const twins::EventQuery& q) {
+  {
+    // Recent positions come from memory.
+    std::lock_guard lock(tail_mu_);
+    if (!tail_.empty() && q.after_seq + 1 >= tail_.front().seq) {
+      twins::EventPage page;
+      page.from_tail = true;
+      page.scanned_to = std::max(q.after_seq, tail_.back().seq);
+      auto it =
+          std::upper_bound(tail_.begin(), tail_.end(), q.after_seq,
+                           [](uint64_t seq, const twins::EventRecord& e) { return seq < e.seq; });
+      for (; it != tail_.end(); ++it) {
+        if (page.events.size() == q.limit) {
+          page.scanned_to = page.events.back().seq;
+          break;
+        }
+        if (!q.twins.empty() &&
+            std::find(q.twins.begin(), q.twins.end(), it->twin) == q.twins.end()) {
+          continue;
+        }
+        if (!twins::kind_matches(it->kind, q.kinds)) continue;
+        page.events.push_back(*it);
+      }
+      return page;
+    }
+  }
   try {
     auto reader = acquire_reader();
     twins::EventPage page;
@@ -690,6 +735,11 @@ Result<uint64_t> SqliteTwinStore::prune_events(twins::Millis before_ts, uint64_t
     if (reported > max_reported) {
       run_chunks("SELECT seq FROM events WHERE kind = 'reported.updated' ORDER BY seq", "", true,
                  reported - max_reported);
+    }
+    if (total > 0) {
+      // The in-memory tail may hold what went: readers use the table until it refills.
+      std::lock_guard tail_lock(tail_mu_);
+      tail_.clear();
     }
     return total;
   } catch (const std::exception& e) {

@@ -61,9 +61,7 @@ class SqliteTwinStore final : public twins::TwinStore {
   Result<twins::EventPage> events(const twins::EventQuery& query) override;
   Result<twins::EventBounds> event_bounds() override;
   uint64_t last_event_seq() const override { return last_event_seq_.load(); }
-  void on_events(std::function<void(uint64_t)> listener) override {
-    events_listener_ = std::move(listener);
-  }
+  void on_events(EventsListener listener) override { events_listener_ = std::move(listener); }
   Result<uint64_t> prune_events(twins::Millis before_ts, uint64_t max_reported) override;
 
   // Commits what is queued and stops the writer. Later writes fail.
@@ -115,9 +113,15 @@ class SqliteTwinStore final : public twins::TwinStore {
   Counter* writes_;
   Counter* commits_;
   Counter* failures_;
+  Counter* events_;
 
   std::atomic<uint64_t> last_event_seq_{0};
-  std::function<void(uint64_t)> events_listener_;
+  // The most recent committed events, in seq order: subscribers that keep up read them from
+  // here instead of the table.
+  static constexpr size_t kTail = 16384;
+  mutable std::mutex tail_mu_;
+  std::deque<twins::EventRecord> tail_;
+  EventsListener events_listener_;
   std::mutex prune_mu_;  // one pruning pass at a time, on its own connection
   std::unique_ptr<detail::Database> pruner_;
 };

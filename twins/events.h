@@ -84,6 +84,8 @@ bool kind_matches(std::string_view kind, const std::vector<std::string>& filters
 struct EventPage {
   std::vector<EventRecord> events;
   uint64_t scanned_to = 0;
+  // Served from the store's in-memory tail of recent events: the position asked for is retained.
+  bool from_tail = false;
 };
 
 // The retained range: oldest and newest stored sequence numbers (0, 0 when none), and the highest

@@ -74,8 +74,11 @@ class TwinStore {
   // The highest committed event seq, from memory (0: none yet). Thread-safe, cheap.
   virtual uint64_t last_event_seq() const = 0;
   // `listener` runs on the writer thread after each commit that stored events, with the new
-  // last_event_seq(); it must not block. One listener; set before writes start.
-  virtual void on_events(std::function<void(uint64_t last_seq)> listener) = 0;
+  // last_event_seq() and the events of that commit; it must not block. One listener; set before
+  // writes start.
+  using EventsListener =
+      std::function<void(uint64_t last_seq, const std::vector<EventRecord>& committed)>;
+  virtual void on_events(EventsListener listener) = 0;
   // Deletes events older than `before_ts`, and the oldest reported.updated events beyond
   // `max_reported` of them, oldest first, in small transactions; returns how many went.
   virtual Result<uint64_t> prune_events(Millis before_ts, uint64_t max_reported) = 0;

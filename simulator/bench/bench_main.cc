@@ -25,6 +25,7 @@
 #include "simulator/bench/api.h"
 #include "simulator/bench/baseline.h"
 #include "simulator/bench/bench_util.h"
+#include "simulator/bench/feed.h"
 #include "simulator/bench/load.h"
 #include "simulator/local_broker.h"
 
@@ -58,6 +59,9 @@ struct Options {
   double api_seconds = 5;             // api: per wrk run
   int api_idle = 5000;                // api: idle connections held open
   int shards = 0;
+  std::vector<std::string> doppeld_args;  // extra arguments for every doppeld
+  double feed_rate = 10'000;              // feed: device updates/s during the measurement
+  double feed_seconds = 10;               // feed: per phase
 };
 
 volatile sig_atomic_t g_interrupted = 0;
@@ -175,6 +179,8 @@ class Bench {
         r = overload();
       else if (s == "api")
         r = api();
+      else if (s == "feed")
+        r = feed();
       r["scenario_seconds"] = std::round(seconds_since(t0) * 10) / 10;
       if (r.value("ok", true) == false) ok = false;
       result_["scenarios"][s] = r;
@@ -202,6 +208,7 @@ class Bench {
       extra.push_back("--shards");
       extra.push_back(std::to_string(o_.shards));
     }
+    extra.insert(extra.end(), o_.doppeld_args.begin(), o_.doppeld_args.end());
     return extra;
   }
 
@@ -895,6 +902,28 @@ class Bench {
 
   // ---- api: the HTTP front end under wrk (simulator/bench/api.cc) --------------------------
 
+  // ---- feed: commit -> change-feed subscriber (simulator/bench/feed.cc) ---------------------
+
+  json feed() {
+    if (!doppeld_has_flag("--history")) {
+      std::printf("  skipped: this doppeld has no change feed\n");
+      return {{"ok", true}, {"skipped", true}};
+    }
+    FeedBenchOptions f;
+    f.doppeld = o_.doppeld;
+    f.work_dir = dir("feed");
+    f.gateway_args = gateway_args({});
+    f.rate = o_.feed_rate;
+    f.seconds = o_.feed_seconds;
+    f.devices = o_.devices;
+    f.connections = o_.connections;
+    if (o_.quick) {
+      f.filtered = 10;
+      f.devices = std::min<uint64_t>(f.devices, 100);
+    }
+    return run_feed_bench(f);
+  }
+
   json api() {
     ApiBenchOptions a;
     a.doppeld = o_.doppeld;
@@ -1095,7 +1124,7 @@ int main(int argc, char** argv) {
     return count_subscriber(argv[2], std::stoi(argv[3]), argv[4]);
   }
   Options o;
-  std::string scenarios = "ceiling,ingest,baseline,latency,memory,alarms,restart,api";
+  std::string scenarios = "ceiling,ingest,baseline,latency,memory,alarms,restart,api,feed";
   CLI::App app{
       "doppel-bench - measures Doppel against the limits of this machine (DESIGN §10).\n\n"
       "Scenarios (comma-separated, in this order by default):\n"
@@ -1146,6 +1175,13 @@ int main(int argc, char** argv) {
   app.add_option("--api-idle", o.api_idle, "api: idle connections held open")
       ->capture_default_str();
   app.add_option("--shards", o.shards, "doppeld --shards (default: its own)");
+  app.add_option("--feed-rate", o.feed_rate, "feed: device updates/s while measuring")
+      ->capture_default_str();
+  app.add_option("--feed-seconds", o.feed_seconds, "feed: seconds per phase")
+      ->capture_default_str();
+  app.add_option("--doppeld-arg", o.doppeld_args,
+                 "one more argument for every doppeld started (repeatable), e.g. "
+                 "--doppeld-arg=--history=false");
   CLI11_PARSE(app, argc, argv);
 
   if (o.quick) {
@@ -1163,12 +1199,14 @@ int main(int argc, char** argv) {
     o.overload_queue = std::min<uint64_t>(o.overload_queue, 5000);
     o.api_seconds = std::min(o.api_seconds, 1.0);
     o.api_idle = std::min(o.api_idle, 200);
+    o.feed_rate = std::min(o.feed_rate, 500.0);
+    o.feed_seconds = std::min(o.feed_seconds, 1.0);
   }
   std::stringstream list(scenarios);
   for (std::string s; std::getline(list, s, ',');) {
-    static const std::vector<std::string> kKnown = {"ceiling", "ingest",   "baseline",
-                                                    "latency", "memory",   "alarms",
-                                                    "restart", "overload", "api"};
+    static const std::vector<std::string> kKnown = {"ceiling", "ingest", "baseline", "latency",
+                                                    "memory",  "alarms", "restart",  "overload",
+                                                    "api",     "feed"};
     if (std::find(kKnown.begin(), kKnown.end(), s) == kKnown.end()) {
       std::fprintf(stderr, "unknown scenario '%s' (see --help)\n", s.c_str());
       return 2;

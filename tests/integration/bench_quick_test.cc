@@ -21,7 +21,7 @@ TEST_CASE("doppel-bench --quick measures every scenario and its counts add up") 
   const json r = json::parse(in);
   const json& s = r["scenarios"];
   for (const char* name :
-       {"ceiling", "ingest", "baseline", "latency", "memory", "alarms", "restart", "api"}) {
+       {"ceiling", "ingest", "baseline", "latency", "memory", "alarms", "restart", "api", "feed"}) {
     CAPTURE(name);
     REQUIRE(s.contains(name));
     CHECK(s[name]["ok"] == true);
@@ -58,4 +58,7 @@ TEST_CASE("doppel-bench --quick measures every scenario and its counts add up") 
   CHECK(s["api"]["streams"]["events_per_s"].get<double>() > 0);
   CHECK(s["api"]["streams"]["cut_off"] == 0);
   CHECK(s["api"]["https"]["get"]["rps"].get<double>() > 0);
+  // feed: both phases delivered events to their subscribers.
+  CHECK(s["feed"]["unfiltered"]["count"].get<double>() > 0);
+  CHECK(s["feed"]["filtered"]["count"].get<double>() > 0);
 }

@@ -227,3 +227,47 @@ TEST_CASE("a consumer that stops reading keeps its place and then gets everythin
   }
   CHECK(metric(gw.text("/metrics"), "doppel_http_refused_total{reason=\"stream_too_slow\"}") == 0);
 }
+
+TEST_CASE("filtered streams each get their own twins' events, and only those") {
+  Stack stack;
+  auto& gw = stack.gateway;
+  Raw a(gw.http_port());
+  Raw b(gw.http_port());
+  Raw kinds(gw.http_port());
+  REQUIRE(a.send(sse_request("?twin=f-a")));
+  REQUIRE(b.send(sse_request("?twin=f-b&twin=f-c")));
+  REQUIRE(kinds.send(sse_request("?kind=twin.*")));
+  REQUIRE(eventually([&] { return metric(gw.text("/metrics"), "doppel_http_streams") == 3; }, 10s));
+  // Interleaved changes: each stream is woken only by what it asked for, and misses none of it.
+  for (int i = 0; i < 20; ++i) {
+    REQUIRE(gw.patch_desired("f-b", {{"i", i}}).status == 200);
+    REQUIRE(gw.patch_desired("f-a", {{"i", i}}).status == 200);
+    REQUIRE(gw.patch_desired("f-x", {{"i", i}}).status == 200);
+  }
+  REQUIRE(gw.patch_desired("f-c", {{"i", 0}}).status == 200);
+  auto desired_of = [](const std::string& text, const std::string& twin) {
+    size_t n = 0;
+    for (const auto& e : sse_events(text)) {
+      if (e["twin"] != twin) return std::string::npos;  // another twin's event: wrong
+      n += e["kind"] == "desired.updated" ? 1 : 0;
+    }
+    return n;
+  };
+  const std::string ta = read_until(
+      a, [&](const std::string& t) { return desired_of(t, "f-a") >= 20; }, 20s);
+  CHECK(desired_of(ta, "f-a") == 20);
+  const std::string tb = read_until(
+      b,
+      [&](const std::string& t) {
+        return occurrences(t, "\"twin\":\"f-c\"") >= 1 && occurrences(t, "desired.updated") >= 21;
+      },
+      20s);
+  CHECK(occurrences(tb, "\"twin\":\"f-a\"") == 0);
+  CHECK(occurrences(tb, "\"twin\":\"f-x\"") == 0);
+  CHECK(occurrences(tb, "\"kind\":\"desired.updated\"") == 21);
+  const std::string tk = read_until(
+      kinds, [](const std::string& t) { return sse_events(t).size() >= 4; }, 20s);
+  const auto created = sse_events(tk);
+  REQUIRE(created.size() == 4);  // f-b, f-a, f-x, f-c
+  for (const auto& e : created) CHECK(e["kind"] == "twin.created");
+}

@@ -324,7 +324,11 @@ TEST_CASE("events are stored with their write, in order; a failed commit stores 
   Metrics m;
   auto store = open_store(dir.file("doppel.db"), m);
   uint64_t notified = 0;
-  store->on_events([&](uint64_t last) { notified = last; });
+  size_t notified_events = 0;
+  store->on_events([&](uint64_t last, const std::vector<EventRecord>& committed) {
+    notified = last;
+    notified_events += committed.size();
+  });
   TwinWrite a = row("a", 1);
   a.events = {event("a", "twin.created", 10), event("a", "desired.updated", 10)};
   write_and_wait(*store, std::move(a));
@@ -332,6 +336,7 @@ TEST_CASE("events are stored with their write, in order; a failed commit stores 
   b.events = {event("b", "command.changed", 11)};
   write_and_wait(*store, std::move(b));
   CHECK(notified == 3);
+  CHECK(notified_events == 3);
   CHECK(store->last_event_seq() == 3);
 
   auto all = store->events({0, 100, {}, {}});

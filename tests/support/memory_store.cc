@@ -14,6 +14,7 @@ Result<std::optional<StoredTwin>> MemoryTwinStore::load(const std::string& id) {
 void MemoryTwinStore::apply(TwinWrite& w) {
   for (auto& e : w.events) {
     e.seq = ++last_event_seq_;
+    batch_events_.push_back(e);
     events_.push_back(std::move(e));
   }
   if (w.delete_twin) {
@@ -82,7 +83,12 @@ void MemoryTwinStore::commit_pending(size_t max) {
   for (size_t i = 0; i < batch.size(); ++i) {
     if (batch[i].callback) batch[i].callback(statuses[i]);
   }
-  if (listener_) listener_(last_event_seq());
+  std::vector<twins::EventRecord> committed;
+  {
+    std::lock_guard lock(mu_);
+    committed.swap(batch_events_);
+  }
+  if (listener_ && !committed.empty()) listener_(last_event_seq(), committed);
   std::vector<std::pair<CommitCallback, Status>> waiters;
   {
     std::lock_guard lock(mu_);

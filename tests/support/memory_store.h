@@ -40,9 +40,7 @@ class MemoryTwinStore final : public TwinStore {
   Result<twins::EventPage> events(const twins::EventQuery& query) override;
   Result<twins::EventBounds> event_bounds() override;
   uint64_t last_event_seq() const override;
-  void on_events(std::function<void(uint64_t)> listener) override {
-    listener_ = std::move(listener);
-  }
+  void on_events(EventsListener listener) override { listener_ = std::move(listener); }
   Result<uint64_t> prune_events(Millis before_ts, uint64_t max_reported) override;
 
   // Commits the oldest `max` queued writes (all by default) as one batch and runs their
@@ -72,7 +70,8 @@ class MemoryTwinStore final : public TwinStore {
   FailedTwins failed_;
   std::vector<twins::EventRecord> events_;  // under mu_, in seq order
   uint64_t last_event_seq_ = 0;             // under mu_
-  std::function<void(uint64_t)> listener_;
+  EventsListener listener_;
+  std::vector<twins::EventRecord> batch_events_;  // of the commit in progress
 };
 
 }  // namespace doppel::testing
