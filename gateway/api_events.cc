@@ -76,7 +76,8 @@ class Subscription : public std::enable_shared_from_this<Subscription> {
     wake_ = std::make_shared<std::function<void()>>([weak] {
       if (auto self = weak.lock()) self->pull();
     });
-    stream_->on_close([self = shared_from_this()](StreamEnd) { self->wake_.reset(); });
+    // Alive while its heartbeat timer or a pending read holds it; parked, the hub holds only a
+    // weak reference to `wake_`, so a stream that ends frees its subscription.
     heartbeat();
     pull();
   }
@@ -149,10 +150,12 @@ class Subscription : public std::enable_shared_from_this<Subscription> {
       // The next page once this one is on its way: the client sets the pace.
       return stream_->on_drain([self = shared_from_this()] { self->pull(); });
     }
-    // Caught up: park first, then look again, so a commit in between is not missed.
-    if (wake_) ctx_.feed->park(wake_, q_.twins, q_.kinds);
+    // Caught up: park first, then look again, so a commit in between is not missed. (After
+    // done() another fetch may run: only locals from here on.)
+    ctx_.feed->park(wake_, q_.twins, q_.kinds);
+    const uint64_t position = q_.after_seq;
     done();
-    if (again_.load() || ctx_.store->last_event_seq() > q_.after_seq) pull();
+    if (again_.load() || ctx_.store->last_event_seq() > position) pull();
   }
 
   void done() { fetching_ = false; }
@@ -160,7 +163,7 @@ class Subscription : public std::enable_shared_from_this<Subscription> {
   const ApiContext& ctx_;
   std::shared_ptr<HttpStream> stream_;
   twins::EventQuery q_;  // the position (after_seq) and filters; fetch() only
-  std::shared_ptr<std::function<void()>> wake_;
+  std::shared_ptr<std::function<void()>> wake_;  // set by start(), then only read
   std::atomic<bool> fetching_{false};
   std::atomic<bool> again_{false};
 };
