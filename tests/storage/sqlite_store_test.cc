@@ -323,8 +323,8 @@ TEST_CASE("events are stored with their write, in order; a failed commit stores 
   TempDir dir;
   Metrics m;
   auto store = open_store(dir.file("doppel.db"), m);
-  uint64_t notified = 0;
-  size_t notified_events = 0;
+  std::atomic<uint64_t> notified{0};
+  std::atomic<size_t> notified_events{0};
   store->on_events([&](uint64_t last, const std::vector<EventRecord>& committed) {
     notified = last;
     notified_events += committed.size();
@@ -335,6 +335,7 @@ TEST_CASE("events are stored with their write, in order; a failed commit stores 
   TwinWrite b = row("b", 1);
   b.events = {event("b", "command.changed", 11)};
   write_and_wait(*store, std::move(b));
+  store->flush();  // the listener runs after the write's callback, before flush() returns
   CHECK(notified == 3);
   CHECK(notified_events == 3);
   CHECK(store->last_event_seq() == 3);
