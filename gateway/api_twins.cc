@@ -2,6 +2,7 @@
 // read, and desired-state changes with If-Match (DESIGN §5).
 #include "gateway/api_handlers.h"
 #include "gateway/device_auth.h"
+#include "twins/history.h"
 #include "twins/record.h"
 
 namespace doppel::gateway {
@@ -115,13 +116,83 @@ void update_desired(const ApiContext& ctx, const ExchangePtr& x, bool replace) {
   ctx.call(x, twins::UpdateDesired{std::move(*doc), replace, if_match}, Etag::kDesiredVersion);
 }
 
+// GET /v1/twins/{id}, or as it was: ?as_of_version=N (right after the write that made version
+// N) or ?as_of=<epoch ms> (after the last write at or before then), rebuilt from the store's
+// snapshots and events (twins/history.h).
+void get_twin(const ApiContext& ctx, const ExchangePtr& x) {
+  const auto by_version = x->req.param("as_of_version");
+  const auto by_time = x->req.param("as_of");
+  if (!by_version && !by_time) return ctx.call(x, twins::GetTwin{});
+  if (by_version && by_time) {
+    return x->problem(400, "invalid_argument", "give as_of_version or as_of, not both");
+  }
+  if (!ctx.rt->logic().policy().history) {
+    return x->problem(400, "invalid_argument",
+                      "as-of reads need the change history, and this gateway runs with "
+                      "--history false");
+  }
+  twins::AsOf at;
+  if (by_version) {
+    auto n = parse_u64(*by_version);
+    if (!n) return x->problem(400, "invalid_argument", "as_of_version must be a twin version");
+    at.version = *n;
+  } else {
+    auto n = parse_u64(*by_time);
+    if (!n || *n > static_cast<uint64_t>(INT64_MAX)) {
+      return x->problem(400, "invalid_argument", "as_of must be a time in Unix milliseconds");
+    }
+    at.ts = static_cast<twins::Millis>(*n);
+  }
+  // The twin as it is now says whether the moment asked for can exist: it answers 404 when the
+  // twin does not exist, and it is committed before the store is read.
+  ctx.call(x, twins::GetTwin{}, Etag::kVersion, nullptr,
+           [&ctx, at](const ExchangePtr& ex, twins::ApiReply r) {
+             if (!r.status) {
+               return ex->send(
+                   ApiContext::to_response(std::move(r), Etag::kVersion, nullptr, ex->req.path));
+             }
+             const auto version = r.body.value("version", uint64_t{0});
+             const auto created = r.body.value("created_at", twins::Millis{0});
+             ctx.server->run_blocking([&ctx, ex, at, version, created] {
+               const std::string& id = ex->segments[2];
+               if (at.version && *at.version > version) {
+                 return ex->problem(404, "not_found",
+                                    "twin '" + id + "' has not reached version " +
+                                        std::to_string(*at.version) + " (it is at version " +
+                                        std::to_string(version) + ")");
+               }
+               auto slice = ctx.store->history_slice(id, at);
+               if (!slice) return ex->status(slice.status());
+               if ((at.ts && *at.ts < created) || slice->before_creation) {
+                 return ex->problem(
+                     404, "not_found",
+                     "twin '" + id + "' did not exist then: it was created at " +
+                         std::to_string(created) +
+                         " (earlier incarnations of this id are in the change feed)");
+               }
+               uint64_t seq = 0;
+               twins::Millis ts = 0;
+               auto state = twins::rebuild(*slice, &seq, &ts);
+               if (!state && state.status().code() == StatusCode::kNotFound) {
+                 return ex->problem(410, "gone",
+                                    "the history of twin '" + id +
+                                        "' at that point was removed by retention "
+                                        "(--history-retention-s, "
+                                        "--history-max-reported-events): " +
+                                        state.status().message());
+               }
+               if (!state) return ex->status(state.status());
+               ex->json_body(200, twins::as_of_document(id, *state, seq, ts));
+             });
+           });
+}
+
 }  // namespace
 
 void add_twin_routes(Router& router, const ApiContext* ctx) {
   auto twin = [ctx](TwinHandler f) { return twin_route(ctx, std::move(f)); };
   router.add("GET", "/v1/twins", [ctx](const ExchangePtr& x) { list_twins(*ctx, x); });
-  router.add("GET", "/v1/twins/{id}",
-             twin([](const ApiContext& c, const ExchangePtr& x) { c.call(x, twins::GetTwin{}); }));
+  router.add("GET", "/v1/twins/{id}", twin(get_twin));
   router.add("PUT", "/v1/twins/{id}",
              twin([](const ApiContext& c, const ExchangePtr& x) { settings(c, x, false); }));
   router.add("PATCH", "/v1/twins/{id}",

@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <unordered_map>
 
+#include "storage/detail/history.h"
 #include "storage/detail/sqlite.h"
 #include "twins/log.h"
 
@@ -74,6 +75,22 @@ CREATE TABLE event_stats (
 ) WITHOUT ROWID;
 INSERT INTO event_stats VALUES ('reported_events', 0);
 )sql",
+    // 4: as-of reads. Snapshots of each twin's history state (twins/history.h), taken with its
+    // creation, every few dozen events and where the pruner cuts; deleted with the twin. An
+    // event's step_seq is the seq of the first event of its write (NULL: it is that event), so
+    // that a read can stop right after the write that made a version.
+    R"sql(
+ALTER TABLE events ADD COLUMN step_seq INTEGER;
+CREATE TABLE snapshots (
+  twin     TEXT NOT NULL,
+  seq      INTEGER NOT NULL,  -- the state right after this event (the last of its write)
+  step_seq INTEGER NOT NULL,  -- the first event of that write
+  ts       INTEGER NOT NULL,
+  version  INTEGER NOT NULL,
+  state    TEXT NOT NULL,     -- JSON, twins::snapshot_text
+  PRIMARY KEY (twin, seq)
+) WITHOUT ROWID;
+)sql",
 };
 
 constexpr int kSchemaVersion = static_cast<int>(sizeof(kMigrations) / sizeof(kMigrations[0]));
@@ -119,13 +136,20 @@ struct SqliteTwinStore::Writer {
     delete_command =
         std::make_unique<Statement>(db, "DELETE FROM commands WHERE twin_id = ?1 AND seq = ?2");
     insert_event = std::make_unique<Statement>(
-        db, "INSERT INTO events (ts, twin, kind, version, body) VALUES (?1, ?2, ?3, ?4, ?5)");
+        db,
+        "INSERT INTO events (ts, twin, kind, version, body, step_seq) VALUES (?1, ?2, ?3, ?4, ?5, "
+        "?6)");
+    insert_snapshot = std::make_unique<Statement>(
+        db,
+        "INSERT OR REPLACE INTO snapshots (twin, seq, step_seq, ts, version, state) VALUES (?1, "
+        "?2, ?3, ?4, ?5, ?6)");
+    delete_snapshots = std::make_unique<Statement>(db, "DELETE FROM snapshots WHERE twin = ?1");
     count_reported = std::make_unique<Statement>(
         db, "UPDATE event_stats SET value = value + ?1 WHERE name = 'reported_events'");
   }
   Database db;
   std::unique_ptr<Statement> upsert_twin, delete_twin, delete_commands, upsert_command,
-      delete_command, insert_event, count_reported;
+      delete_command, insert_event, count_reported, insert_snapshot, delete_snapshots;
 };
 
 struct SqliteTwinStore::Reader {
@@ -347,23 +371,37 @@ void SqliteTwinStore::writer_loop() {
         if (!statuses[i]) continue;
         const twins::TwinWrite& tw = batch[i].write;
         // Every event, in order: group commit coalesces a twin's rows, never its events.
+        uint64_t step_first = 0;
         for (const twins::EventRecord& e : tw.events) {
           w.insert_event->bind(1, e.ts)
               .bind(2, std::string_view(e.twin))
               .bind(3, std::string_view(e.kind))
               .bind(4, static_cast<int64_t>(e.version))
               .bind(5, std::string_view(e.body))
+              .bind(6, step_first == 0 ? std::nullopt
+                                       : std::optional<int64_t>(static_cast<int64_t>(step_first)))
               .run();
           reported_events += e.kind == "reported.updated" ? 1 : 0;
           last_event = static_cast<uint64_t>(sqlite3_last_insert_rowid(w.db.get()));
           ++event_count;
           committed_events.push_back(e);
           committed_events.back().seq = last_event;
+          if (step_first == 0) step_first = last_event;
           events_written = true;
+        }
+        if (!tw.snapshot.empty() && !tw.events.empty()) {
+          w.insert_snapshot->bind(1, tw.id)
+              .bind(2, static_cast<int64_t>(last_event))
+              .bind(3, static_cast<int64_t>(step_first))
+              .bind(4, tw.events.back().ts)
+              .bind(5, static_cast<int64_t>(tw.events.back().version))
+              .bind(6, std::string_view(tw.snapshot))
+              .run();
         }
         if (tw.delete_twin) {
           w.delete_twin->bind(1, tw.id).run();
           w.delete_commands->bind(1, tw.id).run();
+          w.delete_snapshots->bind(1, tw.id).run();
           continue;
         }
         if (tw.twin && last_row[tw.id] == i) {
@@ -692,49 +730,64 @@ Result<uint64_t> SqliteTwinStore::prune_events(twins::Millis before_ts, uint64_t
     }
     Database& db = *pruner_;
     uint64_t total = 0;
-    // Small transactions: the writer waits for each at most a few milliseconds.
-    constexpr int kChunk = 2000;
-    // Deletes, chunk by chunk, the events among the first ones `select` yields that also pass
-    // `extra`, until a chunk deletes less than it looked at.
-    auto run_chunks = [&](const std::string& select, const std::string& extra, bool reported_only,
-                          uint64_t at_most) {
-      while (at_most > 0) {
-        const int n = static_cast<int>(std::min<uint64_t>(kChunk, at_most));
-        Transaction tx(db, true);
-        int64_t reported = 0;
-        {
-          Statement count(db, ("SELECT count(*) FROM events WHERE kind = 'reported.updated' AND "
-                               "seq IN (" +
-                               select + " LIMIT ?1)" + extra)
-                                  .c_str());
-          count.bind(1, static_cast<int64_t>(n));
-          if (count.step()) reported = count.column_int(0);
-          count.reset();
-        }
-        Statement del(
-            db, ("DELETE FROM events WHERE seq IN (" + select + " LIMIT ?1)" + extra).c_str());
-        del.bind(1, static_cast<int64_t>(n)).run();
-        const auto deleted = static_cast<uint64_t>(sqlite3_changes(db.get()));
-        if (reported > 0) {
-          Statement upd(db,
-                        "UPDATE event_stats SET value = max(0, value - ?1) WHERE name = "
-                        "'reported_events'");
-          upd.bind(1, reported).run();
-        }
-        tx.commit();
-        total += deleted;
-        if (deleted < static_cast<uint64_t>(n)) break;
-        at_most = reported_only ? at_most - deleted : at_most;
+    constexpr int64_t kChunk = 2000;
+    // One chunk: the events `select` yields (seq, twin, kind, ts; those at or after `cut_ts`
+    // end it) are deleted, after each twin's state where its deleted events end is kept as a
+    // snapshot. Snapshots are rebuilt before the write transaction, which therefore stays short
+    // (the writer waits for it): only the pruner deletes events, so what was read stays valid.
+    auto chunk = [&](Statement& select, twins::Millis cut_ts) -> int64_t {
+      std::vector<int64_t> seqs;
+      std::map<std::string, uint64_t> last;  // per twin, its last event that goes
+      int64_t reported = 0;
+      while (select.step()) {
+        if (select.column_int(3) >= cut_ts) break;
+        seqs.push_back(select.column_int(0));
+        last[select.column_text(1)] = static_cast<uint64_t>(seqs.back());
+        reported += select.column_text(2) == "reported.updated" ? 1 : 0;
       }
+      select.reset();
+      if (seqs.empty()) return 0;
+      std::vector<detail::Cut> cuts;
+      for (const auto& [twin, seq] : last) {
+        if (auto cut = detail::make_cut(db, twin, seq)) cuts.push_back(std::move(*cut));
+      }
+      Transaction tx(db, true);
+      for (const auto& cut : cuts) detail::write_cut(db, cut);
+      for (const auto& [twin, seq] : last) detail::drop_snapshots_before(db, twin, seq);
+      Statement del(db, "DELETE FROM events WHERE seq = ?1");
+      for (int64_t seq : seqs) del.bind(1, seq).run();
+      if (reported > 0) {
+        Statement upd(db,
+                      "UPDATE event_stats SET value = max(0, value - ?1) WHERE name = "
+                      "'reported_events'");
+        upd.bind(1, reported).run();
+      }
+      tx.commit();
+      return static_cast<int64_t>(seqs.size());
     };
     // Oldest first: from the head of the log, while its events are older than the cut.
-    run_chunks("SELECT seq FROM events ORDER BY seq", " AND ts < " + std::to_string(before_ts),
-               false, UINT64_MAX);
-    const auto reported = static_cast<uint64_t>(
+    {
+      Statement head(db, "SELECT seq, twin, kind, ts FROM events ORDER BY seq LIMIT ?1");
+      head.bind(1, kChunk);
+      while (true) {
+        const int64_t n = chunk(head, before_ts);
+        total += static_cast<uint64_t>(n);
+        if (n < kChunk) break;
+      }
+    }
+    auto reported = static_cast<uint64_t>(
         db.query_int("SELECT value FROM event_stats WHERE name = 'reported_events'"));
     if (reported > max_reported) {
-      run_chunks("SELECT seq FROM events WHERE kind = 'reported.updated' ORDER BY seq", "", true,
-                 reported - max_reported);
+      Statement oldest(db,
+                       "SELECT seq, twin, kind, ts FROM events WHERE kind = 'reported.updated' "
+                       "ORDER BY seq LIMIT ?1");
+      while (reported > max_reported) {
+        oldest.bind(1, static_cast<int64_t>(std::min<uint64_t>(kChunk, reported - max_reported)));
+        const int64_t n = chunk(oldest, INT64_MAX);
+        total += static_cast<uint64_t>(n);
+        if (n == 0) break;
+        reported -= std::min(reported, static_cast<uint64_t>(n));
+      }
     }
     if (total > 0) {
       // The in-memory tail may hold what went: readers use the table until it refills.
@@ -745,6 +798,23 @@ Result<uint64_t> SqliteTwinStore::prune_events(twins::Millis before_ts, uint64_t
   } catch (const std::exception& e) {
     pruner_.reset();
     return to_status(e, "pruning events");
+  }
+}
+
+Result<twins::HistorySlice> SqliteTwinStore::history_slice(const std::string& id,
+                                                           const twins::AsOf& at) {
+  try {
+    auto reader = acquire_reader();
+    twins::HistorySlice slice;
+    {
+      Transaction tx(reader->db, false);
+      slice = detail::read_history_slice(reader->db, id, at);
+      tx.commit();
+    }
+    release_reader(std::move(reader));
+    return slice;
+  } catch (const std::exception& e) {
+    return to_status(e, "reading the history of twin '" + id + "'");
   }
 }
 

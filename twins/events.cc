@@ -40,10 +40,10 @@ void state_events(const StateMarks& before, const Twin& twin, std::vector<Change
         {"liveness.changed",
          {{"state", to_string(twin.liveness)}, {"previous", to_string(before.liveness)}}});
   }
-  const bool resent = twin.reconcile_attempts > before.reconcile_attempts ||
-                      (twin.reconcile_attempts > 0 &&
-                       twin.reconcile_desired_version != before.reconcile_desired_version);
-  if (twin.reconcile != before.reconcile || resent) {
+  // A new state, a re-send (more attempts), or another desired version: everything the twin
+  // document shows of reconciliation, so that history can tell it as it was.
+  if (twin.reconcile != before.reconcile || twin.reconcile_attempts != before.reconcile_attempts ||
+      twin.reconcile_desired_version != before.reconcile_desired_version) {
     out.push_back({"reconcile.changed",
                    {{"state", to_string(twin.reconcile)},
                     {"previous", to_string(before.reconcile)},

@@ -49,8 +49,9 @@ struct StateMarks {
   uint64_t reconcile_desired_version = 0;
 };
 StateMarks marks_of(const Twin& twin);
-// connection.changed, liveness.changed and reconcile.changed (on a state change, or a re-send:
-// more attempts) between `before` and `twin`, appended to `out`.
+// connection.changed, liveness.changed and reconcile.changed between `before` and `twin`,
+// appended to `out`; reconcile.changed whenever its state, attempts or desired version differ
+// (a re-send counts one more attempt).
 void state_events(const StateMarks& before, const Twin& twin, std::vector<ChangeEvent>& out);
 
 // The subset of merge patch `patch` that changes `target`: what reported.updated carries (only

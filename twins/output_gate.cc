@@ -2,6 +2,7 @@
 
 #include <vector>
 
+#include "twins/history.h"
 #include "twins/log.h"
 
 namespace doppel::twins {
@@ -86,6 +87,14 @@ void OutputGate::commit(HotTwin& h, Outcome& out, std::optional<Millis> deadline
   if (out.changed() || !events.empty()) {
     TwinWrite w;
     w.id = h.twin.id;
+    if (!events.empty()) {
+      // Before to_record: the count is stored with the twin.
+      h.twin.events_since_snapshot += static_cast<uint32_t>(events.size());
+      if (h.twin.events_since_snapshot >= kSnapshotEveryEvents) {
+        w.snapshot = snapshot_text(history_state_of(h.twin));
+        h.twin.events_since_snapshot = 0;
+      }
+    }
     w.events = std::move(events);
     w.twin = to_record(h.twin, deadline);
     for (uint64_t seq : out.commands_changed) {

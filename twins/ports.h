@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "twins/device_io.h"
+#include "twins/history.h"
 #include "twins/record.h"
 #include "twins/status.h"
 
@@ -80,8 +81,14 @@ class TwinStore {
       std::function<void(uint64_t last_seq, const std::vector<EventRecord>& committed)>;
   virtual void on_events(EventsListener listener) = 0;
   // Deletes events older than `before_ts`, and the oldest reported.updated events beyond
-  // `max_reported` of them, oldest first, in small transactions; returns how many went.
+  // `max_reported` of them, oldest first, in small transactions; returns how many went. Before a
+  // twin's events go, its state where they end is kept as a snapshot (history.h).
   virtual Result<uint64_t> prune_events(Millis before_ts, uint64_t max_reported) = 0;
+
+  // What an as-of read of twin `id`'s current incarnation needs (history.h): the nearest
+  // snapshot at or before `at` and the events after it. Committed state only. Thread-safe;
+  // blocks (a read).
+  virtual Result<HistorySlice> history_slice(const std::string& id, const AsOf& at) = 0;
 };
 
 // Sends messages to devices. publish() is thread-safe and must not block for long (it is called

@@ -139,7 +139,7 @@ TwinRecord to_record(Twin& twin, std::optional<Millis> next_deadline) {
   twin.reported_bytes = r.reported.size();
   r.body.reserve(256);
   Packer p(r.body);
-  p.map(19);
+  p.map(20);
   p.field("dv", twin.desired_version);
   p.field("rv", twin.reported_version);
   p.field("tags", twin.tags);
@@ -159,6 +159,7 @@ TwinRecord to_record(Twin& twin, std::optional<Millis> next_deadline) {
   p.field("strategy", to_string(twin.command_strategy));
   p.field("next_seq", twin.next_command_seq);
   p.field("created", twin.created_at);
+  p.field("snap", twin.events_since_snapshot);
   r.next_deadline = next_deadline;
   r.updated_at = twin.updated_at;
   return r;
@@ -225,6 +226,7 @@ Result<Twin> from_record(const StoredTwin& stored) {
         parse_strategy(b.at("strategy").get<std::string>()).value_or(CommandStrategy::kSequential);
     t.next_command_seq = b.at("next_seq").get<uint64_t>();
     t.created_at = b.at("created").get<Millis>();
+    t.events_since_snapshot = b.value("snap", kSnapshotEveryEvents);
     t.updated_at = r.updated_at;
     for (const auto& c : stored.commands) t.commands.push_back(command_from(c));
     return t;

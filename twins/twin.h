@@ -63,6 +63,10 @@ struct Command {
   std::string error;  // from the device, or why the gateway ended it
 };
 
+// How many change events a twin may gather before the store keeps another snapshot of its
+// history state (history.h): an as-of read replays at most about this many.
+inline constexpr uint32_t kSnapshotEveryEvents = 64;
+
 struct Twin {
   std::string id;
   uint64_t version = 0;  // bumps on every change to desired or reported
@@ -97,6 +101,9 @@ struct Twin {
 
   Millis created_at = 0;
   Millis updated_at = 0;
+  // Change events stored since the last history snapshot. Starts due, so that a new twin, or one
+  // stored before snapshots existed, gets one with its next event.
+  uint32_t events_since_snapshot = kSnapshotEveryEvents;
 
   // Not persisted: upper bounds of the serialized sizes of desired/reported (exact after a load
   // or a write), so most updates pass the size limit without serializing anything.

@@ -11,7 +11,10 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <random>
 #include <thread>
+
+#include <httplib.h>
 
 #include "simulator/bench/load.h"
 #include "simulator/local_broker.h"
@@ -140,6 +143,7 @@ json run_feed_bench(const FeedBenchOptions& o) {
   if (Status s = gen.connect(); !s) return {{"ok", false}, {"error", s.to_string()}};
   gen.start();
   std::this_thread::sleep_for(std::chrono::seconds(2));  // every device exists; settled
+  const int64_t settled_ms = now_ms();
 
   json r = {{"rate", o.rate}, {"seconds_per_phase", o.seconds}};
   bool ok = true;
@@ -175,6 +179,57 @@ json run_feed_bench(const FeedBenchOptions& o) {
     filtered.push_back(q);
   }
   phase("filtered", filtered);
+
+  // As-of reads (GET /v1/twins/{id}?as_of=... / ?as_of_version=...) while devices keep
+  // reporting: random twins at random moments of the run, or random versions they had. Each
+  // costs a snapshot plus the events after it (at most ~64 per twin).
+  {
+    httplib::Client http("127.0.0.1", gw.port());
+    std::mt19937_64 rng(7);
+    std::vector<double> by_time, by_version;
+    uint64_t failed = 0;
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    for (int i = 0; i < 4000 && std::chrono::steady_clock::now() < until; ++i) {
+      const std::string path = "/v1/twins/" + device_name("bench-", rng() % o.devices);
+      std::string query;
+      if (i % 2 == 0) {
+        query = "?as_of=" +
+                std::to_string(settled_ms +
+                               static_cast<int64_t>(rng() % static_cast<uint64_t>(std::max<int64_t>(
+                                                                1, now_ms() - settled_ms))));
+      } else {
+        auto now = http.Get(path);
+        const json doc =
+            now && now->status == 200 ? json::parse(now->body, nullptr, false) : json();
+        const uint64_t v = doc.is_object() ? doc.value("version", uint64_t{0}) : 0;
+        if (v == 0) {
+          ++failed;
+          continue;
+        }
+        query = "?as_of_version=" + std::to_string(1 + rng() % v);
+      }
+      const auto t0 = std::chrono::steady_clock::now();
+      auto res = http.Get(path + query);
+      const double ms =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      if (!res || res->status != 200) {
+        ++failed;
+        continue;
+      }
+      (i % 2 == 0 ? by_time : by_version).push_back(ms);
+    }
+    r["as_of_time"] = summary(by_time);
+    r["as_of_version"] = summary(by_version);
+    r["as_of_failed"] = failed;
+    if (failed > 0) ok = false;
+    std::printf(
+        "  as-of reads: by time p50 %.2f ms p99 %.2f ms, by version p50 %.2f ms p99 %.2f ms, %llu "
+        "failed\n",
+        r["as_of_time"].value("p50_ms", 0.0), r["as_of_time"].value("p99_ms", 0.0),
+        r["as_of_version"].value("p50_ms", 0.0), r["as_of_version"].value("p99_ms", 0.0),
+        static_cast<unsigned long long>(failed));
+    std::fflush(stdout);
+  }
   gen.stop();
   const double events = gw.metric("doppel_history_events_total");
   gw.stop();  // closing checkpoints the WAL into the database file
@@ -193,6 +248,13 @@ json run_feed_bench(const FeedBenchOptions& o) {
         std::string(name) + " (" + std::to_string(p["subscribers"].get<size_t>()) + " subscribers)",
         "p50 " + fmt(p.value("p50_ms", 0.0), 1) + " ms, p99 " + fmt(p.value("p99_ms", 0.0), 1) +
             " ms, " + fmt(p["events_received_per_s"].get<double>()) + " events/s received");
+  }
+  for (const char* name : {"as_of_time", "as_of_version"}) {
+    const json& p = r[name];
+    rows.emplace_back(std::string("as-of read, ") + (name[6] == 't' ? "by time" : "by version"),
+                      "p50 " + fmt(p.value("p50_ms", 0.0), 2) + " ms, p99 " +
+                          fmt(p.value("p99_ms", 0.0), 2) + " ms (" + fmt(p.value("count", 0.0)) +
+                          " reads)");
   }
   rows.emplace_back("database bytes per event",
                     fmt(r["db_bytes_per_event"].get<double>()) + " B (" + fmt(events) + " events)");

@@ -193,6 +193,14 @@ TEST_CASE("retention: pruned positions answer 410, a stream behind them gets ove
   const auto after = all_events(gw);
   REQUIRE(!after.empty());
   CHECK(after.front()["seq"].get<uint64_t>() >= oldest);
+  // As-of reads: the version whose events went is gone; the state the pruner kept still answers.
+  auto v3 = gw.get("/v1/twins/r-1?as_of_version=3");
+  CHECK(v3.status == 410);
+  CHECK(v3.body["type"] == "urn:doppel:problem:gone");
+  const json now = gw.get("/v1/twins/r-1").body;
+  auto latest = gw.get("/v1/twins/r-1?as_of=" + std::to_string(now["updated_at"].get<int64_t>()));
+  REQUIRE(latest.status == 200);
+  CHECK(latest.body["desired"] == now["desired"]);
 }
 
 TEST_CASE("a consumer that stops reading keeps its place and then gets everything, in order") {
@@ -270,4 +278,60 @@ TEST_CASE("filtered streams each get their own twins' events, and only those") {
   const auto created = sse_events(tk);
   REQUIRE(created.size() == 4);  // f-b, f-a, f-x, f-c
   for (const auto& e : created) CHECK(e["kind"] == "twin.created");
+}
+
+TEST_CASE("as-of reads over HTTP: by version and by time, 404 before the twin, 400 on bad input") {
+  TempDir dir;
+  Broker broker(dir);
+  Doppeld gw(dir.file("data"), broker.uri());
+  gw.start();
+  REQUIRE(gw.patch_desired("a-1", {{"mode", "eco"}}).status == 200);
+  const json v1 = gw.get("/v1/twins/a-1").body;
+  REQUIRE(gw.request("PATCH", "/v1/twins/a-1", R"({"tags":{"site":"berlin"}})",
+                     {{"Content-Type", "application/merge-patch+json"}})
+              .status == 200);
+  REQUIRE(gw.patch_desired("a-1", {{"mode", "boost"}}).status == 200);
+  const json v2 = gw.get("/v1/twins/a-1").body;
+  REQUIRE(v2["version"] == 2);
+
+  auto at1 = gw.get("/v1/twins/a-1?as_of_version=1");
+  REQUIRE(at1.status == 200);
+  CHECK(at1.body["version"] == 1);
+  CHECK(at1.body["desired"] == v1["desired"]);
+  CHECK(at1.body["tags"] == json::object());  // tagged after version 1 was made
+  CHECK(at1.body["as_of"]["seq"].get<uint64_t>() > 0);
+  auto at2 = gw.get("/v1/twins/a-1?as_of_version=2");
+  REQUIRE(at2.status == 200);
+  CHECK(at2.body["desired"] == v2["desired"]);
+  CHECK(at2.body["tags"] == json{{"site", "berlin"}});
+  CHECK(at2.body["reconcile"] == json{{"state", v2["reconcile"]["state"]},
+                                      {"attempts", v2["reconcile"]["attempts"]},
+                                      {"desired_version", v2["reconcile"]["desired_version"]}});
+
+  // By time: the moment of version 1's event answers version 1.
+  const auto history = gw.get("/v1/twins/a-1/history?from_version=1&to_version=1").body;
+  REQUIRE(!history["events"].empty());
+  const auto t1 = history["events"][0]["ts"].get<int64_t>();
+  auto by_time = gw.get("/v1/twins/a-1?as_of=" + std::to_string(t1));
+  REQUIRE(by_time.status == 200);
+  CHECK(by_time.body["version"] == 1);
+
+  CHECK(gw.get("/v1/twins/a-1?as_of_version=9").status == 404);
+  CHECK(gw.get("/v1/twins/a-1?as_of=1000").status == 404);
+  CHECK(gw.get("/v1/twins/nope?as_of_version=1").status == 404);
+  const auto bad = gw.get("/v1/twins/a-1?as_of_version=x");
+  CHECK(bad.status == 400);
+  CHECK(bad.body["detail"].get<std::string>().find("as_of_version") != std::string::npos);
+  CHECK(gw.get("/v1/twins/a-1?as_of_version=1&as_of=5").status == 400);
+
+  // A new incarnation has its own history; the earlier one is in the feed only.
+  REQUIRE(gw.request("DELETE", "/v1/twins/a-1").status == 204);
+  REQUIRE(gw.request("PUT", "/v1/twins/a-1", R"({"desired":{"x":1}})",
+                     {{"Content-Type", "application/json"}})
+              .status == 201);
+  auto reborn = gw.get("/v1/twins/a-1?as_of_version=1");
+  REQUIRE(reborn.status == 200);
+  CHECK(reborn.body["desired"] == json{{"x", 1}});
+  CHECK(gw.get("/v1/twins/a-1?as_of=" + std::to_string(t1)).status == 404);
+  CHECK(gw.get("/v1/twins/a-1?as_of_version=0").status == 404);
 }

@@ -10,24 +10,15 @@
 #include <random>
 
 #include "storage/sqlite_store.h"
+#include "tests/support/temp_dir.h"
 
 using namespace doppel;
 using namespace doppel::twins;
+using doppel::testing::TempDir;
 using storage::SqliteTwinStore;
 using storage::StoreOptions;
 
 namespace {
-
-struct TempDir {
-  std::filesystem::path path;
-  TempDir() {
-    std::mt19937_64 rng{std::random_device{}()};
-    path = std::filesystem::temp_directory_path() / ("doppel-store-" + std::to_string(rng()));
-    std::filesystem::create_directories(path);
-  }
-  ~TempDir() { std::filesystem::remove_all(path); }
-  std::string file(const char* name) const { return (path / name).string(); }
-};
 
 std::unique_ptr<SqliteTwinStore> open_store(const std::string& path, Metrics& m) {
   StoreOptions o;
@@ -62,11 +53,11 @@ void write_and_wait(SqliteTwinStore& s, TwinWrite w) {
 }  // namespace
 
 TEST_CASE("an empty file is migrated to the current schema") {
-  TempDir dir;
+  TempDir dir("doppel-store-");
   Metrics m;
   auto store = open_store(dir.file("doppel.db"), m);
   const int store_schema_version = store->schema_version();
-  CHECK(store_schema_version == 3);
+  CHECK(store_schema_version == 4);
   store->close();
   sqlite3* db = nullptr;
   REQUIRE(sqlite3_open(dir.file("doppel.db").c_str(), &db) == SQLITE_OK);
@@ -83,7 +74,7 @@ TEST_CASE("an empty file is migrated to the current schema") {
 }
 
 TEST_CASE("a file from a newer doppeld is refused with a clear error") {
-  TempDir dir;
+  TempDir dir("doppel-store-");
   sqlite3* db = nullptr;
   sqlite3_open(dir.file("doppel.db").c_str(), &db);
   sqlite3_exec(db, "PRAGMA user_version = 99", nullptr, nullptr, nullptr);
@@ -97,7 +88,7 @@ TEST_CASE("a file from a newer doppeld is refused with a clear error") {
 }
 
 TEST_CASE("write, close, reopen, read back") {
-  TempDir dir;
+  TempDir dir("doppel-store-");
   {
     Metrics m;
     auto store = open_store(dir.file("doppel.db"), m);
@@ -127,7 +118,7 @@ TEST_CASE("write, close, reopen, read back") {
 }
 
 TEST_CASE("a commit callback runs only after the write is durable, in order") {
-  TempDir dir;
+  TempDir dir("doppel-store-");
   Metrics m;
   auto store = open_store(dir.file("doppel.db"), m);
   std::vector<uint64_t> order;
@@ -162,7 +153,7 @@ TEST_CASE("a commit callback runs only after the write is durable, in order") {
 }
 
 TEST_CASE("when_committed waits for the sequence, or runs at once if it is committed") {
-  TempDir dir;
+  TempDir dir("doppel-store-");
   Metrics m;
   auto store = open_store(dir.file("doppel.db"), m);
   const uint64_t seq = store->write(row("w", 1), nullptr);
@@ -175,7 +166,7 @@ TEST_CASE("when_committed waits for the sequence, or runs at once if it is commi
 }
 
 TEST_CASE("deleting a twin deletes its commands; command deletes are per seq") {
-  TempDir dir;
+  TempDir dir("doppel-store-");
   Metrics m;
   auto store = open_store(dir.file("doppel.db"), m);
   TwinWrite w = row("a", 1);
@@ -198,7 +189,7 @@ TEST_CASE("deleting a twin deletes its commands; command deletes are per seq") {
 }
 
 TEST_CASE("the deadline index pages through due twins in (deadline, id) order") {
-  TempDir dir;
+  TempDir dir("doppel-store-");
   Metrics m;
   auto store = open_store(dir.file("doppel.db"), m);
   for (int i = 0; i < 30; ++i) {
@@ -229,7 +220,7 @@ TEST_CASE("the deadline index pages through due twins in (deadline, id) order") 
 }
 
 TEST_CASE("listing pages through twins in id order") {
-  TempDir dir;
+  TempDir dir("doppel-store-");
   Metrics m;
   auto store = open_store(dir.file("doppel.db"), m);
   for (const char* id : {"c", "a", "e", "b", "d"}) write_and_wait(*store, row(id, 1));
@@ -243,7 +234,7 @@ TEST_CASE("listing pages through twins in id order") {
 }
 
 TEST_CASE("concurrent writers and readers see consistent committed rows") {
-  TempDir dir;
+  TempDir dir("doppel-store-");
   Metrics m;
   auto store = open_store(dir.file("doppel.db"), m);
   std::atomic<bool> stop{false};
@@ -270,7 +261,7 @@ TEST_CASE("concurrent writers and readers see consistent committed rows") {
 }
 
 TEST_CASE("after a failed commit a twin's later writes fail until it is discarded") {
-  TempDir dir;
+  TempDir dir("doppel-store-");
   Metrics m;
   auto store = open_store(dir.file("poison.db"), m);
   write_and_wait(*store, row("p-1", 1));
@@ -320,7 +311,7 @@ std::vector<std::string> kinds_of(const EventPage& p) {
 }  // namespace
 
 TEST_CASE("events are stored with their write, in order; a failed commit stores none") {
-  TempDir dir;
+  TempDir dir("doppel-store-");
   Metrics m;
   auto store = open_store(dir.file("doppel.db"), m);
   std::atomic<uint64_t> notified{0};
@@ -376,7 +367,7 @@ TEST_CASE("events are stored with their write, in order; a failed commit stores 
 }
 
 TEST_CASE("pruning: oldest first, reported events capped, and a seq is never reused") {
-  TempDir dir;
+  TempDir dir("doppel-store-");
   Metrics m;
   {
     auto store = open_store(dir.file("doppel.db"), m);

@@ -1,7 +1,9 @@
-// A DeviceChannel that records what the runtime publishes. Thread-safe.
+// A DeviceChannel that records what the runtime publishes (thread-safe), and device messages as
+// the MQTT adapter hands them to the runtime.
 #pragma once
 
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "twins/ports.h"
@@ -35,5 +37,18 @@ class FakeChannel final : public twins::DeviceChannel {
   mutable std::mutex mu_;
   std::vector<twins::Outbound> sent_;
 };
+
+// A device message as the MQTT adapter would deliver it.
+inline twins::DeviceInput device_input(const std::string& id, twins::InboundKind kind,
+                                       const std::string& payload,
+                                       const std::string& command_id = {}) {
+  twins::DeviceInput in;
+  in.device_id = id;
+  in.kind = kind;
+  in.command_id = command_id;
+  in.topic = "twins/" + id + "/" + std::string(to_string(kind));
+  in.payload = payload;
+  return in;
+}
 
 }  // namespace doppel::testing

@@ -24,17 +24,6 @@ bool eventually(const std::function<bool()>& condition, std::chrono::millisecond
   }
 }
 
-TempDir::TempDir() {
-  std::mt19937_64 rng{std::random_device{}()};
-  path_ = std::filesystem::temp_directory_path() / ("doppel-it-" + std::to_string(rng()));
-  std::filesystem::create_directories(path_);
-}
-
-TempDir::~TempDir() {
-  std::error_code ec;
-  std::filesystem::remove_all(path_, ec);
-}
-
 Broker::Broker(const TempDir& dir, std::vector<std::string> extra_config)
     : sim::LocalBroker(dir.path().string(), std::move(extra_config)) {
   start();

@@ -17,6 +17,7 @@
 #include "mqtt/client.h"
 #include "simulator/local_broker.h"
 #include "simulator/process.h"
+#include "tests/support/temp_dir.h"
 #include "twins/device_io.h"
 #include "twins/document.h"
 
@@ -39,17 +40,6 @@ bool eventually(const std::function<bool()>& condition, std::chrono::millisecond
 long metric(const std::string& text, const std::string& name);
 // How many times `what` occurs in `text`.
 size_t occurrences(const std::string& text, const std::string& what);
-
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  const std::filesystem::path& path() const { return path_; }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  std::filesystem::path path_;
-};
 
 // Mosquitto on 127.0.0.1:<free port>, anonymous, started by the constructor (the test fails if
 // it cannot start).

@@ -42,6 +42,10 @@ class MemoryTwinStore final : public TwinStore {
   uint64_t last_event_seq() const override;
   void on_events(EventsListener listener) override { listener_ = std::move(listener); }
   Result<uint64_t> prune_events(Millis before_ts, uint64_t max_reported) override;
+  // Keeps no snapshots: as-of reads are tested on SqliteTwinStore.
+  Result<twins::HistorySlice> history_slice(const std::string&, const twins::AsOf&) override {
+    return Status(StatusCode::kUnavailable, "MemoryTwinStore keeps no history snapshots");
+  }
 
   // Commits the oldest `max` queued writes (all by default) as one batch and runs their
   // callbacks (manual mode).

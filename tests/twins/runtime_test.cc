@@ -40,13 +40,7 @@ struct Rig {
 
   void device(const std::string& id, InboundKind kind, const std::string& payload,
               const std::string& command_id = {}) {
-    DeviceInput in;
-    in.device_id = id;
-    in.kind = kind;
-    in.command_id = command_id;
-    in.topic = "twins/" + id + "/" + std::string(to_string(kind));
-    in.payload = payload;
-    runtime.deliver(std::move(in));
+    runtime.deliver(doppel::testing::device_input(id, kind, payload, command_id));
   }
   // With the auto-committing store the answer is there when call() returns.
   ApiReply call(const std::string& id, ApiRequest request) {
