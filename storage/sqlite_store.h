@@ -63,8 +63,7 @@ class SqliteTwinStore final : public twins::TwinStore {
   uint64_t last_event_seq() const override { return last_event_seq_.load(); }
   void on_events(EventsListener listener) override { events_listener_ = std::move(listener); }
   Result<uint64_t> prune_events(twins::Millis before_ts, uint64_t max_reported) override;
-  Result<twins::HistorySlice> history_slice(const std::string& id,
-                                            const twins::AsOf& at) override;
+  Result<twins::HistorySlice> history_slice(const std::string& id, const twins::AsOf& at) override;
 
   // Commits what is queued and stops the writer. Later writes fail.
   void close();
