@@ -1,6 +1,7 @@
 // The handlers of the operator API, one file per resource, and what they share (ApiContext):
 //   api_service.cc   /healthz, /readyz, /metrics, /v1/openapi.json
-//   api_twins.cc     /v1/twins, /v1/twins/{id}, /v1/twins/{id}/desired
+//   api_twins.cc     /v1/twins (fleet queries), /v1/fleet/count, /v1/twins/{id},
+//                    /v1/twins/{id}/desired
 //   api_commands.cc  /v1/twins/{id}/commands[/{command_id}]
 //   api_events.cc    /v1/events (the change feed), /v1/twins/{id}/history
 //   api_debug.cc     /v1/debug/ticks (the streaming example the tests use)

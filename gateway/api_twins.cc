@@ -1,8 +1,10 @@
-// Twins and their desired state: list, provision (with device credentials), settings, delete,
-// read, and desired-state changes with If-Match (DESIGN §5).
+// Twins and their desired state: fleet queries and counts, provision (with device credentials),
+// settings, delete, read (now or as of a version or moment), and desired-state changes with
+// If-Match (DESIGN §5).
 #include "gateway/api_handlers.h"
 #include "gateway/device_auth.h"
 #include "twins/history.h"
+#include "twins/query.h"
 #include "twins/record.h"
 
 namespace doppel::gateway {
@@ -10,6 +12,44 @@ namespace {
 
 using Etag = ApiContext::Etag;
 
+// `doc` cut down to `fields` (dotted paths into the document; the id always).
+twins::json project(const twins::json& doc, const std::vector<std::vector<std::string>>& fields) {
+  twins::json out = {{"id", doc["id"]}};
+  for (const auto& path : fields) {
+    const twins::json* v = &doc;
+    for (const auto& seg : path) {
+      if (!v->is_object() || !v->contains(seg)) {
+        v = nullptr;
+        break;
+      }
+      v = &(*v)[seg];
+    }
+    if (v == nullptr) continue;
+    twins::json* o = &out;
+    for (size_t i = 0; i + 1 < path.size(); ++i) {
+      if (!o->contains(path[i]) || !(*o)[path[i]].is_object())
+        (*o)[path[i]] = twins::json::object();
+      o = &(*o)[path[i]];
+    }
+    (*o)[path.back()] = *v;
+  }
+  return out;
+}
+
+// The q= of a fleet query (every twin when absent); false: a 400 was sent.
+bool query_param(Exchange& x, std::shared_ptr<twins::QueryExpr>& out) {
+  auto q = x.req.param("q");
+  auto e = twins::parse_query(q.value_or(""));
+  if (!e) {
+    x.problem(400, "invalid_query", e.status().message());
+    return false;
+  }
+  out = std::shared_ptr<twins::QueryExpr>(std::move(*e));
+  return true;
+}
+
+// GET /v1/twins?q=&order_by=&limit=&cursor=&fields= (README, "Fleet queries"). In id order the
+// cursor is the last id; in any other order an opaque keyset position.
 void list_twins(const ApiContext& ctx, const ExchangePtr& x) {
   size_t limit = 100;
   if (auto l = x->req.param("limit")) {
@@ -17,25 +57,96 @@ void list_twins(const ApiContext& ctx, const ExchangePtr& x) {
     if (!v) return x->problem(400, "invalid_argument", "limit must be 1 to 1000");
     limit = *v;
   }
-  const std::string cursor = x->req.param("cursor").value_or("");
-  if (!cursor.empty() && !twins::valid_device_id(cursor, ctx.limits())) {
-    return x->problem(400, "invalid_argument", "cursor must be the next_cursor of a previous page");
+  std::shared_ptr<twins::QueryExpr> where;
+  if (!query_param(*x, where)) return;
+  auto order = twins::parse_query_order(x->req.param("order_by").value_or(""));
+  if (!order) return x->problem(400, "invalid_query", "order_by: " + order.status().message());
+  const bool by_id = order->field.name == "id" && !order->descending;
+  std::optional<twins::QueryCursor> after;
+  if (auto c = x->req.param("cursor"); c && !c->empty()) {
+    if (by_id) {
+      if (!twins::valid_device_id(*c, ctx.limits())) {
+        return x->problem(400, "invalid_argument",
+                          "cursor must be the next_cursor of a previous page");
+      }
+      after = twins::QueryCursor{twins::json(*c), *c};
+    } else {
+      auto parsed = twins::parse_cursor(*c);
+      if (!parsed) return x->status(parsed.status());
+      after = std::move(*parsed);
+    }
+  }
+  std::vector<std::vector<std::string>> fields;
+  if (auto f = x->req.param("fields")) {
+    for (size_t at = 0; at <= f->size();) {
+      const size_t comma = std::min(f->find(',', at), f->size());
+      const std::string name = f->substr(at, comma - at);
+      at = comma + 1;
+      if (name.empty()) continue;
+      std::vector<std::string> path;
+      for (size_t s = 0; s <= name.size();) {
+        const size_t dot = std::min(name.find('.', s), name.size());
+        path.push_back(name.substr(s, dot - s));
+        s = dot + 1;
+      }
+      for (const auto& seg : path) {
+        if (seg.empty() || seg.size() > 128) {
+          return x->problem(400, "invalid_argument",
+                            "fields is a comma-separated list of dotted paths into the twin "
+                            "document (desired.mode,liveness.state); '" +
+                                name + "' is not one");
+        }
+      }
+      fields.push_back(std::move(path));
+    }
+    if (fields.size() > 64) return x->problem(400, "invalid_argument", "at most 64 fields");
   }
   // A store read: off the network threads.
-  ctx.server->run_blocking([&ctx, x, cursor, limit] {
-    auto page = ctx.store->list(cursor, limit + 1);
+  ctx.server->run_blocking([&ctx, x, where, order = std::move(*order), after, limit, by_id,
+                            fields = std::move(fields)] {
+    twins::TwinQuery q;
+    q.where = where.get();
+    q.order = order;
+    q.limit = limit;
+    q.after = after;
+    auto page = ctx.store->query(q);
     if (!page) return x->status(page.status());
     twins::json items = twins::json::array();
-    std::string last;
-    for (size_t i = 0; i < page->size() && i < limit; ++i) {
-      auto t = twins::from_record((*page)[i]);
+    for (const auto& stored : page->first) {
+      auto t = twins::from_record(stored);
       if (!t) return x->status(t.status());
-      items.push_back(twins::twin_document(*t, ctx.rt->logic().stale_after_ms(*t)));
-      last = t->id;
+      twins::json doc = twins::twin_document(*t, ctx.rt->logic().stale_after_ms(*t));
+      items.push_back(fields.empty() ? std::move(doc) : project(doc, fields));
     }
-    const bool more = page->size() > limit;
-    x->json_body(200, {{"items", std::move(items)},
-                       {"next_cursor", more ? twins::json(last) : twins::json()}});
+    twins::json next;
+    if (page->second) {
+      next = by_id ? twins::json(page->second->id) : twins::json(twins::cursor_text(*page->second));
+    }
+    x->json_body(200, {{"items", std::move(items)}, {"next_cursor", std::move(next)}});
+  });
+}
+
+// GET /v1/fleet/count?q=&group_by=
+void count_twins(const ApiContext& ctx, const ExchangePtr& x) {
+  std::shared_ptr<twins::QueryExpr> where;
+  if (!query_param(*x, where)) return;
+  std::optional<twins::QueryField> group_by;
+  if (auto g = x->req.param("group_by")) {
+    auto f = twins::parse_query_field(*g);
+    if (!f) return x->problem(400, "invalid_query", "group_by: " + f.status().message());
+    group_by = std::move(*f);
+  }
+  ctx.server->run_blocking([&ctx, x, where, group_by] {
+    auto counted = ctx.store->count_where(*where, group_by);
+    if (!counted) return x->status(counted.status());
+    twins::json body = {{"count", counted->count}};
+    if (group_by) {
+      twins::json groups = twins::json::array();
+      for (const auto& g : counted->groups)
+        groups.push_back({{"value", g.value}, {"count", g.count}});
+      body["groups"] = std::move(groups);
+    }
+    x->json_body(200, body);
   });
 }
 
@@ -192,6 +303,7 @@ void get_twin(const ApiContext& ctx, const ExchangePtr& x) {
 void add_twin_routes(Router& router, const ApiContext* ctx) {
   auto twin = [ctx](TwinHandler f) { return twin_route(ctx, std::move(f)); };
   router.add("GET", "/v1/twins", [ctx](const ExchangePtr& x) { list_twins(*ctx, x); });
+  router.add("GET", "/v1/fleet/count", [ctx](const ExchangePtr& x) { count_twins(*ctx, x); });
   router.add("GET", "/v1/twins/{id}", twin(get_twin));
   router.add("PUT", "/v1/twins/{id}",
              twin([](const ApiContext& c, const ExchangePtr& x) { settings(c, x, false); }));

@@ -103,6 +103,7 @@ Status Gateway::start() {
 
   storage::StoreOptions store_options;
   store_options.path = database_path();
+  store_options.indexes = config_.query_indexes;
   store_options.durability =
       config_.durability_full ? storage::Durability::kFull : storage::Durability::kNormal;
   auto store = storage::SqliteTwinStore::open(store_options, metrics_);

@@ -58,6 +58,8 @@ struct GatewayConfig {
   twins::Policy policy;                               // policy.history: record the change feed
   double history_retention_s = 7 * 24 * 3600;         // events older than this are pruned
   uint64_t history_max_reported_events = 50'000'000;  // and reported.updated beyond this many
+  // Fleet-query fields with an expression index (--index), e.g. "reported.fw".
+  std::vector<std::string> query_indexes;
 };
 
 class Gateway {

@@ -9,6 +9,7 @@
 
 #include "gateway/gateway.h"
 #include "twins/log.h"
+#include "twins/query.h"
 
 namespace {
 
@@ -180,6 +181,15 @@ int main(int argc, char** argv) {
   app.add_option("--history-max-reported-events", cfg.history_max_reported_events,
                  "at most this many reported.updated events are kept (oldest pruned first)")
       ->capture_default_str();
+  app.add_option("--index", cfg.query_indexes,
+                 "keep an index on this fleet-query field (repeatable), e.g. --index "
+                 "reported.fw --index tags.site: equality and range queries on it, and order_by "
+                 "it, read the index instead of every twin; created once and kept; each costs "
+                 "some work per write (doppel-bench -s query)")
+      ->check([](const std::string& name) {
+        auto f = doppel::twins::parse_query_field(name);
+        return f ? std::string() : f.status().message();
+      });
   app.add_option("--log-level", log_level, "trace, debug, info, warn or error")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));

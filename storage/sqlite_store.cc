@@ -12,8 +12,10 @@
 #include <unordered_map>
 
 #include "storage/detail/history.h"
+#include "storage/detail/query_sql.h"
 #include "storage/detail/sqlite.h"
 #include "twins/log.h"
+#include "twins/record.h"
 
 namespace doppel::storage {
 namespace {
@@ -91,9 +93,134 @@ CREATE TABLE snapshots (
   PRIMARY KEY (twin, seq)
 ) WITHOUT ROWID;
 )sql",
+    // 5: fleet queries. What the body holds, also as columns that SQL can filter, sort and count
+    // on (filled for existing rows by backfill_query_columns), and the indexes on the states
+    // operators ask for most.
+    R"sql(
+ALTER TABLE twins ADD COLUMN tags TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE twins ADD COLUMN desired_version INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE twins ADD COLUMN reported_version INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE twins ADD COLUMN created_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE twins ADD COLUMN liveness TEXT NOT NULL DEFAULT 'unknown';
+ALTER TABLE twins ADD COLUMN last_seen INTEGER;
+ALTER TABLE twins ADD COLUMN connection TEXT NOT NULL DEFAULT 'unknown';
+ALTER TABLE twins ADD COLUMN reconcile TEXT NOT NULL DEFAULT 'converged';
+ALTER TABLE twins ADD COLUMN reconcile_attempts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE twins ADD COLUMN commands_queued INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE twins ADD COLUMN commands_sent INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE twins ADD COLUMN encoding TEXT NOT NULL DEFAULT 'json';
+CREATE INDEX twins_by_liveness ON twins(liveness, id);
+CREATE INDEX twins_by_connection ON twins(connection, id);
+CREATE INDEX twins_by_reconcile ON twins(reconcile, id);
+)sql",
 };
 
 constexpr int kSchemaVersion = static_cast<int>(sizeof(kMigrations) / sizeof(kMigrations[0]));
+
+const char* const kUpsertTwin = R"sql(
+  INSERT INTO twins (id, version, desired, reported, desired_meta, reported_meta, body,
+                     next_deadline, updated_at, tags, desired_version, reported_version,
+                     created_at, liveness, last_seen, connection, reconcile, reconcile_attempts,
+                     commands_queued, commands_sent, encoding)
+  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
+          ?20, ?21)
+  ON CONFLICT (id) DO UPDATE SET version = excluded.version, desired = excluded.desired,
+    reported = excluded.reported, desired_meta = excluded.desired_meta,
+    reported_meta = excluded.reported_meta, body = excluded.body,
+    next_deadline = excluded.next_deadline, updated_at = excluded.updated_at,
+    tags = excluded.tags, desired_version = excluded.desired_version,
+    reported_version = excluded.reported_version, created_at = excluded.created_at,
+    liveness = excluded.liveness, last_seen = excluded.last_seen,
+    connection = excluded.connection, reconcile = excluded.reconcile,
+    reconcile_attempts = excluded.reconcile_attempts, commands_queued = excluded.commands_queued,
+    commands_sent = excluded.commands_sent, encoding = excluded.encoding)sql";
+
+void bind_record(Statement& st, const twins::TwinRecord& r) {
+  st.bind(1, r.id)
+      .bind(2, static_cast<int64_t>(r.version))
+      .bind(3, std::string_view(r.desired))
+      .bind(4, std::string_view(r.reported))
+      .bind_blob(5, r.desired_meta)
+      .bind_blob(6, r.reported_meta)
+      .bind_blob(7, r.body)
+      .bind(8, r.next_deadline)
+      .bind(9, r.updated_at)
+      .bind(10, std::string_view(r.tags))
+      .bind(11, static_cast<int64_t>(r.desired_version))
+      .bind(12, static_cast<int64_t>(r.reported_version))
+      .bind(13, r.created_at)
+      .bind(14, std::string_view(r.liveness))
+      .bind(15, r.last_seen)
+      .bind(16, std::string_view(r.connection))
+      .bind(17, std::string_view(r.reconcile))
+      .bind(18, static_cast<int64_t>(r.reconcile_attempts))
+      .bind(19, static_cast<int64_t>(r.commands_queued))
+      .bind(20, static_cast<int64_t>(r.commands_sent))
+      .bind(21, std::string_view(r.encoding));
+}
+
+// One stored twin, read with `load_twin` (its columns as Reader's statement selects them) and
+// `load_commands`.
+std::optional<twins::StoredTwin> load_stored(Statement& load_twin, Statement& load_commands,
+                                             const std::string& id) {
+  load_twin.bind(1, id);
+  if (!load_twin.step()) {
+    load_twin.reset();
+    return std::nullopt;
+  }
+  twins::StoredTwin st;
+  st.twin.id = id;
+  st.twin.version = static_cast<uint64_t>(load_twin.column_int(0));
+  st.twin.desired = load_twin.column_text(1);
+  st.twin.reported = load_twin.column_text(2);
+  st.twin.desired_meta = load_twin.column_text(3);
+  st.twin.reported_meta = load_twin.column_text(4);
+  st.twin.body = load_twin.column_text(5);
+  if (!load_twin.column_null(6)) st.twin.next_deadline = load_twin.column_int(6);
+  st.twin.updated_at = load_twin.column_int(7);
+  load_twin.reset();
+  load_commands.bind(1, id);
+  while (load_commands.step()) {
+    st.commands.push_back({static_cast<uint64_t>(load_commands.column_int(0)),
+                           load_commands.column_text(1), load_commands.column_text(2),
+                           load_commands.column_text(3)});
+  }
+  load_commands.reset();
+  return st;
+}
+
+constexpr const char* kLoadTwinSql =
+    "SELECT version, desired, reported, desired_meta, reported_meta, body, next_deadline, "
+    "updated_at FROM twins WHERE id = ?1";
+constexpr const char* kLoadCommandsSql =
+    "SELECT seq, id, status, body FROM commands WHERE twin_id = ?1 ORDER BY seq";
+
+// Migration 5 added the query columns empty: fill them from each twin's body.
+void backfill_query_columns(Database& db) {
+  std::vector<std::string> ids;
+  {
+    Statement all(db, "SELECT id FROM twins");
+    while (all.step()) ids.push_back(all.column_text(0));
+  }
+  Statement load_twin(db, kLoadTwinSql);
+  Statement load_commands(db, kLoadCommandsSql);
+  Statement upsert(db, kUpsertTwin);
+  for (const auto& id : ids) {
+    auto stored = load_stored(load_twin, load_commands, id);
+    if (!stored) continue;
+    auto twin = twins::from_record(*stored);
+    if (!twin) {
+      log_error("store: " + twin.status().to_string() + "; its query columns stay empty");
+      continue;
+    }
+    twins::TwinRecord r = twins::to_record(*twin, stored->twin.next_deadline);
+    bind_record(upsert, r);
+    upsert.run();
+  }
+  if (!ids.empty()) {
+    log_info("store: filled the query columns of " + std::to_string(ids.size()) + " twins");
+  }
+}
 
 Status to_status(const std::exception& e, std::string_view what) {
   return Status(StatusCode::kUnavailable, std::string(what) + ": " + e.what());
@@ -119,14 +246,7 @@ struct SqliteTwinStore::Writer {
     db.exec("PRAGMA wal_autocheckpoint = 0");
   }
   void prepare() {
-    upsert_twin = std::make_unique<Statement>(db, R"sql(
-      INSERT INTO twins (id, version, desired, reported, desired_meta, reported_meta, body,
-                         next_deadline, updated_at)
-      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-      ON CONFLICT (id) DO UPDATE SET version = excluded.version, desired = excluded.desired,
-        reported = excluded.reported, desired_meta = excluded.desired_meta,
-        reported_meta = excluded.reported_meta, body = excluded.body,
-        next_deadline = excluded.next_deadline, updated_at = excluded.updated_at)sql");
+    upsert_twin = std::make_unique<Statement>(db, kUpsertTwin);
     delete_twin = std::make_unique<Statement>(db, "DELETE FROM twins WHERE id = ?1");
     delete_commands = std::make_unique<Statement>(db, "DELETE FROM commands WHERE twin_id = ?1");
     upsert_command = std::make_unique<Statement>(db, R"sql(
@@ -155,12 +275,8 @@ struct SqliteTwinStore::Writer {
 struct SqliteTwinStore::Reader {
   Reader(const std::string& path, Durability durability)
       : db(path, SQLITE_OPEN_READWRITE),
-        load_twin(db,
-                  "SELECT version, desired, reported, desired_meta, reported_meta, body, "
-                  "next_deadline, updated_at FROM twins WHERE id = ?1"),
-        load_commands(db,
-                      "SELECT seq, id, status, body FROM commands WHERE twin_id = ?1 "
-                      "ORDER BY seq"),
+        load_twin(db, kLoadTwinSql),
+        load_commands(db, kLoadCommandsSql),
         list_twins(db, "SELECT id FROM twins WHERE id > ?1 ORDER BY id LIMIT ?2"),
         due_twins(db,
                   "SELECT id, next_deadline FROM twins WHERE next_deadline IS NOT NULL AND "
@@ -172,30 +288,7 @@ struct SqliteTwinStore::Reader {
   }
 
   std::optional<twins::StoredTwin> load(const std::string& id) {
-    load_twin.bind(1, id);
-    if (!load_twin.step()) {
-      load_twin.reset();
-      return std::nullopt;
-    }
-    twins::StoredTwin st;
-    st.twin.id = id;
-    st.twin.version = static_cast<uint64_t>(load_twin.column_int(0));
-    st.twin.desired = load_twin.column_text(1);
-    st.twin.reported = load_twin.column_text(2);
-    st.twin.desired_meta = load_twin.column_text(3);
-    st.twin.reported_meta = load_twin.column_text(4);
-    st.twin.body = load_twin.column_text(5);
-    if (!load_twin.column_null(6)) st.twin.next_deadline = load_twin.column_int(6);
-    st.twin.updated_at = load_twin.column_int(7);
-    load_twin.reset();
-    load_commands.bind(1, id);
-    while (load_commands.step()) {
-      st.commands.push_back({static_cast<uint64_t>(load_commands.column_int(0)),
-                             load_commands.column_text(1), load_commands.column_text(2),
-                             load_commands.column_text(3)});
-    }
-    load_commands.reset();
-    return st;
+    return load_stored(load_twin, load_commands, id);
   }
 
   Database db;
@@ -249,10 +342,25 @@ Result<std::unique_ptr<SqliteTwinStore>> SqliteTwinStore::open(StoreOptions opti
     for (int v = have; v < kSchemaVersion; ++v) {
       Transaction tx(db, true);
       db.exec(kMigrations[v]);
+      if (v + 1 == 5) backfill_query_columns(db);
       db.exec(("PRAGMA user_version = " + std::to_string(v + 1)).c_str());
       tx.commit();
       log_info("store: migrated " + store->options_.path + " to schema version " +
                std::to_string(v + 1));
+    }
+    // Expression indexes asked for (--index): created once, then kept (also when no longer
+    // asked for: dropping one is an operator's decision).
+    for (const auto& name : store->options_.indexes) {
+      auto field = twins::parse_query_field(name);
+      if (!field)
+        return Status(StatusCode::kInvalidArgument, "--index: " + field.status().message());
+      const auto started = std::chrono::steady_clock::now();
+      db.exec(detail::index_sql(*field).c_str());
+      const double ms =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started)
+              .count();
+      log_info("store: index on " + name + " ready (" + std::to_string(static_cast<int64_t>(ms)) +
+               " ms)");
     }
     store->schema_version_ = kSchemaVersion;
     store->writer_->prepare();
@@ -405,17 +513,8 @@ void SqliteTwinStore::writer_loop() {
           continue;
         }
         if (tw.twin && last_row[tw.id] == i) {
-          const twins::TwinRecord& r = *tw.twin;
-          w.upsert_twin->bind(1, r.id)
-              .bind(2, static_cast<int64_t>(r.version))
-              .bind(3, std::string_view(r.desired))
-              .bind(4, std::string_view(r.reported))
-              .bind_blob(5, r.desired_meta)
-              .bind_blob(6, r.reported_meta)
-              .bind_blob(7, r.body)
-              .bind(8, r.next_deadline)
-              .bind(9, r.updated_at)
-              .run();
+          bind_record(*w.upsert_twin, *tw.twin);
+          w.upsert_twin->run();
         }
         for (const auto& c : tw.upsert_commands) {
           w.upsert_command->bind(1, tw.id)
@@ -815,6 +914,147 @@ Result<twins::HistorySlice> SqliteTwinStore::history_slice(const std::string& id
     return slice;
   } catch (const std::exception& e) {
     return to_status(e, "reading the history of twin '" + id + "'");
+  }
+}
+
+namespace {
+
+// The SELECT of a page of `q`: ids and sort keys, one row more than the page (is there more?).
+detail::SqlFilter page_sql(const twins::TwinQuery& q) {
+  static const twins::QueryExpr kEverything;
+  detail::SqlFilter f = detail::query_filter(q.where != nullptr ? *q.where : kEverything);
+  const std::string key = detail::field_value_sql(q.order.field);
+  std::string sql = "SELECT id, " + key + " FROM twins WHERE " + f.where;
+  if (q.after) {
+    // Keyset: after (key, id) in the page's order; SQLite orders NULL first, then numbers,
+    // then text, and compares across those types the same way.
+    const int k = static_cast<int>(f.params.size()) + 1;
+    const std::string pk = "?" + std::to_string(k);
+    const std::string pi = "?" + std::to_string(k + 1);
+    const bool null_key = q.after->key.is_null();
+    if (!q.order.descending) {
+      sql +=
+          null_key
+              ? " AND ((" + key + " IS NULL AND id > " + pi + ") OR " + key + " IS NOT NULL)"
+              : " AND (" + key + " > " + pk + " OR (" + key + " = " + pk + " AND id > " + pi + "))";
+    } else {
+      sql += null_key ? " AND (" + key + " IS NULL AND id < " + pi + ")"
+                      : " AND (" + key + " < " + pk + " OR " + key + " IS NULL OR (" + key + " = " +
+                            pk + " AND id < " + pi + "))";
+    }
+    f.params.push_back(detail::sql_value_of(q.after->key));
+    f.params.push_back(q.after->id);
+  }
+  const char* dir = q.order.descending ? " DESC" : "";
+  sql += " ORDER BY " + key + dir;
+  if (key != "id") sql += std::string(", id") + dir;
+  sql += " LIMIT " + std::to_string(q.limit + 1);
+
+  f.where = std::move(sql);
+  return f;
+}
+
+}  // namespace
+
+Result<std::string> SqliteTwinStore::query_plan(const twins::TwinQuery& q) {
+  try {
+    const detail::SqlFilter f = page_sql(q);
+    auto reader = acquire_reader();
+    std::string plan;
+    {
+      Statement st(reader->db, ("EXPLAIN QUERY PLAN " + f.where).c_str());
+      for (size_t i = 0; i < f.params.size(); ++i) {
+        detail::bind_value(st, static_cast<int>(i + 1), f.params[i]);
+      }
+      while (st.step()) plan += st.column_text(3) + "\n";
+    }
+    release_reader(std::move(reader));
+    return plan;
+  } catch (const std::exception& e) {
+    return to_status(e, "explaining a query");
+  }
+}
+
+Result<std::pair<std::vector<twins::StoredTwin>, std::optional<twins::QueryCursor>>>
+SqliteTwinStore::query(const twins::TwinQuery& q) {
+  try {
+    const detail::SqlFilter f = page_sql(q);
+    const std::string& sql = f.where;
+    auto reader = acquire_reader();
+    std::vector<twins::StoredTwin> out;
+    std::optional<twins::QueryCursor> next;
+    {
+      Transaction tx(reader->db, false);
+      std::vector<std::pair<std::string, detail::SqlValue>> rows;
+      {
+        Statement st(reader->db, sql.c_str());
+        for (size_t i = 0; i < f.params.size(); ++i) {
+          detail::bind_value(st, static_cast<int>(i + 1), f.params[i]);
+        }
+        while (st.step()) rows.emplace_back(st.column_text(0), detail::column_value(st, 1));
+      }
+      for (size_t i = 0; i < rows.size() && i < q.limit; ++i) {
+        if (auto stored = reader->load(rows[i].first)) out.push_back(std::move(*stored));
+      }
+      if (rows.size() > q.limit) {
+        const auto& [id, v] = rows[q.limit - 1];
+        next = twins::QueryCursor{detail::json_of(v), id};
+      }
+      tx.commit();
+    }
+    release_reader(std::move(reader));
+    return std::make_pair(std::move(out), std::move(next));
+  } catch (const std::exception& e) {
+    return to_status(e, "querying twins");
+  }
+}
+
+Result<twins::FleetCount> SqliteTwinStore::count_where(
+    const twins::QueryExpr& where, const std::optional<twins::QueryField>& group_by) {
+  try {
+    const detail::SqlFilter f = detail::query_filter(where);
+    std::string sql;
+    if (group_by) {
+      const std::string value = detail::field_value_sql(*group_by);
+      const std::string type = detail::field_type_sql(*group_by);
+      sql = "SELECT " + value + ", " + type + ", count(*) FROM twins WHERE " + f.where +
+            " GROUP BY 1, 2 ORDER BY 3 DESC, 1";
+    } else {
+      sql = "SELECT count(*) FROM twins WHERE " + f.where;
+    }
+    auto reader = acquire_reader();
+    twins::FleetCount out;
+    {
+      Transaction tx(reader->db, false);
+      Statement st(reader->db, sql.c_str());
+      for (size_t i = 0; i < f.params.size(); ++i) {
+        detail::bind_value(st, static_cast<int>(i + 1), f.params[i]);
+      }
+      while (st.step()) {
+        if (!group_by) {
+          out.count = static_cast<uint64_t>(st.column_int(0));
+          break;
+        }
+        twins::CountGroup g;
+        const std::string type = st.column_null(1) ? "" : st.column_text(1);
+        if (type == "true" || type == "false") {
+          g.value = type == "true";
+        } else if (type == "object" || type == "array") {
+          g.value = twins::json::parse(st.column_text(0), nullptr, false);
+        } else {
+          g.value = detail::json_of(detail::column_value(st, 0));
+        }
+        g.count = static_cast<uint64_t>(st.column_int(2));
+        out.count += g.count;
+        out.groups.push_back(std::move(g));
+      }
+      st.reset();
+      tx.commit();
+    }
+    release_reader(std::move(reader));
+    return out;
+  } catch (const std::exception& e) {
+    return to_status(e, "counting twins");
   }
 }
 

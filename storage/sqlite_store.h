@@ -39,6 +39,8 @@ struct StoreOptions {
   Durability durability = Durability::kNormal;
   size_t max_batch = 8192;      // writes per transaction at most
   size_t max_queued = 100'000;  // writers wait beyond this (backpressure)
+  // Fleet-query fields to keep an expression index on (--index), e.g. "reported.fw".
+  std::vector<std::string> indexes;
 };
 
 class SqliteTwinStore final : public twins::TwinStore {
@@ -64,6 +66,12 @@ class SqliteTwinStore final : public twins::TwinStore {
   void on_events(EventsListener listener) override { events_listener_ = std::move(listener); }
   Result<uint64_t> prune_events(twins::Millis before_ts, uint64_t max_reported) override;
   Result<twins::HistorySlice> history_slice(const std::string& id, const twins::AsOf& at) override;
+  Result<std::pair<std::vector<twins::StoredTwin>, std::optional<twins::QueryCursor>>> query(
+      const twins::TwinQuery& query) override;
+  Result<twins::FleetCount> count_where(const twins::QueryExpr& where,
+                                        const std::optional<twins::QueryField>& group_by) override;
+  // EXPLAIN QUERY PLAN of the page `query` reads: which indexes it uses (tests, diagnostics).
+  Result<std::string> query_plan(const twins::TwinQuery& query);
 
   // Commits what is queued and stops the writer. Later writes fail.
   void close();

@@ -12,6 +12,7 @@
 
 #include "twins/device_io.h"
 #include "twins/history.h"
+#include "twins/query.h"
 #include "twins/record.h"
 #include "twins/status.h"
 
@@ -89,6 +90,16 @@ class TwinStore {
   // snapshot at or before `at` and the events after it. Committed state only. Thread-safe;
   // blocks (a read).
   virtual Result<HistorySlice> history_slice(const std::string& id, const AsOf& at) = 0;
+
+  // ---- fleet queries (query.h), over committed state ----
+
+  // A page of twins matching query.where, in query.order, and where the next page starts.
+  // Thread-safe; blocks (a read).
+  virtual Result<std::pair<std::vector<StoredTwin>, std::optional<QueryCursor>>> query(
+      const TwinQuery& query) = 0;
+  // How many twins match `where`, and with `group_by` how many per value of that field.
+  virtual Result<FleetCount> count_where(const QueryExpr& where,
+                                         const std::optional<QueryField>& group_by) = 0;
 };
 
 // Sends messages to devices. publish() is thread-safe and must not block for long (it is called

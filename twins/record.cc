@@ -162,6 +162,20 @@ TwinRecord to_record(Twin& twin, std::optional<Millis> next_deadline) {
   p.field("snap", twin.events_since_snapshot);
   r.next_deadline = next_deadline;
   r.updated_at = twin.updated_at;
+  r.tags = to_text(twin.tags);
+  r.desired_version = twin.desired_version;
+  r.reported_version = twin.reported_version;
+  r.created_at = twin.created_at;
+  r.liveness = to_string(twin.liveness);
+  r.last_seen = twin.last_seen;
+  r.connection = to_string(twin.connection);
+  r.reconcile = to_string(twin.reconcile);
+  r.reconcile_attempts = twin.reconcile_attempts;
+  for (const auto& c : twin.commands) {
+    r.commands_queued += c.status == CommandStatus::kQueued ? 1 : 0;
+    r.commands_sent += c.status == CommandStatus::kSent ? 1 : 0;
+  }
+  r.encoding = to_string(twin.encoding);
   return r;
 }
 

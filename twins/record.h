@@ -23,6 +23,20 @@ struct TwinRecord {
   std::string body;           // everything else, MessagePack
   std::optional<Millis> next_deadline;
   Millis updated_at = 0;
+  // Copies of what the body holds, as columns fleet queries filter, sort and count on
+  // (query.h); the body stays the source a twin is loaded from.
+  std::string tags = "{}";  // JSON text
+  uint64_t desired_version = 0;
+  uint64_t reported_version = 0;
+  Millis created_at = 0;
+  std::string liveness;
+  std::optional<Millis> last_seen;
+  std::string connection;
+  std::string reconcile;
+  uint32_t reconcile_attempts = 0;
+  uint64_t commands_queued = 0;
+  uint64_t commands_sent = 0;
+  std::string encoding;
 };
 
 struct CommandRecord {

@@ -48,6 +48,8 @@ class Statement {
   Statement& bind(int index, std::string_view text);
   Statement& bind_blob(int index, std::string_view bytes);
   Statement& bind(int index, std::optional<int64_t> value);
+  Statement& bind_double(int index, double value);
+  Statement& bind_null(int index);
   // True while a row is available; false when done.
   bool step();
   // Runs a statement that returns no rows, then resets it.
@@ -56,6 +58,8 @@ class Statement {
 
   int64_t column_int(int i) const { return sqlite3_column_int64(stmt_, i); }
   bool column_null(int i) const { return sqlite3_column_type(stmt_, i) == SQLITE_NULL; }
+  int column_type(int i) const { return sqlite3_column_type(stmt_, i); }
+  double column_double(int i) const { return sqlite3_column_double(stmt_, i); }
   std::string column_text(int i) const;
 
  private:

@@ -35,7 +35,9 @@ struct Fixture {
     dir = std::filesystem::temp_directory_path() / ("doppel-auth-" + std::to_string(rng()));
     std::filesystem::create_directories(dir);
     const std::string db = (dir / "doppel.db").string();
-    auto t = storage::SqliteTwinStore::open(storage::StoreOptions{db}, metrics);
+    storage::StoreOptions options;
+    options.path = db;
+    auto t = storage::SqliteTwinStore::open(options, metrics);
     REQUIRE(t);
     twins = std::move(*t);
     auto c = storage::CredentialStore::open(db);

@@ -40,7 +40,7 @@ TEST_CASE("every problem type the API answers with is in the document") {
        {"malformed", "invalid_argument", "invalid_id", "too_large", "too_deep", "not_found",
         "precondition_failed", "conflict", "queue_full", "unavailable", "internal", "unauthorized",
         "forbidden", "unsupported_media_type", "method_not_allowed", "headers_too_large",
-        "request_timeout", "gone"}) {
+        "request_timeout", "gone", "invalid_query"}) {
     CHECK_MESSAGE(std::find(types.begin(), types.end(),
                             std::string("urn:doppel:problem:") + code) != types.end(),
                   code);

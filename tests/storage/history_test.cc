@@ -10,56 +10,16 @@
 #include <random>
 #include <set>
 
-#include "mqtt/codec.h"
-#include "storage/sqlite_store.h"
-#include "tests/support/fake_channel.h"
-#include "tests/support/fake_clock.h"
+#include "tests/support/sqlite_rig.h"
 #include "tests/support/temp_dir.h"
 #include "twins/history.h"
-#include "twins/runtime.h"
 
 using namespace doppel;
 using namespace doppel::twins;
-using doppel::testing::FakeChannel;
-using doppel::testing::FakeClock;
+using doppel::testing::SqliteRig;
 using doppel::testing::TempDir;
 
 namespace {
-
-struct Rig {
-  explicit Rig(const std::string& file) {
-    storage::StoreOptions so;
-    so.path = file;
-    auto s = storage::SqliteTwinStore::open(so, metrics);
-    REQUIRE_MESSAGE(s, s.status().to_string());
-    store = std::move(*s);
-    RuntimeOptions o;
-    o.shards = 1;
-    o.inline_shards = true;
-    runtime = std::make_unique<Runtime>(o, *store, channel, codec, clock, metrics);
-    REQUIRE(runtime->start());
-  }
-  ~Rig() {
-    runtime->stop();
-    store->close();
-  }
-  ApiReply call(const std::string& id, ApiRequest request) {
-    auto f = runtime->call(id, std::move(request));
-    REQUIRE(f.wait_for(std::chrono::seconds(30)) == std::future_status::ready);
-    return f.get();
-  }
-  void device(const std::string& id, InboundKind kind, const std::string& payload,
-              const std::string& command_id = {}) {
-    runtime->deliver(doppel::testing::device_input(id, kind, payload, command_id));
-  }
-
-  Metrics metrics;
-  FakeClock clock;
-  FakeChannel channel;
-  mqtt::WireCodec codec;
-  std::unique_ptr<storage::SqliteTwinStore> store;
-  std::unique_ptr<Runtime> runtime;
-};
 
 // The fields of a twin document that an as-of read answers.
 json kept(const json& doc) {
@@ -86,7 +46,7 @@ json kept(const json& doc) {
 }
 
 // The as-of answer, without its position, or nullopt when the store cannot answer.
-std::optional<json> as_of(Rig& rig, const std::string& id, const AsOf& at) {
+std::optional<json> as_of(SqliteRig& rig, const std::string& id, const AsOf& at) {
   auto slice = rig.store->history_slice(id, at);
   REQUIRE(slice);
   uint64_t seq = 0;
@@ -134,7 +94,7 @@ json random_object(std::mt19937& rng, bool with_nulls) {
 }
 
 // Runs `steps` random operations on a few twins; returns what GET answered after each.
-std::vector<std::pair<std::string, Recorded>> run_random(Rig& rig, uint32_t seed, int steps) {
+std::vector<std::pair<std::string, Recorded>> run_random(SqliteRig& rig, uint32_t seed, int steps) {
   std::mt19937 rng(seed);
   const std::vector<std::string> ids = {"h-1", "h-2", "h-3"};
   std::vector<std::pair<std::string, Recorded>> out;
@@ -216,7 +176,7 @@ std::vector<std::pair<std::string, Recorded>> run_random(Rig& rig, uint32_t seed
 
 TEST_CASE("as-of reads answer what GET answered then, over a random sequence of operations") {
   TempDir dir("doppel-history-");
-  Rig rig(dir.file("doppel.db"));
+  SqliteRig rig(dir.file("doppel.db"));
   const uint32_t seed = std::random_device{}();
   INFO("seed " << seed);
   const auto recorded = run_random(rig, seed, 600);
@@ -261,7 +221,7 @@ TEST_CASE("as-of reads answer what GET answered then, over a random sequence of 
 
 TEST_CASE("after pruning, as-of reads answer exactly or are gone, and those after the cut answer") {
   TempDir dir("doppel-history-");
-  Rig rig(dir.file("doppel.db"));
+  SqliteRig rig(dir.file("doppel.db"));
   const uint32_t seed = std::random_device{}();
   INFO("seed " << seed);
   const auto recorded = run_random(rig, seed, 400);
@@ -308,7 +268,7 @@ TEST_CASE("after pruning, as-of reads answer exactly or are gone, and those afte
 
 TEST_CASE("a twin's snapshots go with it; a new incarnation starts its own history") {
   TempDir dir("doppel-history-");
-  Rig rig(dir.file("doppel.db"));
+  SqliteRig rig(dir.file("doppel.db"));
   REQUIRE(rig.call("re", ProvisionTwin{}).status);
   rig.clock.advance(10);
   REQUIRE(rig.call("re", UpdateDesired{json{{"a", 1}}, false, {}}).status);

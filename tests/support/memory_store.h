@@ -46,6 +46,15 @@ class MemoryTwinStore final : public TwinStore {
   Result<twins::HistorySlice> history_slice(const std::string&, const twins::AsOf&) override {
     return Status(StatusCode::kUnavailable, "MemoryTwinStore keeps no history snapshots");
   }
+  // Fleet queries are SQL: they are tested on SqliteTwinStore.
+  Result<std::pair<std::vector<twins::StoredTwin>, std::optional<twins::QueryCursor>>> query(
+      const twins::TwinQuery&) override {
+    return Status(StatusCode::kUnavailable, "MemoryTwinStore does not run fleet queries");
+  }
+  Result<twins::FleetCount> count_where(const twins::QueryExpr&,
+                                        const std::optional<twins::QueryField>&) override {
+    return Status(StatusCode::kUnavailable, "MemoryTwinStore does not run fleet queries");
+  }
 
   // Commits the oldest `max` queued writes (all by default) as one batch and runs their
   // callbacks (manual mode).
