@@ -27,6 +27,7 @@
 #include "simulator/bench/bench_util.h"
 #include "simulator/bench/feed.h"
 #include "simulator/bench/load.h"
+#include "simulator/bench/query.h"
 #include "simulator/local_broker.h"
 
 namespace {
@@ -52,6 +53,7 @@ struct Options {
   uint64_t memory_twins = 1'000'000;
   uint64_t hot_twins = 100'000;
   uint64_t alarm_twins = 1'000'000;
+  uint64_t query_twins = 1'000'000;
   double alarm_window_s = 120;  // the deadlines are spread over this long (0: as fast as possible)
   double alarm_after_s = 0;     // staleness window; 0: window + 30 s, so all are armed at once
   uint64_t restart_overdue = 1000;
@@ -181,6 +183,8 @@ class Bench {
         r = api();
       else if (s == "feed")
         r = feed();
+      else if (s == "query")
+        r = query();
       r["scenario_seconds"] = std::round(seconds_since(t0) * 10) / 10;
       if (r.value("ok", true) == false) ok = false;
       result_["scenarios"][s] = r;
@@ -924,6 +928,25 @@ class Bench {
     return run_feed_bench(f);
   }
 
+  json query() {
+    if (!doppeld_has_flag("--index")) {
+      std::printf("  skipped: this doppeld has no fleet queries\n");
+      return {{"ok", true}, {"skipped", true}};
+    }
+    QueryBenchOptions q;
+    q.doppeld = o_.doppeld;
+    q.work_dir = dir("query");
+    q.gateway_args = gateway_args({});
+    q.twins = o_.query_twins;
+    q.connections = o_.connections;
+    if (o_.quick) {
+      q.page_reads = 20;
+      q.count_reads = 2;
+      q.updates = std::min<uint64_t>(q.updates, q.twins);
+    }
+    return run_query_bench(q);
+  }
+
   json api() {
     ApiBenchOptions a;
     a.doppeld = o_.doppeld;
@@ -1124,7 +1147,7 @@ int main(int argc, char** argv) {
     return count_subscriber(argv[2], std::stoi(argv[3]), argv[4]);
   }
   Options o;
-  std::string scenarios = "ceiling,ingest,baseline,latency,memory,alarms,restart,api,feed";
+  std::string scenarios = "ceiling,ingest,baseline,latency,memory,alarms,restart,api,feed,query";
   CLI::App app{
       "doppel-bench - measures Doppel against the limits of this machine (DESIGN §10).\n\n"
       "Scenarios (comma-separated, in this order by default):\n"
@@ -1174,6 +1197,7 @@ int main(int argc, char** argv) {
   app.add_option("--api-seconds", o.api_seconds, "api: seconds per wrk run")->capture_default_str();
   app.add_option("--api-idle", o.api_idle, "api: idle connections held open")
       ->capture_default_str();
+  app.add_option("--query-twins", o.query_twins, "query: twins registered")->capture_default_str();
   app.add_option("--shards", o.shards, "doppeld --shards (default: its own)");
   app.add_option("--feed-rate", o.feed_rate, "feed: device updates/s while measuring")
       ->capture_default_str();
@@ -1201,12 +1225,13 @@ int main(int argc, char** argv) {
     o.api_idle = std::min(o.api_idle, 200);
     o.feed_rate = std::min(o.feed_rate, 500.0);
     o.feed_seconds = std::min(o.feed_seconds, 1.0);
+    o.query_twins = std::min<uint64_t>(o.query_twins, 2000);
   }
   std::stringstream list(scenarios);
   for (std::string s; std::getline(list, s, ',');) {
     static const std::vector<std::string> kKnown = {"ceiling", "ingest", "baseline", "latency",
                                                     "memory",  "alarms", "restart",  "overload",
-                                                    "api",     "feed"};
+                                                    "api",     "feed",   "query"};
     if (std::find(kKnown.begin(), kKnown.end(), s) == kKnown.end()) {
       std::fprintf(stderr, "unknown scenario '%s' (see --help)\n", s.c_str());
       return 2;

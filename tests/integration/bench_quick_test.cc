@@ -20,8 +20,8 @@ TEST_CASE("doppel-bench --quick measures every scenario and its counts add up") 
   REQUIRE(in);
   const json r = json::parse(in);
   const json& s = r["scenarios"];
-  for (const char* name :
-       {"ceiling", "ingest", "baseline", "latency", "memory", "alarms", "restart", "api", "feed"}) {
+  for (const char* name : {"ceiling", "ingest", "baseline", "latency", "memory", "alarms",
+                           "restart", "api", "feed", "query"}) {
     CAPTURE(name);
     REQUIRE(s.contains(name));
     CHECK(s[name]["ok"] == true);
@@ -55,6 +55,12 @@ TEST_CASE("doppel-bench --quick measures every scenario and its counts add up") 
           level["patch"]["requests"].get<double>() - level["patch"]["non2xx"].get<double>());
   }
   CHECK(s["api"]["idle_connections"].get<double>() > 0);
+  // feed: as-of reads all answered; query: every figure measured, index costs measured.
+  CHECK(s["feed"]["as_of_failed"] == 0);
+  CHECK(s["feed"]["as_of_time"]["count"].get<double>() > 0);
+  CHECK(s["query"]["indexed_first_page"]["count"].get<double>() > 0);
+  CHECK(s["query"]["count_by_liveness"]["count"] == s["query"]["twins"]);
+  CHECK(s["query"]["store_us_per_write_3_indexes"].get<double>() > 0);
   CHECK(s["api"]["streams"]["events_per_s"].get<double>() > 0);
   CHECK(s["api"]["streams"]["cut_off"] == 0);
   CHECK(s["api"]["https"]["get"]["rps"].get<double>() > 0);
