@@ -10,6 +10,7 @@
 #include <future>
 #include <stdexcept>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "storage/detail/history.h"
 #include "storage/detail/query_sql.h"
@@ -134,6 +135,23 @@ const char* const kUpsertTwin = R"sql(
     connection = excluded.connection, reconcile = excluded.reconcile,
     reconcile_attempts = excluded.reconcile_attempts, commands_queued = excluded.commands_queued,
     commands_sent = excluded.commands_sent, encoding = excluded.encoding)sql";
+// The same, leaving the indexed state columns as they are (TwinRecord::states_changed false).
+const char* const kUpsertTwinSameStates = R"sql(
+  INSERT INTO twins (id, version, desired, reported, desired_meta, reported_meta, body,
+                     next_deadline, updated_at, tags, desired_version, reported_version,
+                     created_at, liveness, last_seen, connection, reconcile, reconcile_attempts,
+                     commands_queued, commands_sent, encoding)
+  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
+          ?20, ?21)
+  ON CONFLICT (id) DO UPDATE SET version = excluded.version, desired = excluded.desired,
+    reported = excluded.reported, desired_meta = excluded.desired_meta,
+    reported_meta = excluded.reported_meta, body = excluded.body,
+    next_deadline = excluded.next_deadline, updated_at = excluded.updated_at,
+    tags = excluded.tags, desired_version = excluded.desired_version,
+    reported_version = excluded.reported_version, created_at = excluded.created_at,
+    last_seen = excluded.last_seen, reconcile_attempts = excluded.reconcile_attempts,
+    commands_queued = excluded.commands_queued, commands_sent = excluded.commands_sent,
+    encoding = excluded.encoding)sql";
 
 void bind_record(Statement& st, const twins::TwinRecord& r) {
   st.bind(1, r.id)
@@ -247,6 +265,7 @@ struct SqliteTwinStore::Writer {
   }
   void prepare() {
     upsert_twin = std::make_unique<Statement>(db, kUpsertTwin);
+    upsert_twin_same_states = std::make_unique<Statement>(db, kUpsertTwinSameStates);
     delete_twin = std::make_unique<Statement>(db, "DELETE FROM twins WHERE id = ?1");
     delete_commands = std::make_unique<Statement>(db, "DELETE FROM commands WHERE twin_id = ?1");
     upsert_command = std::make_unique<Statement>(db, R"sql(
@@ -268,8 +287,9 @@ struct SqliteTwinStore::Writer {
         db, "UPDATE event_stats SET value = value + ?1 WHERE name = 'reported_events'");
   }
   Database db;
-  std::unique_ptr<Statement> upsert_twin, delete_twin, delete_commands, upsert_command,
-      delete_command, insert_event, count_reported, insert_snapshot, delete_snapshots;
+  std::unique_ptr<Statement> upsert_twin, upsert_twin_same_states, delete_twin, delete_commands,
+      upsert_command, delete_command, insert_event, count_reported, insert_snapshot,
+      delete_snapshots;
 };
 
 struct SqliteTwinStore::Reader {
@@ -285,6 +305,7 @@ struct SqliteTwinStore::Reader {
         count_twins(db, "SELECT count(*) FROM twins"),
         count_commands(db, "SELECT status, count(*) FROM commands GROUP BY status") {
     configure(db, durability);
+    db.exec("PRAGMA query_only = ON");  // reads only: whatever SQL a query builds cannot write
   }
 
   std::optional<twins::StoredTwin> load(const std::string& id) {
@@ -438,6 +459,7 @@ void SqliteTwinStore::writer_loop() {
   std::vector<Op> batch;
   std::vector<Status> statuses;  // per op of the batch
   std::unordered_map<std::string_view, size_t> last_row;
+  std::unordered_set<std::string_view> states_changed;
   std::vector<twins::EventRecord> committed_events;  // of the current batch, with their seqs
   Writer& w = *writer_;
   while (true) {
@@ -465,10 +487,13 @@ void SqliteTwinStore::writer_loop() {
     const auto started = std::chrono::steady_clock::now();
     try {
       // Only the last row written for a twin in this batch needs to reach the table.
+      // Its indexed state columns are rewritten when any write of the batch changed them.
       last_row.clear();
+      states_changed.clear();
       for (size_t i = 0; i < batch.size(); ++i) {
         const auto& tw = batch[i].write;
         if (statuses[i] && (tw.twin || tw.delete_twin)) last_row[tw.id] = i;
+        if (statuses[i] && tw.twin && tw.twin->states_changed) states_changed.insert(tw.id);
       }
       Transaction tx(w.db, true);
       int64_t reported_events = 0;
@@ -513,8 +538,10 @@ void SqliteTwinStore::writer_loop() {
           continue;
         }
         if (tw.twin && last_row[tw.id] == i) {
-          bind_record(*w.upsert_twin, *tw.twin);
-          w.upsert_twin->run();
+          Statement& upsert =
+              states_changed.count(tw.id) != 0 ? *w.upsert_twin : *w.upsert_twin_same_states;
+          bind_record(upsert, *tw.twin);
+          upsert.run();
         }
         for (const auto& c : tw.upsert_commands) {
           w.upsert_command->bind(1, tw.id)
@@ -1015,10 +1042,14 @@ Result<twins::FleetCount> SqliteTwinStore::count_where(
     const detail::SqlFilter f = detail::query_filter(where);
     std::string sql;
     if (group_by) {
+      // A fixed field's groups stream from its index (when it has one); a JSON field's need its
+      // type too, to tell 1 from true.
       const std::string value = detail::field_value_sql(*group_by);
-      const std::string type = detail::field_type_sql(*group_by);
-      sql = "SELECT " + value + ", " + type + ", count(*) FROM twins WHERE " + f.where +
-            " GROUP BY 1, 2 ORDER BY 3 DESC, 1";
+      const bool json_field = group_by->doc != twins::QueryField::Doc::kNone;
+      sql = json_field ? "SELECT " + value + ", " + detail::field_type_sql(*group_by) +
+                             ", count(*) FROM twins WHERE " + f.where + " GROUP BY 1, 2"
+                       : "SELECT " + value + ", NULL, count(*) FROM twins WHERE " + f.where +
+                             " GROUP BY 1";
     } else {
       sql = "SELECT count(*) FROM twins WHERE " + f.where;
     }
@@ -1050,6 +1081,9 @@ Result<twins::FleetCount> SqliteTwinStore::count_where(
       }
       st.reset();
       tx.commit();
+      // Largest groups first (ties in the store's value order).
+      std::stable_sort(out.groups.begin(), out.groups.end(),
+                       [](const auto& a, const auto& b) { return a.count > b.count; });
     }
     release_reader(std::move(reader));
     return out;

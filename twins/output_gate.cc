@@ -97,6 +97,10 @@ void OutputGate::commit(HotTwin& h, Outcome& out, std::optional<Millis> deadline
     }
     w.events = std::move(events);
     w.twin = to_record(h.twin, deadline);
+    // The step started from the state of the twin's previous write (or of its load).
+    w.twin->states_changed = !out.before || out.before->connection != h.twin.connection ||
+                             out.before->liveness != h.twin.liveness ||
+                             out.before->reconcile != h.twin.reconcile;
     for (uint64_t seq : out.commands_changed) {
       for (const auto& c : h.twin.commands) {
         if (c.seq == seq) w.upsert_commands.push_back(to_record(c));

@@ -181,8 +181,19 @@ class Parser {
     return node;
   }
 
+  // Parentheses and NOTs nest at most kMaxDepth deep: the parser recurses on them.
+  static constexpr int kMaxDepth = 64;
+  Status deeper() {
+    if (++depth_ > kMaxDepth) {
+      return error_at(tok_.column, "the query nests deeper than " + std::to_string(kMaxDepth) +
+                                       " levels of parentheses and NOT");
+    }
+    return Status::ok();
+  }
+
   Result<QueryExprPtr> parse_unary() {
     if (keyword("not")) {
+      if (Status s = deeper(); !s) return s;
       if (Status s = advance(); !s) return s;
       auto inner = parse_unary();
       if (!inner) return inner;
@@ -231,6 +242,7 @@ class Parser {
   Result<QueryExprPtr> parse_primary() {
     auto node = std::make_unique<QueryExpr>();
     if (tok_.kind == Tok::kLParen) {
+      if (Status s = deeper(); !s) return s;
       if (Status s = advance(); !s) return s;
       auto inner = parse_or();
       if (!inner) return inner;
@@ -311,6 +323,7 @@ class Parser {
   size_t pos_ = 0;
   size_t counted_ = 0;
   size_t column_ = 0;
+  int depth_ = 0;
   Token tok_;
 };
 

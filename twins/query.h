@@ -121,7 +121,7 @@ struct CountGroup {
 };
 struct FleetCount {
   uint64_t count = 0;
-  std::vector<CountGroup> groups;  // with group_by: by value, in the store's order
+  std::vector<CountGroup> groups;  // with group_by: one per value, largest first
 };
 
 }  // namespace doppel::twins

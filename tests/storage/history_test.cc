@@ -13,6 +13,7 @@
 #include "tests/support/sqlite_rig.h"
 #include "tests/support/temp_dir.h"
 #include "twins/history.h"
+#include "twins/query.h"
 
 using namespace doppel;
 using namespace doppel::twins;
@@ -166,6 +167,20 @@ std::vector<std::pair<std::string, Recorded>> run_random(SqliteRig& rig, uint32_
                    json{{"state", rig.call(id, GetTwin{}).body["delta"]}}.dump());
     }
     const json doc = rig.call(id, GetTwin{}).body;
+    // The store's query columns follow every state change (they are rewritten only when the
+    // states change: a missed one would show here).
+    rig.store->flush();
+    auto where = parse_query(
+        "id = '" + id + "' AND liveness.state = '" + doc["liveness"]["state"].get<std::string>() +
+        "' AND connection.state = '" + doc["connection"]["state"].get<std::string>() +
+        "' AND reconcile.state = '" + doc["reconcile"]["state"].get<std::string>() +
+        "' AND reconcile.attempts = " + std::to_string(doc["reconcile"]["attempts"].get<int>()) +
+        " AND commands.queued = " + std::to_string(doc["commands"]["queued"].get<int>()) +
+        " AND version = " + std::to_string(doc["version"].get<uint64_t>()));
+    REQUIRE(where);
+    auto counted = rig.store->count_where(**where, std::nullopt);
+    REQUIRE(counted);
+    CHECK_MESSAGE(counted->count == 1, doc.dump());
     out.push_back(
         {id, Recorded{rig.clock.now_ms(), doc["version"].get<uint64_t>() != version_before, doc}});
   }

@@ -46,8 +46,10 @@ std::set<std::string> matching(SqliteRig& rig, const std::string& q) {
   return {v.begin(), v.end()};
 }
 
+// A device report, committed when this returns (a device gets no answer to wait for).
 void report(SqliteRig& rig, const std::string& id, const json& state) {
   rig.device(id, InboundKind::kReported, json{{"state", state}}.dump());
+  rig.store->flush();
 }
 
 }  // namespace
@@ -132,6 +134,7 @@ TEST_CASE("fields compared with fields; every fixed field; read your writes") {
   CHECK(matching(rig, "commands.sent > 0").empty());
   // The clock passes the stale window of the online devices (3 x 10 s).
   rig.clock.advance(31'000);
+  rig.store->flush();  // the alarms' writes
   CHECK(matching(rig, "liveness.state = 'stale'") == S{"p-1", "p-2"});
   PatchTwin tags;
   tags.settings.tags = {true, json{{"site", "berlin"}}};
