@@ -953,21 +953,25 @@ detail::SqlFilter page_sql(const twins::TwinQuery& q) {
   const std::string key = detail::field_value_sql(q.order.field);
   std::string sql = "SELECT id, " + key + " FROM twins WHERE " + f.where;
   if (q.after) {
-    // Keyset: after (key, id) in the page's order; SQLite orders NULL first, then numbers,
-    // then text, and compares across those types the same way.
+    // Keyset: after (key, id) in the page's order, as a row-value range that the index on
+    // (key, id) serves. SQLite orders NULL first, then numbers, then text, and compares across
+    // those types the same way.
     const int k = static_cast<int>(f.params.size()) + 1;
     const std::string pk = "?" + std::to_string(k);
     const std::string pi = "?" + std::to_string(k + 1);
     const bool null_key = q.after->key.is_null();
-    if (!q.order.descending) {
+    if (key == "id") {
+      sql += q.order.descending ? " AND id < " + pi : " AND id > " + pi;
+    } else if (!q.order.descending) {
       sql +=
           null_key
               ? " AND ((" + key + " IS NULL AND id > " + pi + ") OR " + key + " IS NOT NULL)"
-              : " AND (" + key + " > " + pk + " OR (" + key + " = " + pk + " AND id > " + pi + "))";
+              // The first term lets SQLite start inside an expression index.
+              : " AND " + key + " >= " + pk + " AND (" + key + ", id) > (" + pk + ", " + pi + ")";
     } else {
-      sql += null_key ? " AND (" + key + " IS NULL AND id < " + pi + ")"
-                      : " AND (" + key + " < " + pk + " OR " + key + " IS NULL OR (" + key + " = " +
-                            pk + " AND id < " + pi + "))";
+      sql += null_key
+                 ? " AND " + key + " IS NULL AND id < " + pi
+                 : " AND ((" + key + ", id) < (" + pk + ", " + pi + ") OR " + key + " IS NULL)";
     }
     f.params.push_back(detail::sql_value_of(q.after->key));
     f.params.push_back(q.after->id);

@@ -192,20 +192,21 @@ json run_feed_bench(const FeedBenchOptions& o) {
     for (int i = 0; i < 4000 && std::chrono::steady_clock::now() < until; ++i) {
       const std::string path = "/v1/twins/" + device_name("bench-", rng() % o.devices);
       std::string query;
+      // The twin as it is now (not timed): its versions and when it was created.
+      auto now = http.Get(path);
+      const json doc = now && now->status == 200 ? json::parse(now->body, nullptr, false) : json();
+      const uint64_t v = doc.is_object() ? doc.value("version", uint64_t{0}) : 0;
+      if (v == 0) {
+        ++failed;
+        continue;
+      }
       if (i % 2 == 0) {
+        const int64_t from = std::max(settled_ms, doc.value("created_at", int64_t{0}));
         query = "?as_of=" +
-                std::to_string(settled_ms +
+                std::to_string(from +
                                static_cast<int64_t>(rng() % static_cast<uint64_t>(std::max<int64_t>(
-                                                                1, now_ms() - settled_ms))));
+                                                                1, now_ms() - from))));
       } else {
-        auto now = http.Get(path);
-        const json doc =
-            now && now->status == 200 ? json::parse(now->body, nullptr, false) : json();
-        const uint64_t v = doc.is_object() ? doc.value("version", uint64_t{0}) : 0;
-        if (v == 0) {
-          ++failed;
-          continue;
-        }
         query = "?as_of_version=" + std::to_string(1 + rng() % v);
       }
       const auto t0 = std::chrono::steady_clock::now();

@@ -174,8 +174,8 @@ json run_query_bench(const QueryBenchOptions& o) {
   r["ok"] = ok;
 
   auto fig = [&](const char* k) {
-    return "p50 " + fmt(r[k].value("p50", 0.0), 2) + " ms, p99 " +
-           fmt(r[k].value("p99", 0.0), 2) + " ms";
+    return "p50 " + fmt(r[k].value("p50", 0.0), 2) + " ms, p99 " + fmt(r[k].value("p99", 0.0), 2) +
+           " ms";
   };
   print_table("query (" + fmt(static_cast<double>(o.twins)) + " twins)",
               {{"register the fleet", fmt(r["register_seconds"].get<double>(), 1) + " s"},

@@ -236,12 +236,14 @@ TEST_CASE("indexed equalities read their index") {
   TempDir dir("doppel-query-");
   SqliteRig rig(dir.file("doppel.db"), {"reported.fw", "tags.site"});
   report(rig, "i-1", {{"fw", "1.2"}});
-  auto plan = [&](const std::string& text, const std::string& order = "") {
+  auto plan = [&](const std::string& text, const std::string& order = "",
+                  std::optional<QueryCursor> after = std::nullopt) {
     auto where = parse_query(text);
     REQUIRE(where);
     TwinQuery q;
     q.where = where->get();
     q.order = *parse_query_order(order);
+    q.after = std::move(after);
     auto p = rig.store->query_plan(q);
     REQUIRE_MESSAGE(p, p.status().to_string());
     return *p;
@@ -258,4 +260,9 @@ TEST_CASE("indexed equalities read their index") {
   CHECK(plan("liveness.state = 'stale'").find("TEMP B-TREE") == std::string::npos);
   // The index also serves an order on its field.
   CHECK(plan("", "reported.fw").find("twins_q_reported_fw") != std::string::npos);
+  // Later pages start inside the index, not at its beginning.
+  CHECK(plan("", "reported.fw", QueryCursor{"1.2", "i-1"}).find("SEARCH") != std::string::npos);
+  CHECK(plan("", "", QueryCursor{"i-1", "i-1"}).find("SEARCH") != std::string::npos);
+  CHECK(plan("liveness.state = 'fresh'", "", QueryCursor{"i-1", "i-1"})
+            .find("(liveness=? AND id>?)") != std::string::npos);
 }
