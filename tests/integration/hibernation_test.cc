@@ -40,5 +40,12 @@ TEST_CASE("2000 twins with 20 hot: every twin answers correctly, memory follows 
   const long rss_end = rss_kib(gateway.pid());
   MESSAGE("doppeld RSS: ", rss_start, " KiB at start, ", rss_end, " KiB with ", kTwins,
           " twins registered and ", metric(m, "doppel_twins_hot"), " hot");
-  CHECK(rss_end < 256 * 1024);
+  // Uninstrumented, doppeld stays near 20 MiB here. Under AddressSanitizer its RSS also holds
+  // the quarantine of freed memory (256 MiB by default) and the shadow, so the bound grows by it.
+#if defined(__SANITIZE_ADDRESS__)
+  constexpr long kBoundKib = (256 + 256) * 1024;
+#else
+  constexpr long kBoundKib = 256 * 1024;
+#endif
+  CHECK(rss_end < kBoundKib);
 }
