@@ -14,7 +14,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto q = twins::parse_query(text);
   if (!q) {
     if (q.status().code() != StatusCode::kInvalidArgument) std::abort();
-    const std::string& m = q.status().message();
+    const std::string m = q.status().message();
     const size_t at = m.find("column ");
     if (size <= twins::kMaxQueryBytes) {
       if (at == std::string::npos) std::abort();
