@@ -78,7 +78,7 @@ void ApiContext::call(const ExchangePtr& x, twins::ApiRequest request, Etag etag
         if (then) return then(x, std::move(r));
         x->send(to_response(std::move(r), etag, body_field, x->req.path));
       },
-      twins::Cause{twins::CauseSource::kApi, x->request_id, x->principal, {}});
+      twins::Cause{twins::CauseSource::kApi, x->request_id, x->principal, {}, {}});
 }
 
 std::optional<twins::json> ApiContext::body(Exchange& x,

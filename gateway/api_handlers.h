@@ -4,6 +4,7 @@
 //                    /v1/twins/{id}/desired
 //   api_commands.cc  /v1/twins/{id}/commands[/{command_id}]
 //   api_events.cc    /v1/events (the change feed), /v1/twins/{id}/history
+//   api_jobs.cc      /v1/jobs[/{id}[/twins|/cancel]]
 //   api_debug.cc     /v1/debug/ticks (the streaming example the tests use)
 // A handler validates its request (ids, bodies, limits, content types), runs it against its twin
 // through the runtime and answers when the runtime does — after the change it caused is
@@ -25,6 +26,10 @@
 #include "twins/requests.h"
 #include "twins/runtime.h"
 
+namespace doppel::twins {
+class JobEngine;
+}
+
 namespace doppel::gateway {
 
 class DeviceAuth;
@@ -39,6 +44,7 @@ struct ApiContext {
   DeviceAuth* device_auth = nullptr;  // optional: credentials on PUT/DELETE of a twin
   HttpServer* server = nullptr;       // run_blocking()
   FeedHub* feed = nullptr;            // wakes change-feed streams
+  twins::JobEngine* jobs = nullptr;   // optional: /v1/jobs answers 503 without
   size_t stream_buffer_bytes = 1 << 20;
 
   const twins::Limits& limits() const { return rt->logic().policy().limits; }
@@ -75,5 +81,6 @@ void add_twin_routes(Router& router, const ApiContext* ctx);
 void add_command_routes(Router& router, const ApiContext* ctx);
 void add_debug_routes(Router& router, const ApiContext* ctx);
 void add_event_routes(Router& router, const ApiContext* ctx);
+void add_job_routes(Router& router, const ApiContext* ctx);
 
 }  // namespace doppel::gateway

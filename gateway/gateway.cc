@@ -189,6 +189,12 @@ Status Gateway::start() {
   http_options.tokens = config_.api_tokens;
   http_options.read_tokens = config_.api_read_tokens;
   http_options.feed = feed_.get();
+  twins::JobEngineOptions job_options;
+  job_options.limits = config_.policy.limits;
+  job_options.history = config_.policy.history;
+  jobs_ = std::make_unique<twins::JobEngine>(job_options, *runtime_, *store_, clock_, metrics_);
+  if (Status s = jobs_->start(); !s) return s;
+  http_options.jobs = jobs_.get();
   http_ = std::make_unique<HttpApi>(
       http_options, *runtime_, *store_, metrics_, [this] { return readiness(); },
       device_auth_.get());
@@ -211,6 +217,7 @@ void Gateway::stop() {
   }
   prune_cv_.notify_all();
   if (pruner_.joinable()) pruner_.join();
+  if (jobs_) jobs_->stop();  // no dispatch after this; what it sent is committed below
   if (runtime_) runtime_->barrier();
   if (store_) store_->flush();  // commits, and hands the last publishes to the MQTT client
   if (channel_) channel_->stop(std::chrono::milliseconds(2000));

@@ -14,6 +14,7 @@
 #include "gateway/http_api.h"
 #include "twins/clock.h"
 #include "twins/document.h"
+#include "twins/job_engine.h"
 #include "twins/metrics.h"
 #include "twins/runtime.h"
 
@@ -93,6 +94,7 @@ class Gateway {
   std::unique_ptr<DeviceAuth> device_auth_;
   std::unique_ptr<mqtt::MqttChannel> channel_;
   std::unique_ptr<twins::Runtime> runtime_;
+  std::unique_ptr<twins::JobEngine> jobs_;
   std::unique_ptr<HttpApi> http_;
   std::unique_ptr<FeedHub> feed_;
   // The history pruner: a background thread, never in the commit path.

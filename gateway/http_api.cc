@@ -15,6 +15,7 @@ void add_all_routes(Router& router, const ApiContext* ctx) {
   add_command_routes(router, ctx);
   add_debug_routes(router, ctx);
   add_event_routes(router, ctx);
+  add_job_routes(router, ctx);
 }
 
 }  // namespace
@@ -40,6 +41,7 @@ struct HttpApi::Impl {
     ctx.metrics = &metrics;
     ctx.readiness = std::move(readiness);
     ctx.device_auth = device_auth;
+    ctx.jobs = options.jobs;
     ctx.server = server.get();
     ctx.stream_buffer_bytes = so.stream_buffer_bytes;
     if (options.feed == nullptr) {

@@ -20,6 +20,10 @@
 #include "twins/ports.h"
 #include "twins/runtime.h"
 
+namespace doppel::twins {
+class JobEngine;
+}
+
 namespace doppel::gateway {
 
 class DeviceAuth;
@@ -44,6 +48,8 @@ struct HttpOptions {
   // Wakes change-feed streams (the owner connects it to TwinStore::on_events). Null: HttpApi
   // makes its own and connects it.
   FeedHub* feed = nullptr;
+  // Serves /v1/jobs (optional: 503 without).
+  twins::JobEngine* jobs = nullptr;
 };
 
 class HttpApi {

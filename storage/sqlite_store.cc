@@ -114,6 +114,28 @@ CREATE INDEX twins_by_liveness ON twins(liveness, id);
 CREATE INDEX twins_by_connection ON twins(connection, id);
 CREATE INDEX twins_by_reconcile ON twins(reconcile, id);
 )sql",
+    // 6: jobs (twins/jobs.h). A job's specification is JSON; its executions are rows per twin,
+    // written in the same transaction as the twin change each records.
+    R"sql(
+CREATE TABLE jobs (
+  id         TEXT PRIMARY KEY,
+  status     TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL,
+  spec       TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX jobs_by_status ON jobs(status, id);
+CREATE TABLE job_executions (
+  job        TEXT NOT NULL,
+  twin       TEXT NOT NULL,
+  status     TEXT NOT NULL,
+  attempts   INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL,
+  detail     TEXT NOT NULL,
+  PRIMARY KEY (job, twin)
+) WITHOUT ROWID;
+CREATE INDEX job_executions_by_status ON job_executions(job, status, twin);
+)sql",
 };
 
 constexpr int kSchemaVersion = static_cast<int>(sizeof(kMigrations) / sizeof(kMigrations[0]));
@@ -285,11 +307,77 @@ struct SqliteTwinStore::Writer {
     delete_snapshots = std::make_unique<Statement>(db, "DELETE FROM snapshots WHERE twin = ?1");
     count_reported = std::make_unique<Statement>(
         db, "UPDATE event_stats SET value = value + ?1 WHERE name = 'reported_events'");
+    upsert_execution = std::make_unique<Statement>(db, R"sql(
+      INSERT INTO job_executions (job, twin, status, attempts, updated_at, detail)
+      VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+      ON CONFLICT (job, twin) DO UPDATE SET status = excluded.status,
+        attempts = excluded.attempts, updated_at = excluded.updated_at,
+        detail = excluded.detail)sql");
+    upsert_job = std::make_unique<Statement>(db, R"sql(
+      INSERT INTO jobs (id, status, created_at, updated_at, spec) VALUES (?1, ?2, ?3, ?4, ?5)
+      ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at)sql");
+    add_target = std::make_unique<Statement>(
+        db,
+        "INSERT OR IGNORE INTO job_executions (job, twin, status, attempts, updated_at, detail) "
+        "VALUES (?1, ?2, 'pending', 0, ?3, '')");
+    cancel_pending = std::make_unique<Statement>(
+        db,
+        "UPDATE job_executions SET status = 'cancelled', detail = ?2, updated_at = ?3 "
+        "WHERE job = ?1 AND status = 'pending'");
+  }
+  // The job-level parts of a write (see TwinWrite).
+  void apply_jobs(const twins::TwinWrite& tw) {
+    for (const auto& j : tw.jobs) {
+      upsert_job->bind(1, std::string_view(j.id))
+          .bind(2, twins::to_string(j.status))
+          .bind(3, j.created_at)
+          .bind(4, j.updated_at)
+          .bind(5, std::string_view(j.spec))
+          .run();
+    }
+    if (!tw.targets_job.empty()) {
+      if (tw.targets_where) {
+        const detail::SqlFilter f = detail::query_filter(*tw.targets_where, 3);
+        Statement st(db,
+                     ("INSERT OR IGNORE INTO job_executions (job, twin, status, attempts, "
+                      "updated_at, detail) SELECT ?1, id, 'pending', 0, ?2, '' FROM twins WHERE " +
+                      f.where)
+                         .c_str());
+        st.bind(1, std::string_view(tw.targets_job)).bind(2, tw.targets_at);
+        for (size_t i = 0; i < f.params.size(); ++i) {
+          detail::bind_value(st, static_cast<int>(i + 3), f.params[i]);
+        }
+        st.run();
+      }
+      for (const auto& twin : tw.targets_twins) {
+        add_target->bind(1, std::string_view(tw.targets_job))
+            .bind(2, std::string_view(twin))
+            .bind(3, tw.targets_at)
+            .run();
+      }
+    }
+    if (!tw.cancel_pending_job.empty()) {
+      cancel_pending->bind(1, std::string_view(tw.cancel_pending_job))
+          .bind(2, std::string_view(tw.cancel_detail))
+          .bind(3, tw.targets_at)
+          .run();
+    }
+  }
+  void apply_executions(const std::vector<twins::ExecutionRecord>& executions) {
+    for (const auto& e : executions) {
+      upsert_execution->bind(1, std::string_view(e.job))
+          .bind(2, std::string_view(e.twin))
+          .bind(3, twins::to_string(e.status))
+          .bind(4, static_cast<int64_t>(e.attempts))
+          .bind(5, e.updated_at)
+          .bind(6, std::string_view(e.detail))
+          .run();
+    }
   }
   Database db;
   std::unique_ptr<Statement> upsert_twin, upsert_twin_same_states, delete_twin, delete_commands,
       upsert_command, delete_command, insert_event, count_reported, insert_snapshot,
-      delete_snapshots;
+      delete_snapshots, upsert_execution, upsert_job, add_target, cancel_pending;
 };
 
 struct SqliteTwinStore::Reader {
@@ -531,6 +619,11 @@ void SqliteTwinStore::writer_loop() {
               .bind(6, std::string_view(tw.snapshot))
               .run();
         }
+        w.apply_executions(tw.executions);
+        if (tw.id.empty()) {  // a job-level write
+          w.apply_jobs(tw);
+          continue;
+        }
         if (tw.delete_twin) {
           w.delete_twin->bind(1, tw.id).run();
           w.delete_commands->bind(1, tw.id).run();
@@ -583,7 +676,7 @@ void SqliteTwinStore::writer_loop() {
       std::lock_guard lock(mu_);
       for (size_t i = 0; i < batch.size(); ++i) {
         if (statuses[i]) statuses[i] = failed;
-        failed_.poison(batch[i].write.id);
+        if (!batch[i].write.id.empty()) failed_.poison(batch[i].write.id);
       }
     }
     const double seconds =
@@ -1093,6 +1186,126 @@ Result<twins::FleetCount> SqliteTwinStore::count_where(
     return out;
   } catch (const std::exception& e) {
     return to_status(e, "counting twins");
+  }
+}
+
+namespace {
+
+twins::JobRecord job_row(const Statement& st) {
+  twins::JobRecord j;
+  j.id = st.column_text(0);
+  j.status = twins::parse_job_status(st.column_text(1)).value_or(twins::JobStatus::kRunning);
+  j.created_at = st.column_int(2);
+  j.updated_at = st.column_int(3);
+  j.spec = st.column_text(4);
+  return j;
+}
+
+}  // namespace
+
+Result<std::optional<twins::JobRecord>> SqliteTwinStore::job(const std::string& id) {
+  try {
+    auto reader = acquire_reader();
+    std::optional<twins::JobRecord> out;
+    {
+      Statement st(reader->db,
+                   "SELECT id, status, created_at, updated_at, spec FROM jobs "
+                   "WHERE id = ?1");
+      st.bind(1, std::string_view(id));
+      if (st.step()) out = job_row(st);
+    }
+    release_reader(std::move(reader));
+    return out;
+  } catch (const std::exception& e) {
+    return to_status(e, "reading job '" + id + "'");
+  }
+}
+
+Result<std::vector<twins::JobRecord>> SqliteTwinStore::jobs(std::optional<twins::JobStatus> status,
+                                                            const std::string& after_id,
+                                                            size_t limit) {
+  try {
+    auto reader = acquire_reader();
+    std::vector<twins::JobRecord> out;
+    {
+      Statement st(reader->db,
+                   "SELECT id, status, created_at, updated_at, spec FROM jobs WHERE id > ?1 AND "
+                   "(?2 IS NULL OR status = ?2) ORDER BY id LIMIT ?3");
+      st.bind(1, std::string_view(after_id));
+      if (status) {
+        st.bind(2, twins::to_string(*status));
+      } else {
+        st.bind_null(2);
+      }
+      st.bind(3, static_cast<int64_t>(limit));
+      while (st.step()) out.push_back(job_row(st));
+    }
+    release_reader(std::move(reader));
+    return out;
+  } catch (const std::exception& e) {
+    return to_status(e, "listing jobs");
+  }
+}
+
+Result<twins::JobCounts> SqliteTwinStore::job_counts(const std::string& id) {
+  try {
+    auto reader = acquire_reader();
+    twins::JobCounts out;
+    {
+      // One count per status, each a range of the (job, status, twin) index.
+      Statement st(reader->db,
+                   "SELECT count(*) FROM job_executions WHERE job = ?1 AND status = ?2");
+      for (auto s : {twins::ExecStatus::kPending, twins::ExecStatus::kInProgress,
+                     twins::ExecStatus::kSucceeded, twins::ExecStatus::kFailed,
+                     twins::ExecStatus::kTimedOut, twins::ExecStatus::kCancelled}) {
+        st.bind(1, std::string_view(id)).bind(2, twins::to_string(s));
+        if (st.step()) out.of(s) = static_cast<uint64_t>(st.column_int(0));
+        st.reset();
+      }
+    }
+    release_reader(std::move(reader));
+    return out;
+  } catch (const std::exception& e) {
+    return to_status(e, "counting the executions of job '" + id + "'");
+  }
+}
+
+Result<std::vector<twins::ExecutionRecord>> SqliteTwinStore::executions(
+    const std::string& id, std::optional<twins::ExecStatus> status, const std::string& after_twin,
+    size_t limit) {
+  try {
+    auto reader = acquire_reader();
+    std::vector<twins::ExecutionRecord> out;
+    {
+      Statement st(reader->db, status ? "SELECT twin, status, attempts, updated_at, detail FROM "
+                                        "job_executions WHERE job = ?1 AND status = ?2 AND "
+                                        "twin > ?3 ORDER BY twin LIMIT ?4"
+                                      : "SELECT twin, status, attempts, updated_at, detail FROM "
+                                        "job_executions WHERE job = ?1 AND ?2 IS NULL AND "
+                                        "twin > ?3 ORDER BY twin LIMIT ?4");
+      st.bind(1, std::string_view(id));
+      if (status) {
+        st.bind(2, twins::to_string(*status));
+      } else {
+        st.bind_null(2);
+      }
+      st.bind(3, std::string_view(after_twin)).bind(4, static_cast<int64_t>(limit));
+      while (st.step()) {
+        twins::ExecutionRecord e;
+        e.job = id;
+        e.twin = st.column_text(0);
+        e.status =
+            twins::parse_exec_status(st.column_text(1)).value_or(twins::ExecStatus::kPending);
+        e.attempts = static_cast<uint32_t>(st.column_int(2));
+        e.updated_at = st.column_int(3);
+        e.detail = st.column_text(4);
+        out.push_back(std::move(e));
+      }
+    }
+    release_reader(std::move(reader));
+    return out;
+  } catch (const std::exception& e) {
+    return to_status(e, "listing the executions of job '" + id + "'");
   }
 }
 

@@ -70,6 +70,14 @@ class SqliteTwinStore final : public twins::TwinStore {
       const twins::TwinQuery& query) override;
   Result<twins::FleetCount> count_where(const twins::QueryExpr& where,
                                         const std::optional<twins::QueryField>& group_by) override;
+  Result<std::optional<twins::JobRecord>> job(const std::string& id) override;
+  Result<std::vector<twins::JobRecord>> jobs(std::optional<twins::JobStatus> status,
+                                             const std::string& after_id, size_t limit) override;
+  Result<twins::JobCounts> job_counts(const std::string& id) override;
+  Result<std::vector<twins::ExecutionRecord>> executions(const std::string& id,
+                                                         std::optional<twins::ExecStatus> status,
+                                                         const std::string& after_twin,
+                                                         size_t limit) override;
   // EXPLAIN QUERY PLAN of the page `query` reads: which indexes it uses (tests, diagnostics).
   Result<std::string> query_plan(const twins::TwinQuery& query);
 

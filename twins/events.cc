@@ -12,6 +12,8 @@ std::string_view to_string(CauseSource s) {
       return "alarm";
     case CauseSource::kSystem:
       return "system";
+    case CauseSource::kJob:
+      return "job";
   }
   return "system";
 }
@@ -21,6 +23,7 @@ json cause_json(const Cause& cause) {
   if (!cause.request_id.empty()) c["request_id"] = cause.request_id;
   if (!cause.principal.empty()) c["principal"] = cause.principal;
   if (!cause.token.empty()) c["token"] = cause.token;
+  if (!cause.job.empty()) c["job"] = cause.job;
   return c;
 }
 
@@ -76,8 +79,12 @@ json changed_leaves(const json& target, const json& patch) {
 }
 
 json event_json(const EventRecord& e) {
-  json j = {
-      {"seq", e.seq}, {"ts", e.ts}, {"twin", e.twin}, {"kind", e.kind}, {"version", e.version}};
+  json j = {{"seq", e.seq}, {"ts", e.ts}, {"twin", e.twin}, {"kind", e.kind}};
+  if (e.twin.empty()) {
+    j.erase("twin");  // job.changed: about a job, not a twin
+  } else {
+    j["version"] = e.version;
+  }
   json body = json::parse(e.body, nullptr, false);
   if (body.is_object()) {
     for (auto it = body.begin(); it != body.end(); ++it) j[it.key()] = std::move(it.value());

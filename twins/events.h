@@ -22,7 +22,7 @@
 
 namespace doppel::twins {
 
-enum class CauseSource { kApi, kDevice, kAlarm, kSystem };
+enum class CauseSource { kApi, kDevice, kAlarm, kSystem, kJob };
 std::string_view to_string(CauseSource s);
 
 // Who or what caused a change.
@@ -31,6 +31,7 @@ struct Cause {
   std::string request_id;  // api: the request's X-Request-Id
   std::string principal;   // api, when tokens are configured: the token's name (never the secret)
   std::string token;       // device: the message's token, when it carried one
+  std::string job;         // job: the job's id
 };
 json cause_json(const Cause& cause);
 

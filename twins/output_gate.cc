@@ -107,6 +107,7 @@ void OutputGate::commit(HotTwin& h, Outcome& out, std::optional<Millis> deadline
       }
     }
     w.delete_commands = std::move(out.commands_removed);
+    w.executions = std::move(out.job_updates);
     h.last_write = store_.write(std::move(w), std::move(release));
   } else if (needs_release) {
     if (h.last_write > store_.committed_seq()) {
@@ -124,6 +125,7 @@ void OutputGate::remove(HotTwin& h, const Cause& cause, Millis now, CommitCallba
   TwinWrite w;
   w.id = h.twin.id;
   w.delete_twin = true;
+  TwinLogic::abandon_jobs(h.twin, now, "the twin was deleted", w.executions);
   if (history_) {
     EventRecord e;
     e.ts = now;

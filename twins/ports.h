@@ -12,6 +12,7 @@
 
 #include "twins/device_io.h"
 #include "twins/history.h"
+#include "twins/jobs.h"
 #include "twins/query.h"
 #include "twins/record.h"
 #include "twins/status.h"
@@ -100,6 +101,20 @@ class TwinStore {
   // How many twins match `where`, and with `group_by` how many per value of that field.
   virtual Result<FleetCount> count_where(const QueryExpr& where,
                                          const std::optional<QueryField>& group_by) = 0;
+
+  // ---- jobs (jobs.h), over committed state; written through write() ----
+
+  virtual Result<std::optional<JobRecord>> job(const std::string& id) = 0;
+  // Up to `limit` jobs with id > `after_id` (of one status, or all), in id order.
+  virtual Result<std::vector<JobRecord>> jobs(std::optional<JobStatus> status,
+                                              const std::string& after_id, size_t limit) = 0;
+  virtual Result<JobCounts> job_counts(const std::string& id) = 0;
+  // Up to `limit` of job `id`'s executions with twin > `after_twin` (of one status, or all), in
+  // twin order.
+  virtual Result<std::vector<ExecutionRecord>> executions(const std::string& id,
+                                                          std::optional<ExecStatus> status,
+                                                          const std::string& after_twin,
+                                                          size_t limit) = 0;
 };
 
 // Sends messages to devices. publish() is thread-safe and must not block for long (it is called

@@ -120,6 +120,44 @@ Command command_from(const CommandRecord& r) {
   return c;
 }
 
+json runs_json(const std::vector<JobRun>& runs) {
+  json out = json::array();
+  for (const JobRun& r : runs) {
+    json j = {{"job", r.job},        {"dv", r.desired_version}, {"sup", r.superseded},
+              {"cmd", r.is_command}, {"cid", r.command_id},     {"att", r.attempts},
+              {"ret", r.retries},    {"deadline", r.deadline}};
+    if (r.is_command) {
+      j["name"] = r.command_name;
+      j["args"] = r.command_args;
+      if (r.command_ttl_s) j["ttl"] = *r.command_ttl_s;
+    }
+    out.push_back(std::move(j));
+  }
+  return out;
+}
+
+std::vector<JobRun> runs_from(const json& j) {
+  std::vector<JobRun> runs;
+  for (const auto& e : j) {
+    JobRun r;
+    r.job = e.at("job").get<std::string>();
+    r.desired_version = e.at("dv").get<uint64_t>();
+    r.superseded = e.at("sup").get<bool>();
+    r.is_command = e.at("cmd").get<bool>();
+    r.command_id = e.at("cid").get<std::string>();
+    r.attempts = e.at("att").get<uint32_t>();
+    r.retries = e.at("ret").get<uint32_t>();
+    r.deadline = e.at("deadline").get<Millis>();
+    if (r.is_command) {
+      r.command_name = e.at("name").get<std::string>();
+      r.command_args = e.at("args");
+      r.command_ttl_s = get_opt<double>(e, "ttl");
+    }
+    runs.push_back(std::move(r));
+  }
+  return runs;
+}
+
 }  // namespace
 
 TwinRecord to_record(Twin& twin, std::optional<Millis> next_deadline) {
@@ -139,7 +177,7 @@ TwinRecord to_record(Twin& twin, std::optional<Millis> next_deadline) {
   twin.reported_bytes = r.reported.size();
   r.body.reserve(256);
   Packer p(r.body);
-  p.map(20);
+  p.map(twin.jobs.empty() ? 20 : 21);
   p.field("dv", twin.desired_version);
   p.field("rv", twin.reported_version);
   p.field("tags", twin.tags);
@@ -160,6 +198,7 @@ TwinRecord to_record(Twin& twin, std::optional<Millis> next_deadline) {
   p.field("next_seq", twin.next_command_seq);
   p.field("created", twin.created_at);
   p.field("snap", twin.events_since_snapshot);
+  if (!twin.jobs.empty()) p.field("jobs", runs_json(twin.jobs));
   r.next_deadline = next_deadline;
   r.updated_at = twin.updated_at;
   r.tags = to_text(twin.tags);
@@ -242,6 +281,7 @@ Result<Twin> from_record(const StoredTwin& stored) {
     t.created_at = b.at("created").get<Millis>();
     t.events_since_snapshot = b.value("snap", kSnapshotEveryEvents);
     t.updated_at = r.updated_at;
+    if (auto jobs = b.find("jobs"); jobs != b.end()) t.jobs = runs_from(*jobs);
     for (const auto& c : stored.commands) t.commands.push_back(command_from(c));
     return t;
   } catch (const std::exception& e) {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "twins/events.h"
+#include "twins/jobs.h"
 #include "twins/status.h"
 #include "twins/twin.h"
 
@@ -68,6 +69,20 @@ struct TwinWrite {
   // With events only: the twin's history state after this write (history.h snapshot_text), to
   // keep as a snapshot at its last event. Empty: none due.
   std::string snapshot;
+
+  // Jobs (jobs.h). Execution rows to upsert, in the same transaction as the twin's change.
+  std::vector<ExecutionRecord> executions;
+  // Job-level writes carry no twin (`id` empty): job rows to upsert; executions to add as
+  // pending (ignoring those the job already has) for `targets_job` — the twins matching
+  // `targets_where` at commit time, or `targets_twins`; and a job whose pending executions all
+  // become cancelled with `cancel_detail`.
+  std::vector<JobRecord> jobs;
+  std::string targets_job;
+  std::shared_ptr<const QueryExpr> targets_where;
+  std::vector<std::string> targets_twins;
+  Millis targets_at = 0;
+  std::string cancel_pending_job;
+  std::string cancel_detail;
 };
 
 // Serializes the twin; also refreshes twin.desired_bytes / reported_bytes and the cached

@@ -3,6 +3,8 @@
 #include <type_traits>
 #include <variant>
 
+#include "twins/jobs.h"
+
 namespace doppel::twins {
 namespace {
 
@@ -71,6 +73,13 @@ void RequestHandlers::run(const std::string& id, ApiRequest& request, HotTwin* h
           [&](ListCommands& req) { list_commands(id, h, req, reply); },
           [&](GetCommand& req) { command(id, h, req.command_id, false, reply, cause); },
           [&](CancelCommand& req) { command(id, h, req.command_id, true, reply, cause); },
+          [&](RunJob& req) {
+            mutate(id, h, false, reply, cause,
+                   [&](Twin& twin, Millis t, Outcome& out) -> Result<ApiReply> {
+                     logic_.run_job(twin, *req.spec, t, out);
+                     return ApiReply{Status::ok(), ReplyKind::kAccepted};
+                   });
+          },
       },
       request);
 }

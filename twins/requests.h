@@ -2,6 +2,7 @@
 // The gateway parses HTTP bodies with these; tests use them directly. Pure; thread-safe.
 #pragma once
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <variant>
@@ -70,8 +71,13 @@ struct GetCommand {
 struct CancelCommand {
   std::string command_id;
 };
+struct JobSpec;
+// Starts a job's execution on the twin (jobs.h); never creates the twin.
+struct RunJob {
+  std::shared_ptr<const JobSpec> spec;
+};
 using ApiRequest = std::variant<GetTwin, ProvisionTwin, PatchTwin, DeleteTwin, UpdateDesired,
-                                EnqueueCommand, ListCommands, GetCommand, CancelCommand>;
+                                EnqueueCommand, ListCommands, GetCommand, CancelCommand, RunJob>;
 
 enum class ReplyKind { kOk, kCreated, kAccepted, kNoContent };
 

@@ -70,7 +70,7 @@ class Runtime {
   // caller's thread); it must not block. Never waits for room in the shard's inbox.
   // `cause` is recorded on the change events the request causes.
   void call(const std::string& id, ApiRequest request, std::function<void(ApiReply)> done,
-            Cause cause = Cause{CauseSource::kApi, {}, {}, {}});
+            Cause cause = Cause{CauseSource::kApi, {}, {}, {}, {}});
   // The same, as a future.
   std::future<ApiReply> call(const std::string& id, ApiRequest request);
   // Returns once every shard has processed everything posted before the call.

@@ -116,6 +116,7 @@ bool Shard::schedule(HotTwin& h, std::optional<Millis> due) {
 }
 
 void Shard::commit(HotTwin& h, Outcome& out, CommitCallback after) {
+  if (out.before && !h.twin.jobs.empty()) deps_.logic.settle_jobs(h.twin, out.at, out);
   const std::optional<Millis> deadline = deps_.logic.next_deadline(h.twin);
   const bool scheduled = schedule(h, deadline);
   gate_.commit(h, out, deadline, scheduled, std::move(after));
@@ -152,7 +153,7 @@ void Shard::fire_timers() {
     }
     try {
       Outcome out;
-      out.begin(h->twin, t, Cause{CauseSource::kAlarm, {}, {}, {}});
+      out.begin(h->twin, t, Cause{CauseSource::kAlarm, {}, {}, {}, {}});
       deps_.logic.on_alarm(h->twin, t, out);
       RuntimeStats& stats = deps_.stats;
       for (Millis deadline : out.fired) {
@@ -214,7 +215,7 @@ void Shard::handle(DeviceInput& in) {
   Outcome out;
   Twin fresh;
   Twin& twin = h != nullptr ? h->twin : (fresh = logic.create(in.device_id, t, out));
-  out.begin(twin, t, Cause{CauseSource::kDevice, {}, {}, {}});
+  out.begin(twin, t, Cause{CauseSource::kDevice, {}, {}, {}, {}});
   Status result;
   std::string token;
   std::visit(

@@ -63,6 +63,22 @@ struct Command {
   std::string error;  // from the device, or why the gateway ended it
 };
 
+// A job execution in progress on a twin (jobs.h): what the twin's own steps need to end it.
+struct JobRun {
+  std::string job;
+  uint64_t desired_version = 0;  // desired jobs: the version the job's patch produced
+  bool superseded = false;       // a later desired change replaced that version
+  bool is_command = false;
+  // Command jobs: what to send again on a retry, and the current attempt's command.
+  std::string command_name;
+  json command_args = json::object();
+  std::optional<double> command_ttl_s;
+  std::string command_id;
+  uint32_t attempts = 1;
+  uint32_t retries = 0;
+  Millis deadline = 0;  // timed out at this time
+};
+
 // How many change events a twin may gather before the store keeps another snapshot of its
 // history state (history.h): an as-of read replays at most about this many.
 inline constexpr uint32_t kSnapshotEveryEvents = 64;
@@ -104,6 +120,8 @@ struct Twin {
   // Change events stored since the last history snapshot. Starts due, so that a new twin, or one
   // stored before snapshots existed, gets one with its next event.
   uint32_t events_since_snapshot = kSnapshotEveryEvents;
+  // Job executions in progress on this twin (jobs.h), ended by the twin's own steps.
+  std::vector<JobRun> jobs;
 
   // Not persisted: upper bounds of the serialized sizes of desired/reported (exact after a load
   // or a write), so most updates pass the size limit without serializing anything.

@@ -11,6 +11,7 @@
 
 #include "twins/device_io.h"
 #include "twins/events.h"
+#include "twins/jobs.h"
 #include "twins/requests.h"
 #include "twins/twin.h"
 
@@ -63,6 +64,8 @@ struct Outcome {
   // the states as they were before the step (the others are their differences), and when.
   Cause cause;
   std::vector<ChangeEvent> changes;
+  // Job executions this step started or ended (jobs.h), committed with the twin.
+  std::vector<ExecutionRecord> job_updates;
   std::optional<StateMarks> before;
   Millis at = 0;
   // Starts a step on `twin` at `now` for `cause`.
@@ -73,7 +76,8 @@ struct Outcome {
   }
 
   bool changed() const {
-    return twin_changed || !commands_changed.empty() || !commands_removed.empty();
+    return twin_changed || !commands_changed.empty() || !commands_removed.empty() ||
+           !job_updates.empty();
   }
 };
 
@@ -118,6 +122,19 @@ class TwinLogic {
   // before history pruning, which may drop the command from memory at once (the cancel itself is
   // still in `out`, so it is committed: a pruned cancel never comes back as queued).
   Result<json> cancel(Twin& twin, std::string_view command_id, Millis now, Outcome& out) const;
+
+  // Jobs (jobs.h). Starts `spec`'s execution on the twin: applies its desired patch or enqueues
+  // its command (idempotency key job:<id>:1) and records the execution in progress — or ended at
+  // once: failed when the action is refused, succeeded when a patch changes nothing on a
+  // converged twin. A job the twin already runs is not started again.
+  void run_job(Twin& twin, const JobSpec& spec, Millis now, Outcome& out) const;
+  // Ends the twin's job executions that its state now decides: convergence on (or past) the
+  // job's desired version, reconciliation failed, the command's end (or a retry), the timeout.
+  // Runs after every step that began `out`.
+  void settle_jobs(Twin& twin, Millis now, Outcome& out) const;
+  // Ends every execution in progress on the twin as failed (it is being deleted).
+  static void abandon_jobs(Twin& twin, Millis now, std::string_view why,
+                           std::vector<ExecutionRecord>& out);
 
  private:
   Millis backoff_ms(double base_s, uint32_t attempts) const;

@@ -57,7 +57,7 @@ TEST_CASE("an empty file is migrated to the current schema") {
   Metrics m;
   auto store = open_store(dir.file("doppel.db"), m);
   const int store_schema_version = store->schema_version();
-  CHECK(store_schema_version == 5);
+  CHECK(store_schema_version == 6);
   store->close();
   sqlite3* db = nullptr;
   REQUIRE(sqlite3_open(dir.file("doppel.db").c_str(), &db) == SQLITE_OK);

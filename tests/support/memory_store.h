@@ -51,6 +51,19 @@ class MemoryTwinStore final : public TwinStore {
       const twins::TwinQuery&) override {
     return Status(StatusCode::kUnavailable, "MemoryTwinStore does not run fleet queries");
   }
+  // Jobs target twins with SQL: they are tested on SqliteTwinStore.
+  static Status none() { return Status(StatusCode::kUnavailable, "MemoryTwinStore keeps no jobs"); }
+  Result<std::optional<twins::JobRecord>> job(const std::string&) override { return none(); }
+  Result<std::vector<twins::JobRecord>> jobs(std::optional<twins::JobStatus>, const std::string&,
+                                             size_t) override {
+    return none();
+  }
+  Result<twins::JobCounts> job_counts(const std::string&) override { return none(); }
+  Result<std::vector<twins::ExecutionRecord>> executions(const std::string&,
+                                                         std::optional<twins::ExecStatus>,
+                                                         const std::string&, size_t) override {
+    return none();
+  }
   Result<twins::FleetCount> count_where(const twins::QueryExpr&,
                                         const std::optional<twins::QueryField>&) override {
     return Status(StatusCode::kUnavailable, "MemoryTwinStore does not run fleet queries");

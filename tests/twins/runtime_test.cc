@@ -424,7 +424,7 @@ TEST_CASE("every kind of change is recorded once, with its fields, cause, versio
   rig.runtime.call(
       "ev-1", UpdateDesired{json{{"mode", "eco"}}, false, std::nullopt},
       [&](ApiReply r) { created.set_value(std::move(r)); },
-      Cause{CauseSource::kApi, "r-1", "ops", {}});
+      Cause{CauseSource::kApi, "r-1", "ops", {}, {}});
   REQUIRE(created.get_future().get().status);
   auto ev = stored_events(rig.store);
   REQUIRE(ev.size() == 3);

@@ -1,0 +1,190 @@
+// Jobs over HTTP against the real doppeld, broker and simulated devices: a rollout that is
+// killed with kill -9 halfway resumes where it was, applies the change to every twin exactly
+// once, keeps its rate across the restart, and completes as the devices converge; the API's
+// answers (201, 409, 400 with the query's column, 404, listing, paging, cancel).
+#include <doctest/doctest.h>
+
+#include <signal.h>
+
+#include <algorithm>
+#include <map>
+
+#include "tests/support/harness.h"
+
+using namespace doppel::testing;
+
+namespace {
+
+constexpr int kDevices = 40;
+constexpr double kRate = 8;
+
+// Every event of `kind` in the feed, oldest first.
+std::vector<json> feed(Doppeld& gw, const std::string& kind) {
+  std::vector<json> out;
+  uint64_t after = 0;
+  while (true) {
+    auto r = gw.get("/v1/events?limit=1000&kind=" + kind + "&after_seq=" + std::to_string(after));
+    REQUIRE(r.status == 200);
+    for (auto& e : r.body["events"]) out.push_back(e);
+    const uint64_t next = r.body["next_after_seq"].get<uint64_t>();
+    if (next == after || r.body["events"].empty()) break;
+    after = next;
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("a rollout survives kill -9: resumed, each twin changed once, rate held, completed") {
+  Stack stack({"--reconcile-timeout-s", "1"});
+  auto& [dir, broker, gw] = stack;
+  Process sim =
+      start_sim(broker.uri(), dir.file("sim.log"),
+                {"--devices", std::to_string(kDevices), "--interval-s", "2", "--delta-delay-s",
+                 "0.02", "--progress-s", "0", "--connect-rate", "200"});
+  REQUIRE_MESSAGE(eventually(
+                      [&] {
+                        auto twins = gw.list_all();
+                        return twins.size() == kDevices &&
+                               std::all_of(twins.begin(), twins.end(), [](const json& t) {
+                                 return t["connection"]["state"] == "online";
+                               });
+                      },
+                      30s),
+                  "the simulated devices did not all come online; sim log:\n", sim.log());
+
+  const json body = {{"id", "eco-1"},
+                     {"target", {{"query", "id LIKE 'sim-%'"}}},
+                     {"action", {{"desired", {{"mode", "eco"}}}}},
+                     {"rate_per_s", kRate}};
+  auto created = gw.request("POST", "/v1/jobs", body.dump());
+  REQUIRE_MESSAGE(created.status == 201, created.body.dump());
+  CHECK(created.body["total"] == kDevices);
+  CHECK(created.body["status"] == "running");
+  CHECK(gw.request("POST", "/v1/jobs", body.dump()).status == 409);
+
+  // Halfway: some converged, some not yet dispatched.
+  REQUIRE(eventually(
+      [&] {
+        const json c = gw.get("/v1/jobs/eco-1").body["counts"];
+        return c["succeeded"].get<int>() >= 10;
+      },
+      30s));
+  const json before = gw.get("/v1/jobs/eco-1").body;
+  REQUIRE(before["counts"]["pending"].get<int>() > 0);
+  gw.kill9();
+  gw.start();
+
+  json job;
+  REQUIRE_MESSAGE(eventually(
+                      [&] {
+                        job = gw.get("/v1/jobs/eco-1").body;
+                        return job["status"] == "completed";
+                      },
+                      60s, 200ms),
+                  "the job did not complete: ", job.dump());
+  CHECK(job["counts"]["succeeded"] == kDevices);
+  CHECK(job["total"] == kDevices);
+  for (const json& t : gw.list_all()) {
+    CHECK(t["desired"]["mode"] == "eco");
+    CHECK(t["reported"]["mode"] == "eco");
+    CHECK(t["desired_version"] == 1);  // the patch applied once
+  }
+
+  // The change feed: exactly one desired.updated per twin, caused by the job, and never more
+  // than the rate (plus its burst of one) in any second — across the restart too.
+  std::map<std::string, int> per_twin;
+  std::vector<int64_t> ts;
+  for (const json& e : feed(gw, "desired.updated")) {
+    CHECK(e["cause"]["source"] == "job");
+    CHECK(e["cause"]["job"] == "eco-1");
+    ++per_twin[e["twin"].get<std::string>()];
+    ts.push_back(e["ts"].get<int64_t>());
+  }
+  CHECK(per_twin.size() == kDevices);
+  for (const auto& [twin, n] : per_twin) CHECK_MESSAGE(n == 1, twin);
+  std::sort(ts.begin(), ts.end());
+  size_t most = 0;
+  for (size_t i = 0, j = 0; i < ts.size(); ++i) {
+    while (ts[i] - ts[j] >= 1000) ++j;
+    most = std::max(most, i - j + 1);
+  }
+  // Bucket refill plus scheduling jitter of a few ms at either end of the window.
+  CHECK(most <= static_cast<size_t>(kRate) + 2);
+  const double span_s = static_cast<double>(ts.back() - ts.front()) / 1000.0;
+  CHECK(span_s >= (kDevices - 2) / kRate - 0.5);
+
+  const auto jobs_events = feed(gw, "job.changed");
+  REQUIRE(jobs_events.size() == 2);
+  CHECK(jobs_events[0]["status"] == "running");
+  CHECK(jobs_events[1]["status"] == "completed");
+  CHECK_FALSE(jobs_events[1].contains("twin"));
+
+  // Listing and paging.
+  auto listed = gw.get("/v1/jobs?status=completed");
+  REQUIRE(listed.status == 200);
+  REQUIRE(listed.body["items"].size() == 1);
+  CHECK(listed.body["items"][0]["id"] == "eco-1");
+  CHECK(gw.get("/v1/jobs?status=running").body["items"].empty());
+  std::vector<std::string> twins;
+  std::string cursor;
+  do {
+    auto page = gw.get("/v1/jobs/eco-1/twins?status=succeeded&limit=7" +
+                       (cursor.empty() ? std::string() : "&cursor=" + cursor));
+    REQUIRE(page.status == 200);
+    for (auto& e : page.body["items"]) {
+      CHECK(e["status"] == "succeeded");
+      CHECK(e["attempts"] == 1);
+      twins.push_back(e["twin"]);
+    }
+    cursor = page.body["next_cursor"].is_null() ? "" : page.body["next_cursor"].get<std::string>();
+  } while (!cursor.empty());
+  CHECK(twins.size() == kDevices);
+  CHECK(std::is_sorted(twins.begin(), twins.end()));
+  CHECK(std::adjacent_find(twins.begin(), twins.end()) == twins.end());
+  CHECK(gw.request("POST", "/v1/jobs/eco-1/cancel").status == 409);
+
+  sim.signal(SIGINT);
+  CHECK(sim.wait_exit(15s));
+  CHECK(gw.stop() == 0);
+}
+
+TEST_CASE("the jobs API refuses bad requests with problem+json and changes nothing") {
+  Stack stack;
+  auto& gw = stack.gateway;
+  REQUIRE(gw.request("PUT", "/v1/twins/a-1", "{}").status == 201);
+
+  auto bad_query =
+      gw.request("POST", "/v1/jobs",
+                 R"({"target": {"query": "tags.site = "}, "action": {"desired": {"m": 1}}})");
+  CHECK(bad_query.status == 400);
+  CHECK(bad_query.body["type"] == "urn:doppel:problem:invalid_query");
+  CHECK(bad_query.body["detail"].get<std::string>().find("column 13") != std::string::npos);
+
+  auto bad_rate = gw.request(
+      "POST", "/v1/jobs",
+      R"({"target": {"twins": ["a-1"]}, "action": {"desired": {"m": 1}}, "rate_per_s": -1})");
+  CHECK(bad_rate.status == 400);
+  CHECK(bad_rate.body["detail"].get<std::string>().find("rate_per_s") == 0);
+  CHECK(gw.request("POST", "/v1/jobs", "not json").status == 400);
+  CHECK(gw.get("/v1/jobs").body["items"].empty());  // nothing was created
+  CHECK(gw.get("/v1/jobs/nope").status == 404);
+  CHECK(gw.get("/v1/jobs/bad%20id").status == 400);
+  CHECK(gw.get("/v1/jobs?status=sleeping").status == 400);
+  CHECK(gw.get("/v1/jobs/nope/twins").status == 404);
+  CHECK(gw.request("POST", "/v1/jobs/nope/cancel").status == 404);
+
+  // A generated id; a slow job cancelled at once keeps the twin unchanged.
+  auto made = gw.request("POST", "/v1/jobs",
+                         R"({"target": {"twins": ["a-1"]}, "action": {"command": {"name": "x"}},
+                             "rate_per_s": 0.001})");
+  REQUIRE(made.status == 201);
+  const std::string id = made.body["id"];
+  CHECK_FALSE(id.empty());
+  auto cancelled = gw.request("POST", "/v1/jobs/" + id + "/cancel");
+  REQUIRE(cancelled.status == 200);
+  CHECK(cancelled.body["status"] == "cancelled");
+  CHECK(cancelled.body["counts"]["cancelled"] == 1);
+  CHECK(gw.get("/v1/twins/a-1/commands").body["items"].empty());
+  CHECK(gw.stop() == 0);
+}

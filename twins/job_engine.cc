@@ -1,0 +1,351 @@
+#include "twins/job_engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <future>
+
+#include "twins/log.h"
+
+namespace doppel::twins {
+namespace {
+
+// Tokens a job may save up: a tenth of a second of its rate (at least one dispatch).
+double burst_of(double rate_per_s) { return std::max(1.0, rate_per_s / 10); }
+
+}  // namespace
+
+JobEngine::JobEngine(JobEngineOptions options, Runtime& runtime, TwinStore& store, Clock& clock,
+                     Metrics& metrics)
+    : options_(options),
+      runtime_(runtime),
+      store_(store),
+      clock_(clock),
+      dispatched_(&metrics.counter("doppel_job_dispatches_total",
+                                   "Job executions dispatched to twins (actions sent)")),
+      dispatch_errors_(&metrics.counter(
+          "doppel_job_dispatch_errors_total",
+          "Job dispatches a twin could not take (retried later), or whose twin does not exist")),
+      ended_(&metrics.counter("doppel_jobs_ended_total",
+                              "Jobs that completed, were cancelled or aborted")) {
+  metrics.gauge_fn("doppel_jobs_running", "Jobs dispatching or waiting for their executions",
+                   [this] { return static_cast<double>(running()); });
+}
+
+JobEngine::~JobEngine() { stop(); }
+
+Result<std::shared_ptr<const JobSpec>> JobEngine::spec_of(const JobRecord& record) const {
+  const json stored = json::parse(record.spec, nullptr, false);
+  auto spec = parse_job_spec(stored, options_.limits);
+  if (!spec) {
+    return Status(StatusCode::kInternal,
+                  "stored job '" + record.id + "' cannot be read: " + spec.status().message());
+  }
+  spec->id = record.id;
+  return std::make_shared<const JobSpec>(std::move(*spec));
+}
+
+Status JobEngine::start() {
+  std::string after;
+  while (true) {
+    auto page = store_.jobs(JobStatus::kRunning, after, 500);
+    if (!page) return page.status();
+    for (JobRecord& r : *page) {
+      auto spec = spec_of(r);
+      if (!spec) return spec.status();
+      const Millis now = clock_.now_ms();
+      Job job;
+      job.spec = std::move(*spec);
+      job.record = std::move(r);
+      job.last_refill = now;  // the bucket starts empty: the rate holds across a restart
+      after = job.record.id;
+      std::lock_guard lock(mu_);
+      jobs_.emplace(job.record.id, std::move(job));
+    }
+    if (page->size() < 500) break;
+  }
+  if (!jobs_.empty()) log_info("jobs: resuming " + std::to_string(jobs_.size()) + " running");
+  if (options_.threaded) thread_ = std::thread([this] { run(); });
+  return Status::ok();
+}
+
+void JobEngine::stop() {
+  {
+    std::lock_guard lock(stop_mu_);
+    stopping_ = true;
+  }
+  stop_cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void JobEngine::run() {
+  std::unique_lock lock(stop_mu_);
+  while (!stopping_) {
+    lock.unlock();
+    try {
+      tick();
+    } catch (const std::exception& e) {
+      log_error(std::string("jobs: dispatch round failed: ") + e.what());
+    }
+    lock.lock();
+    stop_cv_.wait_for(lock, std::chrono::milliseconds(options_.tick_ms),
+                      [this] { return stopping_; });
+  }
+}
+
+size_t JobEngine::running() const {
+  std::lock_guard lock(mu_);
+  return jobs_.size();
+}
+
+Status JobEngine::write_and_wait(TwinWrite write) {
+  std::promise<Status> committed;
+  auto done = committed.get_future();
+  store_.write(std::move(write), [&committed](const Status& s) { committed.set_value(s); });
+  return done.get();
+}
+
+EventRecord JobEngine::job_event(const JobRecord& job, const Cause& cause) const {
+  EventRecord e;
+  e.ts = job.updated_at;
+  e.kind = "job.changed";
+  e.body = to_text(
+      json{{"job", job.id}, {"status", to_string(job.status)}, {"cause", cause_json(cause)}});
+  return e;
+}
+
+Result<json> JobEngine::create(JobSpec spec, const Cause& cause) {
+  std::lock_guard create_lock(create_mu_);
+  if (spec.id.empty()) spec.id = random_command_ids()();
+  auto existing = store_.job(spec.id);
+  if (!existing) return existing.status();
+  if (*existing) {
+    return Status(StatusCode::kConflict, "job '" + spec.id + "' already exists; GET /v1/jobs/" +
+                                             spec.id + " shows it, or choose another id");
+  }
+  const Millis now = clock_.now_ms();
+  JobRecord record{spec.id, JobStatus::kRunning, now, now, to_text(job_spec_json(spec))};
+  TwinWrite w;
+  w.jobs.push_back(record);
+  w.targets_job = spec.id;
+  w.targets_where = spec.where;
+  w.targets_twins = spec.twins;
+  w.targets_at = now;
+  if (options_.history) w.events.push_back(job_event(record, cause));
+  if (Status s = write_and_wait(std::move(w)); !s) return s;
+  auto counts = store_.job_counts(spec.id);
+  if (!counts) return counts.status();
+  Job job;
+  job.record = record;
+  job.spec = std::make_shared<const JobSpec>(std::move(spec));
+  job.last_refill = now;
+  job.next_scan = now + options_.rescan_every_ms;
+  job.counts = *counts;
+  log_info("job " + record.id + " created: " + std::to_string(counts->total()) + " twins targeted");
+  {
+    std::lock_guard lock(mu_);
+    jobs_.emplace(record.id, std::move(job));
+  }
+  return job_document(record, *counts);
+}
+
+Result<json> JobEngine::get(const std::string& id) {
+  auto record = store_.job(id);
+  if (!record) return record.status();
+  if (!*record) return Status(StatusCode::kNotFound, "job '" + id + "' does not exist");
+  auto counts = store_.job_counts(id);
+  if (!counts) return counts.status();
+  return job_document(**record, *counts);
+}
+
+Result<json> JobEngine::list(std::optional<JobStatus> status, const std::string& after,
+                             size_t limit) {
+  auto page = store_.jobs(status, after, limit + 1);
+  if (!page) return page.status();
+  const bool more = page->size() > limit;
+  if (more) page->pop_back();
+  json items = json::array();
+  for (const JobRecord& r : *page) {
+    auto counts = store_.job_counts(r.id);
+    if (!counts) return counts.status();
+    items.push_back(job_document(r, *counts));
+  }
+  return json{{"items", std::move(items)}, {"next_cursor", more ? json(page->back().id) : json()}};
+}
+
+Result<json> JobEngine::executions(const std::string& id, std::optional<ExecStatus> status,
+                                   const std::string& after, size_t limit) {
+  auto record = store_.job(id);
+  if (!record) return record.status();
+  if (!*record) return Status(StatusCode::kNotFound, "job '" + id + "' does not exist");
+  auto page = store_.executions(id, status, after, limit + 1);
+  if (!page) return page.status();
+  const bool more = page->size() > limit;
+  if (more) page->pop_back();
+  json items = json::array();
+  for (const ExecutionRecord& e : *page) items.push_back(execution_json(e));
+  return json{{"items", std::move(items)},
+              {"next_cursor", more ? json(page->back().twin) : json()}};
+}
+
+Result<json> JobEngine::cancel(const std::string& id, const Cause& cause) {
+  {
+    std::lock_guard lock(mu_);
+    auto it = jobs_.find(id);
+    if (it != jobs_.end()) {
+      Job job = std::move(it->second);
+      jobs_.erase(it);  // no dispatch after this point
+      if (Status s = end_job(job, JobStatus::kCancelled, cause, clock_.now_ms()); !s) {
+        jobs_.emplace(id, std::move(job));
+        return s;
+      }
+      return get(id);
+    }
+  }
+  auto record = store_.job(id);
+  if (!record) return record.status();
+  if (!*record) return Status(StatusCode::kNotFound, "job '" + id + "' does not exist");
+  return Status(StatusCode::kConflict,
+                "job '" + id + "' already ended as " + std::string(to_string((*record)->status)));
+}
+
+Status JobEngine::end_job(Job& job, JobStatus status, const Cause& cause, Millis now) {
+  job.record.status = status;
+  job.record.updated_at = now;
+  TwinWrite w;
+  w.jobs.push_back(job.record);
+  if (status != JobStatus::kCompleted) {
+    w.cancel_pending_job = job.record.id;
+    w.cancel_detail =
+        status == JobStatus::kAborted ? "the job was aborted" : "the job was cancelled";
+    w.targets_at = now;
+  }
+  if (options_.history) w.events.push_back(job_event(job.record, cause));
+  Status s = write_and_wait(std::move(w));
+  if (s) {
+    ended_->inc();
+    log_info("job " + job.record.id + " " + std::string(to_string(status)));
+  }
+  return s;
+}
+
+void JobEngine::drain_done() {
+  std::vector<Done> done;
+  {
+    std::lock_guard lock(done_mu_);
+    done.swap(done_);
+  }
+  for (Done& d : done) {
+    auto it = jobs_.find(d.job);
+    if (it == jobs_.end()) continue;
+    Job& job = it->second;
+    if (d.status.is_ok()) {
+      job.in_flight.erase(d.twin);
+      continue;
+    }
+    dispatch_errors_->inc();
+    if (d.status.code() == StatusCode::kNotFound) {
+      // Recorded by the engine: there is no twin to write it with. The twin stays in flight
+      // until this commits, so it is not dispatched again meanwhile.
+      TwinWrite w;
+      w.executions.push_back({d.job, d.twin, ExecStatus::kFailed, 0, clock_.now_ms(), "not_found"});
+      store_.write(std::move(w), [this, job_id = d.job, twin = d.twin](const Status& s) {
+        std::lock_guard lock(done_mu_);
+        // Committed: an OK reply leaves the in-flight set; failed: dispatched again later.
+        done_.push_back({job_id, twin,
+                         s.is_ok() ? Status::ok() : Status(StatusCode::kUnavailable, s.message())});
+      });
+      continue;
+    }
+    log_debug("job " + d.job + ": twin " + d.twin + " not dispatched now: " + d.status.to_string());
+    job.in_flight.erase(d.twin);
+    job.cursor.clear();  // read it again on the next pass
+  }
+}
+
+void JobEngine::tick() {
+  const Millis now = clock_.now_ms();
+  std::lock_guard lock(mu_);
+  drain_done();
+  for (auto it = jobs_.begin(); it != jobs_.end();) {
+    Job& job = it->second;
+    const JobSpec& spec = *job.spec;
+    if (now >= job.next_count) {
+      const bool idle = job.in_flight.empty();  // before the count, which then sees all of it
+      auto counts = store_.job_counts(job.record.id);
+      job.next_count = now + options_.count_every_ms;
+      if (counts) {
+        job.counts = *counts;
+        const uint64_t bad = counts->failed + counts->timed_out;
+        const bool abort = counts->done() >= spec.abort_min_done &&
+                           static_cast<double>(bad) * 100 >
+                               spec.abort_failed_pct * static_cast<double>(counts->done());
+        std::optional<JobStatus> end;
+        if (abort) {
+          end = JobStatus::kAborted;
+        } else if (!spec.continuous && idle && counts->pending == 0 && counts->in_progress == 0) {
+          end = JobStatus::kCompleted;
+        }
+        if (end) {
+          if (end_job(job, *end, Cause{CauseSource::kJob, {}, {}, {}, job.record.id}, now)) {
+            it = jobs_.erase(it);
+            continue;
+          }
+        }
+      }
+    }
+    if (spec.continuous && now >= job.next_scan) {
+      TwinWrite w;  // twins that came to match since: pending, unless the job had them
+      w.targets_job = job.record.id;
+      w.targets_where = spec.where;
+      w.targets_at = now;
+      store_.write(std::move(w), [id = job.record.id](const Status& s) {
+        if (!s) log_warn("job " + id + ": looking for newly matching twins failed: " + s.message());
+      });
+      job.next_scan = now + options_.rescan_every_ms;
+    }
+    dispatch(job, now);
+    ++it;
+  }
+}
+
+void JobEngine::dispatch(Job& job, Millis now) {
+  const JobSpec& spec = *job.spec;
+  job.tokens =
+      std::min(burst_of(spec.rate_per_s),
+               job.tokens + spec.rate_per_s * static_cast<double>(now - job.last_refill) / 1000.0);
+  job.last_refill = now;
+  const size_t room =
+      options_.max_in_flight - std::min(options_.max_in_flight, job.in_flight.size());
+  size_t want = std::min(static_cast<size_t>(job.tokens), room);
+  // A few pages at most per round: those in flight are skipped without spending tokens.
+  for (int page = 0; want > 0 && page < 4; ++page) {
+    const size_t limit = want + (job.cursor.empty() ? job.in_flight.size() : 0);
+    auto rows = store_.executions(job.record.id, ExecStatus::kPending, job.cursor, limit);
+    if (!rows) {
+      log_warn("job " + job.record.id +
+               ": reading pending executions failed: " + rows.status().message());
+      return;
+    }
+    for (const ExecutionRecord& e : *rows) {
+      if (want == 0) break;
+      job.cursor = e.twin;
+      if (!job.in_flight.insert(e.twin).second) continue;
+      --want;
+      job.tokens -= 1;
+      dispatched_->inc();
+      runtime_.call(
+          e.twin, RunJob{job.spec},
+          [this, job_id = job.record.id, twin = e.twin](ApiReply r) {
+            std::lock_guard lock(done_mu_);
+            done_.push_back({job_id, twin, std::move(r.status)});
+          },
+          Cause{CauseSource::kJob, {}, {}, {}, job.record.id});
+    }
+    if (rows->size() < limit) {
+      job.cursor.clear();  // reached the end: the next pass starts over
+      break;
+    }
+  }
+}
+
+}  // namespace doppel::twins
