@@ -8,6 +8,7 @@
 #include <chrono>
 #include <filesystem>
 #include <future>
+#include <map>
 #include <stdexcept>
 #include <unordered_map>
 #include <unordered_set>
@@ -115,7 +116,8 @@ CREATE INDEX twins_by_connection ON twins(connection, id);
 CREATE INDEX twins_by_reconcile ON twins(reconcile, id);
 )sql",
     // 6: jobs (twins/jobs.h). A job's specification is JSON; its executions are rows per twin,
-    // written in the same transaction as the twin change each records.
+    // written in the same transaction as the twin change each records; their counts per status
+    // are kept beside them in that transaction, so reading them costs nothing.
     R"sql(
 CREATE TABLE jobs (
   id         TEXT PRIMARY KEY,
@@ -135,6 +137,12 @@ CREATE TABLE job_executions (
   PRIMARY KEY (job, twin)
 ) WITHOUT ROWID;
 CREATE INDEX job_executions_by_status ON job_executions(job, status, twin);
+CREATE TABLE job_counts (  -- executions per job and status, kept by the writer
+  job    TEXT NOT NULL,
+  status TEXT NOT NULL,
+  n      INTEGER NOT NULL,
+  PRIMARY KEY (job, status)
+) WITHOUT ROWID;
 )sql",
 };
 
@@ -324,7 +332,29 @@ struct SqliteTwinStore::Writer {
         db,
         "UPDATE job_executions SET status = 'cancelled', detail = ?2, updated_at = ?3 "
         "WHERE job = ?1 AND status = 'pending'");
+    execution_status = std::make_unique<Statement>(
+        db, "SELECT status FROM job_executions WHERE job = ?1 AND twin = ?2");
+    add_count = std::make_unique<Statement>(db, R"sql(
+      INSERT INTO job_counts (job, status, n) VALUES (?1, ?2, ?3)
+      ON CONFLICT (job, status) DO UPDATE SET n = n + excluded.n)sql");
   }
+  // Execution counts this transaction changes: (job, status) -> change. Applied by
+  // flush_counts() before the commit.
+  std::map<std::pair<std::string, std::string>, int64_t> count_changes;
+  void count(const std::string& job, std::string_view status, int64_t n) {
+    if (n != 0) count_changes[{job, std::string(status)}] += n;
+  }
+  void flush_counts() {
+    for (const auto& [key, n] : count_changes) {
+      if (n == 0) continue;
+      add_count->bind(1, std::string_view(key.first))
+          .bind(2, std::string_view(key.second))
+          .bind(3, n)
+          .run();
+    }
+    count_changes.clear();
+  }
+  int64_t changes() { return sqlite3_changes(db.get()); }
   // The job-level parts of a write (see TwinWrite).
   void apply_jobs(const twins::TwinWrite& tw) {
     for (const auto& j : tw.jobs) {
@@ -348,12 +378,14 @@ struct SqliteTwinStore::Writer {
           detail::bind_value(st, static_cast<int>(i + 3), f.params[i]);
         }
         st.run();
+        count(tw.targets_job, "pending", changes());
       }
       for (const auto& twin : tw.targets_twins) {
         add_target->bind(1, std::string_view(tw.targets_job))
             .bind(2, std::string_view(twin))
             .bind(3, tw.targets_at)
             .run();
+        count(tw.targets_job, "pending", changes());
       }
     }
     if (!tw.cancel_pending_job.empty()) {
@@ -361,10 +393,21 @@ struct SqliteTwinStore::Writer {
           .bind(2, std::string_view(tw.cancel_detail))
           .bind(3, tw.targets_at)
           .run();
+      const int64_t n = changes();
+      count(tw.cancel_pending_job, "pending", -n);
+      count(tw.cancel_pending_job, "cancelled", n);
     }
   }
   void apply_executions(const std::vector<twins::ExecutionRecord>& executions) {
     for (const auto& e : executions) {
+      const std::string_view status = twins::to_string(e.status);
+      execution_status->bind(1, std::string_view(e.job)).bind(2, std::string_view(e.twin));
+      std::string before = execution_status->step() ? execution_status->column_text(0) : "";
+      execution_status->reset();
+      if (before != status) {
+        if (!before.empty()) count(e.job, before, -1);
+        count(e.job, status, 1);
+      }
       upsert_execution->bind(1, std::string_view(e.job))
           .bind(2, std::string_view(e.twin))
           .bind(3, twins::to_string(e.status))
@@ -377,7 +420,8 @@ struct SqliteTwinStore::Writer {
   Database db;
   std::unique_ptr<Statement> upsert_twin, upsert_twin_same_states, delete_twin, delete_commands,
       upsert_command, delete_command, insert_event, count_reported, insert_snapshot,
-      delete_snapshots, upsert_execution, upsert_job, add_target, cancel_pending;
+      delete_snapshots, upsert_execution, upsert_job, add_target, cancel_pending, execution_status,
+      add_count;
 };
 
 struct SqliteTwinStore::Reader {
@@ -649,6 +693,7 @@ void SqliteTwinStore::writer_loop() {
         }
       }
       if (reported_events > 0) w.count_reported->bind(1, reported_events).run();
+      w.flush_counts();
       if (fail_next_commits_.load() > 0) {
         fail_next_commits_.fetch_sub(1);
         throw std::runtime_error("injected commit failure (test hook)");
@@ -667,6 +712,7 @@ void SqliteTwinStore::writer_loop() {
       writes_->inc(batch.size());
     } catch (const std::exception& e) {
       committed_events.clear();  // rolled back: nobody hears of them
+      w.count_changes.clear();
       events_written = false;
       const Status failed =
           to_status(e, "group commit of " + std::to_string(batch.size()) + " writes");
@@ -1252,15 +1298,12 @@ Result<twins::JobCounts> SqliteTwinStore::job_counts(const std::string& id) {
     auto reader = acquire_reader();
     twins::JobCounts out;
     {
-      // One count per status, each a range of the (job, status, twin) index.
-      Statement st(reader->db,
-                   "SELECT count(*) FROM job_executions WHERE job = ?1 AND status = ?2");
-      for (auto s : {twins::ExecStatus::kPending, twins::ExecStatus::kInProgress,
-                     twins::ExecStatus::kSucceeded, twins::ExecStatus::kFailed,
-                     twins::ExecStatus::kTimedOut, twins::ExecStatus::kCancelled}) {
-        st.bind(1, std::string_view(id)).bind(2, twins::to_string(s));
-        if (st.step()) out.of(s) = static_cast<uint64_t>(st.column_int(0));
-        st.reset();
+      Statement st(reader->db, "SELECT status, n FROM job_counts WHERE job = ?1");
+      st.bind(1, std::string_view(id));
+      while (st.step()) {
+        if (auto s = twins::parse_exec_status(st.column_text(0))) {
+          out.of(*s) = static_cast<uint64_t>(std::max<int64_t>(0, st.column_int(1)));
+        }
       }
     }
     release_reader(std::move(reader));

@@ -293,15 +293,25 @@ void JobEngine::tick() {
         }
       }
     }
-    if (spec.continuous && now >= job.next_scan) {
-      TwinWrite w;  // twins that came to match since: pending, unless the job had them
+    if (spec.continuous && now >= job.next_scan && !job.scan->running.load()) {
+      // Twins that came to match since: pending, unless the job had them. The query runs in the
+      // writer's transaction; over a large fleet without an index it is long, so the next scan
+      // waits at least 20 times as long as the last took (the writer spends <= 5% on it).
+      TwinWrite w;
       w.targets_job = job.record.id;
       w.targets_where = spec.where;
       w.targets_at = now;
-      store_.write(std::move(w), [id = job.record.id](const Status& s) {
+      job.scan->running.store(true);
+      const auto started = std::chrono::steady_clock::now();
+      store_.write(std::move(w), [scan = job.scan, started, id = job.record.id](const Status& s) {
         if (!s) log_warn("job " + id + ": looking for newly matching twins failed: " + s.message());
+        scan->took_ms.store(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                std::chrono::steady_clock::now() - started)
+                                .count());
+        scan->running.store(false);
       });
-      job.next_scan = now + options_.rescan_every_ms;
+      job.next_scan =
+          now + std::max<Millis>(options_.rescan_every_ms, 20 * job.scan->took_ms.load());
     }
     dispatch(job, now);
     ++it;

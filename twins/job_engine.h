@@ -14,6 +14,7 @@
 // executions() and cancel() block on the store (call them off network threads).
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <map>
 #include <memory>
@@ -37,9 +38,11 @@ struct JobEngineOptions {
   Millis tick_ms = 5;             // dispatch rounds
   Millis count_every_ms = 200;    // how often a running job's counts are read (abort, end)
   Millis rescan_every_ms = 1000;  // continuous jobs: how often the query looks for new twins
-  size_t max_in_flight = 4096;    // dispatched, not yet committed, per job
-  bool history = true;            // job.changed events (--history)
-  bool threaded = true;           // false: nothing runs by itself; tests call tick()
+  // Dispatched, not yet committed, per job: bounds how much of the job waits in the shards'
+  // queues ahead of everyone else's requests and device messages.
+  size_t max_in_flight = 256;
+  bool history = true;   // job.changed events (--history)
+  bool threaded = true;  // false: nothing runs by itself; tests call tick()
 };
 
 class JobEngine {
@@ -77,6 +80,13 @@ class JobEngine {
     Millis last_refill = 0;
     Millis next_count = 0;
     Millis next_scan = 0;
+    // Continuous jobs: whether a scan for newly matching twins is under way, and how long the
+    // last one took (real time).
+    struct Scan {
+      std::atomic<bool> running{false};
+      std::atomic<int64_t> took_ms{0};
+    };
+    std::shared_ptr<Scan> scan = std::make_shared<Scan>();
     std::string cursor;  // pending executions are read after this twin
     std::unordered_set<std::string> in_flight;
     JobCounts counts;

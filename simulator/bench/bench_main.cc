@@ -26,6 +26,7 @@
 #include "simulator/bench/baseline.h"
 #include "simulator/bench/bench_util.h"
 #include "simulator/bench/feed.h"
+#include "simulator/bench/jobs.h"
 #include "simulator/bench/load.h"
 #include "simulator/bench/query.h"
 #include "simulator/local_broker.h"
@@ -54,6 +55,7 @@ struct Options {
   uint64_t hot_twins = 100'000;
   uint64_t alarm_twins = 1'000'000;
   uint64_t query_twins = 1'000'000;
+  uint64_t job_twins = 100'000;
   double alarm_window_s = 120;  // the deadlines are spread over this long (0: as fast as possible)
   double alarm_after_s = 0;     // staleness window; 0: window + 30 s, so all are armed at once
   uint64_t restart_overdue = 1000;
@@ -185,6 +187,8 @@ class Bench {
         r = feed();
       else if (s == "query")
         r = query();
+      else if (s == "jobs")
+        r = jobs();
       r["scenario_seconds"] = std::round(seconds_since(t0) * 10) / 10;
       if (r.value("ok", true) == false) ok = false;
       result_["scenarios"][s] = r;
@@ -947,6 +951,21 @@ class Bench {
     return run_query_bench(q);
   }
 
+  json jobs() {
+    JobsBenchOptions j;
+    j.doppeld = o_.doppeld;
+    j.work_dir = dir("jobs");
+    j.gateway_args = gateway_args({});
+    j.twins = o_.job_twins;
+    j.connections = o_.connections;
+    if (o_.quick) {
+      j.background_rate = 200;
+      j.probe_seconds = 1;
+      j.paced_rate = 200;
+    }
+    return run_jobs_bench(j);
+  }
+
   json api() {
     ApiBenchOptions a;
     a.doppeld = o_.doppeld;
@@ -1126,6 +1145,10 @@ class Bench {
       rows.emplace_back("restart to ready (target <= 2 s)",
                         fmt(s["restart"]["ready_seconds"].get<double>() * 1000) + " ms");
     }
+    if (s.contains("jobs") && s["jobs"].contains("executions_per_s")) {
+      rows.emplace_back("job rollout (target >= 5000 twins/s)",
+                        fmt(s["jobs"]["executions_per_s"].get<double>()) + " twins/s");
+    }
     if (!rows.empty()) print_table("summary against DESIGN §10", rows);
     if (!o_.out.empty()) std::printf("\nresults written to %s\n", o_.out.c_str());
   }
@@ -1147,7 +1170,8 @@ int main(int argc, char** argv) {
     return count_subscriber(argv[2], std::stoi(argv[3]), argv[4]);
   }
   Options o;
-  std::string scenarios = "ceiling,ingest,baseline,latency,memory,alarms,restart,api,feed,query";
+  std::string scenarios =
+      "ceiling,ingest,baseline,latency,memory,alarms,restart,api,feed,query,jobs";
   CLI::App app{
       "doppel-bench - measures Doppel against the limits of this machine (DESIGN §10).\n\n"
       "Scenarios (comma-separated, in this order by default):\n"
@@ -1160,6 +1184,12 @@ int main(int argc, char** argv) {
       "  restart   start -> /readyz with the twins stored; overdue alarms at start-up\n"
       "  api       GET twin / PATCH desired under wrk at 1, 64, 1024 connections, as ratios\n"
       "            to GET /healthz; again with 5000 idle connections; RSS per idle one\n"
+      "  feed      commit -> change-feed subscriber latency under load; bytes per event;\n"
+      "            as-of reads\n"
+      "  query     fleet queries over 1M twins: indexed page, count by state, full scans;\n"
+      "            what an expression index costs per write\n"
+      "  jobs      a desired patch rolled out to 100k twins whose devices answer: executions/s;\n"
+      "            PATCH -> delta under background ingest, without and during the rollout\n"
       "  overload  the rate doppeld sustains, and how long a burst above it lasts before the\n"
       "            broker's queue overflows and drops (not in the default list)\n"
       "Each starts its own Mosquitto and doppeld on loopback and stops by itself."};
@@ -1198,6 +1228,8 @@ int main(int argc, char** argv) {
   app.add_option("--api-idle", o.api_idle, "api: idle connections held open")
       ->capture_default_str();
   app.add_option("--query-twins", o.query_twins, "query: twins registered")->capture_default_str();
+  app.add_option("--job-twins", o.job_twins, "jobs: twins the rollout targets")
+      ->capture_default_str();
   app.add_option("--shards", o.shards, "doppeld --shards (default: its own)");
   app.add_option("--feed-rate", o.feed_rate, "feed: device updates/s while measuring")
       ->capture_default_str();
@@ -1226,12 +1258,13 @@ int main(int argc, char** argv) {
     o.feed_rate = std::min(o.feed_rate, 500.0);
     o.feed_seconds = std::min(o.feed_seconds, 1.0);
     o.query_twins = std::min<uint64_t>(o.query_twins, 2000);
+    o.job_twins = std::min<uint64_t>(o.job_twins, 2000);
   }
   std::stringstream list(scenarios);
   for (std::string s; std::getline(list, s, ',');) {
     static const std::vector<std::string> kKnown = {"ceiling", "ingest", "baseline", "latency",
                                                     "memory",  "alarms", "restart",  "overload",
-                                                    "api",     "feed",   "query"};
+                                                    "api",     "feed",   "query",    "jobs"};
     if (std::find(kKnown.begin(), kKnown.end(), s) == kKnown.end()) {
       std::fprintf(stderr, "unknown scenario '%s' (see --help)\n", s.c_str());
       return 2;

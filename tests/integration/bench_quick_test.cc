@@ -21,7 +21,7 @@ TEST_CASE("doppel-bench --quick measures every scenario and its counts add up") 
   const json r = json::parse(in);
   const json& s = r["scenarios"];
   for (const char* name : {"ceiling", "ingest", "baseline", "latency", "memory", "alarms",
-                           "restart", "api", "feed", "query"}) {
+                           "restart", "api", "feed", "query", "jobs"}) {
     CAPTURE(name);
     REQUIRE(s.contains(name));
     CHECK(s[name]["ok"] == true);
@@ -64,6 +64,11 @@ TEST_CASE("doppel-bench --quick measures every scenario and its counts add up") 
   CHECK(s["api"]["streams"]["events_per_s"].get<double>() > 0);
   CHECK(s["api"]["streams"]["cut_off"] == 0);
   CHECK(s["api"]["https"]["get"]["rps"].get<double>() > 0);
+  // jobs: every twin converged through the job, every probe PATCH's delta arrived.
+  CHECK(s["jobs"]["counts"]["succeeded"] == s["jobs"]["twins"]);
+  CHECK(s["jobs"]["deltas_answered"].get<double>() >= s["jobs"]["twins"].get<double>());
+  CHECK(s["jobs"]["patch_to_delta_during_job_ms"]["missing"] == 0);
+  CHECK(s["jobs"]["patch_to_delta_during_job_ms"]["count"].get<double>() > 0);
   // feed: both phases delivered events to their subscribers.
   CHECK(s["feed"]["unfiltered"]["count"].get<double>() > 0);
   CHECK(s["feed"]["filtered"]["count"].get<double>() > 0);

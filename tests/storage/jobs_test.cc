@@ -48,9 +48,15 @@ struct JobRig {
     REQUIRE_MESSAGE(doc, doc.status().to_string());
     return *doc;
   }
+  // The job document; its counts (kept by the store's writer) must equal the executions'.
   json job(const std::string& id) {
     auto doc = engine->get(id);
     REQUIRE_MESSAGE(doc, doc.status().to_string());
+    std::map<std::string, uint64_t> counted;
+    for (const auto& [twin, e] : executions(id)) ++counted[std::string(to_string(e.status))];
+    for (const auto& [status, n] : (*doc)["counts"].items()) {
+      CHECK_MESSAGE(n.get<uint64_t>() == counted[status], id, " ", status);
+    }
     return *doc;
   }
   std::map<std::string, ExecutionRecord> executions(const std::string& id) {
@@ -444,4 +450,26 @@ TEST_CASE("job specifications are validated") {
   REQUIRE(again);
   CHECK(job_spec_json(*again) == job_spec_json(*ok));
   CHECK(job_spec_json(*ok)["abort"]["min_done"] == 100);
+}
+
+TEST_CASE("a twin ignores a job it already runs: a repeated dispatch changes nothing") {
+  TempDir dir("doppel-jobs-");
+  JobRig j(dir.file("doppel.db"));
+  j.provision("d-1", {});
+  auto spec = parse_job_spec({{"id", "dup"},
+                              {"target", {{"twins", {"d-1"}}}},
+                              {"action", {{"desired", {{"mode", "eco"}}}}}},
+                             Limits{});
+  REQUIRE(spec);
+  spec->id = "dup";
+  const auto shared = std::make_shared<const JobSpec>(*spec);
+  REQUIRE(j.rig.call("d-1", RunJob{shared}).status);
+  // An operator's later change, then the same job's action arriving again.
+  REQUIRE(j.rig.call("d-1", UpdateDesired{{{"mode", "off"}}, false, std::nullopt}).status);
+  REQUIRE(j.rig.call("d-1", RunJob{shared}).status);
+  const json t = j.twin("d-1");
+  CHECK(t["desired"]["mode"] == "off");
+  CHECK(t["desired_version"] == 2);
+  // A twin that does not exist is not created by a job.
+  CHECK(j.rig.call("nobody", RunJob{shared}).status.code() == StatusCode::kNotFound);
 }
