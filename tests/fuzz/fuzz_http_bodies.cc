@@ -1,9 +1,11 @@
 // libFuzzer: HTTP request bodies and headers as the API parses them: never a crash, and a body
-// that parses is within the limits.
+// that parses is within the limits; a job specification that parses reads back the same from the
+// form it is stored in.
 #include <cstdint>
 #include <cstdlib>
 #include <string_view>
 
+#include "twins/jobs.h"
 #include "twins/requests.h"
 
 using namespace doppel::twins;
@@ -21,6 +23,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   auto c = parse_command_request(*body, limits);
   if (c && (c->name.empty() || depth_of(c->args) > limits.max_depth)) std::abort();
+  if (auto job = parse_job_spec(*body, limits)) {
+    if (!job->where == job->twins.empty() || !job->desired == !job->command) std::abort();
+    auto again = parse_job_spec(job_spec_json(*job), limits);
+    if (!again || job_spec_json(*again) != job_spec_json(*job)) std::abort();
+  }
   if (body->is_object()) {
     if (check_state_document(*body, limits, "patch") && depth_of(*body) > limits.max_depth) {
       std::abort();
