@@ -324,6 +324,9 @@ struct SqliteTwinStore::Writer {
     upsert_job = std::make_unique<Statement>(db, R"sql(
       INSERT INTO jobs (id, status, created_at, updated_at, spec) VALUES (?1, ?2, ?3, ?4, ?5)
       ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at)sql");
+    reset_executions =
+        std::make_unique<Statement>(db, "DELETE FROM job_executions WHERE job = ?1");
+    reset_counts = std::make_unique<Statement>(db, "DELETE FROM job_counts WHERE job = ?1");
     add_target = std::make_unique<Statement>(
         db,
         "INSERT OR IGNORE INTO job_executions (job, twin, status, attempts, updated_at, detail) "
@@ -334,6 +337,9 @@ struct SqliteTwinStore::Writer {
         "WHERE job = ?1 AND status = 'pending'");
     execution_status = std::make_unique<Statement>(
         db, "SELECT status FROM job_executions WHERE job = ?1 AND twin = ?2");
+    savepoint = std::make_unique<Statement>(db, "SAVEPOINT job_write");
+    release = std::make_unique<Statement>(db, "RELEASE job_write");
+    rollback_to = std::make_unique<Statement>(db, "ROLLBACK TO job_write");
     add_count = std::make_unique<Statement>(db, R"sql(
       INSERT INTO job_counts (job, status, n) VALUES (?1, ?2, ?3)
       ON CONFLICT (job, status) DO UPDATE SET n = n + excluded.n)sql");
@@ -344,9 +350,11 @@ struct SqliteTwinStore::Writer {
   void count(const std::string& job, std::string_view status, int64_t n) {
     if (n != 0) count_changes[{job, std::string(status)}] += n;
   }
-  void flush_counts() {
+  // Writes the count changes; `jobs` gets the ids of the jobs whose counts changed.
+  void flush_counts(std::vector<std::string>& jobs) {
     for (const auto& [key, n] : count_changes) {
       if (n == 0) continue;
+      if (jobs.empty() || jobs.back() != key.first) jobs.push_back(key.first);
       add_count->bind(1, std::string_view(key.first))
           .bind(2, std::string_view(key.second))
           .bind(3, n)
@@ -366,19 +374,9 @@ struct SqliteTwinStore::Writer {
           .run();
     }
     if (!tw.targets_job.empty()) {
-      if (tw.targets_where) {
-        const detail::SqlFilter f = detail::query_filter(*tw.targets_where, 3);
-        Statement st(db,
-                     ("INSERT OR IGNORE INTO job_executions (job, twin, status, attempts, "
-                      "updated_at, detail) SELECT ?1, id, 'pending', 0, ?2, '' FROM twins WHERE " +
-                      f.where)
-                         .c_str());
-        st.bind(1, std::string_view(tw.targets_job)).bind(2, tw.targets_at);
-        for (size_t i = 0; i < f.params.size(); ++i) {
-          detail::bind_value(st, static_cast<int>(i + 3), f.params[i]);
-        }
-        st.run();
-        count(tw.targets_job, "pending", changes());
+      if (tw.reset_targets) {
+        reset_executions->bind(1, std::string_view(tw.targets_job)).run();
+        reset_counts->bind(1, std::string_view(tw.targets_job)).run();
       }
       for (const auto& twin : tw.targets_twins) {
         add_target->bind(1, std::string_view(tw.targets_job))
@@ -396,6 +394,32 @@ struct SqliteTwinStore::Writer {
       const int64_t n = changes();
       count(tw.cancel_pending_job, "pending", -n);
       count(tw.cancel_pending_job, "cancelled", n);
+    }
+  }
+  // A job-level write in a savepoint of its own: on failure it is undone alone (its count
+  // changes too) and the rest of the transaction goes on.
+  Status apply_alone(const twins::TwinWrite& tw, std::atomic<int>& fail_next) {
+    auto counts_before = count_changes;
+    savepoint->run();
+    try {
+      apply_executions(tw.executions);
+      apply_jobs(tw);
+      if (fail_next.load() > 0) {
+        fail_next.fetch_sub(1);
+        throw std::runtime_error("injected job write failure (test hook)");
+      }
+      release->run();
+      return Status::ok();
+    } catch (const std::exception& e) {
+      count_changes = std::move(counts_before);
+      // Should undoing fail, the transaction itself is broken: that throws, and the whole batch
+      // fails as any failed commit does.
+      rollback_to->run();
+      release->run();
+      const std::string job = !tw.targets_job.empty() ? tw.targets_job
+                              : !tw.jobs.empty()      ? tw.jobs.front().id
+                                                      : tw.cancel_pending_job;
+      return to_status(e, "job write of '" + job + "'");
     }
   }
   void apply_executions(const std::vector<twins::ExecutionRecord>& executions) {
@@ -420,8 +444,8 @@ struct SqliteTwinStore::Writer {
   Database db;
   std::unique_ptr<Statement> upsert_twin, upsert_twin_same_states, delete_twin, delete_commands,
       upsert_command, delete_command, insert_event, count_reported, insert_snapshot,
-      delete_snapshots, upsert_execution, upsert_job, add_target, cancel_pending, execution_status,
-      add_count;
+      delete_snapshots, upsert_execution, upsert_job, reset_executions, reset_counts, add_target,
+      cancel_pending, execution_status, add_count, savepoint, release, rollback_to;
 };
 
 struct SqliteTwinStore::Reader {
@@ -593,6 +617,7 @@ void SqliteTwinStore::writer_loop() {
   std::unordered_map<std::string_view, size_t> last_row;
   std::unordered_set<std::string_view> states_changed;
   std::vector<twins::EventRecord> committed_events;  // of the current batch, with their seqs
+  std::vector<std::string> counted_jobs;  // jobs whose execution counts the batch changed
   Writer& w = *writer_;
   while (true) {
     statuses.clear();
@@ -663,11 +688,14 @@ void SqliteTwinStore::writer_loop() {
               .bind(6, std::string_view(tw.snapshot))
               .run();
         }
-        w.apply_executions(tw.executions);
-        if (tw.id.empty()) {  // a job-level write
-          w.apply_jobs(tw);
+        if (tw.id.empty()) {  // a job-level write: in a savepoint, so that it fails alone
+          if (Status s = w.apply_alone(tw, fail_next_job_writes_); !s) {
+            statuses[i] = s;
+            log_warn("store: " + s.to_string() + " (the rest of the batch commits)");
+          }
           continue;
         }
+        w.apply_executions(tw.executions);
         if (tw.delete_twin) {
           w.delete_twin->bind(1, tw.id).run();
           w.delete_commands->bind(1, tw.id).run();
@@ -693,7 +721,8 @@ void SqliteTwinStore::writer_loop() {
         }
       }
       if (reported_events > 0) w.count_reported->bind(1, reported_events).run();
-      w.flush_counts();
+      counted_jobs.clear();
+      w.flush_counts(counted_jobs);
       if (fail_next_commits_.load() > 0) {
         fail_next_commits_.fetch_sub(1);
         throw std::runtime_error("injected commit failure (test hook)");
@@ -712,6 +741,7 @@ void SqliteTwinStore::writer_loop() {
       writes_->inc(batch.size());
     } catch (const std::exception& e) {
       committed_events.clear();  // rolled back: nobody hears of them
+      counted_jobs.clear();
       w.count_changes.clear();
       events_written = false;
       const Status failed =
@@ -737,6 +767,10 @@ void SqliteTwinStore::writer_loop() {
     }
     if (events_written && events_listener_ && !committed_events.empty()) {
       events_listener_(last_event_seq_.load(), committed_events);
+    }
+    if (!counted_jobs.empty()) {
+      std::lock_guard listener_lock(listener_mu_);
+      if (job_counts_listener_) job_counts_listener_(counted_jobs);
     }
     std::vector<std::pair<twins::CommitCallback, Status>> waiters;
     const uint64_t last = batch.back().seq;
@@ -1232,6 +1266,35 @@ Result<twins::FleetCount> SqliteTwinStore::count_where(
     return out;
   } catch (const std::exception& e) {
     return to_status(e, "counting twins");
+  }
+}
+
+Result<std::vector<std::string>> SqliteTwinStore::matching_ids(const twins::QueryExpr& where,
+                                                               const std::string& not_in_job,
+                                                               const std::string& after_id,
+                                                               size_t limit) {
+  try {
+    const detail::SqlFilter f = detail::query_filter(where, 4);
+    const std::string sql =
+        "SELECT id FROM twins WHERE id > ?1 AND (?2 = '' OR NOT EXISTS (SELECT 1 FROM "
+        "job_executions WHERE job = ?2 AND twin = twins.id)) AND " +
+        f.where + " ORDER BY id LIMIT ?3";
+    auto reader = acquire_reader();
+    std::vector<std::string> out;
+    {
+      Statement st(reader->db, sql.c_str());
+      st.bind(1, std::string_view(after_id))
+          .bind(2, std::string_view(not_in_job))
+          .bind(3, static_cast<int64_t>(limit));
+      for (size_t i = 0; i < f.params.size(); ++i) {
+        detail::bind_value(st, static_cast<int>(i + 4), f.params[i]);
+      }
+      while (st.step()) out.push_back(st.column_text(0));
+    }
+    release_reader(std::move(reader));
+    return out;
+  } catch (const std::exception& e) {
+    return to_status(e, "finding the twins a job targets");
   }
 }
 

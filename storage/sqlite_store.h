@@ -70,10 +70,18 @@ class SqliteTwinStore final : public twins::TwinStore {
       const twins::TwinQuery& query) override;
   Result<twins::FleetCount> count_where(const twins::QueryExpr& where,
                                         const std::optional<twins::QueryField>& group_by) override;
+  Result<std::vector<std::string>> matching_ids(const twins::QueryExpr& where,
+                                                const std::string& not_in_job,
+                                                const std::string& after_id,
+                                                size_t limit) override;
   Result<std::optional<twins::JobRecord>> job(const std::string& id) override;
   Result<std::vector<twins::JobRecord>> jobs(std::optional<twins::JobStatus> status,
                                              const std::string& after_id, size_t limit) override;
   Result<twins::JobCounts> job_counts(const std::string& id) override;
+  void on_job_counts(JobCountsListener listener) override {
+    std::lock_guard lock(listener_mu_);
+    job_counts_listener_ = std::move(listener);
+  }
   Result<std::vector<twins::ExecutionRecord>> executions(const std::string& id,
                                                          std::optional<twins::ExecStatus> status,
                                                          const std::string& after_twin,
@@ -86,6 +94,8 @@ class SqliteTwinStore final : public twins::TwinStore {
   bool is_open() const { return !closed_.load(); }
   // Test hook: the next `n` group commits fail after writing (as a full disk would).
   void fail_next_commits(int n) { fail_next_commits_.store(n); }
+  // Test hook: the next `n` job-level writes fail after applying (as a statement that cannot run).
+  void fail_next_job_writes(int n) { fail_next_job_writes_.store(n); }
   int schema_version() const { return schema_version_; }
 
  private:
@@ -117,6 +127,7 @@ class SqliteTwinStore final : public twins::TwinStore {
   std::atomic<uint64_t> committed_{0};
   std::atomic<bool> closed_{false};
   std::atomic<int> fail_next_commits_{0};
+  std::atomic<int> fail_next_job_writes_{0};
   bool stopping_ = false;
   std::thread thread_;
   std::thread checkpointer_;
@@ -139,6 +150,8 @@ class SqliteTwinStore final : public twins::TwinStore {
   mutable std::mutex tail_mu_;
   std::deque<twins::EventRecord> tail_;
   EventsListener events_listener_;
+  std::mutex listener_mu_;  // job_counts_listener_ (set while the writer runs)
+  JobCountsListener job_counts_listener_;
   std::mutex prune_mu_;  // one pruning pass at a time, on its own connection
   std::unique_ptr<detail::Database> pruner_;
 };

@@ -29,9 +29,27 @@ JobEngine::JobEngine(JobEngineOptions options, Runtime& runtime, TwinStore& stor
                               "Jobs that completed, were cancelled or aborted")) {
   metrics.gauge_fn("doppel_jobs_running", "Jobs dispatching or waiting for their executions",
                    [this] { return static_cast<double>(running()); });
+  store_.on_job_counts([this](const std::vector<std::string>& jobs) {
+    {
+      std::lock_guard lock(done_mu_);
+      recount_.insert(jobs.begin(), jobs.end());
+    }
+    wake();
+  });
 }
 
-JobEngine::~JobEngine() { stop(); }
+JobEngine::~JobEngine() {
+  stop();
+  store_.on_job_counts({});
+}
+
+void JobEngine::wake() {
+  {
+    std::lock_guard lock(stop_mu_);
+    wake_ = true;
+  }
+  stop_cv_.notify_all();
+}
 
 Result<std::shared_ptr<const JobSpec>> JobEngine::spec_of(const JobRecord& record) const {
   const json stored = json::parse(record.spec, nullptr, false);
@@ -64,7 +82,10 @@ Status JobEngine::start() {
     if (page->size() < 500) break;
   }
   if (!jobs_.empty()) log_info("jobs: resuming " + std::to_string(jobs_.size()) + " running");
-  if (options_.threaded) thread_ = std::thread([this] { run(); });
+  if (options_.threaded) {
+    thread_ = std::thread([this] { run(); });
+    rescan_thread_ = std::thread([this] { run_rescans(); });
+  }
   return Status::ok();
 }
 
@@ -75,21 +96,133 @@ void JobEngine::stop() {
   }
   stop_cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+  if (rescan_thread_.joinable()) rescan_thread_.join();
+}
+
+bool JobEngine::busy() const {
+  std::lock_guard lock(mu_);
+  for (const auto& [id, job] : jobs_) {
+    if (!job.in_flight.empty() || job.counts.pending > 0) return true;
+  }
+  return false;
 }
 
 void JobEngine::run() {
   std::unique_lock lock(stop_mu_);
   while (!stopping_) {
+    wake_ = false;
     lock.unlock();
+    bool more = false;
     try {
       tick();
+      more = busy();
     } catch (const std::exception& e) {
       log_error(std::string("jobs: dispatch round failed: ") + e.what());
+      more = true;
     }
     lock.lock();
-    stop_cv_.wait_for(lock, std::chrono::milliseconds(options_.tick_ms),
-                      [this] { return stopping_; });
+    // A round every tick_ms while some job has work; otherwise only when something changes
+    // (a count, a reply, a new job): idle jobs cost nothing.
+    if (more) {
+      stop_cv_.wait_for(lock, std::chrono::milliseconds(options_.tick_ms),
+                        [this] { return stopping_; });
+    } else {
+      stop_cv_.wait(lock, [this] { return stopping_ || wake_; });
+    }
   }
+}
+
+void JobEngine::run_rescans() {
+  std::unique_lock lock(stop_mu_);
+  while (!stopping_) {
+    lock.unlock();
+    bool looked = false;
+    try {
+      looked = rescan_one();
+    } catch (const std::exception& e) {
+      log_error(std::string("jobs: looking for newly matching twins failed: ") + e.what());
+    }
+    lock.lock();
+    if (!looked) {
+      stop_cv_.wait_for(lock, std::chrono::milliseconds(std::min<Millis>(
+                                  100, std::max<Millis>(1, options_.rescan_every_ms))),
+                        [this] { return stopping_; });
+    }
+  }
+}
+
+bool JobEngine::rescan_one() {
+  const Millis now = clock_.now_ms();
+  std::string id;
+  std::shared_ptr<const JobSpec> spec;
+  {
+    std::lock_guard lock(mu_);
+    if (now < next_any_scan_) return false;
+    Millis due = 0;
+    for (const auto& [job_id, job] : jobs_) {
+      if (!job.spec->continuous || job.next_scan > now) continue;
+      if (id.empty() || job.next_scan < due) {
+        id = job_id;
+        due = job.next_scan;
+        spec = job.spec;
+      }
+    }
+  }
+  if (id.empty()) return false;
+  auto added = target(id, *spec->where, false, now);
+  const Millis ended = clock_.now_ms();
+  const Millis took_ms = std::max<Millis>(0, ended - now);
+  if (!added) {
+    log_warn("job " + id + ": looking for newly matching twins failed: " +
+             added.status().message());
+  }
+  std::lock_guard lock(mu_);
+  const double share = std::clamp(options_.rescan_share, 0.001, 1.0);
+  next_any_scan_ = ended + static_cast<Millis>(static_cast<double>(took_ms) * (1.0 / share - 1.0));
+  if (auto it = jobs_.find(id); it != jobs_.end()) {
+    it->second.next_scan = now + std::max<Millis>(options_.rescan_every_ms, 20 * took_ms);
+    if (added && *added > 0) it->second.recount = true;
+  }
+  return true;
+}
+
+Result<uint64_t> JobEngine::target(const std::string& id, const QueryExpr& where, bool reset,
+                                   Millis now) {
+  // Chunks are written one after another without waiting; the last one is waited for, and a
+  // failure of any of them is an error (the chunks before it stay: pending twins of the job, or
+  // what the next creation of that id resets).
+  auto failed = std::make_shared<std::optional<Status>>();
+  auto failed_mu = std::make_shared<std::mutex>();
+  std::string after;
+  uint64_t added = 0;
+  bool first = true;  // the first chunk resets (with `reset`)
+  while (true) {
+    auto page = store_.matching_ids(where, reset ? std::string() : id, after, options_.target_page);
+    if (!page) return page.status();
+    const bool last = page->size() < options_.target_page;
+    if (!page->empty() || last) {
+      TwinWrite w;
+      w.targets_job = id;
+      w.reset_targets = first && reset;
+      first = false;
+      w.targets_at = now;
+      added += page->size();
+      if (!page->empty()) after = page->back();
+      w.targets_twins = std::move(*page);
+      if (last) {
+        if (Status s = write_and_wait(std::move(w)); !s) return s;
+      } else {
+        store_.write(std::move(w), [failed, failed_mu](const Status& s) {
+          std::lock_guard lock(*failed_mu);
+          if (!s && !*failed) *failed = s;
+        });
+      }
+    }
+    if (last) break;
+  }
+  std::lock_guard lock(*failed_mu);  // commits are in order: every chunk has been decided
+  if (*failed) return **failed;
+  return added;
 }
 
 size_t JobEngine::running() const {
@@ -125,11 +258,16 @@ Result<json> JobEngine::create(JobSpec spec, const Cause& cause) {
   const Millis now = clock_.now_ms();
   JobRecord record{spec.id, JobStatus::kRunning, now, now, to_text(job_spec_json(spec))};
   TwinWrite w;
+  if (spec.where) {
+    // The targets first (read on a reader, written in chunks), the job row when they are all in.
+    if (auto added = target(spec.id, *spec.where, true, now); !added) return added.status();
+  } else {
+    w.targets_job = spec.id;
+    w.reset_targets = true;
+    w.targets_twins = spec.twins;
+    w.targets_at = now;
+  }
   w.jobs.push_back(record);
-  w.targets_job = spec.id;
-  w.targets_where = spec.where;
-  w.targets_twins = spec.twins;
-  w.targets_at = now;
   if (options_.history) w.events.push_back(job_event(record, cause));
   if (Status s = write_and_wait(std::move(w)); !s) return s;
   auto counts = store_.job_counts(spec.id);
@@ -141,10 +279,12 @@ Result<json> JobEngine::create(JobSpec spec, const Cause& cause) {
   job.next_scan = now + options_.rescan_every_ms;
   job.counts = *counts;
   log_info("job " + record.id + " created: " + std::to_string(counts->total()) + " twins targeted");
+  job.recount = false;
   {
     std::lock_guard lock(mu_);
     jobs_.emplace(record.id, std::move(job));
   }
+  wake();
   return job_document(record, *counts);
 }
 
@@ -188,6 +328,9 @@ Result<json> JobEngine::executions(const std::string& id, std::optional<ExecStat
 }
 
 Result<json> JobEngine::cancel(const std::string& id, const Cause& cause) {
+  // After a creation under way: its job is committed before it is registered here, and a cancel
+  // in between must find it.
+  std::lock_guard create_lock(create_mu_);
   {
     std::lock_guard lock(mu_);
     auto it = jobs_.find(id);
@@ -240,6 +383,7 @@ void JobEngine::drain_done() {
     Job& job = it->second;
     if (d.status.is_ok()) {
       job.in_flight.erase(d.twin);
+      if (job.in_flight.empty()) job.recount = true;  // it may have completed
       continue;
     }
     dispatch_errors_->inc();
@@ -258,21 +402,28 @@ void JobEngine::drain_done() {
     }
     log_debug("job " + d.job + ": twin " + d.twin + " not dispatched now: " + d.status.to_string());
     job.in_flight.erase(d.twin);
+    job.recount = true;
     job.cursor.clear();  // read it again on the next pass
   }
 }
 
 void JobEngine::tick() {
+  if (!options_.threaded) rescan_one();
   const Millis now = clock_.now_ms();
+  std::unordered_set<std::string> recount;
+  {
+    std::lock_guard lock(done_mu_);
+    recount.swap(recount_);
+  }
   std::lock_guard lock(mu_);
   drain_done();
   for (auto it = jobs_.begin(); it != jobs_.end();) {
     Job& job = it->second;
     const JobSpec& spec = *job.spec;
-    if (now >= job.next_count) {
+    if (job.recount || recount.count(job.record.id) != 0) {
       const bool idle = job.in_flight.empty();  // before the count, which then sees all of it
       auto counts = store_.job_counts(job.record.id);
-      job.next_count = now + options_.count_every_ms;
+      job.recount = !counts;  // a failed read is tried again in the next round
       if (counts) {
         job.counts = *counts;
         const uint64_t bad = counts->failed + counts->timed_out;
@@ -290,30 +441,11 @@ void JobEngine::tick() {
             it = jobs_.erase(it);
             continue;
           }
+          job.recount = true;
         }
       }
     }
-    if (spec.continuous && now >= job.next_scan && !job.scan->running.load()) {
-      // Twins that came to match since: pending, unless the job had them. The query runs in the
-      // writer's transaction; over a large fleet without an index it is long, so the next scan
-      // waits at least 20 times as long as the last took (the writer spends <= 5% on it).
-      TwinWrite w;
-      w.targets_job = job.record.id;
-      w.targets_where = spec.where;
-      w.targets_at = now;
-      job.scan->running.store(true);
-      const auto started = std::chrono::steady_clock::now();
-      store_.write(std::move(w), [scan = job.scan, started, id = job.record.id](const Status& s) {
-        if (!s) log_warn("job " + id + ": looking for newly matching twins failed: " + s.message());
-        scan->took_ms.store(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                std::chrono::steady_clock::now() - started)
-                                .count());
-        scan->running.store(false);
-      });
-      job.next_scan =
-          now + std::max<Millis>(options_.rescan_every_ms, 20 * job.scan->took_ms.load());
-    }
-    dispatch(job, now);
+    if (job.counts.pending > 0) dispatch(job, now);
     ++it;
   }
 }

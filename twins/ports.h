@@ -101,6 +101,13 @@ class TwinStore {
   // How many twins match `where`, and with `group_by` how many per value of that field.
   virtual Result<FleetCount> count_where(const QueryExpr& where,
                                          const std::optional<QueryField>& group_by) = 0;
+  // Up to `limit` ids of twins matching `where` with id > `after_id`, in id order, leaving out
+  // those that job `not_in_job` already has an execution for (when not empty): how jobs find
+  // their targets, on a reader, page by page, never inside the writer's transaction.
+  virtual Result<std::vector<std::string>> matching_ids(const QueryExpr& where,
+                                                        const std::string& not_in_job,
+                                                        const std::string& after_id,
+                                                        size_t limit) = 0;
 
   // ---- jobs (jobs.h), over committed state; written through write() ----
 
@@ -109,6 +116,11 @@ class TwinStore {
   virtual Result<std::vector<JobRecord>> jobs(std::optional<JobStatus> status,
                                               const std::string& after_id, size_t limit) = 0;
   virtual Result<JobCounts> job_counts(const std::string& id) = 0;
+  // `listener` runs on the writer thread after each commit that changed the execution counts of
+  // some jobs, with their ids (each once); it must not block. One listener; set before writes
+  // start. The job engine reads a job's counts when told, instead of polling them.
+  using JobCountsListener = std::function<void(const std::vector<std::string>& jobs)>;
+  virtual void on_job_counts(JobCountsListener listener) = 0;
   // Up to `limit` of job `id`'s executions with twin > `after_twin` (of one status, or all), in
   // twin order.
   virtual Result<std::vector<ExecutionRecord>> executions(const std::string& id,

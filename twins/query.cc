@@ -181,18 +181,28 @@ class Parser {
     return node;
   }
 
-  // Parentheses and NOTs nest at most kMaxDepth deep: the parser recurses on them.
-  static constexpr int kMaxDepth = 64;
+  // Parentheses and NOTs nest at most kMaxQueryDepth deep (the parser recurses on them, and the
+  // SQL they become must prepare).
+  // The level is left when the guard goes out of scope.
+  struct Level {
+    explicit Level(int& depth) : depth_(depth) { ++depth_; }
+    ~Level() { --depth_; }
+    Level(const Level&) = delete;
+    Level& operator=(const Level&) = delete;
+    int& depth_;
+  };
   Status deeper() {
-    if (++depth_ > kMaxDepth) {
-      return error_at(tok_.column, "the query nests deeper than " + std::to_string(kMaxDepth) +
-                                       " levels of parentheses and NOT");
+    if (depth_ > kMaxQueryDepth) {
+      return error_at(tok_.column, "the query nests deeper than " +
+                                       std::to_string(kMaxQueryDepth) +
+                                       " levels of parentheses and NOT (the limit)");
     }
     return Status::ok();
   }
 
   Result<QueryExprPtr> parse_unary() {
     if (keyword("not")) {
+      const Level level(depth_);
       if (Status s = deeper(); !s) return s;
       if (Status s = advance(); !s) return s;
       auto inner = parse_unary();
@@ -242,6 +252,7 @@ class Parser {
   Result<QueryExprPtr> parse_primary() {
     auto node = std::make_unique<QueryExpr>();
     if (tok_.kind == Tok::kLParen) {
+      const Level level(depth_);
       if (Status s = deeper(); !s) return s;
       if (Status s = advance(); !s) return s;
       auto inner = parse_or();

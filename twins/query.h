@@ -38,6 +38,11 @@
 namespace doppel::twins {
 
 inline constexpr size_t kMaxQueryBytes = 4096;
+// Parentheses and NOTs nest at most this deep. The bound is what every store's SQL compiler
+// prepares with room to spare (SQLite's parser stack holds about 100 entries): a query the parser
+// accepts never fails to prepare (tests/storage/query_test.cc checks the deepest of each shape,
+// fuzz_query every query it accepts).
+inline constexpr int kMaxQueryDepth = 20;
 
 // A field of the twin: a fixed one (its column), or a path into a JSON document.
 struct QueryField {

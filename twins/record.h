@@ -73,12 +73,15 @@ struct TwinWrite {
   // Jobs (jobs.h). Execution rows to upsert, in the same transaction as the twin's change.
   std::vector<ExecutionRecord> executions;
   // Job-level writes carry no twin (`id` empty): job rows to upsert; executions to add as
-  // pending (ignoring those the job already has) for `targets_job` — the twins matching
-  // `targets_where` at commit time, or `targets_twins`; and a job whose pending executions all
-  // become cancelled with `cancel_detail`.
+  // pending for `targets_job` (ignoring those the job already has) — `targets_twins`, which the
+  // engine read from a reader (TwinStore::matching_ids), never a query run by the writer; with
+  // `reset_targets`, first whatever executions and counts `targets_job` has (left by a creation
+  // that did not finish); and a job whose pending executions all become cancelled with
+  // `cancel_detail`. The store applies a job-level write in a savepoint of its own: if it fails,
+  // it fails alone, and the writes batched with it commit.
   std::vector<JobRecord> jobs;
   std::string targets_job;
-  std::shared_ptr<const QueryExpr> targets_where;
+  bool reset_targets = false;
   std::vector<std::string> targets_twins;
   Millis targets_at = 0;
   std::string cancel_pending_job;

@@ -210,29 +210,46 @@ class Builder {
            field_value_sql(*lf) + " " + sql_op(e.op) + " " + field_value_sql(*rf) + ")";
   }
 
+  // SQLite's parser has a bounded stack (about 100 entries) and its expression trees a bounded
+  // depth (1000), so the SQL stays shallow: a chain of AND or OR (flattened across nesting of the
+  // same operator) is built as a tree of flat groups of up to kGroup terms (one level of
+  // parentheses for a short chain, four for a thousand terms), a double NOT cancels out (the logic is
+  // two-valued), NOT adds no parentheses, and IN is one SQL IN list per value family. What is
+  // left grows with the query's own nesting, which the parser bounds (kMaxQueryDepth).
   std::string build(const QueryExpr& e) {
     switch (e.op) {
       case Op::kTrue:
         return "1";
       case Op::kAnd:
       case Op::kOr: {
-        std::string s = "(";
-        for (size_t i = 0; i < e.children.size(); ++i) {
-          if (i > 0) s += e.op == Op::kAnd ? " AND " : " OR ";
-          s += build(*e.children[i]);
-        }
-        return s + ")";
+        std::vector<const QueryExpr*> terms;
+        flatten(e, e.op, terms);
+        return balanced(terms, 0, terms.size(), e.op == Op::kAnd ? " AND " : " OR ");
       }
-      case Op::kNot:
-        return "(NOT " + build(*e.children[0]) + ")";
+      case Op::kNot: {
+        const QueryExpr* inner = e.children[0].get();
+        if (inner->op == Op::kNot) return build(*inner->children[0]);
+        return "NOT " + build(*inner);
+      }
       case Op::kIn: {
         const auto& f = std::get<QueryField>(e.left);
-        std::string s = "(";
-        for (size_t i = 0; i < e.list.size(); ++i) {
-          if (i > 0) s += " OR ";
-          s += field_vs_literal(f, Op::kEq, e.list[i]);
+        std::vector<std::string> parts;
+        for (const char fam : {'s', 'n', 'b'}) {
+          std::string values;
+          for (const QueryLiteral& l : e.list) {
+            if (family_of(l) != fam) continue;
+            values += (values.empty() ? "" : ", ") + param(value_of(l));
+          }
+          if (values.empty()) continue;
+          const std::string guard = has_family(f, fam);
+          if (guard == "0") continue;
+          const std::string in = field_value_sql(f) + " IN (" + values + ")";
+          parts.push_back(guard == "1" ? "(" + in + ")" : "(" + guard + " AND " + in + ")");
         }
-        return s + ")";
+        if (parts.empty()) return "0";
+        std::string s = parts[0];
+        for (size_t i = 1; i < parts.size(); ++i) s += " OR " + parts[i];
+        return parts.size() == 1 ? s : "(" + s + ")";
       }
       case Op::kLike: {
         const auto& f = std::get<QueryField>(e.left);
@@ -254,6 +271,32 @@ class Builder {
   SqlFilter out_;
 
  private:
+  static void flatten(const QueryExpr& e, Op op, std::vector<const QueryExpr*>& out) {
+    for (const auto& c : e.children) {
+      if (c->op == op) {
+        flatten(*c, op, out);
+      } else {
+        out.push_back(c.get());
+      }
+    }
+  }
+  // Terms [from, to) joined by `joiner`: flat when they are at most kGroup, otherwise groups of
+  // them, each as wide as the tree below it allows.
+  static constexpr size_t kGroup = 8;
+  std::string balanced(const std::vector<const QueryExpr*>& terms, size_t from, size_t to,
+                       const char* joiner) {
+    const size_t n = to - from;
+    if (n == 1) return build(*terms[from]);
+    size_t span = 1;  // terms per child group
+    while (span * kGroup < n) span *= kGroup;
+    std::string s = "(";
+    for (size_t i = from; i < to; i += span) {
+      if (i > from) s += joiner;
+      s += balanced(terms, i, std::min(to, i + span), joiner);
+    }
+    return s + ")";
+  }
+
   int next_;
 };
 

@@ -10,6 +10,7 @@
 #include <map>
 
 #include "tests/support/harness.h"
+#include "twins/query.h"
 
 using namespace doppel::testing;
 
@@ -186,5 +187,58 @@ TEST_CASE("the jobs API refuses bad requests with problem+json and changes nothi
   CHECK(cancelled.body["status"] == "cancelled");
   CHECK(cancelled.body["counts"]["cancelled"] == 1);
   CHECK(gw.get("/v1/twins/a-1/commands").body["items"].empty());
+  CHECK(gw.stop() == 0);
+}
+
+// Regression (data loss): job target queries that SQLite could not prepare failed the group
+// commit they ran in, and device reports the broker had acknowledged were never committed.
+TEST_CASE("job target queries never cost a device report or another request's change") {
+  Stack stack;
+  auto& gw = stack.gateway;
+  REQUIRE(gw.request("PUT", "/v1/twins/op-1", "{}").status == 201);
+  TestDevice dev("dev-1", stack.broker.uri());
+  dev.connect();
+  std::string nots;
+  for (int i = 0; i < 43; ++i) nots += "NOT ";
+  std::string nested_or = "reported.n = 0";
+  // Nested as deep as the parser allows (29 levels failed before; now refused by the limit).
+  for (int i = 0; i < doppel::twins::kMaxQueryDepth; ++i) {
+    nested_or = "(reported.n = " + std::to_string(i) + " OR " + nested_or + ")";
+  }
+  std::string in_list = "reported.n IN (0";
+  for (int i = 1; in_list.size() + 8 < 4096; ++i) in_list += "," + std::to_string(i);
+  in_list += ")";
+  std::string or_chain = "reported.n = 0";
+  for (int i = 1; or_chain.size() + 20 < 4096; ++i) or_chain += " OR reported.n = " + std::to_string(i);
+  auto job = [](const std::string& q) {
+    return json{{"target", {{"query", q}}}, {"action", {{"desired", {{"m", 1}}}}},
+                {"rate_per_s", 0.001}}.dump();
+  };
+  constexpr int kReports = 150;
+  for (int i = 1; i <= kReports; ++i) {
+    dev.publish("reported", json{{"state", {{"n", i}}}}.dump());
+    if (i % 15 == 0) {
+      // Too deep for SQL: refused at parse time, naming the limit.
+      auto deep = gw.request("POST", "/v1/jobs", job(nots + "reported.n = 1"));
+      CHECK(deep.status == 400);
+      CHECK(deep.body["type"] == "urn:doppel:problem:invalid_query");
+      CHECK(deep.body["detail"].get<std::string>().find("(the limit)") != std::string::npos);
+      CHECK(gw.request("POST", "/v1/jobs", job(nested_or)).status == 201);
+      // As many terms as 4 KiB holds: accepted, and they run.
+      CHECK(gw.request("POST", "/v1/jobs", job(in_list)).status == 201);
+      CHECK(gw.request("POST", "/v1/jobs", job(or_chain)).status == 201);
+      CHECK(gw.get("/v1/fleet/count?q=" + std::string("reported.n%20%3E%200")).status == 200);
+      CHECK(gw.patch_desired("op-1", {{"v", i}}).status == 200);
+    }
+  }
+  // Every report the broker took is committed: the twin saw all of them, in order.
+  CHECK(eventually(
+      [&] {
+        auto t = gw.get("/v1/twins/dev-1");
+        return t.status == 200 && t.body["reported"]["n"] == kReports &&
+               t.body["reported_version"] == kReports;
+      },
+      20s));
+  CHECK(gw.get("/v1/twins/op-1").body["desired_version"] == kReports / 15);
   CHECK(gw.stop() == 0);
 }

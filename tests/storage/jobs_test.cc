@@ -22,7 +22,6 @@ struct JobRig {
   explicit JobRig(const std::string& file) : rig(file) {
     JobEngineOptions o;
     o.threaded = false;
-    o.count_every_ms = 0;  // every round reads the counts
     o.rescan_every_ms = 1000;
     engine = std::make_unique<JobEngine>(o, *rig.runtime, *rig.store, rig.clock, rig.metrics);
     REQUIRE(engine->start());

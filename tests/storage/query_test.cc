@@ -9,6 +9,7 @@
 #include <random>
 #include <set>
 
+#include "tests/support/query_prepares.h"
 #include "tests/support/sqlite_rig.h"
 #include "tests/support/temp_dir.h"
 
@@ -265,4 +266,65 @@ TEST_CASE("indexed equalities read their index") {
   CHECK(plan("", "", QueryCursor{"i-1", "i-1"}).find("SEARCH") != std::string::npos);
   CHECK(plan("liveness.state = 'fresh'", "", QueryCursor{"i-1", "i-1"})
             .find("(liveness=? AND id>?)") != std::string::npos);
+}
+
+// Regression: the parser accepted queries SQLite could not prepare (NOT x 43: parser stack
+// overflow; OR nested 29 deep; an IN list or OR chain of ~1,000 terms: expression tree too
+// large), and a job's target query failed the whole group commit it ran in.
+TEST_CASE("every query at the parser's limits prepares on the store") {
+  TempDir dir("doppel-query-");
+  SqliteRig rig(dir.file("doppel.db"));
+  report(rig, "d-1", {{"a", 1}, {"b", 1}});
+  auto check = [&](const std::string& text) {
+    auto where = parse_query(text);
+    REQUIRE_MESSAGE(where, where.status().to_string());
+    const Status s = doppel::testing::prepares_everywhere(*rig.store, **where);
+    CHECK_MESSAGE(s, text.substr(0, 80), "...: ", s.to_string().substr(0, 200), " ... ",
+                  s.message().substr(s.message().size() > 60 ? s.message().size() - 60 : 0));
+  };
+  // The heaviest leaf: a field-to-field comparison of two JSON fields.
+  const std::string leaf = "reported.a = desired.b";
+  // Alternating AND / OR, one level of parentheses each.
+  {
+    std::string q = leaf;
+    for (int i = 0; i < kMaxQueryDepth; ++i) {
+      q = "(" + leaf + (i % 2 == 0 ? " OR " : " AND ") + "reported.c > tags.d " +
+          (i % 2 == 0 ? " OR " : " AND ") + q + ")";
+    }
+    check(q);
+  }
+  // NOT and parentheses alternating, each NOT over a chain.
+  {
+    std::string q = leaf;
+    for (int i = 0; i < kMaxQueryDepth / 2; ++i) {
+      q = "NOT (" + leaf + (i % 2 == 0 ? " OR " : " AND ") + q + ")";
+    }
+    check(q);
+  }
+  // NOTs alone, and parentheses alone.
+  std::string nots;
+  for (int i = 0; i < kMaxQueryDepth; ++i) nots += "NOT ";
+  check(nots + leaf);
+  check(std::string(kMaxQueryDepth, '(') + leaf + std::string(kMaxQueryDepth, ')'));
+  // As many terms as 4 KiB holds: an OR chain, an AND chain, an IN list, with nesting around.
+  {
+    std::string ors = "id = 'x0'";
+    for (int i = 1; ors.size() + 16 < kMaxQueryBytes; ++i) ors += " OR id = 'x" + std::to_string(i) + "'";
+    check(ors);
+    std::string ands = "version > 0";
+    while (ands.size() + 20 < kMaxQueryBytes) ands += " AND version > 0";
+    check(ands);
+    std::string in = "reported.a IN (0";
+    for (int i = 1; in.size() + 8 < kMaxQueryBytes; ++i) in += "," + std::to_string(i);
+    check(in + ")");
+    std::string nested = "reported.a = 1";
+    for (int i = 0; i < kMaxQueryDepth / 2; ++i) nested = "NOT (" + nested + " OR reported.a = 2)";
+    while (nested.size() + 24 < kMaxQueryBytes) nested += " AND reported.b != 'z'";
+    check(nested);
+  }
+  // And what the limits refuse is refused at parse time, naming the limit.
+  std::string deeper = std::string(kMaxQueryDepth + 1, '(') + leaf + std::string(kMaxQueryDepth + 1, ')');
+  auto refused = parse_query(deeper);
+  REQUIRE_FALSE(refused);
+  CHECK(refused.status().message().find("(the limit)") != std::string::npos);
 }

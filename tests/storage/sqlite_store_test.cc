@@ -407,3 +407,53 @@ TEST_CASE("pruning: oldest first, reported events capped, and a seq is never reu
   write_and_wait(*store, std::move(w));
   CHECK(store->events({0, 10, {}, {}})->events.at(0).seq == 8);
 }
+
+// Regression: a job's target query that SQLite could not run failed the whole group commit, and
+// device reports batched with it were never committed.
+TEST_CASE("a job-level write that fails, fails alone: the writes batched with it commit") {
+  TempDir dir("doppel-store-");
+  Metrics m;
+  auto store = open_store(dir.file("alone.db"), m);
+  // Hold the writer in a callback so that what follows is queued into one batch.
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::promise<void> holding;
+  store->write(row("hold", 1), [&holding, released](const Status&) {
+    holding.set_value();
+    released.wait();
+  });
+  holding.get_future().wait();
+  store->fail_next_job_writes(1);
+  std::vector<std::future<Status>> twins_done;
+  std::vector<std::shared_ptr<std::promise<Status>>> promises;
+  auto queue = [&](TwinWrite w) {
+    auto p = std::make_shared<std::promise<Status>>();
+    twins_done.push_back(p->get_future());
+    store->write(std::move(w), [p](const Status& s) { p->set_value(s); });
+  };
+  queue(row("r-1", 1));
+  TwinWrite job;
+  job.jobs.push_back(JobRecord{"j-1", JobStatus::kRunning, 1, 1, "{}"});
+  job.targets_job = "j-1";
+  job.targets_twins = {"r-1", "r-2"};
+  job.targets_at = 1;
+  queue(std::move(job));
+  queue(row("r-2", 1));
+  release.set_value();
+  CHECK(twins_done[0].get());
+  CHECK(twins_done[1].get().code() == StatusCode::kUnavailable);
+  CHECK(twins_done[2].get());
+  CHECK(store->load("r-1").value().has_value());
+  CHECK(store->load("r-2").value().has_value());
+  // Nothing of the failed write is left: no job, no executions, no counts.
+  CHECK_FALSE(store->job("j-1").value().has_value());
+  CHECK(store->executions("j-1", std::nullopt, "", 10).value().empty());
+  CHECK(store->job_counts("j-1").value().total() == 0);
+  // And the next one goes through.
+  TwinWrite again;
+  again.jobs.push_back(JobRecord{"j-1", JobStatus::kRunning, 1, 1, "{}"});
+  again.targets_job = "j-1";
+  again.targets_twins = {"r-1"};
+  write_and_wait(*store, std::move(again));
+  CHECK(store->job_counts("j-1").value().pending == 1);
+}

@@ -59,6 +59,7 @@ class MemoryTwinStore final : public TwinStore {
     return none();
   }
   Result<twins::JobCounts> job_counts(const std::string&) override { return none(); }
+  void on_job_counts(JobCountsListener) override {}
   Result<std::vector<twins::ExecutionRecord>> executions(const std::string&,
                                                          std::optional<twins::ExecStatus>,
                                                          const std::string&, size_t) override {
@@ -66,6 +67,10 @@ class MemoryTwinStore final : public TwinStore {
   }
   Result<twins::FleetCount> count_where(const twins::QueryExpr&,
                                         const std::optional<twins::QueryField>&) override {
+    return Status(StatusCode::kUnavailable, "MemoryTwinStore does not run fleet queries");
+  }
+  Result<std::vector<std::string>> matching_ids(const twins::QueryExpr&, const std::string&,
+                                                const std::string&, size_t) override {
     return Status(StatusCode::kUnavailable, "MemoryTwinStore does not run fleet queries");
   }
 

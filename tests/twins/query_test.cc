@@ -95,12 +95,15 @@ TEST_CASE("errors name the column, counted in characters, and what was expected"
   CHECK(error_of("reported.x = 1e999").find("is not a number") != std::string::npos);
   CHECK(error_of("x NOT LIKE 'a'").find("unknown field") != std::string::npos);
   CHECK(error_of("id NOT LIKE 'a'").find("expected IN after NOT") != std::string::npos);
-  CHECK(error_of(std::string(65, '(') + "id = 'a'" + std::string(65, ')'))
-            .find("column 65: the query nests deeper than 64 levels") != std::string::npos);
+  const size_t over = kMaxQueryDepth + 1;
+  CHECK(error_of(std::string(over, '(') + "id = 'a'" + std::string(over, ')'))
+            .find("column " + std::to_string(over) + ": the query nests deeper than " +
+                  std::to_string(kMaxQueryDepth) + " levels") != std::string::npos);
   std::string nots;
   for (int i = 0; i < 100; ++i) nots += "NOT ";
   CHECK(error_of(nots + "id = 'a'").find("nests deeper") != std::string::npos);
-  CHECK(parse_query(std::string(64, '(') + "id = 'a'" + std::string(64, ')')));
+  CHECK(parse_query(std::string(kMaxQueryDepth, '(') + "id = 'a'" +
+                    std::string(kMaxQueryDepth, ')')));
   const std::string big = "id IN (" + std::string(5000, ' ') + "'a')";
   CHECK(error_of(big).find("limited to 4096 bytes") != std::string::npos);
 }
