@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cctype>
+#include <cstdint>
 
 #include "gateway/api_handlers.h"
 
@@ -35,6 +36,8 @@ std::optional<uint64_t> parse_u64(const std::string& s) {
     if (c < '0' || c > '9') return std::nullopt;
     v = v * 10 + static_cast<uint64_t>(c - '0');
   }
+  // Seqs are SQLite integers: 2^63 and above would wrap negative there.
+  if (v > static_cast<uint64_t>(INT64_MAX)) return std::nullopt;
   return v;
 }
 
@@ -83,7 +86,7 @@ void ApiContext::call(const ExchangePtr& x, twins::ApiRequest request, Etag etag
 
 std::optional<twins::json> ApiContext::body(Exchange& x,
                                             std::initializer_list<std::string_view> media_types,
-                                            bool allow_empty) const {
+                                            bool allow_empty, size_t max_bytes) const {
   const std::string mt = media_type(x.req);
   if (!mt.empty() && std::find(media_types.begin(), media_types.end(), mt) == media_types.end()) {
     std::string allowed;
@@ -97,12 +100,43 @@ std::optional<twins::json> ApiContext::body(Exchange& x,
     x.problem(400, "malformed", "the request body is empty; expected JSON");
     return std::nullopt;
   }
-  auto doc = twins::parse_json(x.req.body, limits().max_payload_bytes(), limits().max_depth + 2);
+  auto doc = twins::parse_json(x.req.body, max_bytes > 0 ? max_bytes : limits().max_payload_bytes(),
+                               limits().max_depth + 2);
   if (!doc) {
     x.status(doc.status());
     return std::nullopt;
   }
   return std::move(*doc);
+}
+
+std::shared_ptr<void> ApiContext::admit_query(Exchange& x) const {
+  const std::string client = x.principal.empty() ? "address " + x.req.peer : x.principal;
+  auto ticket = query_gate->admit(client);
+  if (!ticket) {
+    HttpResponse r = problem_response(
+        429, "too_many_queries",
+        "this client already runs " + std::to_string(query_gate->per_client()) +
+            " fleet queries (--query-max-per-client); send the next when one has answered",
+        x.req.path);
+    r.headers.emplace_back("Retry-After", "1");
+    x.send(std::move(r));
+  }
+  return ticket;
+}
+
+twins::ReadBudget ApiContext::query_budget() const {
+  twins::ReadBudget b;
+  b.deadline = std::chrono::steady_clock::now() + queries.timeout;
+  b.max_groups = queries.max_groups;
+  return b;
+}
+
+void ApiContext::query_failed(Exchange& x, const Status& s) const {
+  if (s.code() != StatusCode::kTimeout) return x.status(s);
+  x.problem(503, "timeout",
+            "the query ran longer than " + std::to_string(queries.timeout.count()) +
+                " ms (--query-timeout-s) and was stopped; narrow q=, or keep an index on the "
+                "fields it filters or sorts by (doppeld --index reported.fw)");
 }
 
 RouteHandler twin_route(const ApiContext* ctx, TwinHandler handler) {

@@ -22,6 +22,17 @@ std::string sse_frame(const twins::EventRecord& e) {
          "\ndata: " + twins::to_text(twins::event_json(e)) + "\n\n";
 }
 
+// Events the cap on reported events removed from inside the retained range (README, "Change
+// feed"): a JSON page lists them under "gaps", a stream sends each as an `event: gap` frame
+// (without an id, so a reconnect resumes after the last real event).
+twins::json gap_json(const twins::EventGap& g) {
+  return {{"from_seq", g.from_seq},
+          {"to_seq", g.to_seq},
+          {"removed", g.count},
+          {"kind", g.kind},
+          {"reason", "history_max_reported_events"}};
+}
+
 // The filters of a feed request (twin=, kind=, repeatable); false: a 400 was sent.
 bool parse_filters(const ApiContext& ctx, Exchange& x, twins::EventQuery& q) {
   q.twins = x.req.params("twin");
@@ -130,6 +141,13 @@ class Subscription : public std::enable_shared_from_this<Subscription> {
       stream_->end();
       return done();
     }
+    // Gaps first: the reader learns that events after its position were removed before it
+    // reads past them.
+    for (const auto& g : page->gaps) {
+      if (!stream_->write("event: gap\ndata: " + twins::to_text(gap_json(g)) + "\n\n")) {
+        return done();
+      }
+    }
     // As much of the page as the client has room for; the rest is read again after it drains
     // (the stream bound is never passed by the feed itself).
     bool full = false;
@@ -176,12 +194,23 @@ void feed(const ApiContext& ctx, const ExchangePtr& x) {
   std::optional<uint64_t> after;
   if (auto v = x->req.param("after_seq")) {
     after = parse_u64(*v);
-    if (!after) return x->problem(400, "invalid_argument", "after_seq must be a seq (0 or more)");
+    if (!after) {
+      return x->problem(400, "invalid_argument",
+                        "after_seq must be a seq (0 to 9223372036854775807)");
+    }
   }
   if (auto id = x->req.header("Last-Event-ID"); id && stream) {
     auto v = parse_u64(*id);
     if (!v) return x->problem(400, "invalid_argument", "Last-Event-ID must be an event's seq");
     after = v;
+  }
+  // A position this feed never gave out (another gateway's, or a database restored from an older
+  // backup) would silently skip whatever comes until the log reaches it.
+  if (const uint64_t newest = ctx.store->last_event_seq(); after && *after > newest) {
+    return x->problem(400, "invalid_argument",
+                      "seq " + std::to_string(*after) + " is past the newest event (seq " +
+                          std::to_string(newest) +
+                          "); resume after a seq this feed returned, or omit it to start now");
   }
   if (!stream) {
     q.limit = 100;
@@ -201,8 +230,14 @@ void feed(const ApiContext& ctx, const ExchangePtr& x) {
       if (!page) return x->status(page.status());
       twins::json events = twins::json::array();
       for (const auto& e : page->events) events.push_back(twins::event_json(e));
-      x->json_body(200, {{"events", std::move(events)},
-                         {"next_after_seq", std::max(q.after_seq, page->scanned_to)}});
+      twins::json body = {{"events", std::move(events)},
+                          {"next_after_seq", std::max(q.after_seq, page->scanned_to)}};
+      if (!page->gaps.empty()) {
+        twins::json gaps = twins::json::array();
+        for (const auto& g : page->gaps) gaps.push_back(gap_json(g));
+        body["gaps"] = std::move(gaps);
+      }
+      x->json_body(200, body);
     });
   }
   // Without a position the stream starts at the next new event.

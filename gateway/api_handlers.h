@@ -21,6 +21,7 @@
 #include <string_view>
 
 #include "gateway/http_router.h"
+#include "gateway/query_gate.h"
 #include "twins/metrics.h"
 #include "twins/ports.h"
 #include "twins/requests.h"
@@ -46,6 +47,15 @@ struct ApiContext {
   FeedHub* feed = nullptr;            // wakes change-feed streams
   twins::JobEngine* jobs = nullptr;   // optional: /v1/jobs answers 503 without
   size_t stream_buffer_bytes = 1 << 20;
+  QueryOptions queries;
+  QueryGate* query_gate = nullptr;
+
+  // A fleet query's place for this client (see QueryGate), or null with 429 already sent.
+  std::shared_ptr<void> admit_query(Exchange& x) const;
+  // The budget of a fleet read that starts now.
+  twins::ReadBudget query_budget() const;
+  // A failed fleet read as its answer: a timeout says what to do about it.
+  void query_failed(Exchange& x, const Status& s) const;
 
   const twins::Limits& limits() const { return rt->logic().policy().limits; }
 
@@ -59,10 +69,11 @@ struct ApiContext {
   // A runtime reply as a response: its status, the body (or one field of it) and the ETag.
   static HttpResponse to_response(twins::ApiReply r, Etag etag, const char* body_field,
                                   const std::string& path);
-  // The JSON body, or an error already sent (415 for another media type, 400 for bad JSON). An
+  // The JSON body, or an error already sent (415 for another media type, 400 for bad JSON, 413
+  // over `max_bytes`: 0 means a state document's payload, limits().max_payload_bytes()). An
   // empty body is null when `allow_empty`.
   std::optional<twins::json> body(Exchange& x, std::initializer_list<std::string_view> media_types,
-                                  bool allow_empty) const;
+                                  bool allow_empty, size_t max_bytes = 0) const;
 };
 
 // A handler of a route below /v1/twins/{id}: the id is checked first (400 if invalid). With no
@@ -72,7 +83,7 @@ RouteHandler twin_route(const ApiContext* ctx, TwinHandler handler);
 
 // A decimal query parameter within [lo, hi], or nullopt.
 std::optional<size_t> parse_size(const std::string& s, size_t lo, size_t hi);
-// A decimal up to 19 digits (event seqs), or nullopt.
+// A decimal from 0 to 2^63 - 1 (event seqs, which are SQLite integers), or nullopt.
 std::optional<uint64_t> parse_u64(const std::string& s);
 
 // `ctx` may be null when only the route table is wanted (HttpApi::routes()).

@@ -1,5 +1,6 @@
 // Jobs: create, list, read, their executions, cancel (README, "Jobs"). Every handler reads or
-// writes the store, so all of them run on the server's blocking pool.
+// writes the store, so all of them run on the server's blocking pools (creation by a target
+// query on the fleet-query pool, as a fleet query).
 #include "gateway/api_handlers.h"
 #include "twins/job_engine.h"
 #include "twins/jobs.h"
@@ -39,7 +40,7 @@ void answer(const ExchangePtr& x, const Result<twins::json>& r, int code = 200) 
 }
 
 void create(const ApiContext& ctx, const ExchangePtr& x) {
-  auto doc = ctx.body(*x, {"application/json"}, false);
+  auto doc = ctx.body(*x, {"application/json"}, false, twins::max_job_spec_bytes(ctx.limits()));
   if (!doc) return;
   // A malformed target query is an invalid_query problem, with its column.
   if (doc->is_object() && doc->contains("target") && (*doc)["target"].is_object() &&
@@ -51,9 +52,16 @@ void create(const ApiContext& ctx, const ExchangePtr& x) {
   }
   auto spec = twins::parse_job_spec(*doc, ctx.limits());
   if (!spec) return x->status(spec.status());
-  ctx.server->run_blocking([&ctx, x, spec = std::move(*spec)]() mutable {
-    answer(x, ctx.jobs->create(std::move(spec), cause_of(*x)), 201);
-  });
+  // A target query reads the fleet: it waits with the fleet queries, not before the feed.
+  std::shared_ptr<void> ticket;
+  if (spec->where && !(ticket = ctx.admit_query(*x))) return;
+  ctx.server->run_blocking(
+      [&ctx, x, spec = std::move(*spec), ticket]() mutable {
+        auto created = ctx.jobs->create(std::move(spec), cause_of(*x));
+        ticket.reset();
+        answer(x, created, 201);
+      },
+      ticket ? BlockingPool::kQuery : BlockingPool::kGeneral);
 }
 
 void list(const ApiContext& ctx, const ExchangePtr& x) {

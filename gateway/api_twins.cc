@@ -101,29 +101,38 @@ void list_twins(const ApiContext& ctx, const ExchangePtr& x) {
     }
     if (fields.size() > 64) return x->problem(400, "invalid_argument", "at most 64 fields");
   }
-  // A store read: off the network threads.
-  ctx.server->run_blocking([&ctx, x, where, order = std::move(*order), after, limit, by_id,
-                            fields = std::move(fields)] {
-    twins::TwinQuery q;
-    q.where = where.get();
-    q.order = order;
-    q.limit = limit;
-    q.after = after;
-    auto page = ctx.store->query(q);
-    if (!page) return x->status(page.status());
-    twins::json items = twins::json::array();
-    for (const auto& stored : page->first) {
-      auto t = twins::from_record(stored);
-      if (!t) return x->status(t.status());
-      twins::json doc = twins::twin_document(*t, ctx.rt->logic().stale_after_ms(*t));
-      items.push_back(fields.empty() ? std::move(doc) : project(doc, fields));
-    }
-    twins::json next;
-    if (page->second) {
-      next = by_id ? twins::json(page->second->id) : twins::json(twins::cursor_text(*page->second));
-    }
-    x->json_body(200, {{"items", std::move(items)}, {"next_cursor", std::move(next)}});
-  });
+  // A store read: off the network threads. Listing in id order without q= reads a page of the
+  // primary key; anything else may scan the fleet: a fleet query (its own pool, its budget).
+  const bool scan = by_id ? where->op != twins::QueryExpr::Op::kTrue : true;
+  std::shared_ptr<void> ticket;
+  if (scan && !(ticket = ctx.admit_query(*x))) return;
+  ctx.server->run_blocking(
+      [&ctx, x, where, order = std::move(*order), after, limit, by_id, fields = std::move(fields),
+       ticket]() mutable {
+        twins::TwinQuery q;
+        q.where = where.get();
+        q.order = order;
+        q.limit = limit;
+        q.after = after;
+        if (ticket) q.budget = ctx.query_budget();
+        auto page = ctx.store->query(q);
+        ticket.reset();
+        if (!page) return ctx.query_failed(*x, page.status());
+        twins::json items = twins::json::array();
+        for (const auto& stored : page->first) {
+          auto t = twins::from_record(stored);
+          if (!t) return x->status(t.status());
+          twins::json doc = twins::twin_document(*t, ctx.rt->logic().stale_after_ms(*t));
+          items.push_back(fields.empty() ? std::move(doc) : project(doc, fields));
+        }
+        twins::json next;
+        if (page->second) {
+          next = by_id ? twins::json(page->second->id)
+                       : twins::json(twins::cursor_text(*page->second));
+        }
+        x->json_body(200, {{"items", std::move(items)}, {"next_cursor", std::move(next)}});
+      },
+      ticket ? BlockingPool::kQuery : BlockingPool::kGeneral);
 }
 
 // GET /v1/fleet/count?q=&group_by=
@@ -136,18 +145,26 @@ void count_twins(const ApiContext& ctx, const ExchangePtr& x) {
     if (!f) return x->problem(400, "invalid_query", "group_by: " + f.status().message());
     group_by = std::move(*f);
   }
-  ctx.server->run_blocking([&ctx, x, where, group_by] {
-    auto counted = ctx.store->count_where(*where, group_by);
-    if (!counted) return x->status(counted.status());
-    twins::json body = {{"count", counted->count}};
-    if (group_by) {
-      twins::json groups = twins::json::array();
-      for (const auto& g : counted->groups)
-        groups.push_back({{"value", g.value}, {"count", g.count}});
-      body["groups"] = std::move(groups);
-    }
-    x->json_body(200, body);
-  });
+  auto ticket = ctx.admit_query(*x);
+  if (!ticket) return;
+  ctx.server->run_blocking(
+      [&ctx, x, where, group_by, ticket]() mutable {
+        auto counted = ctx.store->count_where(*where, group_by, ctx.query_budget());
+        ticket.reset();
+        if (!counted) return ctx.query_failed(*x, counted.status());
+        twins::json body = {{"count", counted->count}};
+        if (group_by) {
+          twins::json groups = twins::json::array();
+          for (const auto& g : counted->groups)
+            groups.push_back({{"value", g.value}, {"count", g.count}});
+          body["groups"] = std::move(groups);
+          // More values than --query-max-groups: the smallest groups are left out (their twins
+          // are still in "count").
+          body["truncated"] = counted->truncated;
+        }
+        x->json_body(200, body);
+      },
+      BlockingPool::kQuery);
 }
 
 // PUT (provision, optionally with credentials) and PATCH (settings) of a twin.

@@ -186,6 +186,7 @@ Status Gateway::start() {
   http_options.host = http_host;
   http_options.port = http_port;
   http_options.server = config_.http_server;
+  http_options.queries = config_.queries;
   http_options.tokens = config_.api_tokens;
   http_options.read_tokens = config_.api_read_tokens;
   http_options.feed = feed_.get();

@@ -50,6 +50,7 @@ struct GatewayConfig {
   std::string topic_prefix = "twins";
   std::string http = "127.0.0.1:8080";  // HOST:PORT; port 0 picks a free one
   HttpServerOptions http_server;        // connection limits and timeouts
+  QueryOptions queries;                 // what one fleet query may cost (--query-*)
   std::string data_dir = "./doppel-data";
   bool durability_full = false;
   size_t shards = 0;  // 0: the number of cores

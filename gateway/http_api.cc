@@ -23,7 +23,9 @@ void add_all_routes(Router& router, const ApiContext* ctx) {
 struct HttpApi::Impl {
   Impl(HttpOptions o, twins::Runtime& rt, twins::TwinStore& store, Metrics& metrics,
        std::function<Readiness()> readiness, DeviceAuth* device_auth)
-      : options(std::move(o)), auth(options.tokens, options.read_tokens) {
+      : options(std::move(o)),
+        auth(options.tokens, options.read_tokens),
+        query_gate(options.queries.per_client) {
     HttpServerOptions so = options.server;
     so.host = options.host;
     so.port = options.port;
@@ -44,6 +46,8 @@ struct HttpApi::Impl {
     ctx.jobs = options.jobs;
     ctx.server = server.get();
     ctx.stream_buffer_bytes = so.stream_buffer_bytes;
+    ctx.queries = options.queries;
+    ctx.query_gate = &query_gate;
     if (options.feed == nullptr) {
       own_feed = std::make_unique<FeedHub>();
       store.on_events([hub = own_feed.get()](uint64_t, const std::vector<twins::EventRecord>& e) {
@@ -57,6 +61,7 @@ struct HttpApi::Impl {
   HttpOptions options;
   std::unique_ptr<FeedHub> own_feed;
   ApiAuth auth;
+  QueryGate query_gate;
   ApiContext ctx;
   Router router;
   std::unique_ptr<HttpServer> server;

@@ -16,6 +16,7 @@
 
 #include "gateway/http_problems.h"
 #include "gateway/http_server.h"
+#include "gateway/query_gate.h"
 #include "twins/metrics.h"
 #include "twins/ports.h"
 #include "twins/runtime.h"
@@ -50,6 +51,7 @@ struct HttpOptions {
   FeedHub* feed = nullptr;
   // Serves /v1/jobs (optional: 503 without).
   twins::JobEngine* jobs = nullptr;
+  QueryOptions queries;  // what a fleet query may cost
 };
 
 class HttpApi {

@@ -52,7 +52,20 @@ std::optional<HttpResponse> ApiAuth::refuse(const HttpRequest& req, bool open_ro
   if (tokens_.empty() && read_tokens_.empty()) return std::nullopt;
   if (open_route) return std::nullopt;
   const std::string header = req.header("Authorization").value_or("");
-  const std::string token = header.rfind("Bearer ", 0) == 0 ? header.substr(7) : std::string();
+  // The scheme is case-insensitive (RFC 9110 §11.1); spaces may stand after it.
+  auto is_bearer = [](const std::string& h) {
+    if (h.size() < 7 || h[6] != ' ') return false;
+    for (size_t i = 0; i < 6; ++i) {
+      if (std::tolower(static_cast<unsigned char>(h[i])) != "bearer"[i]) return false;
+    }
+    return true;
+  };
+  std::string token;
+  if (is_bearer(header)) {
+    token = header.substr(header.find_first_not_of(' ', 6) == std::string::npos
+                              ? header.size()
+                              : header.find_first_not_of(' ', 6));
+  }
   if (const std::string* name = token.empty() ? nullptr : match(tokens_, token)) {
     principal = *name;
     return std::nullopt;

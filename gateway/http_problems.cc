@@ -22,6 +22,7 @@ int http_status(StatusCode code) {
     case StatusCode::kQueueFull:
       return 429;
     case StatusCode::kUnavailable:
+    case StatusCode::kTimeout:
       return 503;
     case StatusCode::kInternal:
       return 500;

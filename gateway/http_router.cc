@@ -25,6 +25,8 @@ std::string new_request_id() {
   return buf;
 }
 
+const std::string kGet = "GET";
+
 }  // namespace
 
 std::optional<std::vector<std::string>> path_segments(const std::string& raw_path) {
@@ -70,13 +72,23 @@ void Router::dispatch(HttpRequest&& req, Responder respond, const Guard& guard) 
   };
   auto segs = path_segments(x->req.path);
   if (!segs) return x->problem(400, "malformed", "the path has a malformed percent-escape");
+  if (auto bad = x->req.malformed_param()) {
+    return x->problem(400, "malformed",
+                      "query parameter '" + *bad +
+                          "' has a malformed percent-escape (% must be followed by two hex "
+                          "digits; encode a literal % as %25)");
+  }
   x->segments = std::move(*segs);
   std::string allow;
   Access access = Access::kToken;
+  // HEAD is answered wherever GET is, with GET's headers and no body (RFC 9110 §9.3.2; the
+  // server drops the body).
+  const std::string& method = x->req.method == "HEAD" ? kGet : x->req.method;
   for (const Route& r : routes_) {
     if (!matches(r, x->segments)) continue;
-    if (x->req.method != r.method) {
+    if (method != r.method) {
       allow += (allow.empty() ? "" : ", ") + r.method;
+      if (r.method == kGet) allow += ", HEAD";
       if (r.access == Access::kOpen) access = Access::kOpen;
       continue;
     }

@@ -56,12 +56,15 @@ enum class Refusal {
   kMalformed,
   kStreamTooSlow,
   kTlsHandshake,
+  kMaxStreams,
+  kMaxStreamsPerIp,
   kCount
 };
 constexpr const char* kRefusalNames[] = {
     "max_connections", "max_connections_per_ip", "header_timeout",
     "body_timeout",    "headers_too_large",      "body_too_large",
-    "malformed",       "stream_too_slow",        "tls_handshake"};
+    "malformed",       "stream_too_slow",        "tls_handshake",
+    "max_streams",     "max_streams_per_ip"};
 static_assert(sizeof(kRefusalNames) / sizeof(kRefusalNames[0]) ==
               static_cast<size_t>(Refusal::kCount));
 
@@ -88,10 +91,17 @@ std::optional<std::string> HttpRequest::header(std::string_view name) const {
   return std::nullopt;
 }
 
-std::optional<std::string> percent_decode(std::string_view s) {
+namespace {
+
+// Percent-decoding; with `plus_is_space`, '+' is a space (form encoding, for query strings).
+std::optional<std::string> decode(std::string_view s, bool plus_is_space) {
   std::string out;
   out.reserve(s.size());
   for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '+' && plus_is_space) {
+      out += ' ';
+      continue;
+    }
     if (s[i] != '%') {
       out += s[i];
       continue;
@@ -106,6 +116,35 @@ std::optional<std::string> percent_decode(std::string_view s) {
   return out;
 }
 
+// Calls f(raw name, raw value) for each pair of a query string, in order.
+template <class F>
+void each_pair(std::string_view q, F f) {
+  while (!q.empty()) {
+    const size_t amp = q.find('&');
+    const std::string_view pair = q.substr(0, amp);
+    const size_t eq = pair.find('=');
+    f(pair.substr(0, eq), eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1));
+    if (amp == std::string_view::npos) break;
+    q.remove_prefix(amp + 1);
+  }
+}
+
+}  // namespace
+
+std::optional<std::string> percent_decode(std::string_view s) { return decode(s, false); }
+
+std::optional<std::string> query_decode(std::string_view s) { return decode(s, true); }
+
+std::optional<std::string> HttpRequest::malformed_param() const {
+  std::optional<std::string> bad;
+  each_pair(query, [&](std::string_view name, std::string_view value) {
+    if (bad) return;
+    auto n = query_decode(name);
+    if (!n || !query_decode(value)) bad = n.value_or(std::string(name));
+  });
+  return bad;
+}
+
 std::optional<std::string> HttpRequest::param(std::string_view name) const {
   auto all = params(name);
   if (all.empty()) return std::nullopt;
@@ -114,19 +153,9 @@ std::optional<std::string> HttpRequest::param(std::string_view name) const {
 
 std::vector<std::string> HttpRequest::params(std::string_view name) const {
   std::vector<std::string> out;
-  std::string_view q = query;
-  while (!q.empty()) {
-    const size_t amp = q.find('&');
-    const std::string_view pair = q.substr(0, amp);
-    const size_t eq = pair.find('=');
-    if (pair.substr(0, eq) == name) {
-      out.push_back(
-          percent_decode(eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1))
-              .value_or(std::string()));
-    }
-    if (amp == std::string_view::npos) break;
-    q.remove_prefix(amp + 1);
-  }
+  each_pair(query, [&](std::string_view raw_name, std::string_view value) {
+    if (query_decode(raw_name) == name) out.push_back(query_decode(value).value_or(std::string()));
+  });
   return out;
 }
 
@@ -194,6 +223,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
       : options(std::move(o)),
         handler(std::move(h)),
         blocking(static_cast<size_t>(std::max(1, options.blocking_threads))),
+        query_pool(static_cast<size_t>(std::max(1, options.query_threads))),
         acceptor(ioc),
         sweeper(ioc) {
     for (size_t i = 0; i < static_cast<size_t>(Refusal::kCount); ++i) {
@@ -218,20 +248,45 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
   // timer for the server instead of one per connection (idle connections then cost no timer).
   void sweep();
   void refuse(Refusal why) { refused[static_cast<size_t>(why)]->inc(); }
+  // A place for `ip` among `total` (at most max_total) and its own (at most max_per_ip), or
+  // which limit refused it. Under mu.
+  static std::optional<Refusal> take_place(std::atomic<size_t>& total,
+                                           std::unordered_map<std::string, size_t>& by_ip,
+                                           const std::string& ip, size_t max_total,
+                                           size_t max_per_ip, Refusal over_total,
+                                           Refusal over_per_ip) {
+    if (total.load() >= max_total) return over_total;
+    size_t& n = by_ip[ip];
+    if (n >= max_per_ip) return over_per_ip;
+    ++n;
+    total.fetch_add(1);
+    return std::nullopt;
+  }
+  static void give_back_place(std::atomic<size_t>& total,
+                              std::unordered_map<std::string, size_t>& by_ip,
+                              const std::string& ip) {
+    if (auto it = by_ip.find(ip); it != by_ip.end() && --it->second == 0) by_ip.erase(it);
+    total.fetch_sub(1);
+  }
   // Admits a connection from `ip`, or says why not.
   std::optional<Refusal> admit(const std::string& ip) {
     std::lock_guard lock(mu);
-    if (open.load() >= options.max_connections) return Refusal::kMaxConnections;
-    size_t& n = per_ip[ip];
-    if (n >= options.max_connections_per_ip) return Refusal::kMaxConnectionsPerIp;
-    ++n;
-    open.fetch_add(1);
-    return std::nullopt;
+    return take_place(open, per_ip, ip, options.max_connections, options.max_connections_per_ip,
+                      Refusal::kMaxConnections, Refusal::kMaxConnectionsPerIp);
+  }
+  // Admits a stream (an SSE response) for `ip`, or says why not.
+  std::optional<Refusal> admit_stream(const std::string& ip) {
+    std::lock_guard lock(mu);
+    return take_place(streams, streams_per_ip, ip, options.max_streams, options.max_streams_per_ip,
+                      Refusal::kMaxStreams, Refusal::kMaxStreamsPerIp);
+  }
+  void release_stream(const std::string& ip) {
+    std::lock_guard lock(mu);
+    give_back_place(streams, streams_per_ip, ip);
   }
   void release(const std::string& ip) {
     std::lock_guard lock(mu);
-    if (auto it = per_ip.find(ip); it != per_ip.end() && --it->second == 0) per_ip.erase(it);
-    open.fetch_sub(1);
+    give_back_place(open, per_ip, ip);
     drained.notify_all();
   }
 
@@ -245,12 +300,14 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
   std::atomic<bool> stopping{false};
   std::mutex mu;
   std::condition_variable drained;
-  std::unordered_map<std::string, size_t> per_ip;         // under mu
-  std::unordered_set<std::shared_ptr<Session>> sessions;  // under mu: deadlines and shutdown
+  std::unordered_map<std::string, size_t> per_ip;          // under mu
+  std::unordered_map<std::string, size_t> streams_per_ip;  // under mu
+  std::unordered_set<std::shared_ptr<Session>> sessions;   // under mu: deadlines and shutdown
   int bound_port = -1;
   std::chrono::milliseconds sweep_every{100};
   std::unique_ptr<asio::ssl::context> tls;  // HTTPS: set by start()
   asio::thread_pool blocking;
+  asio::thread_pool query_pool;  // fleet scans, apart so they never delay the feed or history
   // Last: destroyed first, with the handlers it still holds, while the rest is alive.
   asio::io_context ioc;
   tcp::acceptor acceptor;
@@ -380,7 +437,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   ~Session() {
     // Breaks the producer's references (its timers go with the io_context, not touched here).
-    if (stream_ && stream_->finish(StreamEnd::kShutdown, false)) server_.streams.fetch_sub(1);
+    if (stream_ && stream_->finish(StreamEnd::kShutdown, false)) server_.release_stream(ip_);
     server_.release(ip_);
   }
 
@@ -577,12 +634,99 @@ class Session : public std::enable_shared_from_this<Session> {
                     "the request has " + std::to_string(count) + " header fields; at most " +
                         std::to_string(o().max_header_count) + " are accepted");
     }
+    if (auto refusal = framing_problem(parser_->get())) return refuse(std::move(*refusal));
     busy_ = true;
     if (parser_->is_done()) return dispatch();
+    if (expects_continue(parser_->get())) {
+      // RFC 9110 §10.1.1: the client waits for this before it sends the body.
+      out_ = "HTTP/1.1 100 Continue\r\n\r\n";
+      arm(o().body_timeout);
+      asio::async_write(transport_, asio::buffer(out_),
+                        [self = shared_from_this()](beast::error_code ec2, size_t) {
+                          self->disarm();
+                          if (ec2) return self->close();
+                          self->read_body();
+                        });
+      return;
+    }
+    read_body();
+  }
+
+  void read_body() {
     arm(o().body_timeout);
     http::async_read(
         transport_, buffer_, *parser_,
         [self = shared_from_this()](beast::error_code ec2, size_t) { self->on_body(ec2); });
+  }
+
+  static bool expects_continue(const http::request<http::string_body>& msg) {
+    return beast::iequals(msg[http::field::expect], "100-continue");
+  }
+
+  // Framing that RFC 9112 requires a server to refuse — and then to close the connection, as a
+  // refusal does — since it cannot know where this request ends and the next begins: a
+  // Transfer-Encoding that does not end in a single chunked (400), a coding other than chunked
+  // (501: not implemented here), both Transfer-Encoding and Content-Length; an HTTP/1.1 request
+  // without exactly one Host; an Expect other than 100-continue (417).
+  std::optional<HttpResponse> framing_problem(const http::request<http::string_body>& msg) {
+    size_t hosts = 0;
+    size_t transfer_encodings = 0;
+    std::string codings;
+    for (const auto& f : msg) {
+      if (f.name() == http::field::host) ++hosts;
+      if (f.name() == http::field::transfer_encoding) {
+        ++transfer_encodings;
+        codings += (codings.empty() ? "" : ",") + std::string(f.value());
+      }
+    }
+    auto refused = [&](int status, std::string_view code, const std::string& detail) {
+      server_.refuse(Refusal::kMalformed);
+      return problem_response(status, code, detail);
+    };
+    if (transfer_encodings > 0) {
+      std::vector<std::string> list;
+      std::string_view rest = codings;
+      while (true) {
+        const size_t comma = rest.find(',');
+        std::string c(rest.substr(0, comma));
+        c.erase(0, c.find_first_not_of(" \t"));
+        c.erase(c.find_last_not_of(" \t") + 1);
+        for (char& ch : c) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+        if (!c.empty()) list.push_back(c);
+        if (comma == std::string_view::npos) break;
+        rest.remove_prefix(comma + 1);
+      }
+      if (list.empty() || list.back() != "chunked" ||
+          std::count(list.begin(), list.end(), "chunked") != 1) {
+        return refused(400, "malformed",
+                       "Transfer-Encoding '" + codings +
+                           "' does not end in a single chunked coding; the request's end "
+                           "cannot be known (RFC 9112 section 6.1), so the connection closes");
+      }
+      if (list.size() > 1) {
+        return refused(501, "not_implemented",
+                       "Transfer-Encoding '" + codings +
+                           "': doppeld implements only the chunked transfer coding; send the "
+                           "body without other codings");
+      }
+      if (msg.find(http::field::content_length) != msg.end()) {
+        return refused(400, "malformed",
+                       "a request with both Transfer-Encoding and Content-Length is ambiguous "
+                       "(RFC 9112 section 6.3); send one");
+      }
+    }
+    if (msg.version() >= 11 && hosts != 1) {
+      return refused(400, "malformed",
+                     hosts == 0 ? "an HTTP/1.1 request needs a Host header (RFC 9112 section 3.2)"
+                                : "the request has " + std::to_string(hosts) +
+                                      " Host headers; exactly one is allowed");
+    }
+    if (msg.find(http::field::expect) != msg.end() && !expects_continue(msg)) {
+      return refused(417, "expectation_failed",
+                     "Expect: '" + std::string(msg[http::field::expect]) +
+                         "' is not supported; only 100-continue is");
+    }
+    return std::nullopt;
   }
 
   void on_body(beast::error_code ec) {
@@ -607,6 +751,19 @@ class Session : public std::enable_shared_from_this<Session> {
     HttpRequest req;
     req.method = std::string(msg.method_string());
     req.target = std::string(msg.target());
+    // Absolute form (RFC 9112 §3.2.2: a server must accept it): the path and query that follow
+    // the authority; the authority itself is not used for routing.
+    for (std::string_view scheme : {"http://", "https://"}) {
+      if (req.target.size() > scheme.size() &&
+          beast::iequals(std::string_view(req.target).substr(0, scheme.size()), scheme)) {
+        const size_t path = req.target.find_first_of("/?", scheme.size());
+        req.target = path == std::string::npos ? "/"
+                     : req.target[path] == '?' ? "/" + req.target.substr(path)
+                                               : req.target.substr(path);
+        break;
+      }
+    }
+    head_ = req.method == "HEAD";
     const size_t q = req.target.find('?');
     req.path = req.target.substr(0, q);
     if (q != std::string::npos) req.query = req.target.substr(q + 1);
@@ -644,6 +801,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void write(HttpResponse res) {
     if (closed_) return;
     count(res.status);
+    if (head_) return write_head(std::move(res));
     if (res.stream) return start_stream(std::move(res));
     auto out = std::make_shared<http::response<http::string_body>>();
     out->version(11);
@@ -665,9 +823,57 @@ class Session : public std::enable_shared_from_this<Session> {
                       });
   }
 
+  // The answer to HEAD: the headers a GET would get, no body (a stream is not started).
+  void write_head(HttpResponse res) {
+    head_ = false;
+    auto out = std::make_shared<http::response<http::empty_body>>();
+    out->version(11);
+    out->result(static_cast<unsigned>(res.status));
+    out->set(http::field::server, "doppeld");
+    for (auto& [k, v] : res.headers) out->set(k, v);
+    if (!res.content_type.empty()) out->set(http::field::content_type, res.content_type);
+    if (res.stream) {
+      out->set(http::field::cache_control, "no-store");
+    } else {
+      out->content_length(res.body.size());
+    }
+    out->keep_alive(keep_alive_ && !res.stream);
+    if (res.stream) keep_alive_ = false;
+    auto sr = std::make_shared<http::response_serializer<http::empty_body>>(*out);
+    arm(o().body_timeout);
+    http::async_write_header(transport_, *sr,
+                             [self = shared_from_this(), out, sr](beast::error_code ec, size_t) {
+                               self->disarm();
+                               self->busy_ = false;
+                               if (ec) return self->close();
+                               if (!self->keep_alive_) return self->linger_close();
+                               self->wait_for_next();
+                             });
+  }
+
   // The status line and headers now; the body as the producer writes it, chunk by chunk. The
   // connection closes after the stream (it is long-lived; a client opens another for requests).
   void start_stream(HttpResponse res) {
+    if (auto refusal = server_.admit_stream(ip_)) {
+      // The producer never runs; the connection stays usable for ordinary requests.
+      server_.refuse(*refusal);
+      const bool per_ip = *refusal == Refusal::kMaxStreamsPerIp;
+      HttpResponse problem =
+          problem_response(per_ip ? 429 : 503, per_ip ? "too_many_streams" : "unavailable",
+                           per_ip ? "this address has " + std::to_string(o().max_streams_per_ip) +
+                                        " streams open (--http-max-streams-per-ip); close one first"
+                                  : "the server has " + std::to_string(o().max_streams) +
+                                        " streams open (--http-max-streams); retry later");
+      problem.headers.emplace_back("Retry-After", "5");
+      return write(std::move(problem));
+    }
+    // The kernel's send queue for a stream is bounded too, not only what waits in user space:
+    // without this a client that never reads pins megabytes of kernel memory per connection.
+    beast::error_code ignored;
+    transport_.socket().set_option(
+        asio::socket_base::send_buffer_size(
+            static_cast<int>(std::clamp<size_t>(o().stream_buffer_bytes / 2, 4096, 128 * 1024))),
+        ignored);
     std::string head = "HTTP/1.1 " + std::to_string(res.status) + " " + reason_phrase(res.status) +
                        "\r\nServer: doppeld\r\n";
     if (!res.content_type.empty()) head += "Content-Type: " + res.content_type + "\r\n";
@@ -676,7 +882,6 @@ class Session : public std::enable_shared_from_this<Session> {
     keep_alive_ = false;
     stream_ = std::make_shared<StreamState>(weak_from_this(), server_.weak_from_this(),
                                             o().stream_buffer_bytes);
-    server_.streams.fetch_add(1);
     out_ = std::move(head);
     writing_ = true;
     asio::async_write(transport_, asio::buffer(out_),
@@ -703,7 +908,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void end_stream(StreamEnd why) {
-    if (stream_ && stream_->finish(why)) server_.streams.fetch_sub(1);
+    if (stream_ && stream_->finish(why)) server_.release_stream(ip_);
   }
 
   // Closes after the client has had its answer: stop sending, then discard what it still sends
@@ -766,6 +971,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<http::request_parser<http::string_body>> parser_;
   std::optional<Clock::time_point> started_;
   bool keep_alive_ = true;
+  bool head_ = false;  // the request being answered is a HEAD
   bool busy_ = false;
   bool closed_ = false;
   bool writing_ = false;  // streaming: a write is in progress
@@ -998,6 +1204,7 @@ void HttpServer::stop(std::chrono::milliseconds grace) {
   for (auto& t : i.threads) t.join();
   i.threads.clear();
   i.blocking.join();
+  i.query_pool.join();
   // Connections still open after the grace period go now, while their io_context exists.
   std::unordered_set<std::shared_ptr<Session>> left;
   {
@@ -1013,8 +1220,8 @@ size_t HttpServer::connections() const { return impl_->open.load(); }
 
 size_t HttpServer::streams() const { return impl_->streams.load(); }
 
-void HttpServer::run_blocking(std::function<void()> work) {
-  asio::post(impl_->blocking, std::move(work));
+void HttpServer::run_blocking(std::function<void()> work, BlockingPool pool) {
+  asio::post(pool == BlockingPool::kQuery ? impl_->query_pool : impl_->blocking, std::move(work));
 }
 
 }  // namespace doppel::gateway

@@ -44,8 +44,11 @@ struct HttpRequest {
 
   // The first header of that name (case-insensitive), if any.
   std::optional<std::string> header(std::string_view name) const;
-  // The first query parameter of that name, percent-decoded, if any.
+  // The first query parameter of that name, decoded as a form ('+' is a space), if any.
   std::optional<std::string> param(std::string_view name) const;
+  // The name of the first query parameter whose name or value has a malformed percent-escape
+  // (such a request is refused before any handler reads it), or nullopt.
+  std::optional<std::string> malformed_param() const;
   // Every value of a repeated query parameter, in order.
   std::vector<std::string> params(std::string_view name) const;
 };
@@ -97,11 +100,14 @@ struct HttpResponse {
 using Responder = std::function<void(HttpResponse)>;
 using Handler = std::function<void(HttpRequest&& request, Responder respond)>;
 
+enum class BlockingPool { kGeneral, kQuery };
+
 struct HttpServerOptions {
   std::string host = "127.0.0.1";
-  int port = 8080;  // 0: any free port
-  int threads = 2;  // network threads
-  int blocking_threads = 2;
+  int port = 8080;           // 0: any free port
+  int threads = 2;           // network threads
+  int blocking_threads = 2;  // BlockingPool::kGeneral
+  int query_threads = 2;     // BlockingPool::kQuery
   size_t max_connections = 10'000;
   size_t max_connections_per_ip = 1'000;
   std::chrono::milliseconds header_timeout{10'000};
@@ -109,15 +115,22 @@ struct HttpServerOptions {
   std::chrono::milliseconds body_timeout{30'000};
   size_t max_header_bytes = 16 * 1024;
   size_t max_header_count = 100;
-  size_t max_body_bytes = 1 << 20;
+  // The largest body any route takes (routes check their own, smaller limits): POST /v1/jobs
+  // with 10,000 listed twins of the longest ids.
+  size_t max_body_bytes = 2 << 20;
   size_t stream_buffer_bytes = 1 << 20;  // a streaming client's unsent output, at most
+  // Streams open at once, in all and per client address (429 / 503 problem+json beyond).
+  size_t max_streams = 2048;
+  size_t max_streams_per_ip = 64;
   // HTTPS: PEM certificate chain and private key (both, or neither for plain HTTP).
   std::string tls_cert;
   std::string tls_key;
 };
 
-// Percent-decodes one path segment or query value ('+' stays '+'); nullopt when malformed.
+// Percent-decodes one path segment ('+' stays '+'); nullopt when malformed.
 std::optional<std::string> percent_decode(std::string_view s);
+// Decodes a query-string name or value as a form does ('+' is a space); nullopt when malformed.
+std::optional<std::string> query_decode(std::string_view s);
 // An RFC 9457 problem document as a response.
 HttpResponse problem_response(int status, std::string_view code, std::string_view detail,
                               std::string_view instance = {});
@@ -136,8 +149,10 @@ class HttpServer {
   int port() const;
   size_t connections() const;
   size_t streams() const;
-  // Runs `work` on the server's blocking pool (store reads, password hashing, file rewrites).
-  void run_blocking(std::function<void()> work);
+  // Runs `work` on one of the server's blocking pools (store reads, password hashing, file
+  // rewrites): fleet scans on kQuery, everything else on kGeneral, so that a client running slow
+  // queries never delays the change feed, history or job reads.
+  void run_blocking(std::function<void()> work, BlockingPool pool = BlockingPool::kGeneral);
 
  private:
   friend class Session;      // a connection (http_server.cc)

@@ -114,6 +114,14 @@ int main(int argc, char** argv) {
                  "a streaming client's unsent output at most; a slower reader is disconnected")
       ->capture_default_str()
       ->check(CLI::Range(size_t{4096}, size_t{1} << 30));
+  app.add_option("--http-max-streams", hs.max_streams,
+                 "streaming responses (GET /v1/events as SSE) open at once; more get 503")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{1} << 20));
+  app.add_option("--http-max-streams-per-ip", hs.max_streams_per_ip,
+                 "streaming responses open at once from one client address; more get 429")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{1} << 20));
   app.add_option("--http-tls-cert", hs.tls_cert,
                  "serve the API over HTTPS with this certificate chain (PEM) ...")
       ->check(CLI::ExistingFile);
@@ -190,6 +198,27 @@ int main(int argc, char** argv) {
         auto f = doppel::twins::parse_query_field(name);
         return f ? std::string() : f.status().message();
       });
+  double query_timeout_s = 10;
+  app.add_option("--query-timeout-s", query_timeout_s,
+                 "a fleet query (GET /v1/twins?q=, /v1/fleet/count) still running after this "
+                 "long is stopped and answered 503; index what it filters on (--index) instead")
+      ->capture_default_str()
+      ->check(CLI::Range(0.01, 3600.0));
+  app.add_option("--query-max-per-client", cfg.queries.per_client,
+                 "fleet queries one client (token, or address when the API is open) runs at "
+                 "once; more are answered 429")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{1} << 20));
+  app.add_option("--query-max-groups", cfg.queries.max_groups,
+                 "GET /v1/fleet/count?group_by= answers at most this many groups, the largest "
+                 "(\"truncated\": true when there are more)")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{1} << 24));
+  app.add_option("--http-query-threads", hs.query_threads,
+                 "threads that run fleet queries (apart from those that serve the change feed, "
+                 "history and everything else that reads)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
   app.add_option("--log-level", log_level, "trace, debug, info, warn or error")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
@@ -200,6 +229,7 @@ int main(int argc, char** argv) {
   hs.idle_timeout = std::chrono::milliseconds(doppel::twins::seconds_to_ms(idle_timeout_s));
   hs.body_timeout = std::chrono::milliseconds(doppel::twins::seconds_to_ms(body_timeout_s));
   p.default_stale_after_s = stale_after_s;
+  cfg.queries.timeout = std::chrono::milliseconds(doppel::twins::seconds_to_ms(query_timeout_s));
   install_logging(log_level);
 
   // Block the shutdown signals in every thread; this one waits for them.

@@ -144,6 +144,18 @@ CREATE TABLE job_counts (  -- executions per job and status, kept by the writer
   PRIMARY KEY (job, status)
 ) WITHOUT ROWID;
 )sql",
+    // 7: where the cap on reported events removed events from inside the retained range (one row
+    // per pruning chunk: some events of `kind` with from_seq <= seq <= to_seq are gone), so a
+    // feed reader resuming before them learns of it (twins::EventGap).
+    R"sql(
+CREATE TABLE event_gaps (
+  from_seq INTEGER NOT NULL,
+  to_seq   INTEGER NOT NULL,
+  n        INTEGER NOT NULL,
+  kind     TEXT NOT NULL
+);
+CREATE INDEX event_gaps_by_end ON event_gaps(to_seq);
+)sql",
 };
 
 constexpr int kSchemaVersion = static_cast<int>(sizeof(kMigrations) / sizeof(kMigrations[0]));
@@ -270,7 +282,19 @@ void backfill_query_columns(Database& db) {
   }
 }
 
+// A failure as a Status. SQLite's own words (which carry the statement's SQL) go to the log; the
+// Status, which an API answer may show, says what failed and SQLite's error class. A read stopped
+// at its deadline (SQLITE_INTERRUPT from ReadDeadline) is kTimeout.
 Status to_status(const std::exception& e, std::string_view what) {
+  if (const auto* sqlite = dynamic_cast<const detail::SqliteError*>(&e)) {
+    if (sqlite->code() == SQLITE_INTERRUPT) {
+      return Status(StatusCode::kTimeout, std::string(what) + ": stopped at its deadline");
+    }
+    log_warn("store: " + std::string(what) + ": " + e.what());
+    return Status(StatusCode::kUnavailable,
+                  std::string(what) + " failed: " + sqlite3_errstr(sqlite->code() & 0xff) +
+                      " (the details are in doppeld's log)");
+  }
   return Status(StatusCode::kUnavailable, std::string(what) + ": " + e.what());
 }
 
@@ -324,8 +348,7 @@ struct SqliteTwinStore::Writer {
     upsert_job = std::make_unique<Statement>(db, R"sql(
       INSERT INTO jobs (id, status, created_at, updated_at, spec) VALUES (?1, ?2, ?3, ?4, ?5)
       ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at)sql");
-    reset_executions =
-        std::make_unique<Statement>(db, "DELETE FROM job_executions WHERE job = ?1");
+    reset_executions = std::make_unique<Statement>(db, "DELETE FROM job_executions WHERE job = ?1");
     reset_counts = std::make_unique<Statement>(db, "DELETE FROM job_counts WHERE job = ?1");
     add_target = std::make_unique<Statement>(
         db,
@@ -990,6 +1013,24 @@ Result<twins::EventPage> SqliteTwinStore::events(const twins::EventQuery& q) {
             page.scanned_to, static_cast<uint64_t>(
                                  reader->db.query_int("SELECT coalesce(max(seq), 0) FROM events")));
       }
+      // What the cap removed from inside what this page covers. (The recent tail never holds a
+      // gap: it is emptied when events are pruned and refills after the newest seq then.)
+      if (page.scanned_to > q.after_seq) {
+        Statement gaps(reader->db,
+                       "SELECT from_seq, to_seq, n, kind FROM event_gaps WHERE to_seq > ?1 AND "
+                       "from_seq <= ?2 ORDER BY from_seq LIMIT 1000");
+        gaps.bind(1, static_cast<int64_t>(q.after_seq))
+            .bind(2, static_cast<int64_t>(page.scanned_to));
+        while (gaps.step()) {
+          twins::EventGap g;
+          g.kind = gaps.column_text(3);
+          if (!twins::kind_matches(g.kind, q.kinds)) continue;
+          g.from_seq = static_cast<uint64_t>(gaps.column_int(0));
+          g.to_seq = static_cast<uint64_t>(gaps.column_int(1));
+          g.count = static_cast<uint64_t>(gaps.column_int(2));
+          page.gaps.push_back(std::move(g));
+        }
+      }
       tx.commit();
     }
     release_reader(std::move(reader));
@@ -1034,7 +1075,7 @@ Result<uint64_t> SqliteTwinStore::prune_events(twins::Millis before_ts, uint64_t
     // end it) are deleted, after each twin's state where its deleted events end is kept as a
     // snapshot. Snapshots are rebuilt before the write transaction, which therefore stays short
     // (the writer waits for it): only the pruner deletes events, so what was read stays valid.
-    auto chunk = [&](Statement& select, twins::Millis cut_ts) -> int64_t {
+    auto chunk = [&](Statement& select, twins::Millis cut_ts, bool record_gap) -> int64_t {
       std::vector<int64_t> seqs;
       std::map<std::string, uint64_t> last;  // per twin, its last event that goes
       int64_t reported = 0;
@@ -1055,6 +1096,15 @@ Result<uint64_t> SqliteTwinStore::prune_events(twins::Millis before_ts, uint64_t
       for (const auto& [twin, seq] : last) detail::drop_snapshots_before(db, twin, seq);
       Statement del(db, "DELETE FROM events WHERE seq = ?1");
       for (int64_t seq : seqs) del.bind(1, seq).run();
+      if (record_gap) {
+        Statement gap(db,
+                      "INSERT INTO event_gaps (from_seq, to_seq, n, kind) "
+                      "VALUES (?1, ?2, ?3, 'reported.updated')");
+        gap.bind(1, seqs.front())
+            .bind(2, seqs.back())
+            .bind(3, static_cast<int64_t>(seqs.size()))
+            .run();
+      }
       if (reported > 0) {
         Statement upd(db,
                       "UPDATE event_stats SET value = max(0, value - ?1) WHERE name = "
@@ -1069,7 +1119,7 @@ Result<uint64_t> SqliteTwinStore::prune_events(twins::Millis before_ts, uint64_t
       Statement head(db, "SELECT seq, twin, kind, ts FROM events ORDER BY seq LIMIT ?1");
       head.bind(1, kChunk);
       while (true) {
-        const int64_t n = chunk(head, before_ts);
+        const int64_t n = chunk(head, before_ts, false);
         total += static_cast<uint64_t>(n);
         if (n < kChunk) break;
       }
@@ -1082,12 +1132,16 @@ Result<uint64_t> SqliteTwinStore::prune_events(twins::Millis before_ts, uint64_t
                        "ORDER BY seq LIMIT ?1");
       while (reported > max_reported) {
         oldest.bind(1, static_cast<int64_t>(std::min<uint64_t>(kChunk, reported - max_reported)));
-        const int64_t n = chunk(oldest, INT64_MAX);
+        const int64_t n = chunk(oldest, INT64_MAX, true);
         total += static_cast<uint64_t>(n);
         if (n == 0) break;
         reported -= std::min(reported, static_cast<uint64_t>(n));
       }
     }
+    // Gaps wholly before the oldest retained event are told by 410 / overflow instead.
+    db.exec(
+        "DELETE FROM event_gaps WHERE to_seq < (SELECT coalesce(min(seq), 9223372036854775807) "
+        "FROM events)");
     if (total > 0) {
       // The in-memory tail may hold what went: readers use the table until it refills.
       std::lock_guard tail_lock(tail_mu_);
@@ -1188,6 +1242,7 @@ SqliteTwinStore::query(const twins::TwinQuery& q) {
     std::vector<twins::StoredTwin> out;
     std::optional<twins::QueryCursor> next;
     {
+      const detail::ReadDeadline budget(reader->db, q.budget.deadline);
       Transaction tx(reader->db, false);
       std::vector<std::pair<std::string, detail::SqlValue>> rows;
       {
@@ -1214,7 +1269,8 @@ SqliteTwinStore::query(const twins::TwinQuery& q) {
 }
 
 Result<twins::FleetCount> SqliteTwinStore::count_where(
-    const twins::QueryExpr& where, const std::optional<twins::QueryField>& group_by) {
+    const twins::QueryExpr& where, const std::optional<twins::QueryField>& group_by,
+    const twins::ReadBudget& budget) {
   try {
     const detail::SqlFilter f = detail::query_filter(where);
     std::string sql;
@@ -1233,8 +1289,36 @@ Result<twins::FleetCount> SqliteTwinStore::count_where(
     auto reader = acquire_reader();
     twins::FleetCount out;
     {
+      const detail::ReadDeadline deadline(reader->db, budget.deadline);
       Transaction tx(reader->db, false);
       Statement st(reader->db, sql.c_str());
+      // Largest groups first, ties in the store's value order (the order rows arrive in); at
+      // most budget.max_groups of them are kept, so memory stays bounded by the budget, not by
+      // how many values the field has.
+      std::vector<uint64_t> arrival;
+      auto larger = [&](size_t a, size_t b) {
+        return out.groups[a].count != out.groups[b].count
+                   ? out.groups[a].count > out.groups[b].count
+                   : arrival[a] < arrival[b];
+      };
+      auto keep_largest = [&](size_t n) {
+        std::vector<size_t> order(out.groups.size());
+        for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+        std::sort(order.begin(), order.end(), larger);
+        if (order.size() > n) {
+          order.resize(n);
+          out.truncated = true;
+        }
+        std::vector<twins::CountGroup> groups;
+        std::vector<uint64_t> arrived;
+        for (size_t i : order) {
+          groups.push_back(std::move(out.groups[i]));
+          arrived.push_back(arrival[i]);
+        }
+        out.groups = std::move(groups);
+        arrival = std::move(arrived);
+      };
+      uint64_t rows = 0;
       for (size_t i = 0; i < f.params.size(); ++i) {
         detail::bind_value(st, static_cast<int>(i + 1), f.params[i]);
       }
@@ -1255,12 +1339,14 @@ Result<twins::FleetCount> SqliteTwinStore::count_where(
         g.count = static_cast<uint64_t>(st.column_int(2));
         out.count += g.count;
         out.groups.push_back(std::move(g));
+        arrival.push_back(rows++);
+        if (out.groups.size() >= 2 * std::min<size_t>(budget.max_groups, SIZE_MAX / 2) + 1024) {
+          keep_largest(budget.max_groups);
+        }
       }
       st.reset();
       tx.commit();
-      // Largest groups first (ties in the store's value order).
-      std::stable_sort(out.groups.begin(), out.groups.end(),
-                       [](const auto& a, const auto& b) { return a.count > b.count; });
+      keep_largest(budget.max_groups);
     }
     release_reader(std::move(reader));
     return out;

@@ -69,11 +69,11 @@ class SqliteTwinStore final : public twins::TwinStore {
   Result<std::pair<std::vector<twins::StoredTwin>, std::optional<twins::QueryCursor>>> query(
       const twins::TwinQuery& query) override;
   Result<twins::FleetCount> count_where(const twins::QueryExpr& where,
-                                        const std::optional<twins::QueryField>& group_by) override;
+                                        const std::optional<twins::QueryField>& group_by,
+                                        const twins::ReadBudget& budget) override;
   Result<std::vector<std::string>> matching_ids(const twins::QueryExpr& where,
                                                 const std::string& not_in_job,
-                                                const std::string& after_id,
-                                                size_t limit) override;
+                                                const std::string& after_id, size_t limit) override;
   Result<std::optional<twins::JobRecord>> job(const std::string& id) override;
   Result<std::vector<twins::JobRecord>> jobs(std::optional<twins::JobStatus> status,
                                              const std::string& after_id, size_t limit) override;

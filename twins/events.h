@@ -83,8 +83,20 @@ bool kind_matches(std::string_view kind, const std::vector<std::string>& filters
 
 // A page of events and how far the store looked: a reader continues after `scanned_to` (which
 // may be past the last event returned, when the filters matched nothing further).
+// Events that retention removed from inside the retained range (the cap on reported events,
+// --history-max-reported-events): some events with from_seq <= seq <= to_seq are gone — `count`
+// of them, all of kind `kind` — while others in that range may remain.
+struct EventGap {
+  uint64_t from_seq = 0;
+  uint64_t to_seq = 0;
+  uint64_t count = 0;
+  std::string kind;
+};
+
 struct EventPage {
   std::vector<EventRecord> events;
+  // The gaps that overlap (after_seq, scanned_to] and concern the query's kinds, oldest first.
+  std::vector<EventGap> gaps;
   uint64_t scanned_to = 0;
   // Served from the store's in-memory tail of recent events: the position asked for is retained.
   bool from_tail = false;

@@ -144,8 +144,9 @@ void JobEngine::run_rescans() {
     }
     lock.lock();
     if (!looked) {
-      stop_cv_.wait_for(lock, std::chrono::milliseconds(std::min<Millis>(
-                                  100, std::max<Millis>(1, options_.rescan_every_ms))),
+      stop_cv_.wait_for(lock,
+                        std::chrono::milliseconds(
+                            std::min<Millis>(100, std::max<Millis>(1, options_.rescan_every_ms))),
                         [this] { return stopping_; });
     }
   }
@@ -173,8 +174,8 @@ bool JobEngine::rescan_one() {
   const Millis ended = clock_.now_ms();
   const Millis took_ms = std::max<Millis>(0, ended - now);
   if (!added) {
-    log_warn("job " + id + ": looking for newly matching twins failed: " +
-             added.status().message());
+    log_warn("job " + id +
+             ": looking for newly matching twins failed: " + added.status().message());
   }
   std::lock_guard lock(mu_);
   const double share = std::clamp(options_.rescan_share, 0.001, 1.0);
@@ -347,6 +348,12 @@ Result<json> JobEngine::cancel(const std::string& id, const Cause& cause) {
   auto record = store_.job(id);
   if (!record) return record.status();
   if (!*record) return Status(StatusCode::kNotFound, "job '" + id + "' does not exist");
+  if ((*record)->status == JobStatus::kRunning) {
+    // Not in jobs_ but still running in the store: the engine is ending it at this moment.
+    return Status(StatusCode::kConflict, "job '" + id +
+                                             "' is ending as this cancel arrives; GET /v1/jobs/" +
+                                             id + " shows how it ended");
+  }
   return Status(StatusCode::kConflict,
                 "job '" + id + "' already ended as " + std::string(to_string((*record)->status)));
 }

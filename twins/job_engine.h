@@ -92,9 +92,9 @@ class JobEngine {
     std::shared_ptr<const JobSpec> spec;
     double tokens = 0;
     Millis last_refill = 0;
-    bool recount = true;  // its counts changed (or may have): read them in the next round
+    bool recount = true;   // its counts changed (or may have): read them in the next round
     Millis next_scan = 0;  // continuous jobs: the next look for newly matching twins
-    std::string cursor;  // pending executions are read after this twin
+    std::string cursor;    // pending executions are read after this twin
     std::unordered_set<std::string> in_flight;
     JobCounts counts;
   };
@@ -135,9 +135,9 @@ class JobEngine {
   std::map<std::string, Job> jobs_;  // running jobs
   std::mutex create_mu_;             // one create at a time: the id check and its write
   std::mutex done_mu_;
-  std::vector<Done> done_;                      // dispatch replies, drained by tick()
-  std::unordered_set<std::string> recount_;     // under done_mu_: counts changed (the store said)
-  Millis next_any_scan_ = 0;  // under mu_: no look before this (rescan_share)
+  std::vector<Done> done_;                   // dispatch replies, drained by tick()
+  std::unordered_set<std::string> recount_;  // under done_mu_: counts changed (the store said)
+  Millis next_any_scan_ = 0;                 // under mu_: no look before this (rescan_share)
 
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;

@@ -3,6 +3,8 @@
 #include <array>
 #include <cmath>
 
+#include "twins/merge_patch.h"
+
 namespace doppel::twins {
 namespace {
 
@@ -79,6 +81,10 @@ uint64_t& JobCounts::of(ExecStatus s) {
   return cancelled;
 }
 
+size_t max_job_spec_bytes(const Limits& limits) {
+  return limits.max_payload_bytes() + kMaxListedTwins * (limits.max_id_bytes + 3);
+}
+
 Result<JobSpec> parse_job_spec(const json& body, const Limits& limits) {
   if (!body.is_object())
     return bad("the body must be a JSON object with \"target\" and \"action\"");
@@ -128,6 +134,18 @@ Result<JobSpec> parse_job_spec(const json& body, const Limits& limits) {
   if (auto d = action->find("desired"); d != action->end()) {
     if (!d->is_object()) return bad("action.desired must be a JSON object (a merge patch)");
     if (Status s = check_state_document(*d, limits, "action.desired", false); !s) return s;
+    // What the patch sets (its non-null leaves) is part of every twin's desired document after
+    // it: if that alone is over the limit, every execution would fail.
+    json sets = json::object();
+    apply_merge_patch(sets, *d);
+    if (const size_t bytes = to_text(sets).size(); bytes > limits.max_document_bytes) {
+      return Status(StatusCode::kTooLarge,
+                    "action.desired sets " + std::to_string(bytes) +
+                        " bytes of desired state (serialized), more than a twin's whole desired "
+                        "document may hold (--max-document-bytes " +
+                        std::to_string(limits.max_document_bytes) +
+                        "): every execution would fail");
+    }
     spec.desired = *d;
   } else if (auto c = action->find("command"); c != action->end()) {
     if (c->is_object() && c->contains("idempotency_key")) {

@@ -52,6 +52,9 @@ struct JobSpec {
 // POST /v1/jobs's body, validated (kInvalidArgument / kInvalidQuery naming the field). `id` is
 // left empty when the body has none.
 Result<JobSpec> parse_job_spec(const json& body, const Limits& limits);
+// The largest body POST /v1/jobs takes: a desired document's worth plus the longest list of
+// twins it allows (10,000 ids of the longest length, quoted and separated).
+size_t max_job_spec_bytes(const Limits& limits);
 // The specification as stored and shown: {"target", "action", "mode", "rate_per_s", ...}.
 json job_spec_json(const JobSpec& spec);
 

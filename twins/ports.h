@@ -98,9 +98,11 @@ class TwinStore {
   // Thread-safe; blocks (a read).
   virtual Result<std::pair<std::vector<StoredTwin>, std::optional<QueryCursor>>> query(
       const TwinQuery& query) = 0;
-  // How many twins match `where`, and with `group_by` how many per value of that field.
+  // How many twins match `where`, and with `group_by` how many per value of that field. A read
+  // past `budget.deadline` fails with kTimeout (also query()'s, with TwinQuery::budget).
   virtual Result<FleetCount> count_where(const QueryExpr& where,
-                                         const std::optional<QueryField>& group_by) = 0;
+                                         const std::optional<QueryField>& group_by,
+                                         const ReadBudget& budget) = 0;
   // Up to `limit` ids of twins matching `where` with id > `after_id`, in id order, leaving out
   // those that job `not_in_job` already has an execution for (when not empty): how jobs find
   // their targets, on a reader, page by page, never inside the writer's transaction.

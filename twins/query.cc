@@ -193,8 +193,7 @@ class Parser {
   };
   Status deeper() {
     if (depth_ > kMaxQueryDepth) {
-      return error_at(tok_.column, "the query nests deeper than " +
-                                       std::to_string(kMaxQueryDepth) +
+      return error_at(tok_.column, "the query nests deeper than " + std::to_string(kMaxQueryDepth) +
                                        " levels of parentheses and NOT (the limit)");
     }
     return Status::ok();

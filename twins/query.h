@@ -24,6 +24,7 @@
 // Pure; thread-safe.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -113,11 +114,19 @@ std::string cursor_text(const QueryCursor& cursor);
 Result<QueryCursor> parse_cursor(std::string_view text);
 
 // A page of twins matching `where`, in `order` then by id, after `after`.
+// What one fleet read may cost: a store stops it at `deadline` (kTimeout), and a grouped count
+// keeps at most `max_groups` groups (the largest; FleetCount::truncated says some were left out).
+struct ReadBudget {
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  size_t max_groups = SIZE_MAX;
+};
+
 struct TwinQuery {
   const QueryExpr* where = nullptr;
   QueryOrder order;
   size_t limit = 100;
   std::optional<QueryCursor> after;
+  ReadBudget budget;
 };
 
 struct CountGroup {
@@ -127,6 +136,7 @@ struct CountGroup {
 struct FleetCount {
   uint64_t count = 0;
   std::vector<CountGroup> groups;  // with group_by: one per value, largest first
+  bool truncated = false;          // more groups than ReadBudget::max_groups: the smallest left out
 };
 
 }  // namespace doppel::twins

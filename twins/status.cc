@@ -28,6 +28,8 @@ std::string_view code_name(StatusCode code) {
       return "unavailable";
     case StatusCode::kInternal:
       return "internal";
+    case StatusCode::kTimeout:
+      return "timeout";
   }
   return "unknown";
 }

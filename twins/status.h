@@ -23,6 +23,7 @@ enum class StatusCode {
   kQueueFull,    // the twin's command queue is at its cap
   kUnavailable,  // a dependency (store, broker) is not available right now; retry later
   kInternal,     // a bug or an unexpected failure; logged with detail
+  kTimeout,      // a read ran past its time budget (--query-timeout-s) and was stopped
 };
 
 // A stable machine-readable name for a code ("too_large"); used in problem types and errors topics.

@@ -189,6 +189,8 @@ class Bench {
         r = query();
       else if (s == "jobs")
         r = jobs();
+      else if (s == "contention")
+        r = contention();
       r["scenario_seconds"] = std::round(seconds_since(t0) * 10) / 10;
       if (r.value("ok", true) == false) ok = false;
       result_["scenarios"][s] = r;
@@ -966,6 +968,17 @@ class Bench {
     return run_jobs_bench(j);
   }
 
+  json contention() {
+    ContentionBenchOptions c;
+    c.doppeld = o_.doppeld;
+    c.work_dir = dir("contention");
+    c.gateway_args = gateway_args({});
+    c.twins = o_.job_twins;
+    c.connections = o_.connections;
+    if (o_.quick) c.probe_seconds = 1;
+    return run_contention_bench(c);
+  }
+
   json api() {
     ApiBenchOptions a;
     a.doppeld = o_.doppeld;
@@ -1171,7 +1184,7 @@ int main(int argc, char** argv) {
   }
   Options o;
   std::string scenarios =
-      "ceiling,ingest,baseline,latency,memory,alarms,restart,api,feed,query,jobs";
+      "ceiling,ingest,baseline,latency,memory,alarms,restart,api,feed,query,jobs,contention";
   CLI::App app{
       "doppel-bench - measures Doppel against the limits of this machine (DESIGN §10).\n\n"
       "Scenarios (comma-separated, in this order by default):\n"
@@ -1190,6 +1203,8 @@ int main(int argc, char** argv) {
       "            what an expression index costs per write\n"
       "  jobs      a desired patch rolled out to 100k twins whose devices answer: executions/s;\n"
       "            PATCH -> delta under background ingest, without and during the rollout\n"
+      "  contention  PATCH -> delta while 20 continuous jobs rescan 100k twins (unindexed);\n"
+      "            events-page and history latency while 8 clients loop full-scan queries\n"
       "  overload  the rate doppeld sustains, and how long a burst above it lasts before the\n"
       "            broker's queue overflows and drops (not in the default list)\n"
       "Each starts its own Mosquitto and doppeld on loopback and stops by itself."};
@@ -1228,7 +1243,7 @@ int main(int argc, char** argv) {
   app.add_option("--api-idle", o.api_idle, "api: idle connections held open")
       ->capture_default_str();
   app.add_option("--query-twins", o.query_twins, "query: twins registered")->capture_default_str();
-  app.add_option("--job-twins", o.job_twins, "jobs: twins the rollout targets")
+  app.add_option("--job-twins", o.job_twins, "jobs, contention: twins registered")
       ->capture_default_str();
   app.add_option("--shards", o.shards, "doppeld --shards (default: its own)");
   app.add_option("--feed-rate", o.feed_rate, "feed: device updates/s while measuring")
@@ -1262,9 +1277,9 @@ int main(int argc, char** argv) {
   }
   std::stringstream list(scenarios);
   for (std::string s; std::getline(list, s, ',');) {
-    static const std::vector<std::string> kKnown = {"ceiling", "ingest", "baseline", "latency",
-                                                    "memory",  "alarms", "restart",  "overload",
-                                                    "api",     "feed",   "query",    "jobs"};
+    static const std::vector<std::string> kKnown = {
+        "ceiling",  "ingest", "baseline", "latency", "memory", "alarms",    "restart",
+        "overload", "api",    "feed",     "query",   "jobs",   "contention"};
     if (std::find(kKnown.begin(), kKnown.end(), s) == kKnown.end()) {
       std::fprintf(stderr, "unknown scenario '%s' (see --help)\n", s.c_str());
       return 2;

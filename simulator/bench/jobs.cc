@@ -116,6 +116,30 @@ class Probe {
   int64_t next_seq_ = 0;
 };
 
+// Registers `twins` twins (id prefix `prefix`) through the broker; an error, or empty.
+std::string register_fleet(const sim::LocalBroker& broker, Gateway& gw, uint64_t twins,
+                           int connections, const std::string& prefix) {
+  LoadOptions l;
+  l.port = broker.port();
+  l.connections = connections;
+  l.devices = twins;
+  l.messages = twins;
+  l.id_prefix = prefix;
+  LoadGenerator gen(l);
+  if (Status s = gen.connect(); !s) return s.to_string();
+  const auto t0 = Clock::now();
+  gen.start();
+  while (gw.metric("doppel_twins") < static_cast<double>(twins)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    if (seconds_since(t0) > 600) return "registration stalled";
+  }
+  gen.wait();
+  gen.stop();
+  std::printf("  registered %llu twins in %.1f s\n", static_cast<unsigned long long>(twins),
+              seconds_since(t0));
+  return {};
+}
+
 std::string row(const json& p) {
   return p.value("count", 0) == 0
              ? std::string("none")
@@ -132,26 +156,8 @@ json run_jobs_bench(const JobsBenchOptions& o) {
   if (gw.start() < 0) return {{"ok", false}, {"error", "doppeld did not start:\n" + gw.log()}};
   json r = {{"twins", o.twins}, {"responders", o.responders}};
 
-  // Register the fleet.
-  {
-    LoadOptions l;
-    l.port = broker.port();
-    l.connections = o.connections;
-    l.devices = o.twins;
-    l.messages = o.twins;
-    l.id_prefix = "jb-";
-    LoadGenerator gen(l);
-    if (Status s = gen.connect(); !s) return {{"ok", false}, {"error", s.to_string()}};
-    const auto t0 = Clock::now();
-    gen.start();
-    while (gw.metric("doppel_twins") < static_cast<double>(o.twins)) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
-      if (seconds_since(t0) > 600) return {{"ok", false}, {"error", "registration stalled"}};
-    }
-    gen.wait();
-    gen.stop();
-    std::printf("  registered %llu twins in %.1f s\n", static_cast<unsigned long long>(o.twins),
-                seconds_since(t0));
+  if (auto e = register_fleet(broker, gw, o.twins, o.connections, "jb-"); !e.empty()) {
+    return {{"ok", false}, {"error", e}};
   }
 
   // The devices: a shared subscription spreads the deltas over the responders; each reports
@@ -314,6 +320,141 @@ json run_jobs_bench(const JobsBenchOptions& o) {
                 row(r.value("patch_to_delta_during_paced_job_ms", json::object()))},
                {"background ingest target", fmt(o.background_rate) + " updates/s"}});
   gw.stop();
+  return r;
+}
+
+}  // namespace doppel::bench
+
+namespace doppel::bench {
+namespace {
+
+// The latency of GET `path` (one keep-alive client) while `stop` is false: each request's time.
+json time_gets(int port, const std::string& path, double seconds, double rate) {
+  httplib::Client http("127.0.0.1", port);
+  http.set_keep_alive(true);
+  http.set_read_timeout(std::chrono::seconds(60));
+  std::vector<double> ms;
+  uint64_t failed = 0;
+  const auto start = Clock::now();
+  for (uint64_t k = 0; seconds_since(start) < seconds; ++k) {
+    std::this_thread::sleep_until(
+        start + std::chrono::duration_cast<Clock::duration>(
+                    std::chrono::duration<double>(static_cast<double>(k) / rate)));
+    const int64_t t = now_ns();
+    auto res = http.Get(path);
+    ms.push_back(static_cast<double>(now_ns() - t) / 1e6);
+    if (!res || res->status != 200) ++failed;
+  }
+  json r = percentiles_ms(ms);
+  r["failed"] = failed;
+  return r;
+}
+
+}  // namespace
+
+json run_contention_bench(const ContentionBenchOptions& o) {
+  sim::LocalBroker broker(o.work_dir);
+  if (Status s = broker.start(); !s) return {{"ok", false}, {"error", s.to_string()}};
+  Gateway gw(o.doppeld, o.work_dir + "/data", broker.uri(), o.gateway_args);
+  if (gw.start() < 0) return {{"ok", false}, {"error", "doppeld did not start:\n" + gw.log()}};
+  json r = {{"twins", o.twins}};
+  if (auto e = register_fleet(broker, gw, o.twins, o.connections, "ct-"); !e.empty()) {
+    return {{"ok", false}, {"error", e}};
+  }
+  Probe probe(broker.uri(), gw.port(), o.patch_rate);
+  if (Status s = probe.connect(); !s) return {{"ok", false}, {"error", s.to_string()}};
+  std::atomic<bool> never{false};
+  httplib::Client http("127.0.0.1", gw.port());
+  http.set_read_timeout(std::chrono::seconds(300));
+
+  // 1. An operator's PATCH -> delta without jobs, then while continuous jobs whose queries no
+  // index serves look for new twins over the whole fleet (matching none: all their cost is the
+  // rescans).
+  r["patch_to_delta_without_jobs_ms"] = probe.run(o.probe_seconds, never);
+  int created = 0;
+  for (int i = 0; i < o.jobs; ++i) {
+    const json body = {{"id", "scan-" + std::to_string(i)},
+                       {"target",
+                        {{"query", "reported.no_such_field_" + std::to_string(i) +
+                                       " = 1 OR tags.x LIKE '%nomatch%'"}}},
+                       {"action", {{"desired", {{"m", i}}}}},
+                       {"mode", "continuous"},
+                       {"rate_per_s", 10}};
+    auto res = http.Post("/v1/jobs", body.dump(), "application/json");
+    if (res && res->status == 201) ++created;
+  }
+  r["continuous_jobs"] = created;
+  CpuMeter cpu;
+  cpu.add("doppeld", gw.pid());
+  cpu.start();
+  r["patch_to_delta_during_jobs_ms"] = probe.run(o.probe_seconds, never);
+  r["doppeld_cpu_during_jobs"] = cpu.stop().value("doppeld", 0.0);
+  for (int i = 0; i < o.jobs; ++i) {
+    (void)http.Post("/v1/jobs/scan-" + std::to_string(i) + "/cancel", "", "application/json");
+  }
+  const double before = r["patch_to_delta_without_jobs_ms"].value("p99", 0.0);
+  if (before > 0) {
+    r["patch_p99_ratio_jobs_vs_without"] =
+        r["patch_to_delta_during_jobs_ms"].value("p99", 0.0) / before;
+  }
+
+  // 2. A feed reader's JSON pages (and a history read) alone, then while `scanners` clients loop
+  // full-scan queries (sorted by an unindexed field, and counted by one).
+  // From the oldest retained event: a read of the events table, not of the in-memory tail.
+  const std::string page = "/v1/events?limit=100";
+  r["events_page_alone_ms"] = time_gets(gw.port(), page, o.probe_seconds, 50);
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> scans{0}, refused{0}, timed_out{0};
+  std::vector<std::thread> scanners;
+  for (int i = 0; i < o.scanners; ++i) {
+    scanners.emplace_back([&, i] {
+      httplib::Client c("127.0.0.1", gw.port());
+      c.set_keep_alive(true);
+      c.set_read_timeout(std::chrono::seconds(120));
+      const std::string q =
+          i % 2 == 0 ? "/v1/twins?q=reported.temperature%20%3E%3D%200&order_by=reported.seq%20desc"
+                     : "/v1/fleet/count?q=reported.temperature%20%3E%3D%200&group_by=reported.seq";
+      while (!stop.load()) {
+        auto res = c.Get(q);
+        if (!res) continue;
+        if (res->status == 200) scans.fetch_add(1);
+        if (res->status == 429) {
+          refused.fetch_add(1);
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));  // its Retry-After, briefly
+        }
+        if (res->status == 503) timed_out.fetch_add(1);
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  r["events_page_during_scans_ms"] = time_gets(gw.port(), page, o.probe_seconds, 50);
+  r["history_during_scans_ms"] =
+      time_gets(gw.port(), "/v1/twins/" + Probe::id() + "/history?limit=10", o.probe_seconds, 20);
+  stop.store(true);
+  for (auto& t : scanners) t.join();
+  r["scans_answered"] = scans.load();
+  r["scans_refused_429"] = refused.load();
+  r["scans_timed_out_503"] = timed_out.load();
+  probe.disconnect();
+  gw.stop();
+
+  r["ok"] = created == o.jobs && r["patch_to_delta_during_jobs_ms"].value("missing", 1) == 0 &&
+            r["events_page_during_scans_ms"].value("failed", 1) == 0 && scans.load() > 0;
+  print_table(
+      "contention (" + std::to_string(o.twins) + " twins)",
+      {{"PATCH -> delta, no jobs", row(r["patch_to_delta_without_jobs_ms"])},
+       {"PATCH -> delta, " + std::to_string(created) + " continuous unindexed jobs",
+        row(r["patch_to_delta_during_jobs_ms"])},
+       {"  p99 ratio (target <= 2)", fmt(r.value("patch_p99_ratio_jobs_vs_without", 0.0), 2)},
+       {"  doppeld CPU during the jobs",
+        fmt(r["doppeld_cpu_during_jobs"].get<double>(), 2) + " cores"},
+       {"events page, alone", row(r["events_page_alone_ms"])},
+       {"events page, " + std::to_string(o.scanners) + " clients scanning (target p99 <= 50)",
+        row(r["events_page_during_scans_ms"])},
+       {"history, during the scans", row(r["history_during_scans_ms"])},
+       {"scans answered / refused 429 / timed out", std::to_string(scans.load()) + " / " +
+                                                        std::to_string(refused.load()) + " / " +
+                                                        std::to_string(timed_out.load())}});
   return r;
 }
 

@@ -4,7 +4,8 @@
 // its twin (100,000 sockets would exceed loopback's ports). Figures: the create call (target
 // resolved and stored), executions per second until every twin converged (the rate limit set
 // far above it), and an operator's PATCH -> delta at a device under background ingest: without a
-// job, while that job runs, and while a second job paced at 1,000 twins/s runs.
+// job, while that job runs, and while a second job paced at 1,000 twins/s runs. Also the
+// `contention` scenario (below).
 #pragma once
 
 #include <cstdint>
@@ -29,5 +30,23 @@ struct JobsBenchOptions {
 };
 
 json run_jobs_bench(const JobsBenchOptions& options);
+
+// The `contention` scenario: what one client's expensive reads cost everyone else. An operator's
+// PATCH -> delta p99 without jobs and while `jobs` continuous jobs with unindexed target queries
+// rescan the fleet (the ratio; target <= 2), and the change feed's JSON page (and a history read)
+// alone and while `scanners` clients loop full-scan fleet queries (target p99 <= 50 ms).
+struct ContentionBenchOptions {
+  std::string doppeld;
+  std::string work_dir;
+  std::vector<std::string> gateway_args;
+  uint64_t twins = 100'000;
+  int connections = 2;
+  int jobs = 20;
+  int scanners = 8;
+  double patch_rate = 20;
+  double probe_seconds = 10;
+};
+
+json run_contention_bench(const ContentionBenchOptions& options);
 
 }  // namespace doppel::bench

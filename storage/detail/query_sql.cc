@@ -213,8 +213,8 @@ class Builder {
   // SQLite's parser has a bounded stack (about 100 entries) and its expression trees a bounded
   // depth (1000), so the SQL stays shallow: a chain of AND or OR (flattened across nesting of the
   // same operator) is built as a tree of flat groups of up to kGroup terms (one level of
-  // parentheses for a short chain, four for a thousand terms), a double NOT cancels out (the logic is
-  // two-valued), NOT adds no parentheses, and IN is one SQL IN list per value family. What is
+  // parentheses for a short chain, four for a thousand terms), a double NOT cancels out (the logic
+  // is two-valued), NOT adds no parentheses, and IN is one SQL IN list per value family. What is
   // left grows with the query's own nesting, which the parser bounds (kMaxQueryDepth).
   std::string build(const QueryExpr& e) {
     switch (e.op) {

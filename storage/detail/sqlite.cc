@@ -34,6 +34,20 @@ void Database::fail(int code, std::string_view context) const {
   throw SqliteError(code, std::string(context) + ": " + sqlite3_errmsg(db_));
 }
 
+ReadDeadline::ReadDeadline(const Database& db, std::chrono::steady_clock::time_point deadline)
+    : db_(db), deadline_(deadline) {
+  // Every thousand virtual-machine steps: a clock read costs far less than they do.
+  if (deadline_ != std::chrono::steady_clock::time_point::max()) {
+    sqlite3_progress_handler(db_.get(), 1000, &ReadDeadline::check, this);
+  }
+}
+
+ReadDeadline::~ReadDeadline() { sqlite3_progress_handler(db_.get(), 0, nullptr, nullptr); }
+
+int ReadDeadline::check(void* self) {
+  return std::chrono::steady_clock::now() >= static_cast<ReadDeadline*>(self)->deadline_ ? 1 : 0;
+}
+
 Statement::Statement(const Database& db, const char* sql) : db_(db) {
   const int rc = sqlite3_prepare_v3(db.get(), sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt_, nullptr);
   if (rc != SQLITE_OK) db.fail(rc, std::string("prepare '") + sql + "'");

@@ -4,6 +4,7 @@
 
 #include <sqlite3.h>
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <stdexcept>
@@ -65,6 +66,21 @@ class Statement {
  private:
   const Database& db_;
   sqlite3_stmt* stmt_ = nullptr;
+};
+
+// While it lives, statements on `db` stop with SQLITE_INTERRUPT (a SqliteError) once `deadline`
+// has passed: a read's time budget. A deadline of time_point::max() installs nothing.
+class ReadDeadline {
+ public:
+  ReadDeadline(const Database& db, std::chrono::steady_clock::time_point deadline);
+  ~ReadDeadline();
+  ReadDeadline(const ReadDeadline&) = delete;
+  ReadDeadline& operator=(const ReadDeadline&) = delete;
+
+ private:
+  static int check(void* self);
+  const Database& db_;
+  std::chrono::steady_clock::time_point deadline_;
 };
 
 // Runs BEGIN (or BEGIN IMMEDIATE) and rolls back on destruction unless committed.

@@ -203,6 +203,77 @@ TEST_CASE("retention: pruned positions answer 410, a stream behind them gets ove
   CHECK(latest.body["desired"] == now["desired"]);
 }
 
+// Regression: the cap on reported events removed events from the middle of the log and a
+// consumer resuming before them was not told; seqs past the newest (or past 2^63, which wrapped
+// negative) were accepted silently.
+TEST_CASE(
+    "the feed tells a consumer of events the reported cap removed, and refuses seqs it never "
+    "gave") {
+  TempDir dir;
+  Broker broker(dir);
+  {
+    Doppeld gw(dir.file("data"), broker.uri());
+    gw.start();
+    REQUIRE(gw.patch_desired("g-1", {{"m", 1}}).status == 200);
+    TestDevice dev("g-1", broker.uri());
+    dev.connect();
+    for (int i = 1; i <= 300; ++i) dev.publish("reported", json{{"state", {{"n", i}}}}.dump());
+    REQUIRE(eventually([&] { return gw.get("/v1/twins/g-1").body["reported"]["n"] == 300; }, 30s));
+    REQUIRE(gw.patch_desired("g-1", {{"m", 2}}).status == 200);
+    const auto newest = all_events(gw).back()["seq"].get<uint64_t>();
+    // Past the newest, and past what a seq can be.
+    auto future = gw.get("/v1/events?after_seq=" + std::to_string(newest + 1));
+    CHECK(future.status == 400);
+    CHECK(future.body["detail"].get<std::string>().find("past the newest") != std::string::npos);
+    CHECK(gw.get("/v1/events?after_seq=9223372036854775808").status == 400);
+    CHECK(gw.get("/v1/events?after_seq=9223372036854775807").status == 400);
+    Raw c(gw.http_port());
+    REQUIRE(
+        c.send("GET /v1/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n"
+               "Last-Event-ID: 9223372036854775808\r\n\r\n"));
+    CHECK(status_of(c.response(10s)) == 400);
+    CHECK(gw.get("/v1/events?after_seq=" + std::to_string(newest)).status == 200);
+    CHECK(gw.stop() == 0);
+  }
+  // The pruner runs at start: 100 reported events are kept, the 200 oldest go.
+  Doppeld gw(dir.file("data"), broker.uri(), {"--history-max-reported-events", "100"});
+  gw.start();
+  json page;
+  REQUIRE(eventually(
+      [&] {
+        page = gw.get("/v1/events?after_seq=1&limit=1000").body;
+        return page.contains("gaps");
+      },
+      20s));
+  REQUIRE(page["gaps"].size() >= 1);
+  uint64_t removed = 0;
+  for (const auto& g : page["gaps"]) {
+    CHECK(g["kind"] == "reported.updated");
+    CHECK(g["from_seq"].get<uint64_t>() > 1);
+    removed += g["removed"].get<uint64_t>();
+  }
+  CHECK(removed == 200);
+  // The reported events left are the newest 100, after the gap.
+  std::vector<json> reported;
+  for (const auto& e : page["events"]) {
+    if (e["kind"] == "reported.updated") reported.push_back(e);
+  }
+  REQUIRE(reported.size() == 100);
+  CHECK(reported.front()["seq"].get<uint64_t>() > page["gaps"].back()["to_seq"].get<uint64_t>());
+  // A reader of desired changes only is not told; an SSE reader gets a gap frame first.
+  CHECK_FALSE(gw.get("/v1/events?after_seq=1&kind=desired.updated").body.contains("gaps"));
+  Raw c(gw.http_port());
+  REQUIRE(c.send(sse_request("", 1)));
+  const std::string text = read_until(
+      c,
+      [](const std::string& t) { return t.find("event: reported.updated\n") != std::string::npos; },
+      10s);
+  const size_t gap = text.find("event: gap\n");
+  CHECK(gap != std::string::npos);
+  CHECK(gap < text.find("event: reported.updated\n"));
+  CHECK(gw.stop() == 0);
+}
+
 TEST_CASE("a consumer that stops reading keeps its place and then gets everything, in order") {
   Stack stack({"--http-stream-buffer-bytes", "65536"});
   auto& gw = stack.gateway;

@@ -168,10 +168,50 @@ TEST_CASE("the jobs API refuses bad requests with problem+json and changes nothi
   CHECK(bad_rate.status == 400);
   CHECK(bad_rate.body["detail"].get<std::string>().find("rate_per_s") == 0);
   CHECK(gw.request("POST", "/v1/jobs", "not json").status == 400);
+  // A desired patch that alone is over the document limit would fail on every twin: 413 now.
+  const std::string big(17'000, 'x');
+  auto too_big = gw.request(
+      "POST", "/v1/jobs",
+      json{{"target", {{"twins", {"a-1"}}}}, {"action", {{"desired", {{"blob", big}}}}}}.dump());
+  CHECK(too_big.status == 413);
+  CHECK(too_big.body["detail"].get<std::string>().find("--max-document-bytes") !=
+        std::string::npos);
   CHECK(gw.get("/v1/jobs").body["items"].empty());  // nothing was created
+  // ... but nulls set nothing: a patch that removes many fields is as long, and fine.
+  json removals = json::object();
+  for (int i = 0; i < 1500; ++i) removals["field-number-" + std::to_string(i)] = nullptr;
+  auto removing = gw.request("POST", "/v1/jobs",
+                             json{{"id", "removals"},
+                                  {"target", {{"twins", {"a-1"}}}},
+                                  {"action", {{"desired", removals}}},
+                                  {"rate_per_s", 0.001}}
+                                 .dump());
+  CHECK(removing.status == 201);
+  REQUIRE(gw.request("POST", "/v1/jobs/removals/cancel").status == 200);
+  // The documented 10,000 listed twins fit in a body (the longest ids, 128 bytes each).
+  json many = json::array();
+  for (int i = 0; i < 10'000; ++i) {
+    std::string id = std::to_string(i) + "-";
+    many.push_back(id + std::string(128 - id.size(), 'n'));
+  }
+  auto listed = gw.request("POST", "/v1/jobs",
+                           json{{"id", "many"},
+                                {"target", {{"twins", many}}},
+                                {"action", {{"desired", {{"m", 1}}}}},
+                                {"rate_per_s", 0.001}}
+                               .dump());
+  CHECK(listed.status == 201);
+  CHECK(listed.body["total"] == 10'000);
+  many.push_back("one-too-many");
+  auto over =
+      gw.request("POST", "/v1/jobs",
+                 json{{"target", {{"twins", many}}}, {"action", {{"desired", {{"m", 1}}}}}}.dump());
+  CHECK(over.status == 400);
+  REQUIRE(gw.request("POST", "/v1/jobs/many/cancel").status == 200);
   CHECK(gw.get("/v1/jobs/nope").status == 404);
   CHECK(gw.get("/v1/jobs/bad%20id").status == 400);
   CHECK(gw.get("/v1/jobs?status=sleeping").status == 400);
+  CHECK(gw.get("/v1/jobs?status=running").body["items"].empty());
   CHECK(gw.get("/v1/jobs/nope/twins").status == 404);
   CHECK(gw.request("POST", "/v1/jobs/nope/cancel").status == 404);
 
@@ -209,10 +249,12 @@ TEST_CASE("job target queries never cost a device report or another request's ch
   for (int i = 1; in_list.size() + 8 < 4096; ++i) in_list += "," + std::to_string(i);
   in_list += ")";
   std::string or_chain = "reported.n = 0";
-  for (int i = 1; or_chain.size() + 20 < 4096; ++i) or_chain += " OR reported.n = " + std::to_string(i);
+  for (int i = 1; or_chain.size() + 20 < 4096; ++i)
+    or_chain += " OR reported.n = " + std::to_string(i);
   auto job = [](const std::string& q) {
-    return json{{"target", {{"query", q}}}, {"action", {{"desired", {{"m", 1}}}}},
-                {"rate_per_s", 0.001}}.dump();
+    return json{
+        {"target", {{"query", q}}}, {"action", {{"desired", {{"m", 1}}}}}, {"rate_per_s", 0.001}}
+        .dump();
   };
   constexpr int kReports = 150;
   for (int i = 1; i <= kReports; ++i) {

@@ -178,7 +178,7 @@ std::vector<std::pair<std::string, Recorded>> run_random(SqliteRig& rig, uint32_
         " AND commands.queued = " + std::to_string(doc["commands"]["queued"].get<int>()) +
         " AND version = " + std::to_string(doc["version"].get<uint64_t>()));
     REQUIRE(where);
-    auto counted = rig.store->count_where(**where, std::nullopt);
+    auto counted = rig.store->count_where(**where, std::nullopt, {});
     REQUIRE(counted);
     CHECK_MESSAGE(counted->count == 1, doc.dump());
     out.push_back(

@@ -155,7 +155,7 @@ TEST_CASE("counts, by any field's value") {
   }
   REQUIRE(rig.call("c-x", ProvisionTwin{}).status);
   auto all = parse_query("");
-  auto by_fw = rig.store->count_where(**all, *parse_query_field("reported.fw"));
+  auto by_fw = rig.store->count_where(**all, *parse_query_field("reported.fw"), {});
   REQUIRE(by_fw);
   CHECK(by_fw->count == 11);
   std::map<std::string, uint64_t> groups;
@@ -163,15 +163,59 @@ TEST_CASE("counts, by any field's value") {
   CHECK(groups ==
         std::map<std::string, uint64_t>{{"\"1.0\"", 6}, {"2", 3}, {"true", 1}, {"null", 1}});
   auto live = rig.store->count_where(**parse_query("connection.state = 'online'"),
-                                     *parse_query_field("liveness.state"));
+                                     *parse_query_field("liveness.state"), {});
   REQUIRE(live);
   CHECK(live->count == 10);
   REQUIRE(live->groups.size() == 1);
   CHECK(live->groups[0].value == "fresh");
-  auto plain = rig.store->count_where(**parse_query("reported.fw = 2"), std::nullopt);
+  auto plain = rig.store->count_where(**parse_query("reported.fw = 2"), std::nullopt, {});
   REQUIRE(plain);
   CHECK(plain->count == 3);
   CHECK(plain->groups.empty());
+  CHECK_FALSE(by_fw->truncated);
+  // At most max_groups groups, the largest; the count still covers every twin.
+  ReadBudget two;
+  two.max_groups = 2;
+  auto capped = rig.store->count_where(**all, *parse_query_field("reported.fw"), two);
+  REQUIRE(capped);
+  CHECK(capped->count == 11);
+  CHECK(capped->truncated);
+  REQUIRE(capped->groups.size() == 2);
+  CHECK(capped->groups[0].value == "1.0");
+  CHECK(capped->groups[0].count == 6);
+  CHECK(capped->groups[1].value == 2);
+  // One group per twin (group_by=id) stays bounded too.
+  auto by_id = rig.store->count_where(**all, *parse_query_field("id"), two);
+  REQUIRE(by_id);
+  CHECK(by_id->count == 11);
+  CHECK(by_id->groups.size() == 2);
+  CHECK(by_id->truncated);
+}
+
+TEST_CASE("a fleet read past its deadline stops with kTimeout; the store reads on afterwards") {
+  TempDir dir("doppel-query-");
+  SqliteRig rig(dir.file("doppel.db"));
+  for (int i = 0; i < 500; ++i) report(rig, "d-" + std::to_string(i), {{"n", i}});
+  auto where = parse_query("reported.n >= 0");
+  REQUIRE(where);
+  ReadBudget past;
+  past.deadline = std::chrono::steady_clock::now() - std::chrono::seconds(1);
+  auto counted = rig.store->count_where(**where, *parse_query_field("reported.n"), past);
+  REQUIRE_FALSE(counted);
+  CHECK(counted.status().code() == StatusCode::kTimeout);
+  TwinQuery q;
+  q.where = where->get();
+  q.order = *parse_query_order("reported.n desc");
+  q.budget = past;
+  auto page = rig.store->query(q);
+  REQUIRE_FALSE(page);
+  CHECK(page.status().code() == StatusCode::kTimeout);
+  // Within its budget the same read answers, on the same readers.
+  q.budget.deadline = std::chrono::steady_clock::now() + std::chrono::minutes(10);
+  auto again = rig.store->query(q);
+  REQUIRE(again);
+  CHECK(again->first.size() == 100);
+  CHECK(rig.store->count_where(**where, std::nullopt, {})->count == 500);
 }
 
 TEST_CASE("keyset paging over changing data: no duplicates, nothing skipped that stayed put") {
@@ -309,7 +353,8 @@ TEST_CASE("every query at the parser's limits prepares on the store") {
   // As many terms as 4 KiB holds: an OR chain, an AND chain, an IN list, with nesting around.
   {
     std::string ors = "id = 'x0'";
-    for (int i = 1; ors.size() + 16 < kMaxQueryBytes; ++i) ors += " OR id = 'x" + std::to_string(i) + "'";
+    for (int i = 1; ors.size() + 16 < kMaxQueryBytes; ++i)
+      ors += " OR id = 'x" + std::to_string(i) + "'";
     check(ors);
     std::string ands = "version > 0";
     while (ands.size() + 20 < kMaxQueryBytes) ands += " AND version > 0";
@@ -323,7 +368,8 @@ TEST_CASE("every query at the parser's limits prepares on the store") {
     check(nested);
   }
   // And what the limits refuse is refused at parse time, naming the limit.
-  std::string deeper = std::string(kMaxQueryDepth + 1, '(') + leaf + std::string(kMaxQueryDepth + 1, ')');
+  std::string deeper =
+      std::string(kMaxQueryDepth + 1, '(') + leaf + std::string(kMaxQueryDepth + 1, ')');
   auto refused = parse_query(deeper);
   REQUIRE_FALSE(refused);
   CHECK(refused.status().message().find("(the limit)") != std::string::npos);

@@ -66,7 +66,8 @@ class MemoryTwinStore final : public TwinStore {
     return none();
   }
   Result<twins::FleetCount> count_where(const twins::QueryExpr&,
-                                        const std::optional<twins::QueryField>&) override {
+                                        const std::optional<twins::QueryField>&,
+                                        const twins::ReadBudget&) override {
     return Status(StatusCode::kUnavailable, "MemoryTwinStore does not run fleet queries");
   }
   Result<std::vector<std::string>> matching_ids(const twins::QueryExpr&, const std::string&,

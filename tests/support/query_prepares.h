@@ -21,10 +21,10 @@ inline Status prepares_everywhere(storage::SqliteTwinStore& store, const twins::
   if (auto r = store.query(q); !r) return r.status();
   q.order = *twins::parse_query_order("");
   if (auto r = store.query(q); !r) return r.status();
-  if (auto r = store.count_where(where, *twins::parse_query_field("tags.site")); !r) {
+  if (auto r = store.count_where(where, *twins::parse_query_field("tags.site"), {}); !r) {
     return r.status();
   }
-  if (auto r = store.count_where(where, std::nullopt); !r) return r.status();
+  if (auto r = store.count_where(where, std::nullopt, {}); !r) return r.status();
   if (auto r = store.matching_ids(where, "job-1", "", 1); !r) return r.status();
   return Status::ok();
 }
