@@ -131,7 +131,9 @@ struct HttpServerOptions {
 std::optional<std::string> percent_decode(std::string_view s);
 // Decodes a query-string name or value as a form does ('+' is a space); nullopt when malformed.
 std::optional<std::string> query_decode(std::string_view s);
-// An RFC 9457 problem document as a response.
+// The reason phrase of a status code ("Not Found"); "Error" for one it does not know.
+std::string reason_phrase(int status);
+// An RFC 9457 problem document as a response: the one place problem+json is built.
 HttpResponse problem_response(int status, std::string_view code, std::string_view detail,
                               std::string_view instance = {});
 
