@@ -147,6 +147,18 @@ double wait_for_count(const std::string& label, Clock::time_point t0, uint64_t t
   return -1;
 }
 
+class Bench;
+
+// Every scenario, in the default order: its name, what runs it and its --help line(s). The one
+// list: the default set, the names --scenarios accepts, the dispatch and the help come from it.
+struct Scenario {
+  const char* name;
+  json (Bench::*run)();
+  bool by_default;
+  const char* help;
+};
+const Scenario* find_scenario(const std::string& name);
+
 class Bench {
  public:
   explicit Bench(Options o) : o_(std::move(o)) {
@@ -165,32 +177,9 @@ class Bench {
       std::fflush(stdout);
       json r;
       const auto t0 = Clock::now();
-      if (s == "ceiling")
-        r = ceiling();
-      else if (s == "ingest")
-        r = ingest();
-      else if (s == "baseline")
-        r = baseline();
-      else if (s == "latency")
-        r = latency();
-      else if (s == "memory")
-        r = memory();
-      else if (s == "alarms")
-        r = alarms();
-      else if (s == "restart")
-        r = restart();
-      else if (s == "overload")
-        r = overload();
-      else if (s == "api")
-        r = api();
-      else if (s == "feed")
-        r = feed();
-      else if (s == "query")
-        r = query();
-      else if (s == "jobs")
-        r = jobs();
-      else if (s == "contention")
-        r = contention();
+      const Scenario* scenario = find_scenario(s);
+      r = scenario != nullptr ? (this->*(scenario->run))()
+                              : json{{"ok", false}, {"error", "no scenario named '" + s + "'"}};
       r["scenario_seconds"] = std::round(seconds_since(t0) * 10) / 10;
       if (r.value("ok", true) == false) ok = false;
       result_["scenarios"][s] = r;
@@ -1173,7 +1162,51 @@ class Bench {
   double ingest_rate_ = 0;
   std::string memory_data_;
   std::string memory_broker_dir_;
+
+ public:
+  static const std::vector<Scenario>& scenarios() {
+    static const std::vector<Scenario> kAll = {
+        {"ceiling", &Bench::ceiling, true,
+         "publishers -> Mosquitto -> counting subscriber, QoS 0 and 1 (the raw limit)"},
+        {"ingest", &Bench::ingest, true,
+         "the same load through doppeld, every update committed; ratio to ceiling"},
+        {"baseline", &Bench::baseline, true,
+         "the same load through a read-merge-write-per-message handler"},
+        {"latency", &Bench::latency, true,
+         "PATCH -> delta at the device (and command delivery) under background ingest"},
+        {"memory", &Bench::memory, true, "RSS per registered (hibernated) twin and per hot twin"},
+        {"alarms", &Bench::alarms, true,
+         "N staleness deadlines spread over a window: lateness, early firings"},
+        {"restart", &Bench::restart, true,
+         "start -> /readyz with the twins stored; overdue alarms at start-up"},
+        {"api", &Bench::api, true,
+         "GET twin / PATCH desired under wrk at 1, 64, 1024 connections, as ratios\n"
+         "to GET /healthz; again with 5000 idle connections; RSS per idle one"},
+        {"feed", &Bench::feed, true,
+         "commit -> change-feed subscriber latency under load; bytes per event;\nas-of reads"},
+        {"query", &Bench::query, true,
+         "fleet queries over 1M twins: indexed page, count by state, full scans;\n"
+         "what an expression index costs per write"},
+        {"jobs", &Bench::jobs, true,
+         "a desired patch rolled out to 100k twins whose devices answer: executions/s;\n"
+         "PATCH -> delta under background ingest, without and during the rollout"},
+        {"contention", &Bench::contention, true,
+         "PATCH -> delta while 20 continuous jobs rescan 100k twins (unindexed);\n"
+         "events-page and history latency while 8 clients loop full-scan queries"},
+        {"overload", &Bench::overload, false,
+         "the rate doppeld sustains, and how long a burst above it lasts before the\n"
+         "broker's queue overflows and drops (not in the default list)"},
+    };
+    return kAll;
+  }
 };
+
+const Scenario* find_scenario(const std::string& name) {
+  for (const Scenario& s : Bench::scenarios()) {
+    if (name == s.name) return &s;
+  }
+  return nullptr;
+}
 
 }  // namespace
 
@@ -1183,31 +1216,22 @@ int main(int argc, char** argv) {
     return count_subscriber(argv[2], std::stoi(argv[3]), argv[4]);
   }
   Options o;
-  std::string scenarios =
-      "ceiling,ingest,baseline,latency,memory,alarms,restart,api,feed,query,jobs,contention";
+  std::string scenarios;
+  std::string scenario_help;
+  for (const Scenario& sc : Bench::scenarios()) {
+    if (sc.by_default) scenarios += (scenarios.empty() ? "" : ",") + std::string(sc.name);
+    std::string line = sc.help;
+    for (size_t at = 0; (at = line.find('\n', at)) != std::string::npos; at += 13) {
+      line.insert(at + 1, std::string(12, ' '));
+    }
+    std::string name = std::string("  ") + sc.name;
+    name.resize(std::max<size_t>(name.size() + 1, 12), ' ');
+    scenario_help += name + line + "\n";
+  }
   CLI::App app{
       "doppel-bench - measures Doppel against the limits of this machine (DESIGN §10).\n\n"
-      "Scenarios (comma-separated, in this order by default):\n"
-      "  ceiling   publishers -> Mosquitto -> counting subscriber, QoS 0 and 1 (the raw limit)\n"
-      "  ingest    the same load through doppeld, every update committed; ratio to ceiling\n"
-      "  baseline  the same load through a read-merge-write-per-message handler\n"
-      "  latency   PATCH -> delta at the device (and command delivery) under background ingest\n"
-      "  memory    RSS per registered (hibernated) twin and per hot twin\n"
-      "  alarms    N staleness deadlines spread over a window: lateness, early firings\n"
-      "  restart   start -> /readyz with the twins stored; overdue alarms at start-up\n"
-      "  api       GET twin / PATCH desired under wrk at 1, 64, 1024 connections, as ratios\n"
-      "            to GET /healthz; again with 5000 idle connections; RSS per idle one\n"
-      "  feed      commit -> change-feed subscriber latency under load; bytes per event;\n"
-      "            as-of reads\n"
-      "  query     fleet queries over 1M twins: indexed page, count by state, full scans;\n"
-      "            what an expression index costs per write\n"
-      "  jobs      a desired patch rolled out to 100k twins whose devices answer: executions/s;\n"
-      "            PATCH -> delta under background ingest, without and during the rollout\n"
-      "  contention  PATCH -> delta while 20 continuous jobs rescan 100k twins (unindexed);\n"
-      "            events-page and history latency while 8 clients loop full-scan queries\n"
-      "  overload  the rate doppeld sustains, and how long a burst above it lasts before the\n"
-      "            broker's queue overflows and drops (not in the default list)\n"
-      "Each starts its own Mosquitto and doppeld on loopback and stops by itself."};
+      "Scenarios (comma-separated, in this order by default):\n" +
+      scenario_help + "Each starts its own Mosquitto and doppeld on loopback and stops by itself."};
   app.get_formatter()->column_width(36);
   app.add_option("--scenarios,-s", scenarios, "which scenarios to run")->capture_default_str();
   app.add_flag("--quick", o.quick, "tiny sizes (seconds): checks the harness, not performance");
@@ -1277,10 +1301,7 @@ int main(int argc, char** argv) {
   }
   std::stringstream list(scenarios);
   for (std::string s; std::getline(list, s, ',');) {
-    static const std::vector<std::string> kKnown = {
-        "ceiling",  "ingest", "baseline", "latency", "memory", "alarms",    "restart",
-        "overload", "api",    "feed",     "query",   "jobs",   "contention"};
-    if (std::find(kKnown.begin(), kKnown.end(), s) == kKnown.end()) {
+    if (find_scenario(s) == nullptr) {
       std::fprintf(stderr, "unknown scenario '%s' (see --help)\n", s.c_str());
       return 2;
     }

@@ -116,30 +116,6 @@ class Probe {
   int64_t next_seq_ = 0;
 };
 
-// Registers `twins` twins (id prefix `prefix`) through the broker; an error, or empty.
-std::string register_fleet(const sim::LocalBroker& broker, Gateway& gw, uint64_t twins,
-                           int connections, const std::string& prefix) {
-  LoadOptions l;
-  l.port = broker.port();
-  l.connections = connections;
-  l.devices = twins;
-  l.messages = twins;
-  l.id_prefix = prefix;
-  LoadGenerator gen(l);
-  if (Status s = gen.connect(); !s) return s.to_string();
-  const auto t0 = Clock::now();
-  gen.start();
-  while (gw.metric("doppel_twins") < static_cast<double>(twins)) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    if (seconds_since(t0) > 600) return "registration stalled";
-  }
-  gen.wait();
-  gen.stop();
-  std::printf("  registered %llu twins in %.1f s\n", static_cast<unsigned long long>(twins),
-              seconds_since(t0));
-  return {};
-}
-
 std::string row(const json& p) {
   return p.value("count", 0) == 0
              ? std::string("none")
@@ -156,7 +132,7 @@ json run_jobs_bench(const JobsBenchOptions& o) {
   if (gw.start() < 0) return {{"ok", false}, {"error", "doppeld did not start:\n" + gw.log()}};
   json r = {{"twins", o.twins}, {"responders", o.responders}};
 
-  if (auto e = register_fleet(broker, gw, o.twins, o.connections, "jb-"); !e.empty()) {
+  if (auto e = register_fleet(broker.port(), gw, o.twins, o.connections, "jb-"); !e.empty()) {
     return {{"ok", false}, {"error", e}};
   }
 
@@ -358,7 +334,7 @@ json run_contention_bench(const ContentionBenchOptions& o) {
   Gateway gw(o.doppeld, o.work_dir + "/data", broker.uri(), o.gateway_args);
   if (gw.start() < 0) return {{"ok", false}, {"error", "doppeld did not start:\n" + gw.log()}};
   json r = {{"twins", o.twins}};
-  if (auto e = register_fleet(broker, gw, o.twins, o.connections, "ct-"); !e.empty()) {
+  if (auto e = register_fleet(broker.port(), gw, o.twins, o.connections, "ct-"); !e.empty()) {
     return {{"ok", false}, {"error", e}};
   }
   Probe probe(broker.uri(), gw.port(), o.patch_rate);

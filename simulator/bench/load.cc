@@ -96,4 +96,35 @@ uint64_t LoadGenerator::acknowledged() const {
   return n;
 }
 
+std::string register_fleet(int broker_port, Gateway& gw, uint64_t twins, int connections,
+                           const std::string& prefix) {
+  LoadOptions l;
+  l.port = broker_port;
+  l.connections = connections;
+  l.devices = twins;
+  l.messages = twins;
+  l.id_prefix = prefix;
+  LoadGenerator gen(l);
+  if (Status s = gen.connect(); !s) return s.to_string();
+  const auto t0 = std::chrono::steady_clock::now();
+  gen.start();
+  double last_print = 0;
+  while (gw.metric("doppel_twins") < static_cast<double>(twins)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    const double t = seconds_since(t0);
+    if (t - last_print >= 5) {
+      last_print = t;
+      std::printf("  [register] %.0f/%llu twins (%.0f/s)\n", gw.metric("doppel_twins"),
+                  static_cast<unsigned long long>(twins), gw.metric("doppel_twins") / t);
+      std::fflush(stdout);
+    }
+    if (t > 900) return "registration stalled";
+  }
+  gen.wait();
+  gen.stop();
+  std::printf("  registered %llu twins in %.1f s\n", static_cast<unsigned long long>(twins),
+              seconds_since(t0));
+  return {};
+}
+
 }  // namespace doppel::bench

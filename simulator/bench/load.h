@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "mqtt/client.h"
+#include "simulator/bench/bench_util.h"
 #include "simulator/bench/raw_publisher.h"
 #include "twins/status.h"
 
@@ -52,5 +53,11 @@ class LoadGenerator {
   std::atomic<uint64_t> published_{0};
   std::atomic<bool> stop_{false};
 };
+
+// Registers a fleet through the broker on 127.0.0.1:`broker_port`: one report from each of
+// `twins` devices (ids `prefix` + 7 digits), until `gw` counts them all (progress every 5 s).
+// Empty, or what went wrong.
+std::string register_fleet(int broker_port, Gateway& gw, uint64_t twins, int connections,
+                           const std::string& prefix);
 
 }  // namespace doppel::bench

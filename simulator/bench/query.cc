@@ -91,30 +91,10 @@ json run_query_bench(const QueryBenchOptions& o) {
     Gateway gw(o.doppeld, data, broker.uri(), args);
     if (gw.start() < 0) return {{"ok", false}, {"error", "doppeld did not start:\n" + gw.log()}};
     // Register the fleet: device i reports battery 100 - i % 100 (1% of the fleet each).
-    LoadOptions l;
-    l.port = broker.port();
-    l.connections = o.connections;
-    l.devices = o.twins;
-    l.messages = o.twins;
-    l.id_prefix = "q-";
-    LoadGenerator gen(l);
-    if (Status s = gen.connect(); !s) return {{"ok", false}, {"error", s.to_string()}};
     const auto t0 = Clock::now();
-    gen.start();
-    double last_print = 0;
-    while (gw.metric("doppel_twins") < static_cast<double>(o.twins)) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
-      const double t = std::chrono::duration<double>(Clock::now() - t0).count();
-      if (t - last_print >= 5) {
-        last_print = t;
-        std::printf("  [register] %.0f/%llu twins (%.0f/s)\n", gw.metric("doppel_twins"),
-                    static_cast<unsigned long long>(o.twins), gw.metric("doppel_twins") / t);
-        std::fflush(stdout);
-      }
-      if (t > 900) return {{"ok", false}, {"error", "registration stalled"}};
+    if (auto e = register_fleet(broker.port(), gw, o.twins, o.connections, "q-"); !e.empty()) {
+      return {{"ok", false}, {"error", e}};
     }
-    gen.wait();
-    gen.stop();
     r["register_seconds"] = std::chrono::duration<double>(Clock::now() - t0).count();
 
     httplib::Client http("127.0.0.1", gw.port());
