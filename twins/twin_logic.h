@@ -142,6 +142,11 @@ class TwinLogic {
   // or kTooLarge.
   Result<size_t> check_merged_size(const json& current, size_t current_bytes, const json& patch,
                                    bool replace, std::string_view what) const;
+  // The alarm, one concern at a time: staleness (liveness.cc), the reconcile retry
+  // (reconcile.cc), command TTLs and ack timeouts (command_queue.cc).
+  void liveness_alarm(Twin& twin, Millis now, Outcome& out) const;
+  void reconcile_alarm(Twin& twin, Millis now, Outcome& out) const;
+  void command_alarms(Twin& twin, Millis now, Outcome& out) const;
   void touch(Twin& twin, Millis now, Outcome& out) const;
   void go_online(Twin& twin, Millis now, Outcome& out) const;
   // A new reconcile cycle (new desired version, or drift after convergence): attempts from 0.
