@@ -1,5 +1,5 @@
 // The request and response helpers of http_server.h: header and query-parameter access,
-// percent- and form-decoding, problem+json answers, and the names of stream ends. No sockets
+// percent- and form-decoding, and problem+json answers. No sockets
 // here: only Beast's table of reason phrases.
 #include <boost/beast/http/status.hpp>
 #include <cctype>
@@ -26,20 +26,6 @@ std::string reason_phrase(int status) {
   namespace http = boost::beast::http;
   const auto r = http::obsolete_reason(static_cast<http::status>(status));
   return r.empty() ? std::string("Error") : std::string(r);
-}
-
-const char* stream_end_name(StreamEnd why) {
-  switch (why) {
-    case StreamEnd::kEnded:
-      return "ended";
-    case StreamEnd::kClientGone:
-      return "client_gone";
-    case StreamEnd::kTooSlow:
-      return "too_slow";
-    case StreamEnd::kShutdown:
-      return "shutdown";
-  }
-  return "?";
 }
 
 std::optional<std::string> HttpRequest::header(std::string_view name) const {

@@ -60,7 +60,6 @@ enum class StreamEnd {
   kTooSlow,     // the client's unsent output passed the bound: it was disconnected
   kShutdown,    // the server is stopping (the stream was ended cleanly)
 };
-const char* stream_end_name(StreamEnd why);
 
 // The producer's side of a streaming response. Every method may be called from any thread;
 // callbacks run on a network thread and must not block. After the stream ends, writes are

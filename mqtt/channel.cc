@@ -2,6 +2,7 @@
 
 #include "mqtt/codec.h"
 #include "mqtt/topics.h"
+#include "twins/closed_set.h"
 #include "twins/log.h"
 
 namespace doppel::mqtt {
@@ -18,35 +19,25 @@ int64_t steady_ms() {
       .count();
 }
 
-const char* outbound_name(OutboundKind k) {
-  switch (k) {
-    case OutboundKind::kDelta:
-      return "delta";
-    case OutboundKind::kTwin:
-      return "twin";
-    case OutboundKind::kCommand:
-      return "command";
-    case OutboundKind::kError:
-      return "error";
-  }
-  return "delta";
-}
+constexpr twins::NameTable<OutboundKind, twins::kOutboundKindCount> kOutboundNames{
+    {"delta", "twin", "command", "error"}};
+static_assert(kOutboundNames.covers(OutboundKind::kError));
 
 }  // namespace
 
 MqttChannel::MqttChannel(ChannelOptions options, Metrics& metrics)
     : options_(std::move(options)), client_(options_.client) {
-  for (auto k : {InboundKind::kReported, InboundKind::kGet, InboundKind::kStatus,
-                 InboundKind::kCommandResult}) {
-    in_[static_cast<size_t>(k)] =
+  for (size_t i = 0; i < twins::kInboundKindCount; ++i) {
+    const auto k = static_cast<InboundKind>(i);
+    in_[i] =
         &metrics.counter("doppel_mqtt_messages_in_total", "MQTT messages received from devices",
                          "kind=\"" + std::string(twins::to_string(k)) + "\"");
   }
-  for (auto k :
-       {OutboundKind::kDelta, OutboundKind::kTwin, OutboundKind::kCommand, OutboundKind::kError}) {
-    out_[static_cast<size_t>(k)] =
+  for (size_t i = 0; i < twins::kOutboundKindCount; ++i) {
+    const auto k = static_cast<OutboundKind>(i);
+    out_[i] =
         &metrics.counter("doppel_mqtt_messages_out_total", "MQTT messages published to devices",
-                         std::string("kind=\"") + outbound_name(k) + "\"");
+                         "kind=\"" + std::string(kOutboundNames.name(k)) + "\"");
   }
   publish_failures_ = &metrics.counter("doppel_mqtt_publish_failures_total",
                                        "Publishes the MQTT client refused (buffer full)");

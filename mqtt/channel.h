@@ -67,8 +67,8 @@ class MqttChannel final : public twins::DeviceChannel {
   ChannelOptions options_;
   Client client_;
   std::function<void(twins::DeviceInput)> sink_;
-  Counter* in_[4] = {};
-  Counter* out_[4] = {};
+  Counter* in_[twins::kInboundKindCount] = {};
+  Counter* out_[twins::kOutboundKindCount] = {};
   Counter* publish_failures_ = nullptr;
   Counter* bad_topics_ = nullptr;
   Counter* connection_losses_ = nullptr;

@@ -5,6 +5,7 @@
 
 #include "mqtt/detail/struct_json.h"
 #include "mqtt/proto/doppel.pb.h"
+#include "twins/overloaded.h"
 
 namespace doppel::mqtt {
 namespace {
@@ -271,57 +272,69 @@ Result<DeviceMessage> WireCodec::decode(InboundKind kind, std::string_view paylo
                                          : decode_json(kind, payload, limits);
 }
 
+using twins::Overloaded;  // a DeviceOutput alternative without an encoder fails to compile
+
 std::string WireCodec::encode(const DeviceOutput& output, Encoding encoding) const {
   if (encoding == Encoding::kJson) {
-    json j;
-    if (const auto* d = std::get_if<DeltaOut>(&output)) {
-      j = {{"version", d->version}, {"state", d->state}};
-    } else if (const auto* t = std::get_if<TwinOut>(&output)) {
-      j = t->document;
-      if (!t->token.empty()) j["token"] = t->token;
-    } else if (const auto* c = std::get_if<CommandOut>(&output)) {
-      j = {{"id", c->id}, {"name", c->name}, {"args", c->args}};
-      if (c->expires_at) j["expires_at"] = *c->expires_at;
-    } else if (const auto* e = std::get_if<ErrorOut>(&output)) {
-      j = {{"topic", e->topic}, {"code", e->code}, {"message", e->message}};
-      if (!e->token.empty()) j["token"] = e->token;
-    }
+    const json j = std::visit(
+        Overloaded{[](const DeltaOut& d) {
+                     return json{{"version", d.version}, {"state", d.state}};
+                   },
+                   [](const TwinOut& t) {
+                     json doc = t.document;
+                     if (!t.token.empty()) doc["token"] = t.token;
+                     return doc;
+                   },
+                   [](const CommandOut& c) {
+                     json cmd = {{"id", c.id}, {"name", c.name}, {"args", c.args}};
+                     if (c.expires_at) cmd["expires_at"] = *c.expires_at;
+                     return cmd;
+                   },
+                   [](const ErrorOut& e) {
+                     json err = {{"topic", e.topic}, {"code", e.code}, {"message", e.message}};
+                     if (!e.token.empty()) err["token"] = e.token;
+                     return err;
+                   }},
+        output);
     return twins::to_text(j);
   }
-  if (const auto* d = std::get_if<DeltaOut>(&output)) {
-    wire::Delta p;
-    p.set_version(d->version);
-    detail::to_struct(d->state, *p.mutable_state());
-    return p.SerializeAsString();
-  }
-  if (const auto* t = std::get_if<TwinOut>(&output)) {
-    wire::TwinDocument p;
-    const json& doc = t->document;
-    p.set_id(doc.value("id", std::string()));
-    p.set_version(doc.value("version", uint64_t{0}));
-    detail::to_struct(doc.value("desired", json::object()), *p.mutable_desired());
-    detail::to_struct(doc.value("reported", json::object()), *p.mutable_reported());
-    detail::to_struct(doc.value("delta", json::object()), *p.mutable_delta());
-    p.set_desired_version(doc.value("desired_version", uint64_t{0}));
-    p.set_reported_version(doc.value("reported_version", uint64_t{0}));
-    p.set_token(t->token);
-    return p.SerializeAsString();
-  }
-  if (const auto* c = std::get_if<CommandOut>(&output)) {
-    wire::Command p;
-    p.set_id(c->id);
-    p.set_name(c->name);
-    detail::to_struct(c->args, *p.mutable_args());
-    if (c->expires_at) p.set_expires_at(*c->expires_at);
-    return p.SerializeAsString();
-  }
-  const auto& e = std::get<ErrorOut>(output);
-  wire::Error p;
-  p.set_topic(e.topic);
-  p.set_code(e.code);
-  p.set_message(e.message);
-  p.set_token(e.token);
-  return p.SerializeAsString();
+  return std::visit(
+      Overloaded{[](const DeltaOut& d) {
+                   wire::Delta p;
+                   p.set_version(d.version);
+                   detail::to_struct(d.state, *p.mutable_state());
+                   return p.SerializeAsString();
+                 },
+                 [](const TwinOut& t) {
+                   wire::TwinDocument p;
+                   const json& doc = t.document;
+                   p.set_id(doc.value("id", std::string()));
+                   p.set_version(doc.value("version", uint64_t{0}));
+                   detail::to_struct(doc.value("desired", json::object()), *p.mutable_desired());
+                   detail::to_struct(doc.value("reported", json::object()), *p.mutable_reported());
+                   detail::to_struct(doc.value("delta", json::object()), *p.mutable_delta());
+                   p.set_desired_version(doc.value("desired_version", uint64_t{0}));
+                   p.set_reported_version(doc.value("reported_version", uint64_t{0}));
+                   p.set_token(t.token);
+                   return p.SerializeAsString();
+                 },
+                 [](const CommandOut& c) {
+                   wire::Command p;
+                   p.set_id(c.id);
+                   p.set_name(c.name);
+                   detail::to_struct(c.args, *p.mutable_args());
+                   if (c.expires_at) p.set_expires_at(*c.expires_at);
+                   return p.SerializeAsString();
+                 },
+                 [](const ErrorOut& e) {
+                   wire::Error p;
+                   p.set_topic(e.topic);
+                   p.set_code(e.code);
+                   p.set_message(e.message);
+                   p.set_token(e.token);
+                   return p.SerializeAsString();
+                 }},
+      output);
 }
 
 std::string WireCodec::encode_device(const DeviceMessage& message, Encoding encoding) const {

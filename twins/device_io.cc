@@ -1,5 +1,7 @@
 #include "twins/device_io.h"
 
+#include "twins/closed_set.h"
+
 namespace doppel::twins {
 
 OutboundKind kind_of(const DeviceOutput& output) {
@@ -15,40 +17,21 @@ OutboundKind kind_of(const DeviceOutput& output) {
   }
 }
 
-std::string_view to_string(InboundKind kind) {
-  switch (kind) {
-    case InboundKind::kReported:
-      return "reported";
-    case InboundKind::kGet:
-      return "get";
-    case InboundKind::kStatus:
-      return "status";
-    case InboundKind::kCommandResult:
-      return "command_result";
-  }
-  return "reported";
-}
+namespace {
 
-std::string_view to_string(ResultStatus status) {
-  switch (status) {
-    case ResultStatus::kSucceeded:
-      return "succeeded";
-    case ResultStatus::kFailed:
-      return "failed";
-    case ResultStatus::kRejected:
-      return "rejected";
-    case ResultStatus::kInProgress:
-      return "in_progress";
-  }
-  return "succeeded";
-}
+constexpr NameTable<InboundKind, kInboundKindCount> kInboundNames{
+    {"reported", "get", "status", "command_result"}};
+static_assert(kInboundNames.covers(InboundKind::kCommandResult));
+constexpr NameTable<ResultStatus, 4> kResultNames{
+    {"succeeded", "failed", "rejected", "in_progress"}};
+static_assert(kResultNames.covers(ResultStatus::kInProgress));
 
+}  // namespace
+
+std::string_view to_string(InboundKind kind) { return kInboundNames.name(kind); }
+std::string_view to_string(ResultStatus status) { return kResultNames.name(status); }
 std::optional<ResultStatus> parse_result_status(std::string_view s) {
-  for (auto st : {ResultStatus::kSucceeded, ResultStatus::kFailed, ResultStatus::kRejected,
-                  ResultStatus::kInProgress}) {
-    if (to_string(st) == s) return st;
-  }
-  return std::nullopt;
+  return kResultNames.parse(s);
 }
 
 }  // namespace doppel::twins

@@ -2,6 +2,7 @@
 // these to topics and to JSON or Protobuf bytes through the DeviceCodec port (ports.h).
 #pragma once
 
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <variant>
@@ -13,6 +14,7 @@
 namespace doppel::twins {
 
 enum class InboundKind { kReported, kGet, kStatus, kCommandResult };
+constexpr size_t kInboundKindCount = static_cast<size_t>(InboundKind::kCommandResult) + 1;
 enum class ResultStatus { kSucceeded, kFailed, kRejected, kInProgress };
 
 struct ReportedMessage {
@@ -37,6 +39,7 @@ using DeviceMessage =
     std::variant<ReportedMessage, GetMessage, StatusMessage, CommandResultMessage>;
 
 enum class OutboundKind { kDelta, kTwin, kCommand, kError };
+constexpr size_t kOutboundKindCount = static_cast<size_t>(OutboundKind::kError) + 1;
 
 struct DeltaOut {
   uint64_t version = 0;

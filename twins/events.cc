@@ -1,22 +1,17 @@
 #include "twins/events.h"
 
+#include "twins/closed_set.h"
+
 namespace doppel::twins {
 
-std::string_view to_string(CauseSource s) {
-  switch (s) {
-    case CauseSource::kApi:
-      return "api";
-    case CauseSource::kDevice:
-      return "device";
-    case CauseSource::kAlarm:
-      return "alarm";
-    case CauseSource::kSystem:
-      return "system";
-    case CauseSource::kJob:
-      return "job";
-  }
-  return "system";
-}
+namespace {
+
+constexpr NameTable<CauseSource, 5> kSourceNames{{"api", "device", "alarm", "system", "job"}};
+static_assert(kSourceNames.covers(CauseSource::kJob));
+
+}  // namespace
+
+std::string_view to_string(CauseSource s) { return kSourceNames.name(s); }
 
 json cause_json(const Cause& cause) {
   json c = {{"source", to_string(cause.source)}};

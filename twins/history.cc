@@ -5,20 +5,15 @@
 namespace doppel::twins {
 namespace {
 
+// States as events and snapshots name them; an unknown name reads as the state's default.
 ConnectionState parse_connection(const std::string& s) {
-  return s == "online"    ? ConnectionState::kOnline
-         : s == "offline" ? ConnectionState::kOffline
-                          : ConnectionState::kUnknown;
+  return parse_connection_state(s).value_or(ConnectionState::kUnknown);
 }
 LivenessState parse_liveness(const std::string& s) {
-  return s == "fresh"   ? LivenessState::kFresh
-         : s == "stale" ? LivenessState::kStale
-                        : LivenessState::kUnknown;
+  return parse_liveness_state(s).value_or(LivenessState::kUnknown);
 }
 ReconcileState parse_reconcile(const std::string& s) {
-  return s == "pending"  ? ReconcileState::kPending
-         : s == "failed" ? ReconcileState::kFailed
-                         : ReconcileState::kConverged;
+  return parse_reconcile_state(s).value_or(ReconcileState::kConverged);
 }
 
 Status missing(const EventRecord& e, const std::string& what) {

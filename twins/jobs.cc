@@ -3,15 +3,17 @@
 #include <array>
 #include <cmath>
 
+#include "twins/closed_set.h"
 #include "twins/merge_patch.h"
 
 namespace doppel::twins {
 namespace {
 
-constexpr std::array<std::string_view, 4> kJobStatus = {"running", "completed", "cancelled",
-                                                        "aborted"};
-constexpr std::array<std::string_view, 6> kExecStatus = {"pending", "in_progress", "succeeded",
-                                                         "failed",  "timed_out",   "cancelled"};
+constexpr NameTable<JobStatus, 4> kJobStatus{{"running", "completed", "cancelled", "aborted"}};
+static_assert(kJobStatus.covers(JobStatus::kAborted));
+constexpr NameTable<ExecStatus, 6> kExecStatus{
+    {"pending", "in_progress", "succeeded", "failed", "timed_out", "cancelled"}};
+static_assert(kExecStatus.covers(ExecStatus::kCancelled));
 // Twins a job may name directly; larger sets are what queries are for.
 constexpr size_t kMaxListedTwins = 10'000;
 
@@ -44,22 +46,10 @@ Result<double> number_in(const json& body, const char* key, double fallback, dou
 
 }  // namespace
 
-std::string_view to_string(JobStatus s) { return kJobStatus[static_cast<size_t>(s)]; }
-std::string_view to_string(ExecStatus s) { return kExecStatus[static_cast<size_t>(s)]; }
-
-std::optional<JobStatus> parse_job_status(std::string_view s) {
-  for (size_t i = 0; i < kJobStatus.size(); ++i) {
-    if (kJobStatus[i] == s) return static_cast<JobStatus>(i);
-  }
-  return std::nullopt;
-}
-
-std::optional<ExecStatus> parse_exec_status(std::string_view s) {
-  for (size_t i = 0; i < kExecStatus.size(); ++i) {
-    if (kExecStatus[i] == s) return static_cast<ExecStatus>(i);
-  }
-  return std::nullopt;
-}
+std::string_view to_string(JobStatus s) { return kJobStatus.name(s); }
+std::string_view to_string(ExecStatus s) { return kExecStatus.name(s); }
+std::optional<JobStatus> parse_job_status(std::string_view s) { return kJobStatus.parse(s); }
+std::optional<ExecStatus> parse_exec_status(std::string_view s) { return kExecStatus.parse(s); }
 
 bool valid_job_id(std::string_view id) { return valid_command_id(id); }
 

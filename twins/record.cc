@@ -20,13 +20,17 @@ std::optional<T> get_opt(const json& j, const char* key) {
 class Packer {
  public:
   explicit Packer(std::string& out) : out_(out) {}
-  void map(size_t n) {
-    if (n < 16) {
-      byte(0x80 | n);
-    } else {
-      byte(0xde);
-      be(n, 2);
-    }
+  // A map whose size is counted as its fields are written (never by hand):
+  // begin_map(), field()..., end_map(). Always map 16 (a record has more than 15 fields).
+  void begin_map() {
+    byte(0xde);
+    map_at_ = out_.size();
+    be(0, 2);
+    fields_ = 0;
+  }
+  void end_map() {
+    out_[map_at_] = static_cast<char>((fields_ >> 8) & 0xff);
+    out_[map_at_ + 1] = static_cast<char>(fields_ & 0xff);
   }
   void str(std::string_view s) {
     if (s.size() < 32) {
@@ -65,6 +69,7 @@ class Packer {
   void value(const json& j) { json::to_msgpack(j, out_); }
   template <typename T>
   void field(std::string_view key, const T& v) {
+    ++fields_;
     str(key);
     if constexpr (std::is_same_v<T, json>) {
       value(v);
@@ -85,6 +90,8 @@ class Packer {
     for (int i = bytes - 1; i >= 0; --i) byte(v >> (8 * i));
   }
   std::string& out_;
+  size_t map_at_ = 0;  // where the open map's 16-bit size goes
+  size_t fields_ = 0;  // written into the open map so far
 };
 
 std::string pack(const json& j) {
@@ -177,7 +184,7 @@ TwinRecord to_record(Twin& twin, std::optional<Millis> next_deadline) {
   twin.reported_bytes = r.reported.size();
   r.body.reserve(256);
   Packer p(r.body);
-  p.map(twin.jobs.empty() ? 20 : 21);
+  p.begin_map();
   p.field("dv", twin.desired_version);
   p.field("rv", twin.reported_version);
   p.field("tags", twin.tags);
@@ -199,6 +206,7 @@ TwinRecord to_record(Twin& twin, std::optional<Millis> next_deadline) {
   p.field("created", twin.created_at);
   p.field("snap", twin.events_since_snapshot);
   if (!twin.jobs.empty()) p.field("jobs", runs_json(twin.jobs));
+  p.end_map();
   r.next_deadline = next_deadline;
   r.updated_at = twin.updated_at;
   r.tags = to_text(twin.tags);

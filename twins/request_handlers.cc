@@ -4,6 +4,7 @@
 #include <variant>
 
 #include "twins/jobs.h"
+#include "twins/overloaded.h"
 
 namespace doppel::twins {
 namespace {
@@ -13,13 +14,6 @@ std::string etag_of(const Twin& twin) { return "\"" + std::to_string(twin.versio
 Status not_found(const std::string& id) {
   return Status(StatusCode::kNotFound, "twin '" + id + "' does not exist");
 }
-
-template <class... Ts>
-struct Overloaded : Ts... {
-  using Ts::operator()...;
-};
-template <class... Ts>
-Overloaded(Ts...) -> Overloaded<Ts...>;
 
 }  // namespace
 

@@ -5,13 +5,12 @@
 namespace doppel::twins {
 
 RuntimeStats::RuntimeStats(Metrics& m) {
-  for (auto k : {InboundKind::kReported, InboundKind::kGet, InboundKind::kStatus,
-                 InboundKind::kCommandResult}) {
-    in[static_cast<size_t>(k)] =
-        &m.counter("doppel_device_messages_total", "Device messages received by the runtime",
-                   "kind=\"" + std::string(to_string(k)) + "\"");
+  for (size_t i = 0; i < kInboundKindCount; ++i) {
+    const auto k = static_cast<InboundKind>(i);
+    in[i] = &m.counter("doppel_device_messages_total", "Device messages received by the runtime",
+                       "kind=\"" + std::string(to_string(k)) + "\"");
   }
-  for (int e = 0; e <= static_cast<int>(TwinEvent::kIgnoredCommandResult); ++e) {
+  for (size_t e = 0; e < kTwinEventCount; ++e) {
     events[e] = &m.counter("doppel_twin_events_total", "Twin events by type",
                            "event=\"" + std::string(to_string(static_cast<TwinEvent>(e))) + "\"");
   }
@@ -44,9 +43,8 @@ RuntimeStats::RuntimeStats(Metrics& m) {
   ignored = &m.counter("doppel_device_messages_ignored_total",
                        "Device messages for unknown twins that create nothing (results, wills)");
   total = &m.gauge("doppel_twins", "Registered twins (in memory or hibernated)");
-  for (auto st : {CommandStatus::kQueued, CommandStatus::kSent, CommandStatus::kSucceeded,
-                  CommandStatus::kFailed, CommandStatus::kRejected, CommandStatus::kExpired,
-                  CommandStatus::kTimedOut, CommandStatus::kCancelled}) {
+  for (size_t i = 0; i < kCommandStatusCount; ++i) {
+    const auto st = static_cast<CommandStatus>(i);
     const std::string label = "status=\"" + std::string(to_string(st)) + "\"";
     transitions[static_cast<size_t>(st)] =
         &m.counter("doppel_command_transitions_total", "Commands entering each state", label);

@@ -19,9 +19,9 @@ struct RuntimeStats {
   // Counts one command state change (from: nullopt for a new command).
   void transition(std::optional<CommandStatus> from, CommandStatus to);
 
-  Counter* in[4] = {};
-  Counter* events[16] = {};
-  Counter* rejected[16] = {};
+  Counter* in[kInboundKindCount] = {};
+  Counter* events[kTwinEventCount] = {};
+  Counter* rejected[kStatusCodeCount] = {};
   Counter* rejected_other = nullptr;
   Counter* api_calls = nullptr;
   Counter* wakes = nullptr;
@@ -34,8 +34,8 @@ struct RuntimeStats {
   Counter* internal_errors = nullptr;
   Counter* ignored = nullptr;
   Gauge* total = nullptr;
-  Counter* transitions[8] = {};
-  Gauge* unfinished[8] = {};
+  Counter* transitions[kCommandStatusCount] = {};
+  Gauge* unfinished[kCommandStatusCount] = {};
 };
 
 }  // namespace doppel::twins

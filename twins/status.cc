@@ -1,38 +1,19 @@
 #include "twins/status.h"
 
+#include "twins/closed_set.h"
+
 namespace doppel {
 
-std::string_view code_name(StatusCode code) {
-  switch (code) {
-    case StatusCode::kOk:
-      return "ok";
-    case StatusCode::kMalformed:
-      return "malformed";
-    case StatusCode::kInvalidArgument:
-      return "invalid_argument";
-    case StatusCode::kInvalidId:
-      return "invalid_id";
-    case StatusCode::kTooLarge:
-      return "too_large";
-    case StatusCode::kTooDeep:
-      return "too_deep";
-    case StatusCode::kNotFound:
-      return "not_found";
-    case StatusCode::kPreconditionFailed:
-      return "precondition_failed";
-    case StatusCode::kConflict:
-      return "conflict";
-    case StatusCode::kQueueFull:
-      return "queue_full";
-    case StatusCode::kUnavailable:
-      return "unavailable";
-    case StatusCode::kInternal:
-      return "internal";
-    case StatusCode::kTimeout:
-      return "timeout";
-  }
-  return "unknown";
-}
+namespace {
+
+constexpr twins::NameTable<StatusCode, kStatusCodeCount> kCodeNames{
+    {"ok", "malformed", "invalid_argument", "invalid_id", "too_large", "too_deep", "not_found",
+     "precondition_failed", "conflict", "queue_full", "unavailable", "internal", "timeout"}};
+static_assert(kCodeNames.covers(StatusCode::kTimeout));
+
+}  // namespace
+
+std::string_view code_name(StatusCode code) { return kCodeNames.name(code); }
 
 std::string Status::to_string() const {
   if (is_ok()) return "ok";

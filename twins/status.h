@@ -3,6 +3,7 @@
 // SQLite, nlohmann) and converted here.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -25,6 +26,7 @@ enum class StatusCode {
   kInternal,     // a bug or an unexpected failure; logged with detail
   kTimeout,      // a read ran past its time budget (--query-timeout-s) and was stopped
 };
+constexpr size_t kStatusCodeCount = static_cast<size_t>(StatusCode::kTimeout) + 1;
 
 // A stable machine-readable name for a code ("too_large"); used in problem types and errors topics.
 std::string_view code_name(StatusCode code);

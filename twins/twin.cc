@@ -1,5 +1,6 @@
 #include "twins/twin.h"
 
+#include "twins/closed_set.h"
 #include "twins/merge_patch.h"
 
 namespace doppel::twins {
@@ -9,89 +10,46 @@ json optional_ms(const std::optional<Millis>& v) { return v ? json(*v) : json(nu
 
 }  // namespace
 
-std::string_view to_string(Encoding v) { return v == Encoding::kProtobuf ? "protobuf" : "json"; }
+namespace {
 
-std::string_view to_string(ConnectionState v) {
-  switch (v) {
-    case ConnectionState::kOnline:
-      return "online";
-    case ConnectionState::kOffline:
-      return "offline";
-    case ConnectionState::kUnknown:
-      break;
-  }
-  return "unknown";
-}
+constexpr NameTable<Encoding, 2> kEncodingNames{{"json", "protobuf"}};
+static_assert(kEncodingNames.covers(Encoding::kProtobuf));
+constexpr NameTable<ConnectionState, 3> kConnectionNames{{"unknown", "online", "offline"}};
+static_assert(kConnectionNames.covers(ConnectionState::kOffline));
+constexpr NameTable<LivenessState, 3> kLivenessNames{{"unknown", "fresh", "stale"}};
+static_assert(kLivenessNames.covers(LivenessState::kStale));
+constexpr NameTable<ReconcileState, 3> kReconcileNames{{"converged", "pending", "failed"}};
+static_assert(kReconcileNames.covers(ReconcileState::kFailed));
+constexpr NameTable<CommandStrategy, 2> kStrategyNames{{"sequential", "burst"}};
+static_assert(kStrategyNames.covers(CommandStrategy::kBurst));
+constexpr NameTable<CommandStatus, kCommandStatusCount> kCommandStatusNames{
+    {"queued", "sent", "succeeded", "failed", "rejected", "expired", "timed_out", "cancelled"}};
+static_assert(kCommandStatusNames.covers(CommandStatus::kCancelled));
 
-std::string_view to_string(LivenessState v) {
-  switch (v) {
-    case LivenessState::kFresh:
-      return "fresh";
-    case LivenessState::kStale:
-      return "stale";
-    case LivenessState::kUnknown:
-      break;
-  }
-  return "unknown";
-}
+}  // namespace
 
-std::string_view to_string(ReconcileState v) {
-  switch (v) {
-    case ReconcileState::kPending:
-      return "pending";
-    case ReconcileState::kFailed:
-      return "failed";
-    case ReconcileState::kConverged:
-      break;
-  }
-  return "converged";
-}
+std::string_view to_string(Encoding v) { return kEncodingNames.name(v); }
+std::string_view to_string(ConnectionState v) { return kConnectionNames.name(v); }
+std::string_view to_string(LivenessState v) { return kLivenessNames.name(v); }
+std::string_view to_string(ReconcileState v) { return kReconcileNames.name(v); }
+std::string_view to_string(CommandStrategy v) { return kStrategyNames.name(v); }
+std::string_view to_string(CommandStatus v) { return kCommandStatusNames.name(v); }
 
-std::string_view to_string(CommandStrategy v) {
-  return v == CommandStrategy::kBurst ? "burst" : "sequential";
-}
-
-std::string_view to_string(CommandStatus v) {
-  switch (v) {
-    case CommandStatus::kQueued:
-      return "queued";
-    case CommandStatus::kSent:
-      return "sent";
-    case CommandStatus::kSucceeded:
-      return "succeeded";
-    case CommandStatus::kFailed:
-      return "failed";
-    case CommandStatus::kRejected:
-      return "rejected";
-    case CommandStatus::kExpired:
-      return "expired";
-    case CommandStatus::kTimedOut:
-      return "timed_out";
-    case CommandStatus::kCancelled:
-      return "cancelled";
-  }
-  return "queued";
-}
-
-std::optional<Encoding> parse_encoding(std::string_view s) {
-  if (s == "json") return Encoding::kJson;
-  if (s == "protobuf") return Encoding::kProtobuf;
-  return std::nullopt;
-}
-
+std::optional<Encoding> parse_encoding(std::string_view s) { return kEncodingNames.parse(s); }
 std::optional<CommandStrategy> parse_strategy(std::string_view s) {
-  if (s == "sequential") return CommandStrategy::kSequential;
-  if (s == "burst") return CommandStrategy::kBurst;
-  return std::nullopt;
+  return kStrategyNames.parse(s);
 }
-
 std::optional<CommandStatus> parse_command_status(std::string_view s) {
-  for (auto st : {CommandStatus::kQueued, CommandStatus::kSent, CommandStatus::kSucceeded,
-                  CommandStatus::kFailed, CommandStatus::kRejected, CommandStatus::kExpired,
-                  CommandStatus::kTimedOut, CommandStatus::kCancelled}) {
-    if (to_string(st) == s) return st;
-  }
-  return std::nullopt;
+  return kCommandStatusNames.parse(s);
+}
+std::optional<ConnectionState> parse_connection_state(std::string_view s) {
+  return kConnectionNames.parse(s);
+}
+std::optional<LivenessState> parse_liveness_state(std::string_view s) {
+  return kLivenessNames.parse(s);
+}
+std::optional<ReconcileState> parse_reconcile_state(std::string_view s) {
+  return kReconcileNames.parse(s);
 }
 
 bool is_terminal(CommandStatus s) {

@@ -30,6 +30,7 @@ enum class CommandStatus {
   kTimedOut,
   kCancelled
 };
+constexpr size_t kCommandStatusCount = static_cast<size_t>(CommandStatus::kCancelled) + 1;
 
 std::string_view to_string(Encoding v);
 std::string_view to_string(ConnectionState v);
@@ -40,6 +41,9 @@ std::string_view to_string(CommandStatus v);
 std::optional<Encoding> parse_encoding(std::string_view s);
 std::optional<CommandStrategy> parse_strategy(std::string_view s);
 std::optional<CommandStatus> parse_command_status(std::string_view s);
+std::optional<ConnectionState> parse_connection_state(std::string_view s);
+std::optional<LivenessState> parse_liveness_state(std::string_view s);
+std::optional<ReconcileState> parse_reconcile_state(std::string_view s);
 bool is_terminal(CommandStatus s);
 
 struct CommandTransition {

@@ -5,6 +5,7 @@
 // on top of the others).
 #include "twins/twin_logic.h"
 
+#include "twins/closed_set.h"
 #include "twins/detail/twin_rules.h"
 
 #include <algorithm>
@@ -34,37 +35,17 @@ IdGenerator random_command_ids() {
   };
 }
 
-std::string_view to_string(TwinEvent event) {
-  switch (event) {
-    case TwinEvent::kCreated:
-      return "twin.created";
-    case TwinEvent::kStale:
-      return "twin.stale";
-    case TwinEvent::kFresh:
-      return "twin.fresh";
-    case TwinEvent::kOnline:
-      return "twin.online";
-    case TwinEvent::kOffline:
-      return "twin.offline";
-    case TwinEvent::kConverged:
-      return "twin.converged";
-    case TwinEvent::kReconcileSent:
-      return "twin.reconcile_sent";
-    case TwinEvent::kReconcileFailed:
-      return "twin.reconcile_failed";
-    case TwinEvent::kCommandSent:
-      return "command.sent";
-    case TwinEvent::kCommandFinished:
-      return "command.finished";
-    case TwinEvent::kCommandExpired:
-      return "command.expired";
-    case TwinEvent::kCommandTimedOut:
-      return "command.timed_out";
-    case TwinEvent::kIgnoredCommandResult:
-      return "command.result_ignored";
-  }
-  return "twin.event";
-}
+namespace {
+
+constexpr NameTable<TwinEvent, kTwinEventCount> kTwinEventNames{
+    {"twin.created", "twin.stale", "twin.fresh", "twin.online", "twin.offline", "twin.converged",
+     "twin.reconcile_sent", "twin.reconcile_failed", "command.sent", "command.finished",
+     "command.expired", "command.timed_out", "command.result_ignored"}};
+static_assert(kTwinEventNames.covers(TwinEvent::kIgnoredCommandResult));
+
+}  // namespace
+
+std::string_view to_string(TwinEvent event) { return kTwinEventNames.name(event); }
 
 Twin TwinLogic::create(const std::string& id, Millis now, Outcome& out) const {
   Twin twin;

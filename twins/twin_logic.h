@@ -46,6 +46,7 @@ enum class TwinEvent {
   kCommandTimedOut,
   kIgnoredCommandResult,
 };
+constexpr size_t kTwinEventCount = static_cast<size_t>(TwinEvent::kIgnoredCommandResult) + 1;
 std::string_view to_string(TwinEvent event);
 
 // What a step changed (to persist) and what must leave the process once that is committed.
