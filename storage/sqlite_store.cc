@@ -1174,7 +1174,7 @@ Result<twins::HistorySlice> SqliteTwinStore::history_slice(const std::string& id
 namespace {
 
 // The SELECT of a page of `q`: ids and sort keys, one row more than the page (is there more?).
-detail::SqlFilter page_sql(const twins::TwinQuery& q) {
+detail::SqlStatement page_sql(const twins::TwinQuery& q) {
   static const twins::QueryExpr kEverything;
   detail::SqlFilter f = detail::query_filter(q.where != nullptr ? *q.where : kEverything);
   const std::string key = detail::field_value_sql(q.order.field);
@@ -1208,19 +1208,18 @@ detail::SqlFilter page_sql(const twins::TwinQuery& q) {
   if (key != "id") sql += std::string(", id") + dir;
   sql += " LIMIT " + std::to_string(q.limit + 1);
 
-  f.where = std::move(sql);
-  return f;
+  return detail::SqlStatement{std::move(sql), std::move(f.params)};
 }
 
 }  // namespace
 
 Result<std::string> SqliteTwinStore::query_plan(const twins::TwinQuery& q) {
   try {
-    const detail::SqlFilter f = page_sql(q);
+    const detail::SqlStatement f = page_sql(q);
     auto reader = acquire_reader();
     std::string plan;
     {
-      Statement st(reader->db, ("EXPLAIN QUERY PLAN " + f.where).c_str());
+      Statement st(reader->db, ("EXPLAIN QUERY PLAN " + f.sql).c_str());
       for (size_t i = 0; i < f.params.size(); ++i) {
         detail::bind_value(st, static_cast<int>(i + 1), f.params[i]);
       }
@@ -1236,8 +1235,8 @@ Result<std::string> SqliteTwinStore::query_plan(const twins::TwinQuery& q) {
 Result<std::pair<std::vector<twins::StoredTwin>, std::optional<twins::QueryCursor>>>
 SqliteTwinStore::query(const twins::TwinQuery& q) {
   try {
-    const detail::SqlFilter f = page_sql(q);
-    const std::string& sql = f.where;
+    const detail::SqlStatement f = page_sql(q);
+    const std::string& sql = f.sql;
     auto reader = acquire_reader();
     std::vector<twins::StoredTwin> out;
     std::optional<twins::QueryCursor> next;

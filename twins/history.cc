@@ -49,10 +49,9 @@ HistoryState history_state_of(const Twin& twin) {
   s.reconcile = twin.reconcile;
   s.reconcile_attempts = twin.reconcile_attempts;
   s.reconcile_desired_version = twin.reconcile_desired_version;
-  for (const auto& c : twin.commands) {
-    s.commands_queued += c.status == CommandStatus::kQueued ? 1 : 0;
-    s.commands_sent += c.status == CommandStatus::kSent ? 1 : 0;
-  }
+  const CommandCounts counts = command_counts(twin);
+  s.commands_queued = counts.queued;
+  s.commands_sent = counts.sent;
   s.created_at = twin.created_at;
   return s;
 }

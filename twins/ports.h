@@ -1,7 +1,9 @@
 // The ports through which the twin runtime reaches the outside world (DESIGN §1): persistence
 // (TwinStore), the device transport (DeviceChannel) and the wire format (DeviceCodec). The
-// storage and mqtt modules implement them; tests use the in-memory versions in
-// tests/support/memory_store.h and fake_channel.h.
+// storage and mqtt modules implement them. Tests use tests/support/fake_channel.h and
+// tests/support/memory_store.h, an in-memory store of the runtime's part of the port (twins,
+// commands, deadlines, commit waits, the change feed) that answers as-of reads, fleet queries and
+// jobs unavailable.
 #pragma once
 
 #include <cstdint>

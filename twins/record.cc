@@ -218,10 +218,9 @@ TwinRecord to_record(Twin& twin, std::optional<Millis> next_deadline) {
   r.connection = to_string(twin.connection);
   r.reconcile = to_string(twin.reconcile);
   r.reconcile_attempts = twin.reconcile_attempts;
-  for (const auto& c : twin.commands) {
-    r.commands_queued += c.status == CommandStatus::kQueued ? 1 : 0;
-    r.commands_sent += c.status == CommandStatus::kSent ? 1 : 0;
-  }
+  const CommandCounts counts = command_counts(twin);
+  r.commands_queued = counts.queued;
+  r.commands_sent = counts.sent;
   r.encoding = to_string(twin.encoding);
   return r;
 }

@@ -1,5 +1,7 @@
-// The persisted form of a twin: what the TwinStore port stores and returns. The twin module
-// owns the format (so storage needs no knowledge of the domain); storage only keeps the bytes.
+// The persisted form of a twin: what the TwinStore port stores and returns. The twin module owns
+// the record body's format (storage keeps those bytes as they are) and fills, beside it, the
+// columns a store indexes and queries — versions, states, tags, command counts, encoding, the
+// next deadline — so a store needs no knowledge of the domain to answer fleet queries.
 #pragma once
 
 #include <cstdint>

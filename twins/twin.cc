@@ -56,6 +56,15 @@ bool is_terminal(CommandStatus s) {
   return s != CommandStatus::kQueued && s != CommandStatus::kSent;
 }
 
+CommandCounts command_counts(const Twin& twin) {
+  CommandCounts n;
+  for (const auto& c : twin.commands) {
+    n.queued += c.status == CommandStatus::kQueued ? 1 : 0;
+    n.sent += c.status == CommandStatus::kSent ? 1 : 0;
+  }
+  return n;
+}
+
 json twin_document(const Twin& twin, Millis stale_after_ms) {
   json doc = device_twin_document(twin);
   doc["metadata"] = {{"desired", twin.desired_meta},
@@ -71,14 +80,10 @@ json twin_document(const Twin& twin, Millis stale_after_ms) {
                       {"desired_version", twin.reconcile_desired_version},
                       {"last_sent", optional_ms(twin.reconcile_last_sent)},
                       {"next_retry", optional_ms(twin.reconcile_next_retry)}};
-  size_t queued = 0;
-  size_t sent = 0;
-  for (const auto& c : twin.commands) {
-    if (c.status == CommandStatus::kQueued) ++queued;
-    if (c.status == CommandStatus::kSent) ++sent;
-  }
-  doc["commands"] = {
-      {"strategy", to_string(twin.command_strategy)}, {"queued", queued}, {"sent", sent}};
+  const CommandCounts counts = command_counts(twin);
+  doc["commands"] = {{"strategy", to_string(twin.command_strategy)},
+                     {"queued", counts.queued},
+                     {"sent", counts.sent}};
   doc["device"] = {{"encoding", to_string(twin.encoding)},
                    {"interval_s", twin.interval_s ? json(*twin.interval_s) : json()}};
   doc["stale_after_s"] = twin.stale_after_s ? json(*twin.stale_after_s) : json();

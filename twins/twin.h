@@ -46,6 +46,12 @@ std::optional<LivenessState> parse_liveness_state(std::string_view s);
 std::optional<ReconcileState> parse_reconcile_state(std::string_view s);
 bool is_terminal(CommandStatus s);
 
+// How many of a twin's commands wait to be sent and wait for their result.
+struct CommandCounts {
+  uint64_t queued = 0;
+  uint64_t sent = 0;
+};
+
 struct CommandTransition {
   CommandStatus status;
   Millis at;
@@ -138,6 +144,7 @@ struct Twin {
   uint64_t serialized_desired_version = UINT64_MAX;
 };
 
+CommandCounts command_counts(const Twin& twin);
 // The twin document of DESIGN §3 (GET /v1/twins/{id}). `stale_after_ms` is the effective window.
 json twin_document(const Twin& twin, Millis stale_after_ms);
 // Reported metadata as the document shows it, from the twin's compact leaves.

@@ -8,26 +8,12 @@
 
 #include "simulator/bench/load.h"
 #include "simulator/local_broker.h"
+#include "simulator/url.h"
 
 namespace doppel::bench {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-std::string encode(const std::string& s) {
-  std::string out;
-  static const char kHex[] = "0123456789ABCDEF";
-  for (unsigned char c : s) {
-    if (std::isalnum(c) != 0 || c == '-' || c == '_' || c == '.') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    }
-  }
-  return out;
-}
 
 // `n` sequential GETs of `path`: latency percentiles, and what the last one answered.
 json timed(httplib::Client& http, const std::string& path, int n, json* last = nullptr) {
@@ -100,22 +86,27 @@ json run_query_bench(const QueryBenchOptions& o) {
     httplib::Client http("127.0.0.1", gw.port());
     http.set_read_timeout(std::chrono::seconds(120));
     json page;
-    r["indexed_first_page"] = timed(
-        http, "/v1/twins?limit=100&q=" + encode("reported.battery = 42"), o.page_reads, &page);
+    r["indexed_first_page"] =
+        timed(http, "/v1/twins?limit=100&q=" + sim::percent_encode("reported.battery = 42"),
+              o.page_reads, &page);
     r["indexed_first_page"]["items"] = page.is_object() ? page["items"].size() : 0;
     r["state_first_page"] =
-        timed(http, "/v1/twins?limit=100&q=" + encode("liveness.state = 'fresh'"), o.page_reads);
+        timed(http, "/v1/twins?limit=100&q=" + sim::percent_encode("liveness.state = 'fresh'"),
+              o.page_reads);
     json counted;
     r["count_by_liveness"] =
         timed(http, "/v1/fleet/count?group_by=liveness.state", o.count_reads, &counted);
     r["count_by_liveness"]["count"] = counted.is_object() ? counted.value("count", 0) : 0;
-    r["full_scan_count"] = timed(http, "/v1/fleet/count?q=" + encode("reported.temperature > 25.5"),
-                                 o.count_reads, &counted);
+    r["full_scan_count"] =
+        timed(http, "/v1/fleet/count?q=" + sim::percent_encode("reported.temperature > 25.5"),
+              o.count_reads, &counted);
     r["full_scan_count"]["count"] = counted.is_object() ? counted.value("count", 0) : 0;
     // The last twin in id order, found by a field no index has: the page scans everything.
-    r["full_scan_page"] = timed(
-        http, "/v1/twins?limit=10&q=" + encode("reported.seq = " + std::to_string(o.twins - 1)),
-        o.count_reads, &page);
+    r["full_scan_page"] =
+        timed(http,
+              "/v1/twins?limit=10&q=" +
+                  sim::percent_encode("reported.seq = " + std::to_string(o.twins - 1)),
+              o.count_reads, &page);
     r["full_scan_page"]["items"] = page.is_object() ? page["items"].size() : 0;
     for (const char* k : {"indexed_first_page", "state_first_page", "count_by_liveness",
                           "full_scan_count", "full_scan_page"}) {

@@ -23,6 +23,11 @@ struct SqlFilter {
   std::string where;  // a boolean SQL expression over the twins table
   std::vector<SqlValue> params;
 };
+// A whole statement and its parameters (a page's SELECT, built around a filter).
+struct SqlStatement {
+  std::string sql;
+  std::vector<SqlValue> params;
+};
 
 // The filter of `expr`; its parameters are numbered from `first_param`.
 SqlFilter query_filter(const twins::QueryExpr& expr, int first_param = 1);

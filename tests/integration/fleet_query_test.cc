@@ -8,26 +8,12 @@
 #include <map>
 #include <set>
 
+#include "simulator/url.h"
 #include "tests/support/harness.h"
 
 using namespace doppel::testing;
 
 namespace {
-
-std::string url_encode(const std::string& s) {
-  std::string out;
-  static const char kHex[] = "0123456789ABCDEF";
-  for (unsigned char c : s) {
-    if (std::isalnum(c) != 0 || c == '-' || c == '_' || c == '.' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    }
-  }
-  return out;
-}
 
 std::set<std::string> ids_of(const json& page) {
   std::set<std::string> out;
@@ -52,12 +38,13 @@ TEST_CASE("queries see every change answered before them, devices' included") {
   }
   // Read your writes: the answer to the PATCH came after its commit.
   REQUIRE(gw.patch_desired("q-2", {{"mode", "boost"}}).status == 200);
-  auto q = gw.get("/v1/twins?q=" + url_encode("desired.mode = 'boost' AND tags.site = 'berlin'"));
+  auto q = gw.get("/v1/twins?q=" +
+                  doppel::sim::percent_encode("desired.mode = 'boost' AND tags.site = 'berlin'"));
   REQUIRE(q.status == 200);
   CHECK(ids_of(q.body) == std::set<std::string>{"q-2"});
   CHECK(q.body["items"][0]["desired"] == json{{"mode", "boost"}});
 
-  auto fw = gw.get("/v1/twins?q=" + url_encode("reported.fw LIKE '1.%'") +
+  auto fw = gw.get("/v1/twins?q=" + doppel::sim::percent_encode("reported.fw LIKE '1.%'") +
                    "&fields=reported.fw,connection.state");
   REQUIRE(fw.status == 200);
   REQUIRE(fw.body["items"].size() == 1);
@@ -65,7 +52,8 @@ TEST_CASE("queries see every change answered before them, devices' included") {
                                     {"reported", {{"fw", "1.4"}}},
                                     {"connection", {{"state", "online"}}}});
 
-  auto mismatch = gw.get("/v1/twins?q=" + url_encode("desired.mode != reported.mode"));
+  auto mismatch =
+      gw.get("/v1/twins?q=" + doppel::sim::percent_encode("desired.mode != reported.mode"));
   REQUIRE(mismatch.status == 200);
   CHECK(ids_of(mismatch.body).empty());  // q-1..3 report nothing; q-dev's desired is empty
 
@@ -75,7 +63,7 @@ TEST_CASE("queries see every change answered before them, devices' included") {
   std::map<std::string, int> by_state;
   for (const auto& g : count.body["groups"]) by_state[g["value"]] = g["count"];
   CHECK(by_state == std::map<std::string, int>{{"online", 1}, {"unknown", 3}});
-  CHECK(gw.get("/v1/fleet/count?q=" + url_encode("tags.site = 'berlin'")).body ==
+  CHECK(gw.get("/v1/fleet/count?q=" + doppel::sim::percent_encode("tags.site = 'berlin'")).body ==
         json{{"count", 3}});
 }
 
@@ -88,8 +76,8 @@ TEST_CASE("paging in any order, and errors that say where") {
   std::vector<std::string> seen;
   std::string cursor;
   for (int pages = 0; pages < 30; ++pages) {
-    auto page = gw.get("/v1/twins?order_by=" + url_encode("desired.n desc") + "&limit=4" +
-                       (cursor.empty() ? "" : "&cursor=" + cursor));
+    auto page = gw.get("/v1/twins?order_by=" + doppel::sim::percent_encode("desired.n desc") +
+                       "&limit=4" + (cursor.empty() ? "" : "&cursor=" + cursor));
     REQUIRE(page.status == 200);
     for (const auto& t : page.body["items"]) seen.push_back(t["id"]);
     if (page.body["next_cursor"].is_null()) break;
@@ -102,7 +90,7 @@ TEST_CASE("paging in any order, and errors that say where") {
   CHECK(first["desired"]["n"] == 6);
   CHECK(last["desired"]["n"] == 0);
 
-  auto bad = gw.get("/v1/twins?q=" + url_encode("desired.n = "));
+  auto bad = gw.get("/v1/twins?q=" + doppel::sim::percent_encode("desired.n = "));
   CHECK(bad.status == 400);
   CHECK(bad.body["type"] == "urn:doppel:problem:invalid_query");
   CHECK(bad.body["detail"].get<std::string>().find("column 13") != std::string::npos);
