@@ -752,12 +752,14 @@ void SqliteTwinStore::writer_loop() {
       }
       tx.commit();
       if (events_written) {
+        // The newest seq first: a reader that has seen an event in the tail may resume after
+        // it at once, and the feed refuses positions past last_event_seq().
+        last_event_seq_.store(last_event);
         {
           std::lock_guard tail_lock(tail_mu_);
           for (const auto& e : committed_events) tail_.push_back(e);
           while (tail_.size() > kTail) tail_.pop_front();
         }
-        last_event_seq_.store(last_event);
         events_->inc(static_cast<uint64_t>(event_count));
       }
       commits_->inc();
