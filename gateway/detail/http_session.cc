@@ -388,9 +388,10 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void write(HttpResponse res) {
     if (closed_) return;
+    // A stream counts its status once admitted (a refused one answers, and counts, a problem).
+    if (res.stream && !head_) return start_stream(std::move(res));
     count(res.status);
     if (head_) return write_head(std::move(res));
-    if (res.stream) return start_stream(std::move(res));
     auto out = std::make_shared<http::response<http::string_body>>();
     out->version(11);
     out->result(static_cast<unsigned>(res.status));
@@ -462,6 +463,7 @@ class Session : public std::enable_shared_from_this<Session> {
         asio::socket_base::send_buffer_size(
             static_cast<int>(std::clamp<size_t>(o().stream_buffer_bytes / 2, 4096, 128 * 1024))),
         ignored);
+    count(res.status);
     std::string head = "HTTP/1.1 " + std::to_string(res.status) + " " + reason_phrase(res.status) +
                        "\r\nServer: doppeld\r\n";
     if (!res.content_type.empty()) head += "Content-Type: " + res.content_type + "\r\n";

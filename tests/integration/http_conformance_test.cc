@@ -210,6 +210,10 @@ TEST_CASE("streams are capped per client address and in all; a refused one chang
     CHECK(c->fill(10s));
     return c;
   };
+  auto responses = [](const std::string& text, const char* cls) {
+    return metric(text, std::string("doppel_http_responses_total{class=\"") + cls + "xx\"}");
+  };
+  const std::string metrics_before = gw.text("/metrics");
   std::vector<std::unique_ptr<Raw>> open;
   open.push_back(open_stream("127.0.0.2"));
   open.push_back(open_stream("127.0.0.2"));
@@ -233,9 +237,14 @@ TEST_CASE("streams are capped per client address and in all; a refused one chang
     CHECK(status_of(r) == 503);
     CHECK(body_of(r)["type"] == "urn:doppel:problem:unavailable");
   }
-  CHECK(metric(gw.text("/metrics"), "doppel_http_refused_total{reason=\"max_streams_per_ip\"}") ==
-        1);
-  CHECK(metric(gw.text("/metrics"), "doppel_http_refused_total{reason=\"max_streams\"}") == 1);
+  const std::string metrics = gw.text("/metrics");
+  CHECK(metric(metrics, "doppel_http_refused_total{reason=\"max_streams_per_ip\"}") == 1);
+  CHECK(metric(metrics, "doppel_http_refused_total{reason=\"max_streams\"}") == 1);
+  // Each answer counted once, by what it was: three streams, a /healthz and the /metrics read
+  // before them; the two refusals.
+  CHECK(responses(metrics, "2") - responses(metrics_before, "2") == 5);
+  CHECK(responses(metrics, "4") - responses(metrics_before, "4") == 1);
+  CHECK(responses(metrics, "5") - responses(metrics_before, "5") == 1);
   // Closing one gives its place back (once the server sees the close: at the latest at the next
   // heartbeat, 15 s).
   open.erase(open.begin());
