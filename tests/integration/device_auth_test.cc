@@ -131,7 +131,12 @@ TEST_CASE("a device cannot take over the gateway's or another device's client id
     o.password = pa;
     doppel::mqtt::Client thief(o);
     CHECK(thief.connect(5s));
-    std::this_thread::sleep_for(300ms);  // what a takeover would need to kick the victim off
+    // A takeover happens before the broker acknowledges the thief's CONNECT. A round trip after
+    // it — dev-b reports, the gateway records it — shows that both sessions outlived it.
+    const std::string probe = std::string("after-") + stolen;
+    b.publish("reported", json{{"state", {{"probe", probe}}}}.dump());
+    CHECK(eventually([&] { return gw.get("/v1/twins/dev-b").body["reported"]["probe"] == probe; },
+                     10s));
     CHECK(b.connected());
     (void)thief.disconnect(1s);
   }
