@@ -3,7 +3,7 @@
 // If-Match (DESIGN §5).
 #include "gateway/api_handlers.h"
 #include "gateway/device_auth.h"
-#include "twins/history.h"
+#include "twins/as_of.h"
 #include "twins/query.h"
 #include "twins/record.h"
 
@@ -246,7 +246,7 @@ void update_desired(const ApiContext& ctx, const ExchangePtr& x, bool replace) {
 
 // GET /v1/twins/{id}, or as it was: ?as_of_version=N (right after the write that made version
 // N) or ?as_of=<epoch ms> (after the last write at or before then), rebuilt from the store's
-// snapshots and events (twins/history.h).
+// snapshots and events (twins/as_of.h).
 void get_twin(const ApiContext& ctx, const ExchangePtr& x) {
   const auto by_version = x->req.param("as_of_version");
   const auto by_time = x->req.param("as_of");
@@ -254,7 +254,7 @@ void get_twin(const ApiContext& ctx, const ExchangePtr& x) {
   if (by_version && by_time) {
     return x->problem(400, "invalid_argument", "give as_of_version or as_of, not both");
   }
-  if (!ctx.rt->logic().policy().history) {
+  if (!ctx.rt->logic().policy().record_changes) {
     return x->problem(400, "invalid_argument",
                       "as-of reads need the change history, and this gateway runs with "
                       "--history false");

@@ -114,7 +114,7 @@ Status Gateway::start() {
   store_->on_events([hub = feed_.get()](uint64_t, const std::vector<twins::EventRecord>& events) {
     hub->notify(events);
   });
-  if (config_.policy.history) pruner_ = std::thread([this] { prune_loop(); });
+  if (config_.policy.record_changes) pruner_ = std::thread([this] { prune_loop(); });
 
   std::string broker_user = config_.broker_username;
   std::string broker_password = config_.broker_password;
@@ -192,7 +192,7 @@ Status Gateway::start() {
   http_options.feed = feed_.get();
   twins::JobEngineOptions job_options;
   job_options.limits = config_.policy.limits;
-  job_options.history = config_.policy.history;
+  job_options.record_changes = config_.policy.record_changes;
   jobs_ = std::make_unique<twins::JobEngine>(job_options, *runtime_, *store_, clock_, metrics_);
   if (Status s = jobs_->start(); !s) return s;
   http_options.jobs = jobs_.get();

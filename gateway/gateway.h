@@ -57,7 +57,7 @@ struct GatewayConfig {
   double hibernate_after_s = 60;
   size_t max_hot_twins = 1'000'000;
   bool auto_provision = true;
-  twins::Policy policy;                               // policy.history: record the change feed
+  twins::Policy policy;                               // policy.record_changes: the change feed
   double history_retention_s = 7 * 24 * 3600;         // events older than this are pruned
   uint64_t history_max_reported_events = 50'000'000;  // and reported.updated beyond this many
   // Fleet-query fields with an expression index (--index), e.g. "reported.fw".

@@ -158,7 +158,7 @@ int main(int argc, char** argv) {
                  "unfinished commands per twin; more get 429")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
-  app.add_option("--command-history", p.command_history,
+  app.add_option("--command-history", p.finished_commands_kept,
                  "finished commands kept per twin (oldest dropped)")
       ->capture_default_str()
       ->check(CLI::Range(0, 100000));
@@ -179,7 +179,7 @@ int main(int argc, char** argv) {
   app.add_option("--max-depth", p.limits.max_depth, "nesting limit of state documents")
       ->capture_default_str()
       ->check(CLI::Range(1, 64));
-  app.add_option("--history", p.history,
+  app.add_option("--history", p.record_changes,
                  "record every committed change in the change feed (GET /v1/events, history)")
       ->capture_default_str();
   app.add_option("--history-retention-s", cfg.history_retention_s,

@@ -13,7 +13,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
-#include "storage/detail/history.h"
+#include "storage/detail/as_of.h"
 #include "storage/detail/query_sql.h"
 #include "storage/detail/sqlite.h"
 #include "twins/log.h"
@@ -79,7 +79,7 @@ CREATE TABLE event_stats (
 ) WITHOUT ROWID;
 INSERT INTO event_stats VALUES ('reported_events', 0);
 )sql",
-    // 4: as-of reads. Snapshots of each twin's history state (twins/history.h), taken with its
+    // 4: as-of reads. Snapshots of each twin's history state (twins/as_of.h), taken with its
     // creation, every few dozen events and where the pruner cuts; deleted with the twin. An
     // event's step_seq is the seq of the first event of its write (NULL: it is that event), so
     // that a read can stop right after the write that made a version.

@@ -66,14 +66,14 @@ Result<const Command*> TwinLogic::enqueue(Twin& twin, const CommandRequest& requ
   c.idempotency_key = request.idempotency_key;
   c.created_at = now;
   if (request.ttl_s) c.expires_at = now + seconds_to_ms(*request.ttl_s);
-  set_status(c, CommandStatus::kQueued, now, out, policy_.history);
+  set_status(c, CommandStatus::kQueued, now, out, policy_.record_changes);
   twin.commands.push_back(std::move(c));
   const uint64_t seq = twin.commands.back().seq;
   mark(out, twin.commands.back());
   twin.updated_at = now;
   out.twin_changed = true;
   dispatch_commands(twin, now, out);
-  prune_history(twin, out);
+  drop_old_finished_commands(twin, out);
   for (const auto& cmd : twin.commands) {
     if (cmd.seq == seq) return &cmd;
   }
@@ -95,7 +95,7 @@ Result<json> TwinLogic::cancel(Twin& twin, std::string_view command_id, Millis n
   finish(twin, *c, CommandStatus::kCancelled, now, out);
   json cancelled = command_document(*c);
   dispatch_commands(twin, now, out);  // may move `twin.commands`: `c` is not used after this
-  prune_history(twin, out);
+  drop_old_finished_commands(twin, out);
   return cancelled;
 }
 
@@ -123,8 +123,8 @@ void TwinLogic::dispatch_commands(Twin& twin, Millis now, Outcome& out) const {
 void TwinLogic::deliver(Twin& twin, Command& c, Millis now, Outcome& out) const {
   ++c.attempts;
   if (c.status != CommandStatus::kSent) {
-    set_status(c, CommandStatus::kSent, now, out, policy_.history);
-  } else if (policy_.history) {
+    set_status(c, CommandStatus::kSent, now, out, policy_.record_changes);
+  } else if (policy_.record_changes) {
     command_event(c, CommandStatus::kSent, out);  // a re-delivery
   }
   c.ack_deadline = now + backoff_ms(policy_.command_ack_timeout_s, c.attempts);
@@ -137,18 +137,18 @@ void TwinLogic::deliver(Twin& twin, Command& c, Millis now, Outcome& out) const 
 
 void TwinLogic::finish(Twin& twin, Command& c, CommandStatus status, Millis now,
                        Outcome& out) const {
-  set_status(c, status, now, out, policy_.history);
+  set_status(c, status, now, out, policy_.record_changes);
   c.ack_deadline.reset();
   mark(out, c);
   twin.updated_at = now;
   out.twin_changed = true;
 }
 
-void TwinLogic::prune_history(Twin& twin, Outcome& out) const {
+void TwinLogic::drop_old_finished_commands(Twin& twin, Outcome& out) const {
   size_t finished = 0;
   for (const auto& c : twin.commands) finished += is_terminal(c.status) ? 1 : 0;
-  if (finished <= policy_.command_history) return;
-  size_t drop = finished - policy_.command_history;
+  if (finished <= policy_.finished_commands_kept) return;
+  size_t drop = finished - policy_.finished_commands_kept;
   auto& cmds = twin.commands;
   for (auto it = cmds.begin(); it != cmds.end() && drop > 0;) {
     if (is_terminal(it->status)) {
@@ -186,7 +186,7 @@ void TwinLogic::command_alarms(Twin& twin, Millis now, Outcome& out) const {
     }
   }
   dispatch_commands(twin, now, out);
-  prune_history(twin, out);
+  drop_old_finished_commands(twin, out);
 }
 
 }  // namespace doppel::twins

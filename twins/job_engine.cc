@@ -269,7 +269,7 @@ Result<json> JobEngine::create(JobSpec spec, const Cause& cause) {
     w.targets_at = now;
   }
   w.jobs.push_back(record);
-  if (options_.history) w.events.push_back(job_event(record, cause));
+  if (options_.record_changes) w.events.push_back(job_event(record, cause));
   if (Status s = write_and_wait(std::move(w)); !s) return s;
   auto counts = store_.job_counts(spec.id);
   if (!counts) return counts.status();
@@ -369,7 +369,7 @@ Status JobEngine::end_job(Job& job, JobStatus status, const Cause& cause, Millis
         status == JobStatus::kAborted ? "the job was aborted" : "the job was cancelled";
     w.targets_at = now;
   }
-  if (options_.history) w.events.push_back(job_event(job.record, cause));
+  if (options_.record_changes) w.events.push_back(job_event(job.record, cause));
   Status s = write_and_wait(std::move(w));
   if (s) {
     ended_->inc();

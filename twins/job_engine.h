@@ -54,8 +54,8 @@ struct JobEngineOptions {
   // queues ahead of everyone else's requests and device messages (docs/performance.md: 64 was
   // as fast as 256 or 1,024 and cut an operator's PATCH p99 during a rollout to 104 ms).
   size_t max_in_flight = 64;
-  bool history = true;   // job.changed events (--history)
-  bool threaded = true;  // false: nothing runs by itself; tests call tick()
+  bool record_changes = true;  // job.changed events (--history)
+  bool threaded = true;        // false: nothing runs by itself; tests call tick()
 };
 
 class JobEngine {

@@ -2,7 +2,7 @@
 
 #include <vector>
 
-#include "twins/history.h"
+#include "twins/as_of.h"
 #include "twins/log.h"
 
 namespace doppel::twins {

@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "twins/as_of.h"
 #include "twins/device_io.h"
-#include "twins/history.h"
 #include "twins/jobs.h"
 #include "twins/query.h"
 #include "twins/record.h"
@@ -86,10 +86,10 @@ class TwinStore {
   virtual void on_events(EventsListener listener) = 0;
   // Deletes events older than `before_ts`, and the oldest reported.updated events beyond
   // `max_reported` of them, oldest first, in small transactions; returns how many went. Before a
-  // twin's events go, its state where they end is kept as a snapshot (history.h).
+  // twin's events go, its state where they end is kept as a snapshot (as_of.h).
   virtual Result<uint64_t> prune_events(Millis before_ts, uint64_t max_reported) = 0;
 
-  // What an as-of read of twin `id`'s current incarnation needs (history.h): the nearest
+  // What an as-of read of twin `id`'s current incarnation needs (as_of.h): the nearest
   // snapshot at or before `at` and the events after it. Committed state only. Thread-safe;
   // blocks (a read).
   virtual Result<HistorySlice> history_slice(const std::string& id, const AsOf& at) = 0;

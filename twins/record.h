@@ -68,7 +68,7 @@ struct TwinWrite {
   // The change events of this write (events.h), stored in the same transaction, in this order;
   // their seq is assigned then.
   std::vector<EventRecord> events;
-  // With events only: the twin's history state after this write (history.h snapshot_text), to
+  // With events only: the twin's history state after this write (as_of.h snapshot_text), to
   // keep as a snapshot at its last event. Empty: none due.
   std::string snapshot;
 

@@ -22,7 +22,7 @@ Shard::Shard(size_t index, const ShardDeps& deps)
                               },
                               [this](const std::string& id) { mark_failed(id); },
                               [this](const std::string& id) { return failure_pending(id); }},
-            deps.logic.policy().history),
+            deps.logic.policy().record_changes),
       handlers_(deps.logic, deps.stats, deps.auto_provision, *this),
       next_sweep_(deps.clock.now_ms() + kSweepIntervalMs) {}
 

@@ -90,7 +90,7 @@ struct JobRun {
 };
 
 // How many change events a twin may gather before the store keeps another snapshot of its
-// history state (history.h): an as-of read replays at most about this many.
+// history state (as_of.h): an as-of read replays at most about this many.
 inline constexpr uint32_t kSnapshotEveryEvents = 64;
 
 struct Twin {

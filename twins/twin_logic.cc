@@ -54,7 +54,7 @@ Twin TwinLogic::create(const std::string& id, Millis now, Outcome& out) const {
   twin.updated_at = now;
   out.twin_changed = true;
   out.events.push_back(TwinEvent::kCreated);
-  if (policy_.history) out.changes.push_back({"twin.created", json::object()});
+  if (policy_.record_changes) out.changes.push_back({"twin.created", json::object()});
   return twin;
 }
 
@@ -100,11 +100,11 @@ Status TwinLogic::on_reported(Twin& twin, const ReportedMessage& msg, Millis now
   if (!bytes) return bytes.status();
   twin.reported_bytes = *bytes;
   const json leaf = msg.device_ts ? json::array({now, *msg.device_ts}) : json(now);
-  json changed = policy_.history ? changed_leaves(twin.reported, msg.state) : json();
+  json changed = policy_.record_changes ? changed_leaves(twin.reported, msg.state) : json();
   if (apply_merge_patch(twin.reported, twin.reported_meta, msg.state, leaf)) {
     ++twin.reported_version;
     ++twin.version;
-    if (policy_.history) {
+    if (policy_.record_changes) {
       out.changes.push_back(
           {"reported.updated",
            {{"reported_version", twin.reported_version}, {"patch", std::move(changed)}}});
@@ -176,7 +176,7 @@ void TwinLogic::on_command_result(Twin& twin, std::string_view command_id,
   finish(twin, *c, status, now, out);
   out.events.push_back(TwinEvent::kCommandFinished);
   dispatch_commands(twin, now, out);
-  prune_history(twin, out);
+  drop_old_finished_commands(twin, out);
 }
 
 void TwinLogic::on_alarm(Twin& twin, Millis now, Outcome& out) const {
@@ -219,7 +219,7 @@ Status TwinLogic::apply_settings(Twin& twin, const TwinSettings& s, bool is_patc
     out.twin_changed = true;
     dispatch_commands(twin, now, out);
   }
-  if (policy_.history && !patch.empty()) {
+  if (policy_.record_changes && !patch.empty()) {
     out.changes.push_back(
         {"settings.updated", {{"patch", std::move(patch)}, {"replace", !is_patch}}});
   }
@@ -254,7 +254,7 @@ Status TwinLogic::update_desired(Twin& twin, const UpdateDesired& request, Milli
   apply_merge_patch(twin.desired, twin.desired_meta, request.document, leaf);
   twin.desired_version = version;
   ++twin.version;
-  if (policy_.history) {
+  if (policy_.record_changes) {
     json fields = {{"desired_version", version}};
     if (request.replace) {
       fields["replace"] = true;

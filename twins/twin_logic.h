@@ -25,9 +25,10 @@ struct Policy {
   double retry_backoff_cap_s = 600;  // reconcile and command re-delivery backoff cap
   double command_ack_timeout_s = 30;
   uint32_t command_max_attempts = 5;
-  size_t command_queue_max = 100;  // unfinished commands per twin
-  size_t command_history = 100;    // finished commands kept per twin (oldest dropped)
-  bool history = true;             // record change events (Outcome::changes)
+  size_t command_queue_max = 100;       // unfinished commands per twin
+  size_t finished_commands_kept = 100;  // per twin, oldest dropped (--command-history)
+  // Record change events (Outcome::changes): the change feed, history and as-of reads (--history).
+  bool record_changes = true;
 };
 
 // Things worth a log line and a counter.
@@ -53,7 +54,8 @@ std::string_view to_string(TwinEvent event);
 struct Outcome {
   bool twin_changed = false;
   std::vector<uint64_t> commands_changed;  // seqs to upsert
-  std::vector<uint64_t> commands_removed;  // seqs to delete (history pruning)
+  std::vector<uint64_t>
+      commands_removed;  // seqs to delete (finished commands past the kept number)
   std::vector<DeviceOutput> outputs;
   std::vector<TwinEvent> events;
   // Deadlines that fired in this step, for lateness metrics.
@@ -120,8 +122,9 @@ class TwinLogic {
   Result<const Command*> enqueue(Twin& twin, const CommandRequest& request, Millis now,
                                  Outcome& out) const;
   // Cancels an unfinished command and answers its document as cancelled. The document is taken
-  // before history pruning, which may drop the command from memory at once (the cancel itself is
-  // still in `out`, so it is committed: a pruned cancel never comes back as queued).
+  // before old finished commands are dropped, which may drop this one from memory at once (the
+  // cancel itself is still in `out`, so it is committed: a dropped cancel never comes back as
+  // queued).
   Result<json> cancel(Twin& twin, std::string_view command_id, Millis now, Outcome& out) const;
 
   // Jobs (jobs.h). Starts `spec`'s execution on the twin: applies its desired patch or enqueues
@@ -160,7 +163,7 @@ class TwinLogic {
   void dispatch_commands(Twin& twin, Millis now, Outcome& out) const;
   void deliver(Twin& twin, Command& command, Millis now, Outcome& out) const;
   void finish(Twin& twin, Command& command, CommandStatus status, Millis now, Outcome& out) const;
-  void prune_history(Twin& twin, Outcome& out) const;
+  void drop_old_finished_commands(Twin& twin, Outcome& out) const;
 
   Policy policy_;
   IdGenerator command_ids_;

@@ -12,7 +12,7 @@
 
 #include "tests/support/sqlite_rig.h"
 #include "tests/support/temp_dir.h"
-#include "twins/history.h"
+#include "twins/as_of.h"
 #include "twins/query.h"
 
 using namespace doppel;

@@ -14,7 +14,7 @@ Policy policy() {
   p.command_ack_timeout_s = 10;
   p.command_max_attempts = 3;
   p.command_queue_max = 4;
-  p.command_history = 3;
+  p.finished_commands_kept = 3;
   return p;
 }
 
@@ -290,7 +290,7 @@ TEST_CASE("cancel ends an unfinished command and refuses a finished one") {
 
 TEST_CASE("a cancel that history pruning drops at once still answers and persists the cancel") {
   Policy p = policy();
-  p.command_history = 0;  // finished commands leave memory at once
+  p.finished_commands_kept = 0;  // finished commands leave memory at once
   Fixture f(p);
   const std::string a = f.enqueue("a");  // offline: stays queued
   Outcome out;

@@ -199,7 +199,7 @@ TEST_CASE("a read right after a failed commit never answers the uncommitted stat
 
 TEST_CASE("a cancelled command stays cancelled across hibernation even when pruned at once") {
   RuntimeOptions o = options(1);
-  o.policy.command_history = 0;
+  o.policy.finished_commands_kept = 0;
   o.policy.command_ack_timeout_s = 1000;
   o.command_ids = [n = 0]() mutable { return "cmd-" + std::to_string(++n); };
   o.max_hot_twins = 1;
@@ -500,7 +500,7 @@ TEST_CASE("every kind of change is recorded once, with its fields, cause, versio
 
 TEST_CASE("with history off, nothing is recorded") {
   RuntimeOptions o = options(1);
-  o.policy.history = false;
+  o.policy.record_changes = false;
   Rig rig(o);
   REQUIRE(rig.call("quiet-1", UpdateDesired{json{{"a", 1}}, false, std::nullopt}).status);
   rig.device("quiet-1", InboundKind::kReported, R"({"state":{"a":1}})");

@@ -1,4 +1,4 @@
-#include "storage/detail/history.h"
+#include "storage/detail/as_of.h"
 
 namespace doppel::storage::detail {
 namespace {

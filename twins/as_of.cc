@@ -1,4 +1,4 @@
-#include "twins/history.h"
+#include "twins/as_of.h"
 
 #include "twins/merge_patch.h"
 

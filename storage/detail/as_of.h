@@ -1,4 +1,4 @@
-// The SQL side of as-of reads and of pruning with snapshots (twins/history.h), for storage/ only:
+// The SQL side of as-of reads and of pruning with snapshots (twins/as_of.h), for storage/ only:
 // finding the snapshot and events an as-of read needs, and carrying a twin's state past the
 // point where the pruner cuts its events. Callers hold the connection; SqliteError on failure.
 #pragma once
@@ -7,7 +7,7 @@
 #include <string>
 
 #include "storage/detail/sqlite.h"
-#include "twins/history.h"
+#include "twins/as_of.h"
 
 namespace doppel::storage::detail {
 
