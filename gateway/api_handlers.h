@@ -28,8 +28,9 @@
 #include "twins/runtime.h"
 
 namespace doppel::twins {
+class FleetReads;
 class JobEngine;
-}
+}  // namespace doppel::twins
 
 namespace doppel::gateway {
 
@@ -42,10 +43,11 @@ struct ApiContext {
   twins::TwinStore* store = nullptr;
   Metrics* metrics = nullptr;
   std::function<Readiness()> readiness;
-  DeviceAuth* device_auth = nullptr;  // optional: credentials on PUT/DELETE of a twin
-  HttpServer* server = nullptr;       // run_blocking()
-  FeedHub* feed = nullptr;            // wakes change-feed streams
-  twins::JobEngine* jobs = nullptr;   // optional: /v1/jobs answers 503 without
+  DeviceAuth* device_auth = nullptr;         // optional: credentials on PUT/DELETE of a twin
+  HttpServer* server = nullptr;              // run_blocking()
+  FeedHub* feed = nullptr;                   // wakes change-feed streams
+  twins::JobEngine* jobs = nullptr;          // optional: /v1/jobs answers 503 without
+  const twins::FleetReads* reads = nullptr;  // fleet query pages and as-of reads, as documents
   size_t stream_buffer_bytes = 1 << 20;
   QueryOptions queries;
   QueryGate* query_gate = nullptr;

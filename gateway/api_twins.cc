@@ -3,9 +3,8 @@
 // If-Match (DESIGN §5).
 #include "gateway/api_handlers.h"
 #include "gateway/device_auth.h"
-#include "twins/as_of.h"
+#include "twins/fleet_reads.h"
 #include "twins/query.h"
-#include "twins/record.h"
 
 namespace doppel::gateway {
 namespace {
@@ -115,20 +114,16 @@ void list_twins(const ApiContext& ctx, const ExchangePtr& x) {
         q.limit = limit;
         q.after = after;
         if (ticket) q.budget = ctx.query_budget();
-        auto page = ctx.store->query(q);
+        auto page = ctx.reads->query(q);
         ticket.reset();
         if (!page) return ctx.query_failed(*x, page.status());
         twins::json items = twins::json::array();
-        for (const auto& stored : page->first) {
-          auto t = twins::from_record(stored);
-          if (!t) return x->status(t.status());
-          twins::json doc = twins::twin_document(*t, ctx.rt->logic().stale_after_ms(*t));
+        for (auto& doc : page->items) {
           items.push_back(fields.empty() ? std::move(doc) : project(doc, fields));
         }
         twins::json next;
-        if (page->second) {
-          next = by_id ? twins::json(page->second->id)
-                       : twins::json(twins::cursor_text(*page->second));
+        if (page->next) {
+          next = by_id ? twins::json(page->next->id) : twins::json(twins::cursor_text(*page->next));
         }
         x->json_body(200, {{"items", std::move(items)}, {"next_cursor", std::move(next)}});
       },
@@ -246,7 +241,7 @@ void update_desired(const ApiContext& ctx, const ExchangePtr& x, bool replace) {
 
 // GET /v1/twins/{id}, or as it was: ?as_of_version=N (right after the write that made version
 // N) or ?as_of=<epoch ms> (after the last write at or before then), rebuilt from the store's
-// snapshots and events (twins/as_of.h).
+// snapshots and events (twins::FleetReads).
 void get_twin(const ApiContext& ctx, const ExchangePtr& x) {
   const auto by_version = x->req.param("as_of_version");
   const auto by_time = x->req.param("as_of");
@@ -254,7 +249,7 @@ void get_twin(const ApiContext& ctx, const ExchangePtr& x) {
   if (by_version && by_time) {
     return x->problem(400, "invalid_argument", "give as_of_version or as_of, not both");
   }
-  if (!ctx.rt->logic().policy().record_changes) {
+  if (!ctx.reads->records_changes()) {
     return x->problem(400, "invalid_argument",
                       "as-of reads need the change history, and this gateway runs with "
                       "--history false");
@@ -282,35 +277,9 @@ void get_twin(const ApiContext& ctx, const ExchangePtr& x) {
              const auto version = r.body.value("version", uint64_t{0});
              const auto created = r.body.value("created_at", twins::Millis{0});
              ctx.server->run_blocking([&ctx, ex, at, version, created] {
-               const std::string& id = ex->segments[2];
-               if (at.version && *at.version > version) {
-                 return ex->problem(404, "not_found",
-                                    "twin '" + id + "' has not reached version " +
-                                        std::to_string(*at.version) + " (it is at version " +
-                                        std::to_string(version) + ")");
-               }
-               auto slice = ctx.store->history_slice(id, at);
-               if (!slice) return ex->status(slice.status());
-               if ((at.ts && *at.ts < created) || slice->before_creation) {
-                 return ex->problem(
-                     404, "not_found",
-                     "twin '" + id + "' did not exist then: it was created at " +
-                         std::to_string(created) +
-                         " (earlier incarnations of this id are in the change feed)");
-               }
-               uint64_t seq = 0;
-               twins::Millis ts = 0;
-               auto state = twins::rebuild(*slice, &seq, &ts);
-               if (!state && state.status().code() == StatusCode::kNotFound) {
-                 return ex->problem(410, "gone",
-                                    "the history of twin '" + id +
-                                        "' at that point was removed by retention "
-                                        "(--history-retention-s, "
-                                        "--history-max-reported-events): " +
-                                        state.status().message());
-               }
-               if (!state) return ex->status(state.status());
-               ex->json_body(200, twins::as_of_document(id, *state, seq, ts));
+               auto doc = ctx.reads->as_of(ex->segments[2], at, version, created);
+               if (!doc) return ex->status(doc.status());
+               ex->json_body(200, *doc);
              });
            });
 }

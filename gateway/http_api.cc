@@ -4,6 +4,7 @@
 #include "gateway/feed.h"
 #include "gateway/http_auth.h"
 #include "gateway/http_router.h"
+#include "twins/fleet_reads.h"
 
 namespace doppel::gateway {
 namespace {
@@ -25,7 +26,8 @@ struct HttpApi::Impl {
        std::function<Readiness()> readiness, DeviceAuth* device_auth)
       : options(std::move(o)),
         auth(options.tokens, options.read_tokens),
-        query_gate(options.queries.per_client) {
+        query_gate(options.queries.per_client),
+        reads(store, rt.logic()) {
     HttpServerOptions so = options.server;
     so.host = options.host;
     so.port = options.port;
@@ -47,6 +49,7 @@ struct HttpApi::Impl {
     ctx.server = server.get();
     ctx.stream_buffer_bytes = so.stream_buffer_bytes;
     ctx.queries = options.queries;
+    ctx.reads = &reads;
     ctx.query_gate = &query_gate;
     if (options.feed == nullptr) {
       own_feed = std::make_unique<FeedHub>();
@@ -62,6 +65,7 @@ struct HttpApi::Impl {
   std::unique_ptr<FeedHub> own_feed;
   ApiAuth auth;
   QueryGate query_gate;
+  twins::FleetReads reads;
   ApiContext ctx;
   Router router;
   std::unique_ptr<HttpServer> server;

@@ -13,6 +13,8 @@ int http_status(StatusCode code) {
       return 400;
     case StatusCode::kTooLarge:
       return 413;
+    case StatusCode::kGone:
+      return 410;
     case StatusCode::kNotFound:
       return 404;
     case StatusCode::kPreconditionFailed:

@@ -1,7 +1,5 @@
 #include "mqtt/topics.h"
 
-#include "twins/requests.h"
-
 namespace doppel::mqtt {
 namespace {
 

@@ -83,6 +83,16 @@ bool valid_device_id(std::string_view id, const Limits& limits) {
   return true;
 }
 
+bool valid_command_id(std::string_view id) {
+  if (id.empty() || id.size() > 64) return false;
+  for (char c : id) {
+    const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '_' || c == ':' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
 Status check_device_id(std::string_view id, const Limits& limits) {
   if (valid_device_id(id, limits)) return Status::ok();
   std::string shown(id.substr(0, 64));

@@ -27,6 +27,8 @@ struct Limits {
 bool valid_device_id(std::string_view id, const Limits& limits);
 // OK, or kInvalidId with a message that says what is wrong and what is allowed.
 Status check_device_id(std::string_view id, const Limits& limits);
+// Command ids in topics and URLs (and job ids): [A-Za-z0-9._:-]{1,64}.
+bool valid_command_id(std::string_view id);
 
 // Deepest nesting of objects/arrays in JSON text, scanning at most until `stop_above` is exceeded.
 // Works on malformed text too (it only counts brackets outside strings).

@@ -102,16 +102,6 @@ Result<CommandRequest> parse_command_request(const json& body, const Limits& lim
   return r;
 }
 
-bool valid_command_id(std::string_view id) {
-  if (id.empty() || id.size() > 64) return false;
-  for (char c : id) {
-    const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                    c == '.' || c == '_' || c == ':' || c == '-';
-    if (!ok) return false;
-  }
-  return true;
-}
-
 Result<std::optional<uint64_t>> parse_if_match(std::string_view header) {
   std::string_view v = header;
   while (!v.empty() && v.front() == ' ') v.remove_prefix(1);

@@ -37,8 +37,6 @@ struct CommandRequest {
 // Parses a PUT (is_patch false) or PATCH body. An empty body is an empty object.
 Result<TwinSettings> parse_twin_settings(const json& body, bool is_patch, const Limits& limits);
 Result<CommandRequest> parse_command_request(const json& body, const Limits& limits);
-// Command ids in topics and URLs: [A-Za-z0-9._:-]{1,64}.
-bool valid_command_id(std::string_view id);
 // "\"17\"" or "17" -> 17; "*" -> nullopt (any); a weak tag (W/"17") -> kPreconditionFailed (it
 // never matches under If-Match's strong comparison); garbage -> kInvalidArgument.
 Result<std::optional<uint64_t>> parse_if_match(std::string_view header);
