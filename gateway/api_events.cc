@@ -35,15 +35,15 @@ twins::json gap_json(const twins::EventGap& g) {
 
 // The filters of a feed request (twin=, kind=, repeatable); false: a 400 was sent.
 bool parse_filters(const ApiContext& ctx, Exchange& x, twins::EventQuery& q) {
-  q.twins = x.req.params("twin");
-  for (const auto& t : q.twins) {
+  q.filter.twins = x.req.params("twin");
+  for (const auto& t : q.filter.twins) {
     if (!twins::valid_device_id(t, ctx.limits())) {
       x.problem(400, "invalid_argument", "twin='" + t + "' is not a valid twin id");
       return false;
     }
   }
-  q.kinds = x.req.params("kind");
-  for (const auto& k : q.kinds) {
+  q.filter.kinds = x.req.params("kind");
+  for (const auto& k : q.filter.kinds) {
     if (k.empty() || k.size() > 64) {
       x.problem(400, "invalid_argument",
                 "kind must be an event kind (desired.updated) or a prefix ending in .* "
@@ -51,7 +51,7 @@ bool parse_filters(const ApiContext& ctx, Exchange& x, twins::EventQuery& q) {
       return false;
     }
   }
-  if (q.twins.size() > 100 || q.kinds.size() > 20) {
+  if (q.filter.twins.size() > 100 || q.filter.kinds.size() > 20) {
     x.problem(400, "invalid_argument", "at most 100 twin= and 20 kind= filters");
     return false;
   }
@@ -170,7 +170,7 @@ class Subscription : public std::enable_shared_from_this<Subscription> {
     }
     // Caught up: park first, then look again, so a commit in between is not missed. (After
     // done() another fetch may run: only locals from here on.)
-    ctx_.feed->park(wake_, q_.twins, q_.kinds);
+    ctx_.feed->park(wake_, q_.filter);
     const uint64_t position = q_.after_seq;
     done();
     if (again_.load() || ctx_.store->last_event_seq() > position) pull();
@@ -254,7 +254,7 @@ void feed(const ApiContext& ctx, const ExchangePtr& x) {
 
 void history(const ApiContext& ctx, const ExchangePtr& x) {
   twins::EventQuery q;
-  q.twins = {x->segments[2]};
+  q.filter.twins = {x->segments[2]};
   q.limit = 100;
   uint64_t from = 0, to = UINT64_MAX;
   if (auto v = x->req.param("from_version")) {

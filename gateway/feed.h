@@ -25,10 +25,9 @@ class FeedHub {
   // `wake` runs once, on the store's writer thread, at the next commit with an event for these
   // twins (none: any) of these kinds (none: any); it must not block. Held weakly: a subscriber
   // that goes away is forgotten.
-  void park(std::weak_ptr<Wake> wake, std::vector<std::string> twins,
-            std::vector<std::string> kinds) {
+  void park(std::weak_ptr<Wake> wake, twins::EventFilter filter) {
     std::lock_guard lock(mu_);
-    parked_.push_back({std::move(wake), std::move(twins), std::move(kinds)});
+    parked_.push_back({std::move(wake), std::move(filter)});
   }
 
   void notify(const std::vector<twins::EventRecord>& committed) {
@@ -55,17 +54,11 @@ class FeedHub {
  private:
   struct Parked {
     std::weak_ptr<Wake> wake;
-    std::vector<std::string> twins;
-    std::vector<std::string> kinds;
+    twins::EventFilter filter;
   };
   static bool matches(const Parked& p, const std::vector<twins::EventRecord>& events) {
-    for (const auto& e : events) {
-      if (!p.twins.empty() && std::find(p.twins.begin(), p.twins.end(), e.twin) == p.twins.end()) {
-        continue;
-      }
-      if (twins::kind_matches(e.kind, p.kinds)) return true;
-    }
-    return false;
+    return std::any_of(events.begin(), events.end(),
+                       [&p](const twins::EventRecord& e) { return p.filter.matches(e); });
   }
 
   std::mutex mu_;

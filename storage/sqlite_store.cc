@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
-#include <future>
 #include <map>
 #include <stdexcept>
 #include <unordered_map>
@@ -497,6 +496,7 @@ struct SqliteTwinStore::Reader {
 
 SqliteTwinStore::SqliteTwinStore(StoreOptions options, Metrics& metrics)
     : options_(std::move(options)),
+      committer_(options_.max_queued),
       batch_size_(&metrics.histogram("doppel_store_commit_batch_size",
                                      "Twin writes per group commit",
                                      {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096})),
@@ -511,10 +511,8 @@ SqliteTwinStore::SqliteTwinStore(StoreOptions options, Metrics& metrics)
   metrics.gauge_fn("doppel_store_sqlite_memory_bytes",
                    "Heap memory SQLite holds (page caches of all connections)",
                    [] { return static_cast<double>(sqlite3_memory_used()); });
-  metrics.gauge_fn("doppel_store_queue_depth", "Writes waiting for the next group commit", [this] {
-    std::lock_guard lock(mu_);
-    return static_cast<double>(queue_.size());
-  });
+  metrics.gauge_fn("doppel_store_queue_depth", "Writes waiting for the next group commit",
+                   [this] { return static_cast<double>(committer_.queued()); });
 }
 
 Result<std::unique_ptr<SqliteTwinStore>> SqliteTwinStore::open(StoreOptions options,
@@ -578,12 +576,11 @@ SqliteTwinStore::~SqliteTwinStore() { close(); }
 
 void SqliteTwinStore::close() {
   {
-    std::lock_guard lock(mu_);
+    std::lock_guard lock(stop_mu_);
     if (stopping_) return;
     stopping_ = true;
   }
-  work_cv_.notify_all();
-  room_cv_.notify_all();
+  committer_.close();  // the writer commits what is queued, then stops
   if (thread_.joinable()) thread_.join();
   checkpoint_cv_.notify_all();
   if (checkpointer_.joinable()) checkpointer_.join();
@@ -593,76 +590,29 @@ void SqliteTwinStore::close() {
 }
 
 uint64_t SqliteTwinStore::write(twins::TwinWrite write, twins::CommitCallback on_commit) {
-  std::unique_lock lock(mu_);
-  room_cv_.wait(lock, [&] { return queue_.size() < options_.max_queued || stopping_; });
-  const uint64_t seq = next_seq_++;
-  if (stopping_ && !thread_.joinable()) {
-    lock.unlock();
-    if (on_commit) on_commit(Status(StatusCode::kUnavailable, "the store is closed"));
-    return seq;
-  }
-  queue_.push_back({seq, std::move(write), std::move(on_commit)});
-  if (queue_.size() == 1) work_cv_.notify_one();
-  return seq;
+  return committer_.enqueue(std::move(write), std::move(on_commit));
 }
 
-void SqliteTwinStore::discard(const std::string& id) {
-  std::lock_guard lock(mu_);
-  failed_.discard(id, next_seq_ - 1);
-}
+void SqliteTwinStore::discard(const std::string& id) { committer_.discard(id); }
 
 void SqliteTwinStore::when_committed(uint64_t seq, twins::CommitCallback callback) {
-  {
-    std::lock_guard lock(mu_);
-    if (seq > committed_.load()) {
-      waiters_.emplace(seq, std::move(callback));
-      return;
-    }
-  }
-  callback(Status::ok());
+  committer_.when_committed(seq, std::move(callback));
 }
 
-void SqliteTwinStore::flush() {
-  uint64_t last;
-  {
-    std::lock_guard lock(mu_);
-    last = next_seq_ - 1;
-  }
-  if (last <= committed_.load()) return;
-  std::promise<void> done;
-  when_committed(last, [&done](const Status&) { done.set_value(); });
-  done.get_future().wait();
-}
+void SqliteTwinStore::flush() { committer_.flush(); }
 
 void SqliteTwinStore::writer_loop() {
-  std::vector<Op> batch;
-  std::vector<Status> statuses;  // per op of the batch
+  GroupCommitter::Batch batch;
   std::unordered_map<std::string_view, size_t> last_row;
   std::unordered_set<std::string_view> states_changed;
   std::vector<twins::EventRecord> committed_events;  // of the current batch, with their seqs
   std::vector<std::string> counted_jobs;  // jobs whose execution counts the batch changed
   Writer& w = *writer_;
   while (true) {
-    statuses.clear();
     bool events_written = false;
-    {
-      std::unique_lock lock(mu_);
-      work_cv_.wait(lock, [&] { return !queue_.empty() || stopping_; });
-      if (queue_.empty() && stopping_) break;
-      const size_t n = std::min(queue_.size(), options_.max_batch);
-      batch.clear();
-      for (size_t i = 0; i < n; ++i) {
-        batch.push_back(std::move(queue_.front()));
-        queue_.pop_front();
-        // A write made on top of a change that failed to commit must not reach the table.
-        const std::string& id = batch.back().write.id;
-        statuses.push_back(failed_.refuses(id, batch.back().seq)
-                               ? Status(StatusCode::kUnavailable,
-                                        "an earlier change of twin '" + id + "' failed to commit")
-                               : Status::ok());
-      }
-    }
-    room_cv_.notify_all();
+    if (!committer_.take(batch, options_.max_batch, /*wait=*/true)) break;
+    std::vector<Status>& statuses = batch.statuses;
+    const size_t n = batch.ops.size();
 
     const auto started = std::chrono::steady_clock::now();
     try {
@@ -670,8 +620,8 @@ void SqliteTwinStore::writer_loop() {
       // Its indexed state columns are rewritten when any write of the batch changed them.
       last_row.clear();
       states_changed.clear();
-      for (size_t i = 0; i < batch.size(); ++i) {
-        const auto& tw = batch[i].write;
+      for (size_t i = 0; i < n; ++i) {
+        const auto& tw = batch.ops[i].write;
         if (statuses[i] && (tw.twin || tw.delete_twin)) last_row[tw.id] = i;
         if (statuses[i] && tw.twin && tw.twin->states_changed) states_changed.insert(tw.id);
       }
@@ -680,9 +630,9 @@ void SqliteTwinStore::writer_loop() {
       uint64_t last_event = 0;
       size_t event_count = 0;
       committed_events.clear();
-      for (size_t i = 0; i < batch.size(); ++i) {
+      for (size_t i = 0; i < n; ++i) {
         if (!statuses[i]) continue;
-        const twins::TwinWrite& tw = batch[i].write;
+        const twins::TwinWrite& tw = batch.ops[i].write;
         // Every event, in order: group commit coalesces a twin's rows, never its events.
         uint64_t step_first = 0;
         for (const twins::EventRecord& e : tw.events) {
@@ -763,57 +713,33 @@ void SqliteTwinStore::writer_loop() {
         events_->inc(static_cast<uint64_t>(event_count));
       }
       commits_->inc();
-      writes_->inc(batch.size());
+      writes_->inc(n);
     } catch (const std::exception& e) {
       committed_events.clear();  // rolled back: nobody hears of them
       counted_jobs.clear();
       w.count_changes.clear();
       events_written = false;
-      const Status failed =
-          to_status(e, "group commit of " + std::to_string(batch.size()) + " writes");
+      const Status failed = to_status(e, "group commit of " + std::to_string(n) + " writes");
       failures_->inc();
       log_error("store: " + failed.to_string() +
                 "; the twins it carried reload their committed state");
-      std::lock_guard lock(mu_);
-      for (size_t i = 0; i < batch.size(); ++i) {
-        if (statuses[i]) statuses[i] = failed;
-        if (!batch[i].write.id.empty()) failed_.poison(batch[i].write.id);
-      }
+      committer_.fail(batch, failed);
     }
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    batch_size_->observe(static_cast<double>(batch.size()));
+    batch_size_->observe(static_cast<double>(n));
     commit_seconds_->observe(seconds);
 
-    // Open the gate: callbacks in sequence order (before committed_seq() moves, so whoever sees
-    // it moved has been told of failures), then whoever waits for these sequences.
-    for (size_t i = 0; i < batch.size(); ++i) {
-      if (batch[i].callback) batch[i].callback(statuses[i]);
-    }
-    if (events_written && events_listener_ && !committed_events.empty()) {
-      events_listener_(last_event_seq_.load(), committed_events);
-    }
-    if (!counted_jobs.empty()) {
-      std::lock_guard listener_lock(listener_mu_);
-      if (job_counts_listener_) job_counts_listener_(counted_jobs);
-    }
-    std::vector<std::pair<twins::CommitCallback, Status>> waiters;
-    const uint64_t last = batch.back().seq;
-    auto status_of = [&](uint64_t seq) {  // the batch is in sequence order
-      auto it = std::lower_bound(batch.begin(), batch.end(), seq,
-                                 [](const Op& op, uint64_t s) { return op.seq < s; });
-      return it != batch.end() && it->seq == seq ? statuses[it - batch.begin()] : Status::ok();
-    };
-    {
-      std::lock_guard lock(mu_);
-      committed_.store(last);
-      failed_.processed_up_to(last);
-      for (auto it = waiters_.begin(); it != waiters_.end() && it->first <= last;) {
-        waiters.emplace_back(std::move(it->second), status_of(it->first));
-        it = waiters_.erase(it);
+    // Open the gate: callbacks in sequence order, then the listeners, then committed_seq().
+    committer_.complete(batch, [&] {
+      if (events_written && events_listener_ && !committed_events.empty()) {
+        events_listener_(last_event_seq_.load(), committed_events);
       }
-    }
-    for (auto& [cb, s] : waiters) cb(s);
+      if (!counted_jobs.empty()) {
+        std::lock_guard listener_lock(listener_mu_);
+        if (job_counts_listener_) job_counts_listener_(counted_jobs);
+      }
+    });
   }
 }
 
@@ -823,7 +749,7 @@ void SqliteTwinStore::checkpoint_loop() {
   std::unique_ptr<Database> db;
   while (true) {
     {
-      std::unique_lock lock(mu_);
+      std::unique_lock lock(stop_mu_);
       checkpoint_cv_.wait_for(lock, std::chrono::milliseconds(200), [&] { return stopping_; });
       if (stopping_) break;
     }
@@ -964,12 +890,7 @@ Result<twins::EventPage> SqliteTwinStore::events(const twins::EventQuery& q) {
           page.scanned_to = page.events.back().seq;
           break;
         }
-        if (!q.twins.empty() &&
-            std::find(q.twins.begin(), q.twins.end(), it->twin) == q.twins.end()) {
-          continue;
-        }
-        if (!twins::kind_matches(it->kind, q.kinds)) continue;
-        page.events.push_back(*it);
+        if (q.filter.matches(*it)) page.events.push_back(*it);
       }
       return page;
     }
@@ -981,11 +902,12 @@ Result<twins::EventPage> SqliteTwinStore::events(const twins::EventQuery& q) {
     {
       Transaction tx(reader->db, false);
       // A twin filter goes to the index; a kind filter is applied here, over a bounded window.
-      const size_t window = q.kinds.empty() ? q.limit : std::max<size_t>(q.limit, 4096);
+      const twins::EventFilter& filter = q.filter;
+      const size_t window = filter.kinds.empty() ? q.limit : std::max<size_t>(q.limit, 4096);
       std::string sql = "SELECT seq, ts, twin, kind, version, body FROM events WHERE seq > ?1";
-      if (!q.twins.empty()) {
+      if (!filter.twins.empty()) {
         sql += " AND twin IN (";
-        for (size_t i = 0; i < q.twins.size(); ++i) {
+        for (size_t i = 0; i < filter.twins.size(); ++i) {
           sql += (i ? ", ?" : "?") + std::to_string(i + 3);
         }
         sql += ")";
@@ -993,7 +915,9 @@ Result<twins::EventPage> SqliteTwinStore::events(const twins::EventQuery& q) {
       sql += " ORDER BY seq LIMIT ?2";
       Statement st(reader->db, sql.c_str());
       st.bind(1, static_cast<int64_t>(q.after_seq)).bind(2, static_cast<int64_t>(window));
-      for (size_t i = 0; i < q.twins.size(); ++i) st.bind(static_cast<int>(i + 3), q.twins[i]);
+      for (size_t i = 0; i < filter.twins.size(); ++i) {
+        st.bind(static_cast<int>(i + 3), filter.twins[i]);
+      }
       size_t rows = 0;
       while (page.events.size() < q.limit && st.step()) {
         ++rows;
@@ -1001,7 +925,7 @@ Result<twins::EventPage> SqliteTwinStore::events(const twins::EventQuery& q) {
         e.seq = static_cast<uint64_t>(st.column_int(0));
         page.scanned_to = e.seq;
         e.kind = st.column_text(3);
-        if (!twins::kind_matches(e.kind, q.kinds)) continue;
+        if (!filter.matches_kind(e.kind)) continue;
         e.ts = st.column_int(1);
         e.twin = st.column_text(2);
         e.version = static_cast<uint64_t>(st.column_int(4));
@@ -1026,7 +950,7 @@ Result<twins::EventPage> SqliteTwinStore::events(const twins::EventQuery& q) {
         while (gaps.step()) {
           twins::EventGap g;
           g.kind = gaps.column_text(3);
-          if (!twins::kind_matches(g.kind, q.kinds)) continue;
+          if (!filter.matches_kind(g.kind)) continue;
           g.from_seq = static_cast<uint64_t>(gaps.column_int(0));
           g.to_seq = static_cast<uint64_t>(gaps.column_int(1));
           g.count = static_cast<uint64_t>(gaps.column_int(2));

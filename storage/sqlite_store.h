@@ -12,14 +12,13 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "twins/failed_twins.h"
+#include "storage/group_commit.h"
 #include "twins/metrics.h"
 #include "twins/ports.h"
 
@@ -53,7 +52,7 @@ class SqliteTwinStore final : public twins::TwinStore {
   uint64_t write(twins::TwinWrite write, twins::CommitCallback on_commit) override;
   void discard(const std::string& id) override;
   void when_committed(uint64_t seq, twins::CommitCallback callback) override;
-  uint64_t committed_seq() const override { return committed_.load(); }
+  uint64_t committed_seq() const override { return committer_.committed_seq(); }
   Result<std::vector<twins::StoredTwin>> list(const std::string& after_id, size_t limit) override;
   Result<std::vector<twins::DueTwin>> due(twins::Millis after_due, const std::string& after_id,
                                           twins::Millis up_to, size_t limit) override;
@@ -101,11 +100,6 @@ class SqliteTwinStore final : public twins::TwinStore {
  private:
   struct Reader;
   struct Writer;
-  struct Op {
-    uint64_t seq;
-    twins::TwinWrite write;
-    twins::CommitCallback callback;
-  };
 
   SqliteTwinStore(StoreOptions options, Metrics& metrics);
   void writer_loop();
@@ -117,17 +111,11 @@ class SqliteTwinStore final : public twins::TwinStore {
   std::unique_ptr<Writer> writer_;
   int schema_version_ = 0;
 
-  std::mutex mu_;
-  std::condition_variable work_cv_;
-  std::condition_variable room_cv_;
-  std::deque<Op> queue_;
-  std::multimap<uint64_t, twins::CommitCallback> waiters_;
-  uint64_t next_seq_ = 1;
-  twins::FailedTwins failed_;  // under mu_
-  std::atomic<uint64_t> committed_{0};
+  GroupCommitter committer_;
   std::atomic<bool> closed_{false};
   std::atomic<int> fail_next_commits_{0};
   std::atomic<int> fail_next_job_writes_{0};
+  std::mutex stop_mu_;  // stopping_, and the checkpointer's waits
   bool stopping_ = false;
   std::thread thread_;
   std::thread checkpointer_;

@@ -1,5 +1,7 @@
 #include "twins/events.h"
 
+#include <algorithm>
+
 #include "twins/closed_set.h"
 
 namespace doppel::twins {
@@ -85,6 +87,10 @@ json event_json(const EventRecord& e) {
     for (auto it = body.begin(); it != body.end(); ++it) j[it.key()] = std::move(it.value());
   }
   return j;
+}
+
+bool EventFilter::matches_twin(std::string_view twin) const {
+  return twins.empty() || std::find(twins.begin(), twins.end(), twin) != twins.end();
 }
 
 bool kind_matches(std::string_view kind, const std::vector<std::string>& filters) {

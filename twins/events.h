@@ -71,15 +71,27 @@ struct EventRecord {
 // The event as clients see it.
 json event_json(const EventRecord& event);
 
-// Which events a reader wants: after a sequence number, of some twins (none: all), of some kinds
-// (exact, or a prefix ending in ".*"; none: all).
+// Whether `kind` is one of `filters` (exact, or a prefix ending in ".*"; none: every kind).
+bool kind_matches(std::string_view kind, const std::vector<std::string>& filters);
+
+// Which events a reader wants: of some twins (none: all), of some kinds (kind_matches). The one
+// definition of a match: the stores' reads, their in-memory tails and the feed's wake-ups use it.
+struct EventFilter {
+  std::vector<std::string> twins;
+  std::vector<std::string> kinds;
+  bool matches_twin(std::string_view twin) const;
+  bool matches_kind(std::string_view kind) const { return kind_matches(kind, kinds); }
+  bool matches(const EventRecord& event) const {
+    return matches_twin(event.twin) && matches_kind(event.kind);
+  }
+};
+
+// A page of the feed: matching events after a sequence number, at most `limit`.
 struct EventQuery {
   uint64_t after_seq = 0;
   size_t limit = 100;
-  std::vector<std::string> twins;
-  std::vector<std::string> kinds;
+  EventFilter filter;
 };
-bool kind_matches(std::string_view kind, const std::vector<std::string>& filters);
 
 // A page of events and how far the store looked: a reader continues after `scanned_to` (which
 // may be past the last event returned, when the filters matched nothing further).

@@ -129,7 +129,7 @@ TEST_CASE("a desired job reaches the twins its query names; each execution ends 
   CHECK_FALSE(j.twin("p-0")["desired"].contains("mode"));
 
   // The change the job made carries its cause.
-  auto events = j.rig.store->events(EventQuery{0, 1000, {"b-0"}, {"desired.updated"}});
+  auto events = j.rig.store->events(EventQuery{0, 1000, {{"b-0"}, {"desired.updated"}}});
   REQUIRE(events);
   REQUIRE(events->events.size() == 1);
   const json ev = event_json(events->events[0]);
@@ -152,7 +152,7 @@ TEST_CASE("a desired job reaches the twins its query names; each execution ends 
   CHECK(count_of(job, "succeeded") == 5);
   CHECK(job["status"] == "completed");
   CHECK(j.engine->running() == 0);
-  auto job_events = j.rig.store->events(EventQuery{0, 1000, {}, {"job.*"}});
+  auto job_events = j.rig.store->events(EventQuery{0, 1000, {{}, {"job.*"}}});
   REQUIRE(job_events);
   REQUIRE(job_events->events.size() == 2);
   CHECK(event_json(job_events->events[0])["status"] == "running");

@@ -40,86 +40,40 @@ void MemoryTwinStore::apply(TwinWrite& w) {
 }
 
 uint64_t MemoryTwinStore::write(TwinWrite write, CommitCallback on_commit) {
-  uint64_t seq;
-  {
-    std::lock_guard lock(mu_);
-    seq = next_seq_++;
-    pending_.push_back({seq, std::move(write), std::move(on_commit)});
-  }
+  const uint64_t seq = committer_.enqueue(std::move(write), std::move(on_commit));
   if (auto_commit_) commit_pending();
   return seq;
 }
 
-void MemoryTwinStore::discard(const std::string& id) {
-  std::lock_guard lock(mu_);
-  failed_.discard(id, next_seq_ - 1);
-}
+void MemoryTwinStore::discard(const std::string& id) { committer_.discard(id); }
 
 void MemoryTwinStore::commit_pending(size_t max) {
   std::lock_guard commit(commit_mu_);
-  std::vector<Pending> batch;
-  std::vector<Status> statuses;
+  storage::GroupCommitter::Batch batch;
+  if (!committer_.take(batch, max, /*wait=*/false)) return;
+  bool failed;
   {
     std::lock_guard lock(mu_);
-    if (pending_.empty()) return;
-    const size_t n = std::min(max, pending_.size());
-    batch.assign(std::make_move_iterator(pending_.begin()),
-                 std::make_move_iterator(pending_.begin() + static_cast<ptrdiff_t>(n)));
-    pending_.erase(pending_.begin(), pending_.begin() + static_cast<ptrdiff_t>(n));
-    for (auto& p : batch) {
-      if (fail_) {
-        failed_.poison(p.write.id);
-        statuses.emplace_back(StatusCode::kUnavailable, "injected commit failure");
-      } else if (failed_.refuses(p.write.id, p.seq)) {
-        statuses.emplace_back(StatusCode::kUnavailable,
-                              "an earlier change of twin '" + p.write.id + "' failed to commit");
-      } else {
-        apply(p.write);
-        statuses.emplace_back();
+    failed = fail_;
+    if (!failed) {
+      for (size_t i = 0; i < batch.ops.size(); ++i) {
+        if (batch.statuses[i]) apply(batch.ops[i].write);
       }
     }
   }
-  // Callbacks before the committed sequence moves (the TwinStore contract).
-  for (size_t i = 0; i < batch.size(); ++i) {
-    if (batch[i].callback) batch[i].callback(statuses[i]);
-  }
+  if (failed) committer_.fail(batch, Status(StatusCode::kUnavailable, "injected commit failure"));
   std::vector<twins::EventRecord> committed;
   {
     std::lock_guard lock(mu_);
     committed.swap(batch_events_);
   }
-  if (listener_ && !committed.empty()) listener_(last_event_seq(), committed);
-  std::vector<std::pair<CommitCallback, Status>> waiters;
-  {
-    std::lock_guard lock(mu_);
-    committed_ = std::max(committed_, batch.back().seq);
-    failed_.processed_up_to(committed_);
-    for (auto it = waiters_.begin(); it != waiters_.end() && it->first <= committed_;) {
-      Status s;
-      for (size_t i = 0; i < batch.size(); ++i) {
-        if (batch[i].seq == it->first) s = statuses[i];
-      }
-      waiters.emplace_back(std::move(it->second), std::move(s));
-      it = waiters_.erase(it);
-    }
-  }
-  for (auto& [w, s] : waiters) w(s);
+  committer_.complete(batch, [&] {
+    if (listener_ && !committed.empty()) listener_(last_event_seq(), committed);
+  });
 }
 
 void MemoryTwinStore::when_committed(uint64_t seq, CommitCallback callback) {
-  {
-    std::lock_guard lock(mu_);
-    if (seq > committed_) {
-      waiters_.emplace(seq, std::move(callback));
-      return;
-    }
-  }
-  callback(Status::ok());
-}
-
-uint64_t MemoryTwinStore::committed_seq() const {
-  std::lock_guard lock(mu_);
-  return committed_;
+  committer_.when_committed(seq, std::move(callback));
 }
 
 Result<std::vector<StoredTwin>> MemoryTwinStore::list(const std::string& after_id, size_t limit) {
@@ -162,10 +116,7 @@ Result<std::vector<std::pair<std::string, uint64_t>>> MemoryTwinStore::command_c
   return std::vector<std::pair<std::string, uint64_t>>(counts.begin(), counts.end());
 }
 
-size_t MemoryTwinStore::pending() const {
-  std::lock_guard lock(mu_);
-  return pending_.size();
-}
+size_t MemoryTwinStore::pending() const { return committer_.queued(); }
 
 void MemoryTwinStore::fail_commits(bool fail) {
   std::lock_guard lock(mu_);
@@ -180,11 +131,7 @@ Result<twins::EventPage> MemoryTwinStore::events(const twins::EventQuery& q) {
     if (e.seq <= q.after_seq) continue;
     if (page.events.size() == q.limit) break;
     page.scanned_to = e.seq;
-    if (!q.twins.empty() && std::find(q.twins.begin(), q.twins.end(), e.twin) == q.twins.end()) {
-      continue;
-    }
-    if (!twins::kind_matches(e.kind, q.kinds)) continue;
-    page.events.push_back(e);
+    if (q.filter.matches(e)) page.events.push_back(e);
   }
   return page;
 }

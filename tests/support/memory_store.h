@@ -1,7 +1,8 @@
 // An in-memory TwinStore for tests (test-only target), in the spirit of LevelDB's memenv: the same
-// contract as the SQLite store, no disk. With auto_commit (the default) every write commits at once
-// and its callback runs inline; without it writes wait until commit_pending(), so tests can observe
-// the output gate holding messages back. Thread-safe.
+// contract as the SQLite store, no disk; the commit protocol is the stores' own GroupCommitter.
+// With auto_commit (the default) every write commits at once and its callback runs inline; without
+// it writes wait until commit_pending(), so tests can observe the output gate holding messages
+// back. Thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -9,14 +10,13 @@
 #include <mutex>
 #include <vector>
 
-#include "twins/failed_twins.h"
+#include "storage/group_commit.h"
 #include "twins/ports.h"
 
 namespace doppel::testing {
 
 using twins::CommitCallback;
 using twins::DueTwin;
-using twins::FailedTwins;
 using twins::Millis;
 using twins::StoredTwin;
 using twins::TwinStore;
@@ -30,7 +30,7 @@ class MemoryTwinStore final : public TwinStore {
   uint64_t write(TwinWrite write, CommitCallback on_commit) override;
   void discard(const std::string& id) override;
   void when_committed(uint64_t seq, CommitCallback callback) override;
-  uint64_t committed_seq() const override;
+  uint64_t committed_seq() const override { return committer_.committed_seq(); }
   Result<std::vector<StoredTwin>> list(const std::string& after_id, size_t limit) override;
   Result<std::vector<DueTwin>> due(Millis after_due, const std::string& after_id, Millis up_to,
                                    size_t limit) override;
@@ -83,23 +83,14 @@ class MemoryTwinStore final : public TwinStore {
   void fail_commits(bool fail);
 
  private:
-  struct Pending {
-    uint64_t seq;
-    TwinWrite write;
-    CommitCallback callback;
-  };
   void apply(TwinWrite& w);
 
   const bool auto_commit_;
+  storage::GroupCommitter committer_;
   std::recursive_mutex commit_mu_;  // one commit at a time, like the SQLite store's writer
   mutable std::mutex mu_;
   std::map<std::string, StoredTwin> twins_;
-  std::vector<Pending> pending_;
-  std::multimap<uint64_t, CommitCallback> waiters_;
-  uint64_t next_seq_ = 1;
-  uint64_t committed_ = 0;
   bool fail_ = false;
-  FailedTwins failed_;
   std::vector<twins::EventRecord> events_;  // under mu_, in seq order
   uint64_t last_event_seq_ = 0;             // under mu_
   EventsListener listener_;

@@ -27,6 +27,18 @@ TEST_CASE("kind filters: exact kinds and prefixes ending in .*") {
   CHECK(!kind_matches("desired.updated", {"reported.*", "twin.created"}));
 }
 
+TEST_CASE("an event filter: one of the twins (none: any) and one of the kinds (none: any)") {
+  EventRecord e;
+  e.twin = "pump-1";
+  e.kind = "command.changed";
+  CHECK(EventFilter{}.matches(e));
+  CHECK(EventFilter{{"pump-2", "pump-1"}, {}}.matches(e));
+  CHECK_FALSE(EventFilter{{"pump-2"}, {}}.matches(e));
+  CHECK(EventFilter{{"pump-1"}, {"command.*"}}.matches(e));
+  CHECK_FALSE(EventFilter{{"pump-1"}, {"desired.*"}}.matches(e));
+  CHECK_FALSE(EventFilter{{"pump-2"}, {"command.*"}}.matches(e));
+}
+
 TEST_CASE("an event as clients see it: the stored body merged with the envelope") {
   EventRecord e;
   e.seq = 7;

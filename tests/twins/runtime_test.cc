@@ -407,7 +407,7 @@ namespace {
 std::vector<json> stored_events(MemoryTwinStore& store,
                                 const std::vector<std::string>& kinds = {}) {
   std::vector<json> out;
-  auto page = store.events({0, 10'000, {}, kinds});
+  auto page = store.events({0, 10'000, {{}, kinds}});
   REQUIRE(page);
   for (const auto& e : page->events) out.push_back(event_json(e));
   return out;

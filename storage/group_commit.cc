@@ -1,0 +1,146 @@
+#include "storage/group_commit.h"
+
+#include <algorithm>
+#include <future>
+#include <iterator>
+#include <utility>
+
+namespace doppel::storage {
+
+bool GroupCommitter::Poisoned::refuses(const std::string& id, uint64_t seq) {
+  if (until_.empty()) return false;
+  auto it = until_.find(id);
+  if (it == until_.end()) return false;
+  if (seq <= it->second) return true;
+  until_.erase(it);  // past the discard: this twin writes normally again
+  return false;
+}
+
+void GroupCommitter::Poisoned::processed_up_to(uint64_t seq) {
+  for (auto it = until_.begin(); it != until_.end();) {
+    it = it->second != kUntilDiscarded && it->second <= seq ? until_.erase(it) : std::next(it);
+  }
+}
+
+uint64_t GroupCommitter::enqueue(twins::TwinWrite write, twins::CommitCallback on_commit) {
+  std::unique_lock lock(mu_);
+  room_cv_.wait(lock, [&] { return queue_.size() < max_queued_ || closing_; });
+  const uint64_t seq = next_seq_++;
+  if (closed_) {
+    lock.unlock();
+    if (on_commit) on_commit(Status(StatusCode::kUnavailable, "the store is closed"));
+    return seq;
+  }
+  queue_.push_back({seq, std::move(write), std::move(on_commit)});
+  if (queue_.size() == 1) work_cv_.notify_one();
+  return seq;
+}
+
+void GroupCommitter::discard(const std::string& id) {
+  std::lock_guard lock(mu_);
+  poisoned_.discard(id, next_seq_ - 1);
+}
+
+void GroupCommitter::when_committed(uint64_t seq, twins::CommitCallback callback) {
+  {
+    std::lock_guard lock(mu_);
+    if (seq > committed_.load()) {
+      waiters_.emplace(seq, std::move(callback));
+      return;
+    }
+  }
+  callback(Status::ok());
+}
+
+uint64_t GroupCommitter::last_seq() const {
+  std::lock_guard lock(mu_);
+  return next_seq_ - 1;
+}
+
+void GroupCommitter::flush() {
+  const uint64_t last = last_seq();
+  if (last <= committed_.load()) return;
+  std::promise<void> done;
+  when_committed(last, [&done](const Status&) { done.set_value(); });
+  done.get_future().wait();
+}
+
+size_t GroupCommitter::queued() const {
+  std::lock_guard lock(mu_);
+  return queue_.size();
+}
+
+void GroupCommitter::close() {
+  {
+    std::lock_guard lock(mu_);
+    closing_ = true;
+  }
+  work_cv_.notify_all();
+  room_cv_.notify_all();
+}
+
+bool GroupCommitter::take(Batch& batch, size_t max, bool wait) {
+  batch.clear();
+  {
+    std::unique_lock lock(mu_);
+    if (wait) work_cv_.wait(lock, [&] { return !queue_.empty() || closing_; });
+    if (queue_.empty()) {
+      // Writes that arrive from now on fail at once: nobody will commit them.
+      if (closing_) closed_ = true;
+      return false;
+    }
+    const size_t n = std::min(queue_.size(), max);
+    for (size_t i = 0; i < n; ++i) {
+      batch.ops.push_back(std::move(queue_.front()));
+      queue_.pop_front();
+      // A write made on top of a change that failed to commit must not be applied.
+      const Op& op = batch.ops.back();
+      batch.statuses.push_back(
+          poisoned_.refuses(op.write.id, op.seq)
+              ? Status(StatusCode::kUnavailable,
+                       "an earlier change of twin '" + op.write.id + "' failed to commit")
+              : Status::ok());
+    }
+  }
+  room_cv_.notify_all();
+  return true;
+}
+
+void GroupCommitter::fail(Batch& batch, const Status& status) {
+  std::lock_guard lock(mu_);
+  for (size_t i = 0; i < batch.ops.size(); ++i) {
+    if (batch.statuses[i]) batch.statuses[i] = status;
+    // A job-level write (no twin) has no in-memory copy to reload.
+    if (!batch.ops[i].write.id.empty()) poisoned_.poison(batch.ops[i].write.id);
+  }
+}
+
+void GroupCommitter::complete(Batch& batch, const std::function<void()>& before_publish) {
+  if (batch.ops.empty()) return;
+  // Callbacks before committed_seq() moves, so whoever sees it moved has been told of failures.
+  for (size_t i = 0; i < batch.ops.size(); ++i) {
+    if (batch.ops[i].callback) batch.ops[i].callback(batch.statuses[i]);
+  }
+  if (before_publish) before_publish();
+  auto status_of = [&](uint64_t seq) {  // the batch is in sequence order
+    auto it = std::lower_bound(batch.ops.begin(), batch.ops.end(), seq,
+                               [](const Op& op, uint64_t s) { return op.seq < s; });
+    return it != batch.ops.end() && it->seq == seq ? batch.statuses[it - batch.ops.begin()]
+                                                   : Status::ok();
+  };
+  std::vector<std::pair<twins::CommitCallback, Status>> ready;
+  {
+    std::lock_guard lock(mu_);
+    // max: a callback may commit a later batch itself (the in-memory double commits inline).
+    const uint64_t last = std::max(committed_.load(), batch.ops.back().seq);
+    committed_.store(last);
+    poisoned_.processed_up_to(last);
+    for (auto it = waiters_.begin(); it != waiters_.end() && it->first <= last;) {
+      ready.emplace_back(std::move(it->second), status_of(it->first));
+      it = waiters_.erase(it);
+    }
+  }
+  for (auto& [callback, status] : ready) callback(status);
+}
+
+}  // namespace doppel::storage

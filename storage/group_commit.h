@@ -1,0 +1,121 @@
+// GroupCommitter: the commit protocol of the TwinStore port (twins/ports.h), apart from any I/O,
+// so that every store keeps it the same way (the SQLite store, the in-memory test double, and the
+// backends to come) — in the manner of RocksDB's WriteThread, which owns the queue of writers and
+// leaves the writing to the database.
+//
+// It owns what the contract promises independently of where the bytes go: sequence numbers in
+// queue order, backpressure on a bounded queue, poisoning (a failed write of a twin fails its
+// later writes until discard()), callbacks in sequence order before committed_seq() moves, commit
+// waits, flush and close. The store's committer (one thread, or a test calling by hand) takes a
+// batch, writes it however its backend does, and completes it:
+//
+//   GroupCommitter::Batch batch;
+//   while (committer.take(batch, max_batch, /*wait=*/true)) {
+//     Status s = write_in_one_transaction(batch);   // the backend's part; may fail some ops
+//     if (!s) committer.fail(batch, s);
+//     committer.complete(batch, [&] { /* listeners that must run before seq moves */ });
+//   }
+//
+// Thread-safety: enqueue, discard, when_committed, committed_seq, flush and close are thread-safe;
+// take, fail and complete are called by one committer at a time.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <limits>
+#include <map>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "twins/ports.h"
+
+namespace doppel::storage {
+
+class GroupCommitter {
+ public:
+  struct Op {
+    uint64_t seq = 0;
+    twins::TwinWrite write;
+    twins::CommitCallback callback;
+  };
+  // The writes of one commit, in sequence order, and the outcome of each (ok until something
+  // fails it; a write that poisoning refuses starts failed and must not be applied).
+  struct Batch {
+    std::vector<Op> ops;
+    std::vector<Status> statuses;
+    void clear() {
+      ops.clear();
+      statuses.clear();
+    }
+  };
+
+  // `max_queued`: enqueue() waits while this many writes are queued (backpressure).
+  explicit GroupCommitter(size_t max_queued = std::numeric_limits<size_t>::max())
+      : max_queued_(max_queued) {}
+
+  // ---- the producers' side (the port's write, discard, when_committed, committed_seq, flush) ----
+
+  // Queues `write` and returns its sequence number. Once closed, `on_commit` runs at once with
+  // kUnavailable. Blocks while the queue is full.
+  uint64_t enqueue(twins::TwinWrite write, twins::CommitCallback on_commit);
+  void discard(const std::string& id);
+  void when_committed(uint64_t seq, twins::CommitCallback callback);
+  uint64_t committed_seq() const { return committed_.load(); }
+  // The highest sequence handed out so far.
+  uint64_t last_seq() const;
+  // Blocks until every write queued so far is complete. Needs a committer that runs on its own.
+  void flush();
+  size_t queued() const;
+
+  // Stops accepting writes once the queue has drained: take() returns false from then on, and
+  // later writes fail at once.
+  void close();
+
+  // ---- the committer's side ----
+
+  // Moves up to `max` queued writes into `batch` (cleared first), in sequence order, with their
+  // starting statuses. With `wait`, blocks until there is work or close() was called; returns
+  // false when closed and drained (and without `wait`, when nothing is queued).
+  bool take(Batch& batch, size_t max, bool wait);
+  // The batch did not commit: every write of it not already failed fails with `status`, and its
+  // twins are poisoned.
+  void fail(Batch& batch, const Status& status);
+  // Runs the batch's callbacks in sequence order, then `before_publish` (the store's listeners),
+  // then moves committed_seq() past the batch and runs the commit waits it satisfies.
+  void complete(Batch& batch, const std::function<void()>& before_publish = {});
+
+ private:
+  // Which twins' writes must fail: a failed write poisons its twin until discard(); writes queued
+  // up to the discard were made on the dropped copy and fail too. Under mu_.
+  class Poisoned {
+   public:
+    void poison(const std::string& id) { until_[id] = kUntilDiscarded; }
+    void discard(const std::string& id, uint64_t last_seq) { until_[id] = last_seq; }
+    bool refuses(const std::string& id, uint64_t seq);
+    void processed_up_to(uint64_t seq);
+
+   private:
+    static constexpr uint64_t kUntilDiscarded = std::numeric_limits<uint64_t>::max();
+    std::unordered_map<std::string, uint64_t> until_;
+  };
+
+  const size_t max_queued_;
+  mutable std::mutex mu_;
+  std::condition_variable work_cv_;
+  std::condition_variable room_cv_;
+  std::deque<Op> queue_;
+  std::multimap<uint64_t, twins::CommitCallback> waiters_;
+  uint64_t next_seq_ = 1;
+  Poisoned poisoned_;
+  bool closing_ = false;  // close() was called
+  bool closed_ = false;   // and the queue drained: writes fail at once
+  std::atomic<uint64_t> committed_{0};
+};
+
+}  // namespace doppel::storage
