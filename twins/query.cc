@@ -4,29 +4,10 @@
 #include <charconv>
 #include <cmath>
 
+#include "twins/twin_columns.h"
+
 namespace doppel::twins {
 namespace {
-
-struct FixedField {
-  const char* name;
-  QueryField::Type type;
-};
-constexpr FixedField kFixed[] = {
-    {"id", QueryField::Type::kText},
-    {"version", QueryField::Type::kNumber},
-    {"desired_version", QueryField::Type::kNumber},
-    {"reported_version", QueryField::Type::kNumber},
-    {"created_at", QueryField::Type::kNumber},
-    {"updated_at", QueryField::Type::kNumber},
-    {"liveness.state", QueryField::Type::kText},
-    {"liveness.last_seen", QueryField::Type::kNumber},
-    {"connection.state", QueryField::Type::kText},
-    {"reconcile.state", QueryField::Type::kText},
-    {"reconcile.attempts", QueryField::Type::kNumber},
-    {"commands.queued", QueryField::Type::kNumber},
-    {"commands.sent", QueryField::Type::kNumber},
-    {"device.encoding", QueryField::Type::kText},
-};
 
 bool segment_char(char c) {
   return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_' || c == '-' || c == ':';
@@ -100,6 +81,11 @@ class Parser {
       ++pos_;
       while (true) {
         if (pos_ >= text_.size()) return error_at(tok_.column, "unterminated string");
+        // No store compares text past a NUL the same way (SQLite's GLOB stops there,
+        // PostgreSQL's text cannot hold one): refused rather than answered differently.
+        if (text_[pos_] == '\0') {
+          return error_at(column_of(pos_), "a string may not contain NUL (U+0000)");
+        }
         if (text_[pos_] == '\'') {
           if (pos_ + 1 < text_.size() && text_[pos_ + 1] == '\'') {
             tok_.text += '\'';
@@ -340,13 +326,11 @@ class Parser {
 }  // namespace
 
 Result<QueryField> parse_query_field(std::string_view name) {
-  for (const auto& f : kFixed) {
-    if (name == f.name) {
-      QueryField q;
-      q.name = f.name;
-      q.type = f.type;
-      return q;
-    }
+  if (const TwinColumn* c = find_twin_column(name)) {
+    QueryField q;
+    q.name = std::string(c->field);
+    q.type = c->type;
+    return q;
   }
   QueryField q;
   q.name = std::string(name);

@@ -98,7 +98,7 @@ Result<QueryField> parse_query_field(std::string_view name);
 
 // order_by: a field, ascending unless `descending`.
 struct QueryOrder {
-  QueryField field;
+  QueryField field{QueryField::Doc::kNone, "id", {}, QueryField::Type::kText};
   bool descending = false;
 };
 // "<field> [asc|desc]"; empty: by id, ascending.

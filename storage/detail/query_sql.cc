@@ -5,10 +5,13 @@
 #include <cstdio>
 
 #include "twins/fnv1a.h"
+#include "twins/query_eval.h"
+#include "twins/twin_columns.h"
 
 namespace doppel::storage::detail {
 namespace {
 
+using twins::find_twin_column;
 using twins::QueryExpr;
 using twins::QueryField;
 using twins::QueryLiteral;
@@ -40,20 +43,10 @@ const char* column_of(const QueryField& f) {
     case QueryField::Doc::kNone:
       break;
   }
-  static const std::pair<const char*, const char*> kColumns[] = {
-      {"liveness.state", "liveness"},
-      {"liveness.last_seen", "last_seen"},
-      {"connection.state", "connection"},
-      {"reconcile.state", "reconcile"},
-      {"reconcile.attempts", "reconcile_attempts"},
-      {"commands.queued", "commands_queued"},
-      {"commands.sent", "commands_sent"},
-      {"device.encoding", "encoding"},
-  };
-  for (const auto& [name, column] : kColumns) {
-    if (f.name == name) return column;
-  }
-  return f.name.c_str();  // id, version, desired_version, ...: the column has the field's name
+  // A fixed field: its column, from the one table of them (a literal, so NUL-terminated). Only
+  // the parser makes fields; a name it would refuse reads as no value.
+  const twins::TwinColumn* c = find_twin_column(f.name);
+  return c != nullptr ? c->column.data() : "NULL";
 }
 
 std::string path_literal(const QueryField& f) {
@@ -63,7 +56,10 @@ std::string path_literal(const QueryField& f) {
 }
 
 bool is_json(const QueryField& f) { return f.doc != QueryField::Doc::kNone; }
-bool nullable(const QueryField& f) { return is_json(f) || f.name == "liveness.last_seen"; }
+bool nullable(const QueryField& f) {
+  const twins::TwinColumn* c = find_twin_column(f.name);
+  return is_json(f) || c == nullptr || c->nullable;
+}
 char fixed_family(const QueryField& f) { return f.type == QueryField::Type::kText ? 's' : 'n'; }
 
 // A condition (never NULL) that the field holds a value of `family`.
@@ -127,35 +123,6 @@ Op mirrored(Op op) {
   }
 }
 
-bool compare_values(const SqlValue& a, const SqlValue& b, Op op) {
-  auto num = [](const SqlValue& v) {
-    return std::holds_alternative<int64_t>(v) ? static_cast<double>(std::get<int64_t>(v))
-                                              : std::get<double>(v);
-  };
-  int c = 0;
-  if (std::holds_alternative<std::string>(a)) {
-    c = std::get<std::string>(a).compare(std::get<std::string>(b));
-  } else {
-    const double x = num(a);
-    const double y = num(b);
-    c = x < y ? -1 : x > y ? 1 : 0;
-  }
-  switch (op) {
-    case Op::kEq:
-      return c == 0;
-    case Op::kNe:
-      return c != 0;
-    case Op::kLt:
-      return c < 0;
-    case Op::kLe:
-      return c <= 0;
-    case Op::kGt:
-      return c > 0;
-    default:
-      return c >= 0;
-  }
-}
-
 // '%' -> '*'; GLOB's own wildcards match only themselves.
 std::string like_to_glob(const std::string& pattern) {
   std::string out;
@@ -199,11 +166,8 @@ class Builder {
     if (lf == nullptr && rf != nullptr) {
       return field_vs_literal(*rf, mirrored(e.op), std::get<QueryLiteral>(e.left));
     }
-    if (lf == nullptr) {  // two literals: decided here
-      const auto& a = std::get<QueryLiteral>(e.left);
-      const auto& b = std::get<QueryLiteral>(e.right);
-      if (family_of(a) != family_of(b)) return "0";
-      return compare_values(value_of(a), value_of(b), e.op) ? "1" : "0";
+    if (lf == nullptr) {  // two literals: no twin involved, so the reference evaluator decides
+      return twins::matches(e, twins::TwinRecord{}) ? "1" : "0";
     }
     const std::string fa = family_sql(*lf);
     return "(" + fa + " IS " + family_sql(*rf) + " AND " + fa + " IS NOT NULL AND " +
@@ -235,14 +199,16 @@ class Builder {
         const auto& f = std::get<QueryField>(e.left);
         std::vector<std::string> parts;
         for (const char fam : {'s', 'n', 'b'}) {
+          // A family the field cannot hold binds nothing: a parameter bound but never written
+          // into the SQL is out of range for SQLite.
+          const std::string guard = has_family(f, fam);
+          if (guard == "0") continue;
           std::string values;
           for (const QueryLiteral& l : e.list) {
             if (family_of(l) != fam) continue;
             values += (values.empty() ? "" : ", ") + param(value_of(l));
           }
           if (values.empty()) continue;
-          const std::string guard = has_family(f, fam);
-          if (guard == "0") continue;
           const std::string in = field_value_sql(f) + " IN (" + values + ")";
           parts.push_back(guard == "1" ? "(" + in + ")" : "(" + guard + " AND " + in + ")");
         }

@@ -93,6 +93,8 @@ TEST_CASE("errors name the column, counted in characters, and what was expected"
   CHECK(error_of("'a' IN ('a')").find("expected a field before IN") != std::string::npos);
   CHECK(error_of("id IN ('a',)").find("column 12") != std::string::npos);
   CHECK(error_of("reported.x = 1e999").find("is not a number") != std::string::npos);
+  CHECK(error_of(std::string("id = 'a\0b'", 11)).find("column 8: a string may not contain NUL") !=
+        std::string::npos);
   CHECK(error_of("x NOT LIKE 'a'").find("unknown field") != std::string::npos);
   CHECK(error_of("id NOT LIKE 'a'").find("expected IN after NOT") != std::string::npos);
   const size_t over = kMaxQueryDepth + 1;
