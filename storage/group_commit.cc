@@ -22,7 +22,7 @@ void GroupCommitter::Poisoned::processed_up_to(uint64_t seq) {
   }
 }
 
-uint64_t GroupCommitter::enqueue(twins::TwinWrite write, twins::CommitCallback on_commit) {
+uint64_t GroupCommitter::enqueue(Write write, twins::CommitCallback on_commit) {
   std::unique_lock lock(mu_);
   room_cv_.wait(lock, [&] { return queue_.size() < max_queued_ || closing_; });
   const uint64_t seq = next_seq_++;
@@ -95,10 +95,11 @@ bool GroupCommitter::take(Batch& batch, size_t max, bool wait) {
       queue_.pop_front();
       // A write made on top of a change that failed to commit must not be applied.
       const Op& op = batch.ops.back();
+      const twins::TwinWrite* twin = op.twin();
       batch.statuses.push_back(
-          poisoned_.refuses(op.write.id, op.seq)
+          twin != nullptr && poisoned_.refuses(twin->id, op.seq)
               ? Status(StatusCode::kUnavailable,
-                       "an earlier change of twin '" + op.write.id + "' failed to commit")
+                       "an earlier change of twin '" + twin->id + "' failed to commit")
               : Status::ok());
     }
   }
@@ -110,8 +111,7 @@ void GroupCommitter::fail(Batch& batch, const Status& status) {
   std::lock_guard lock(mu_);
   for (size_t i = 0; i < batch.ops.size(); ++i) {
     if (batch.statuses[i]) batch.statuses[i] = status;
-    // A job-level write (no twin) has no in-memory copy to reload.
-    if (!batch.ops[i].write.id.empty()) poisoned_.poison(batch.ops[i].write.id);
+    if (const twins::TwinWrite* twin = batch.ops[i].twin()) poisoned_.poison(twin->id);
   }
 }
 

@@ -31,6 +31,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <variant>
 #include <vector>
 
 #include "twins/ports.h"
@@ -39,10 +40,14 @@ namespace doppel::storage {
 
 class GroupCommitter {
  public:
+  // A twin's write (ShardStore::write) or a job-level one (JobStore::write).
+  using Write = std::variant<twins::TwinWrite, twins::JobWrite>;
   struct Op {
     uint64_t seq = 0;
-    twins::TwinWrite write;
+    Write write;
     twins::CommitCallback callback;
+    // The twin this op writes, or nullptr for a job-level write.
+    const twins::TwinWrite* twin() const { return std::get_if<twins::TwinWrite>(&write); }
   };
   // The writes of one commit, in sequence order, and the outcome of each (ok until something
   // fails it; a write that poisoning refuses starts failed and must not be applied).
@@ -63,7 +68,7 @@ class GroupCommitter {
 
   // Queues `write` and returns its sequence number. Once closed, `on_commit` runs at once with
   // kUnavailable. Blocks while the queue is full.
-  uint64_t enqueue(twins::TwinWrite write, twins::CommitCallback on_commit);
+  uint64_t enqueue(Write write, twins::CommitCallback on_commit);
   void discard(const std::string& id);
   void when_committed(uint64_t seq, twins::CommitCallback callback);
   uint64_t committed_seq() const { return committed_.load(); }
@@ -84,7 +89,7 @@ class GroupCommitter {
   // false when closed and drained (and without `wait`, when nothing is queued).
   bool take(Batch& batch, size_t max, bool wait);
   // The batch did not commit: every write of it not already failed fails with `status`, and its
-  // twins are poisoned.
+  // twins are poisoned (a job-level write has no in-memory copy to poison).
   void fail(Batch& batch, const Status& status);
   // Runs the batch's callbacks in sequence order, then `before_publish` (the store's listeners),
   // then moves committed_seq() past the batch and runs the commit waits it satisfies.

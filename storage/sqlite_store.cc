@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <stdexcept>
 #include <unordered_map>
@@ -385,8 +386,8 @@ struct SqliteTwinStore::Writer {
     count_changes.clear();
   }
   int64_t changes() { return sqlite3_changes(db.get()); }
-  // The job-level parts of a write (see TwinWrite).
-  void apply_jobs(const twins::TwinWrite& tw) {
+  // The job rows, targets and cancellation of a job-level write.
+  void apply_jobs(const twins::JobWrite& tw) {
     for (const auto& j : tw.jobs) {
       upsert_job->bind(1, std::string_view(j.id))
           .bind(2, twins::to_string(j.status))
@@ -418,12 +419,15 @@ struct SqliteTwinStore::Writer {
       count(tw.cancel_pending_job, "cancelled", n);
     }
   }
-  // A job-level write in a savepoint of its own: on failure it is undone alone (its count
-  // changes too) and the rest of the transaction goes on.
-  Status apply_alone(const twins::TwinWrite& tw, std::atomic<int>& fail_next) {
+  // A job-level write in a savepoint of its own: on failure it is undone alone (its events and
+  // count changes too) and the rest of the transaction goes on.
+  // `with_it` runs first, inside the savepoint (the write's events).
+  Status apply_alone(const twins::JobWrite& tw, std::atomic<int>& fail_next,
+                     const std::function<void()>& with_it) {
     auto counts_before = count_changes;
     savepoint->run();
     try {
+      with_it();
       apply_executions(tw.executions);
       apply_jobs(tw);
       if (fail_next.load() > 0) {
@@ -438,9 +442,11 @@ struct SqliteTwinStore::Writer {
       // fails as any failed commit does.
       rollback_to->run();
       release->run();
-      const std::string job = !tw.targets_job.empty() ? tw.targets_job
-                              : !tw.jobs.empty()      ? tw.jobs.front().id
-                                                      : tw.cancel_pending_job;
+      const std::string job = !tw.targets_job.empty()          ? tw.targets_job
+                              : !tw.jobs.empty()               ? tw.jobs.front().id
+                              : !tw.cancel_pending_job.empty() ? tw.cancel_pending_job
+                              : !tw.executions.empty()         ? tw.executions.front().job
+                                                               : std::string();
       return to_status(e, "job write of '" + job + "'");
     }
   }
@@ -593,6 +599,10 @@ uint64_t SqliteTwinStore::write(twins::TwinWrite write, twins::CommitCallback on
   return committer_.enqueue(std::move(write), std::move(on_commit));
 }
 
+uint64_t SqliteTwinStore::write(twins::JobWrite write, twins::CommitCallback on_commit) {
+  return committer_.enqueue(std::move(write), std::move(on_commit));
+}
+
 void SqliteTwinStore::discard(const std::string& id) { committer_.discard(id); }
 
 void SqliteTwinStore::when_committed(uint64_t seq, twins::CommitCallback callback) {
@@ -609,7 +619,6 @@ void SqliteTwinStore::writer_loop() {
   std::vector<std::string> counted_jobs;  // jobs whose execution counts the batch changed
   Writer& w = *writer_;
   while (true) {
-    bool events_written = false;
     if (!committer_.take(batch, options_.max_batch, /*wait=*/true)) break;
     std::vector<Status>& statuses = batch.statuses;
     const size_t n = batch.ops.size();
@@ -621,21 +630,23 @@ void SqliteTwinStore::writer_loop() {
       last_row.clear();
       states_changed.clear();
       for (size_t i = 0; i < n; ++i) {
-        const auto& tw = batch.ops[i].write;
-        if (statuses[i] && (tw.twin || tw.delete_twin)) last_row[tw.id] = i;
-        if (statuses[i] && tw.twin && tw.twin->states_changed) states_changed.insert(tw.id);
+        const twins::TwinWrite* tw = batch.ops[i].twin();
+        if (tw == nullptr || !statuses[i]) continue;
+        if (tw->twin || tw->delete_twin) last_row[tw->id] = i;
+        if (tw->twin && tw->twin->states_changed) states_changed.insert(tw->id);
       }
       Transaction tx(w.db, true);
-      int64_t reported_events = 0;
-      uint64_t last_event = 0;
-      size_t event_count = 0;
+      struct EventTally {
+        int64_t reported = 0;  // reported.updated events written
+        uint64_t last = 0;     // the newest seq written
+        size_t count = 0;
+      } tally;
       committed_events.clear();
-      for (size_t i = 0; i < n; ++i) {
-        if (!statuses[i]) continue;
-        const twins::TwinWrite& tw = batch.ops[i].write;
-        // Every event, in order: group commit coalesces a twin's rows, never its events.
+      // Every event, in order: group commit coalesces a twin's rows, never its events. Returns
+      // the first one's seq (0: none).
+      auto insert_events = [&](const std::vector<twins::EventRecord>& events) {
         uint64_t step_first = 0;
-        for (const twins::EventRecord& e : tw.events) {
+        for (const twins::EventRecord& e : events) {
           w.insert_event->bind(1, e.ts)
               .bind(2, std::string_view(e.twin))
               .bind(3, std::string_view(e.kind))
@@ -644,29 +655,41 @@ void SqliteTwinStore::writer_loop() {
               .bind(6, step_first == 0 ? std::nullopt
                                        : std::optional<int64_t>(static_cast<int64_t>(step_first)))
               .run();
-          reported_events += e.kind == "reported.updated" ? 1 : 0;
-          last_event = static_cast<uint64_t>(sqlite3_last_insert_rowid(w.db.get()));
-          ++event_count;
+          tally.reported += e.kind == "reported.updated" ? 1 : 0;
+          tally.last = static_cast<uint64_t>(sqlite3_last_insert_rowid(w.db.get()));
+          ++tally.count;
           committed_events.push_back(e);
-          committed_events.back().seq = last_event;
-          if (step_first == 0) step_first = last_event;
-          events_written = true;
+          committed_events.back().seq = tally.last;
+          if (step_first == 0) step_first = tally.last;
         }
+        return step_first;
+      };
+      for (size_t i = 0; i < n; ++i) {
+        if (!statuses[i]) continue;
+        if (const auto* job = std::get_if<twins::JobWrite>(&batch.ops[i].write)) {
+          // In a savepoint with its events, so that it fails alone, events and all.
+          const EventTally before = tally;
+          const size_t events_before = committed_events.size();
+          Status s =
+              w.apply_alone(*job, fail_next_job_writes_, [&] { insert_events(job->events); });
+          if (!s) {
+            tally = before;
+            committed_events.resize(events_before);
+            statuses[i] = s;
+            log_warn("store: " + s.to_string() + " (the rest of the batch commits)");
+          }
+          continue;
+        }
+        const twins::TwinWrite& tw = std::get<twins::TwinWrite>(batch.ops[i].write);
+        const uint64_t step_first = insert_events(tw.events);
         if (!tw.snapshot.empty() && !tw.events.empty()) {
           w.insert_snapshot->bind(1, tw.id)
-              .bind(2, static_cast<int64_t>(last_event))
+              .bind(2, static_cast<int64_t>(tally.last))
               .bind(3, static_cast<int64_t>(step_first))
               .bind(4, tw.events.back().ts)
               .bind(5, static_cast<int64_t>(tw.events.back().version))
               .bind(6, std::string_view(tw.snapshot))
               .run();
-        }
-        if (tw.id.empty()) {  // a job-level write: in a savepoint, so that it fails alone
-          if (Status s = w.apply_alone(tw, fail_next_job_writes_); !s) {
-            statuses[i] = s;
-            log_warn("store: " + s.to_string() + " (the rest of the batch commits)");
-          }
-          continue;
         }
         w.apply_executions(tw.executions);
         if (tw.delete_twin) {
@@ -693,7 +716,7 @@ void SqliteTwinStore::writer_loop() {
           w.delete_command->bind(1, tw.id).bind(2, static_cast<int64_t>(seq)).run();
         }
       }
-      if (reported_events > 0) w.count_reported->bind(1, reported_events).run();
+      if (tally.reported > 0) w.count_reported->bind(1, tally.reported).run();
       counted_jobs.clear();
       w.flush_counts(counted_jobs);
       if (fail_next_commits_.load() > 0) {
@@ -701,16 +724,16 @@ void SqliteTwinStore::writer_loop() {
         throw std::runtime_error("injected commit failure (test hook)");
       }
       tx.commit();
-      if (events_written) {
+      if (!committed_events.empty()) {
         // The newest seq first: a reader that has seen an event in the tail may resume after
         // it at once, and the feed refuses positions past last_event_seq().
-        last_event_seq_.store(last_event);
+        last_event_seq_.store(tally.last);
         {
           std::lock_guard tail_lock(tail_mu_);
           for (const auto& e : committed_events) tail_.push_back(e);
           while (tail_.size() > kTail) tail_.pop_front();
         }
-        events_->inc(static_cast<uint64_t>(event_count));
+        events_->inc(static_cast<uint64_t>(tally.count));
       }
       commits_->inc();
       writes_->inc(n);
@@ -718,7 +741,6 @@ void SqliteTwinStore::writer_loop() {
       committed_events.clear();  // rolled back: nobody hears of them
       counted_jobs.clear();
       w.count_changes.clear();
-      events_written = false;
       const Status failed = to_status(e, "group commit of " + std::to_string(n) + " writes");
       failures_->inc();
       log_error("store: " + failed.to_string() +
@@ -732,7 +754,7 @@ void SqliteTwinStore::writer_loop() {
 
     // Open the gate: callbacks in sequence order, then the listeners, then committed_seq().
     committer_.complete(batch, [&] {
-      if (events_written && events_listener_ && !committed_events.empty()) {
+      if (events_listener_ && !committed_events.empty()) {
         events_listener_(last_event_seq_.load(), committed_events);
       }
       if (!counted_jobs.empty()) {

@@ -50,6 +50,7 @@ class SqliteTwinStore final : public twins::TwinStore {
 
   Result<std::optional<twins::StoredTwin>> load(const std::string& id) override;
   uint64_t write(twins::TwinWrite write, twins::CommitCallback on_commit) override;
+  uint64_t write(twins::JobWrite write, twins::CommitCallback on_commit) override;
   void discard(const std::string& id) override;
   void when_committed(uint64_t seq, twins::CommitCallback callback) override;
   uint64_t committed_seq() const override { return committer_.committed_seq(); }

@@ -13,7 +13,7 @@ constexpr size_t kDueScanPage = 10000;
 
 }  // namespace
 
-DeadlineScanner::DeadlineScanner(TwinStore& store, const Clock& clock, Millis horizon_ms,
+DeadlineScanner::DeadlineScanner(ShardStore& store, const Clock& clock, Millis horizon_ms,
                                  Millis interval_ms, Sink sink)
     : store_(store),
       clock_(clock),

@@ -23,7 +23,7 @@ namespace doppel::twins {
 class DeadlineScanner {
  public:
   using Sink = std::function<void(DueTwin due)>;
-  DeadlineScanner(TwinStore& store, const Clock& clock, Millis horizon_ms, Millis interval_ms,
+  DeadlineScanner(ShardStore& store, const Clock& clock, Millis horizon_ms, Millis interval_ms,
                   Sink sink);
   ~DeadlineScanner();
   DeadlineScanner(const DeadlineScanner&) = delete;
@@ -41,7 +41,7 @@ class DeadlineScanner {
  private:
   void loop();
 
-  TwinStore& store_;
+  ShardStore& store_;
   const Clock& clock_;
   const Millis horizon_ms_;
   const Millis interval_ms_;

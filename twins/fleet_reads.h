@@ -24,7 +24,7 @@ struct DocumentPage {
 
 class FleetReads {
  public:
-  FleetReads(TwinStore& store, const TwinLogic& logic) : store_(store), logic_(logic) {}
+  FleetReads(FleetStore& store, const TwinLogic& logic) : store_(store), logic_(logic) {}
 
   // A page of twin documents; kTimeout past q.budget.
   Result<DocumentPage> query(const TwinQuery& q) const;
@@ -39,7 +39,7 @@ class FleetReads {
                      Millis created_at) const;
 
  private:
-  TwinStore& store_;
+  FleetStore& store_;
   const TwinLogic& logic_;
 };
 

@@ -14,7 +14,7 @@ double burst_of(double rate_per_s) { return std::max(1.0, rate_per_s / 10); }
 
 }  // namespace
 
-JobEngine::JobEngine(JobEngineOptions options, Runtime& runtime, TwinStore& store, Clock& clock,
+JobEngine::JobEngine(JobEngineOptions options, Runtime& runtime, JobStore& store, Clock& clock,
                      Metrics& metrics)
     : options_(options),
       runtime_(runtime),
@@ -202,7 +202,7 @@ Result<uint64_t> JobEngine::target(const std::string& id, const QueryExpr& where
     if (!page) return page.status();
     const bool last = page->size() < options_.target_page;
     if (!page->empty() || last) {
-      TwinWrite w;
+      JobWrite w;
       w.targets_job = id;
       w.reset_targets = first && reset;
       first = false;
@@ -231,7 +231,7 @@ size_t JobEngine::running() const {
   return jobs_.size();
 }
 
-Status JobEngine::write_and_wait(TwinWrite write) {
+Status JobEngine::write_and_wait(JobWrite write) {
   std::promise<Status> committed;
   auto done = committed.get_future();
   store_.write(std::move(write), [&committed](const Status& s) { committed.set_value(s); });
@@ -258,7 +258,7 @@ Result<json> JobEngine::create(JobSpec spec, const Cause& cause) {
   }
   const Millis now = clock_.now_ms();
   JobRecord record{spec.id, JobStatus::kRunning, now, now, to_text(job_spec_json(spec))};
-  TwinWrite w;
+  JobWrite w;
   if (spec.where) {
     // The targets first (read on a reader, written in chunks), the job row when they are all in.
     if (auto added = target(spec.id, *spec.where, true, now); !added) return added.status();
@@ -361,7 +361,7 @@ Result<json> JobEngine::cancel(const std::string& id, const Cause& cause) {
 Status JobEngine::end_job(Job& job, JobStatus status, const Cause& cause, Millis now) {
   job.record.status = status;
   job.record.updated_at = now;
-  TwinWrite w;
+  JobWrite w;
   w.jobs.push_back(job.record);
   if (status != JobStatus::kCompleted) {
     w.cancel_pending_job = job.record.id;
@@ -397,7 +397,7 @@ void JobEngine::drain_done() {
     if (d.status.code() == StatusCode::kNotFound) {
       // Recorded by the engine: there is no twin to write it with. The twin stays in flight
       // until this commits, so it is not dispatched again meanwhile.
-      TwinWrite w;
+      JobWrite w;
       w.executions.push_back({d.job, d.twin, ExecStatus::kFailed, 0, clock_.now_ms(), "not_found"});
       store_.write(std::move(w), [this, job_id = d.job, twin = d.twin](const Status& s) {
         std::lock_guard lock(done_mu_);

@@ -2,7 +2,7 @@
 // jobs to completed / aborted / cancelled (README, "Jobs").
 //
 // The store is the truth. A job's targets are read on a reader, a page at a time
-// (TwinStore::matching_ids), and written as pending executions in chunks; the job row is written
+// (JobStore::matching_ids), and written as pending executions in chunks; the job row is written
 // last, once all of them committed, so a job that exists has all its targets, and a creation cut
 // short leaves only executions that the next creation of that id resets. No query runs inside the
 // writer's transaction: a slow or failing one delays and fails nobody else's write. Dispatching
@@ -60,7 +60,7 @@ struct JobEngineOptions {
 
 class JobEngine {
  public:
-  JobEngine(JobEngineOptions options, Runtime& runtime, TwinStore& store, Clock& clock,
+  JobEngine(JobEngineOptions options, Runtime& runtime, JobStore& store, Clock& clock,
             Metrics& metrics);
   ~JobEngine();
   JobEngine(const JobEngine&) = delete;
@@ -119,13 +119,13 @@ class JobEngine {
   // Ends `job` with `status`: a job-level write (cancelling what is still pending unless it
   // completed) with its job.changed event; waits for the commit.
   Status end_job(Job& job, JobStatus status, const Cause& cause, Millis now);
-  Status write_and_wait(TwinWrite write);
+  Status write_and_wait(JobWrite write);
   EventRecord job_event(const JobRecord& job, const Cause& cause) const;
   Result<std::shared_ptr<const JobSpec>> spec_of(const JobRecord& record) const;
 
   JobEngineOptions options_;
   Runtime& runtime_;
-  TwinStore& store_;
+  JobStore& store_;
   Clock& clock_;
   Counter* dispatched_;
   Counter* dispatch_errors_;

@@ -7,7 +7,7 @@
 
 namespace doppel::twins {
 
-OutputGate::OutputGate(TwinStore& store, DeviceChannel& channel, const DeviceCodec& codec,
+OutputGate::OutputGate(ShardStore& store, DeviceChannel& channel, const DeviceCodec& codec,
                        RuntimeStats& stats, const DeadlineScanner& scanner, Hooks hooks,
                        bool history)
     : store_(store),

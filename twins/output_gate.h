@@ -2,7 +2,7 @@
 // what a step changed of a twin and releases what the step caused — device publishes, then the
 // caller's continuation (an API reply) — only once the store reports the change committed. A
 // failed commit publishes nothing, hands the error to the continuation and reports the twin as
-// failed, so its shard drops the in-memory copy (see TwinStore's poisoning rule in ports.h).
+// failed, so its shard drops the in-memory copy (see ShardStore's poisoning rule in ports.h).
 //
 // Thread-safety: commit() and remove() on the owning shard's thread; the release runs on the
 // store's writer thread and touches only the channel, the hooks and the continuation.
@@ -32,7 +32,7 @@ class OutputGate {
   };
 
   // `history`: record change events with each write (events.h).
-  OutputGate(TwinStore& store, DeviceChannel& channel, const DeviceCodec& codec,
+  OutputGate(ShardStore& store, DeviceChannel& channel, const DeviceCodec& codec,
              RuntimeStats& stats, const DeadlineScanner& scanner, Hooks hooks, bool history);
 
   // Counts what `out` records, writes what it changed of `h` with `deadline` as the twin's next
@@ -50,7 +50,7 @@ class OutputGate {
   // The step's change events, ready to store.
   std::vector<EventRecord> events_of(const Twin& twin, Outcome& out) const;
 
-  TwinStore& store_;
+  ShardStore& store_;
   DeviceChannel& channel_;
   const DeviceCodec& codec_;
   RuntimeStats& stats_;

@@ -1,5 +1,5 @@
-// The persisted form of a twin: what the TwinStore port stores and returns. The twin module owns
-// the record body's format (storage keeps those bytes as they are) and fills, beside it, the
+// The persisted form of a twin: what the store ports (ports.h) store and return. The twin module
+// owns the record body's format (storage keeps those bytes as they are) and fills, beside it, the
 // columns a store indexes and queries — versions, states, tags, command counts, encoding, the
 // next deadline — so a store needs no knowledge of the domain to answer fleet queries.
 #pragma once
@@ -72,16 +72,22 @@ struct TwinWrite {
   // keep as a snapshot at its last event. Empty: none due.
   std::string snapshot;
 
-  // Jobs (jobs.h). Execution rows to upsert, in the same transaction as the twin's change.
+  // Jobs (jobs.h): execution rows to upsert, in the same transaction as the twin's change.
   std::vector<ExecutionRecord> executions;
-  // Job-level writes carry no twin (`id` empty): job rows to upsert; executions to add as
-  // pending for `targets_job` (ignoring those the job already has) — `targets_twins`, which the
-  // engine read from a reader (TwinStore::matching_ids), never a query run by the writer; with
-  // `reset_targets`, first whatever executions and counts `targets_job` has (left by a creation
-  // that did not finish); and a job whose pending executions all become cancelled with
-  // `cancel_detail`. The store applies a job-level write in a savepoint of its own: if it fails,
-  // it fails alone, and the writes batched with it commit.
+};
+
+// A job-level change, which no twin carries (JobStore::write): job rows to upsert; executions to
+// upsert (one the engine records itself, such as a target that does not exist); executions to add
+// as pending for `targets_job` (ignoring those the job already has) — `targets_twins`, which the
+// engine read from a reader (JobStore::matching_ids), never a query run by the writer; with
+// `reset_targets`, first whatever executions and counts `targets_job` has (left by a creation
+// that did not finish); and a job whose pending executions all become cancelled with
+// `cancel_detail`. A store applies it apart from the twin writes batched with it: if it fails, it
+// fails alone, and they commit.
+struct JobWrite {
   std::vector<JobRecord> jobs;
+  std::vector<EventRecord> events;  // job.* change events, stored with the write (or not at all)
+  std::vector<ExecutionRecord> executions;
   std::string targets_job;
   bool reset_targets = false;
   std::vector<std::string> targets_twins;

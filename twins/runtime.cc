@@ -7,7 +7,7 @@
 
 namespace doppel::twins {
 
-Runtime::Runtime(RuntimeOptions options, TwinStore& store, DeviceChannel& channel,
+Runtime::Runtime(RuntimeOptions options, ShardStore& store, DeviceChannel& channel,
                  const DeviceCodec& codec, Clock& clock, Metrics& metrics)
     : options_(std::move(options)),
       logic_(options_.policy, options_.command_ids ? options_.command_ids : random_command_ids()),

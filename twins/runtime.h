@@ -1,6 +1,6 @@
 // The twin runtime (DESIGN §2): S shards, each the only owner of its twins, reached only through
 // its inbox. A twin lives on shard fnv1a32(id) % S. Every state change is handed to the
-// TwinStore, and nothing it causes (MQTT publish, API reply) leaves before the store reports it
+// ShardStore, and nothing it causes (MQTT publish, API reply) leaves before the store reports it
 // committed: the output gate (OutputGate). Twins hibernate when idle or beyond the hot cap
 // (HotSet) and wake on any message, request or alarm; deadlines of hibernated twins are found by
 // the DeadlineScanner over the store's deadline index.
@@ -51,7 +51,7 @@ struct RuntimeOptions {
 
 class Runtime {
  public:
-  Runtime(RuntimeOptions options, TwinStore& store, DeviceChannel& channel,
+  Runtime(RuntimeOptions options, ShardStore& store, DeviceChannel& channel,
           const DeviceCodec& codec, Clock& clock, Metrics& metrics);
   ~Runtime();
   Runtime(const Runtime&) = delete;
@@ -90,7 +90,7 @@ class Runtime {
 
   RuntimeOptions options_;
   TwinLogic logic_;
-  TwinStore& store_;
+  ShardStore& store_;
   Clock& clock_;
   RuntimeStats stats_;
   DeadlineScanner scanner_;

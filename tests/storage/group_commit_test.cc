@@ -75,16 +75,22 @@ TEST_CASE("a failed write poisons its twin until discard; later writes apply aga
   c.complete(batch);
 }
 
-TEST_CASE("a job-level write (no twin) that fails poisons nothing") {
+TEST_CASE("a job-level write that fails poisons nothing") {
   GroupCommitter c;
-  c.enqueue(of(""), nullptr);
+  c.enqueue(twins::JobWrite{}, nullptr);
+  c.enqueue(of("t"), nullptr);
   GroupCommitter::Batch batch;
   REQUIRE(c.take(batch, 10, false));
-  c.fail(batch, Status(StatusCode::kInternal, "boom"));
+  REQUIRE(batch.ops.size() == 2);
+  CHECK(batch.ops[0].twin() == nullptr);
+  // The job write fails alone (as a store's savepoint would have it).
+  batch.statuses[0] = Status(StatusCode::kInternal, "boom");
   c.complete(batch);
-  c.enqueue(of(""), nullptr);
+  c.enqueue(twins::JobWrite{}, nullptr);
+  c.enqueue(of("t"), nullptr);
   REQUIRE(c.take(batch, 10, false));
   CHECK(batch.statuses[0]);
+  CHECK(batch.statuses[1]);
 }
 
 TEST_CASE("commit waits run once their write is complete, with its status") {

@@ -44,7 +44,8 @@ TwinWrite row(const std::string& id, uint64_t version, std::optional<Millis> dea
   return w;
 }
 
-void write_and_wait(SqliteTwinStore& s, TwinWrite w) {
+template <typename Write>  // TwinWrite or JobWrite
+void write_and_wait(SqliteTwinStore& s, Write w) {
   std::promise<Status> done;
   s.write(std::move(w), [&](const Status& st) { done.set_value(st); });
   REQUIRE(done.get_future().get());
@@ -465,14 +466,15 @@ TEST_CASE("a job-level write that fails, fails alone: the writes batched with it
   store->fail_next_job_writes(1);
   std::vector<std::future<Status>> twins_done;
   std::vector<std::shared_ptr<std::promise<Status>>> promises;
-  auto queue = [&](TwinWrite w) {
+  auto queue = [&](auto w) {
     auto p = std::make_shared<std::promise<Status>>();
     twins_done.push_back(p->get_future());
     store->write(std::move(w), [p](const Status& s) { p->set_value(s); });
   };
   queue(row("r-1", 1));
-  TwinWrite job;
+  JobWrite job;
   job.jobs.push_back(JobRecord{"j-1", JobStatus::kRunning, 1, 1, "{}"});
+  job.events.push_back(EventRecord{0, 1, "", "job.created", 0, R"({"job":"j-1"})"});
   job.targets_job = "j-1";
   job.targets_twins = {"r-1", "r-2"};
   job.targets_at = 1;
@@ -488,11 +490,22 @@ TEST_CASE("a job-level write that fails, fails alone: the writes batched with it
   CHECK_FALSE(store->job("j-1").value().has_value());
   CHECK(store->executions("j-1", std::nullopt, "", 10).value().empty());
   CHECK(store->job_counts("j-1").value().total() == 0);
-  // And the next one goes through.
-  TwinWrite again;
+  auto kinds_of_events = [&] {
+    std::vector<std::string> kinds;
+    auto page = store->events({0, 100, {}});
+    REQUIRE(page);
+    for (const auto& e : page->events) kinds.push_back(e.kind);
+    return kinds;
+  };
+  // Nor its event (it was once written outside the savepoint and left behind).
+  CHECK(kinds_of_events().empty());
+  // And the next one goes through, with its event.
+  JobWrite again;
   again.jobs.push_back(JobRecord{"j-1", JobStatus::kRunning, 1, 1, "{}"});
+  again.events.push_back(EventRecord{0, 2, "", "job.created", 0, R"({"job":"j-1"})"});
   again.targets_job = "j-1";
   again.targets_twins = {"r-1"};
   write_and_wait(*store, std::move(again));
   CHECK(store->job_counts("j-1").value().pending == 1);
+  CHECK(kinds_of_events() == std::vector<std::string>{"job.created"});
 }

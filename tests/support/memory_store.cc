@@ -57,7 +57,7 @@ void MemoryTwinStore::commit_pending(size_t max) {
     failed = fail_;
     if (!failed) {
       for (size_t i = 0; i < batch.ops.size(); ++i) {
-        if (batch.statuses[i]) apply(batch.ops[i].write);
+        if (batch.statuses[i]) apply(std::get<TwinWrite>(batch.ops[i].write));
       }
     }
   }
@@ -74,15 +74,6 @@ void MemoryTwinStore::commit_pending(size_t max) {
 
 void MemoryTwinStore::when_committed(uint64_t seq, CommitCallback callback) {
   committer_.when_committed(seq, std::move(callback));
-}
-
-Result<std::vector<StoredTwin>> MemoryTwinStore::list(const std::string& after_id, size_t limit) {
-  std::lock_guard lock(mu_);
-  std::vector<StoredTwin> out;
-  for (auto it = twins_.upper_bound(after_id); it != twins_.end() && out.size() < limit; ++it) {
-    out.push_back(it->second);
-  }
-  return out;
 }
 
 Result<std::vector<DueTwin>> MemoryTwinStore::due(Millis after_due, const std::string& after_id,

@@ -1,8 +1,8 @@
-// An in-memory TwinStore for tests (test-only target), in the spirit of LevelDB's memenv: the same
-// contract as the SQLite store, no disk; the commit protocol is the stores' own GroupCommitter.
-// With auto_commit (the default) every write commits at once and its callback runs inline; without
-// it writes wait until commit_pending(), so tests can observe the output gate holding messages
-// back. Thread-safe.
+// An in-memory store for tests (test-only target), in the spirit of LevelDB's memenv: the
+// runtime's two ports, ShardStore and EventLog, whole and with the same contract as the SQLite
+// store, no disk; the commit protocol is the stores' own GroupCommitter. With auto_commit (the
+// default) every write commits at once and its callback runs inline; without it writes wait until
+// commit_pending(), so tests can observe the output gate holding messages back. Thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -17,12 +17,13 @@ namespace doppel::testing {
 
 using twins::CommitCallback;
 using twins::DueTwin;
+using twins::EventLog;
 using twins::Millis;
+using twins::ShardStore;
 using twins::StoredTwin;
-using twins::TwinStore;
 using twins::TwinWrite;
 
-class MemoryTwinStore final : public TwinStore {
+class MemoryTwinStore final : public ShardStore, public EventLog {
  public:
   explicit MemoryTwinStore(bool auto_commit = true) : auto_commit_(auto_commit) {}
 
@@ -31,7 +32,6 @@ class MemoryTwinStore final : public TwinStore {
   void discard(const std::string& id) override;
   void when_committed(uint64_t seq, CommitCallback callback) override;
   uint64_t committed_seq() const override { return committer_.committed_seq(); }
-  Result<std::vector<StoredTwin>> list(const std::string& after_id, size_t limit) override;
   Result<std::vector<DueTwin>> due(Millis after_due, const std::string& after_id, Millis up_to,
                                    size_t limit) override;
   Result<uint64_t> count() override;
@@ -42,39 +42,6 @@ class MemoryTwinStore final : public TwinStore {
   uint64_t last_event_seq() const override;
   void on_events(EventsListener listener) override { listener_ = std::move(listener); }
   Result<uint64_t> prune_events(Millis before_ts, uint64_t max_reported) override;
-  // Keeps no snapshots: as-of reads are tested on SqliteTwinStore.
-  Result<twins::HistorySlice> history_slice(const std::string&, const twins::AsOf&) override {
-    return Status(StatusCode::kUnavailable, "MemoryTwinStore keeps no history snapshots");
-  }
-  // Fleet queries are SQL: they are tested on SqliteTwinStore.
-  Result<std::pair<std::vector<twins::StoredTwin>, std::optional<twins::QueryCursor>>> query(
-      const twins::TwinQuery&) override {
-    return Status(StatusCode::kUnavailable, "MemoryTwinStore does not run fleet queries");
-  }
-  // Jobs target twins with SQL: they are tested on SqliteTwinStore.
-  static Status none() { return Status(StatusCode::kUnavailable, "MemoryTwinStore keeps no jobs"); }
-  Result<std::optional<twins::JobRecord>> job(const std::string&) override { return none(); }
-  Result<std::vector<twins::JobRecord>> jobs(std::optional<twins::JobStatus>, const std::string&,
-                                             size_t) override {
-    return none();
-  }
-  Result<twins::JobCounts> job_counts(const std::string&) override { return none(); }
-  void on_job_counts(JobCountsListener) override {}
-  Result<std::vector<twins::ExecutionRecord>> executions(const std::string&,
-                                                         std::optional<twins::ExecStatus>,
-                                                         const std::string&, size_t) override {
-    return none();
-  }
-  Result<twins::FleetCount> count_where(const twins::QueryExpr&,
-                                        const std::optional<twins::QueryField>&,
-                                        const twins::ReadBudget&) override {
-    return Status(StatusCode::kUnavailable, "MemoryTwinStore does not run fleet queries");
-  }
-  Result<std::vector<std::string>> matching_ids(const twins::QueryExpr&, const std::string&,
-                                                const std::string&, size_t) override {
-    return Status(StatusCode::kUnavailable, "MemoryTwinStore does not run fleet queries");
-  }
-
   // Commits the oldest `max` queued writes (all by default) as one batch and runs their
   // callbacks (manual mode).
   void commit_pending(size_t max = SIZE_MAX);

@@ -52,7 +52,7 @@ using ShardMessage = std::variant<DeviceInput, ApiCall, WakeDue, Tick, Barrier>;
 // What a shard uses and does not own.
 struct ShardDeps {
   const TwinLogic& logic;
-  TwinStore& store;
+  ShardStore& store;
   DeviceChannel& channel;
   const DeviceCodec& codec;
   const Clock& clock;
