@@ -18,7 +18,7 @@
 #include <mutex>
 #include <string>
 
-#include "storage/credential_store.h"
+#include "storage/sqlite/credential_store.h"
 #include "twins/status.h"
 
 namespace doppel::gateway {

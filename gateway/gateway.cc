@@ -13,8 +13,8 @@
 #include "gateway/embedded_broker.h"
 #include "mqtt/channel.h"
 #include "mqtt/codec.h"
-#include "storage/credential_store.h"
-#include "storage/sqlite_store.h"
+#include "storage/sqlite/credential_store.h"
+#include "storage/sqlite/sqlite_store.h"
 #include "twins/log.h"
 
 namespace doppel::gateway {

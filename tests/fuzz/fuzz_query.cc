@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "storage/sqlite_store.h"
+#include "storage/sqlite/sqlite_store.h"
 #include "tests/support/query_prepares.h"
 #include "tests/support/temp_dir.h"
 #include "twins/query.h"

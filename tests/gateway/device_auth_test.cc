@@ -13,8 +13,8 @@
 #include <thread>
 
 #include "gateway/device_auth.h"
-#include "storage/credential_store.h"
-#include "storage/sqlite_store.h"
+#include "storage/sqlite/credential_store.h"
+#include "storage/sqlite/sqlite_store.h"
 #include "twins/metrics.h"
 
 using namespace doppel;

@@ -9,8 +9,9 @@
 #include <future>
 #include <random>
 
-#include "storage/sqlite_store.h"
+#include "storage/sqlite/sqlite_store.h"
 #include "tests/support/temp_dir.h"
+#include "twins/query.h"
 
 using namespace doppel;
 using namespace doppel::twins;
@@ -508,4 +509,37 @@ TEST_CASE("a job-level write that fails, fails alone: the writes batched with it
   write_and_wait(*store, std::move(again));
   CHECK(store->job_counts("j-1").value().pending == 1);
   CHECK(kinds_of_events() == std::vector<std::string>{"job.created"});
+}
+
+TEST_CASE("a write whose states did not change leaves the indexed state columns as stored") {
+  TempDir dir("doppel-store-");
+  Metrics m;
+  auto store = open_store(dir.file("states.db"), m);
+  auto with_states = [](uint64_t version, const std::string& liveness, bool changed) {
+    TwinWrite w = row("s-1", version);
+    w.twin->liveness = liveness;
+    w.twin->connection = liveness == "fresh" ? "online" : "offline";
+    w.twin->commands_queued = version;
+    w.twin->states_changed = changed;
+    return w;
+  };
+  auto ids_where = [&](const std::string& text) {
+    auto where = parse_query(text);
+    REQUIRE(where);
+    TwinQuery q;
+    q.where = where->get();
+    auto page = store->query(q);
+    REQUIRE(page);
+    std::vector<std::string> ids;
+    for (const auto& t : page->first) ids.push_back(t.twin.id);
+    return ids;
+  };
+  const std::vector<std::string> s1 = {"s-1"};
+  write_and_wait(*store, with_states(1, "fresh", true));
+  write_and_wait(*store, with_states(2, "stale", false));
+  // The states stay; every other column is rewritten.
+  CHECK(ids_where("liveness.state = 'fresh' AND connection.state = 'online'") == s1);
+  CHECK(ids_where("commands.queued = 2 AND version = 2") == s1);
+  write_and_wait(*store, with_states(3, "stale", true));
+  CHECK(ids_where("liveness.state = 'stale' AND connection.state = 'offline'") == s1);
 }

@@ -6,7 +6,7 @@
 
 #include <string>
 
-#include "storage/sqlite_store.h"
+#include "storage/sqlite/sqlite_store.h"
 #include "twins/query.h"
 
 namespace doppel::testing {

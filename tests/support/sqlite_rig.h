@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "mqtt/codec.h"
-#include "storage/sqlite_store.h"
+#include "storage/sqlite/sqlite_store.h"
 #include "tests/support/fake_channel.h"
 #include "tests/support/fake_clock.h"
 #include "twins/runtime.h"

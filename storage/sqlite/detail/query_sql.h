@@ -12,7 +12,7 @@
 #include <variant>
 #include <vector>
 
-#include "storage/detail/sqlite.h"
+#include "storage/sqlite/detail/sqlite.h"
 #include "twins/query.h"
 
 namespace doppel::storage::detail {

@@ -1,4 +1,4 @@
-#include "storage/detail/query_sql.h"
+#include "storage/sqlite/detail/query_sql.h"
 
 #include <cctype>
 #include <cmath>

@@ -1,4 +1,6 @@
-#include "storage/detail/sqlite.h"
+#include "storage/sqlite/detail/sqlite.h"
+
+#include "twins/log.h"
 
 namespace doppel::storage::detail {
 
@@ -130,6 +132,19 @@ Transaction::~Transaction() {
 void Transaction::commit() {
   db_.exec("COMMIT");
   open_ = false;
+}
+
+Status to_status(const std::exception& e, std::string_view what) {
+  if (const auto* sqlite = dynamic_cast<const SqliteError*>(&e)) {
+    if (sqlite->code() == SQLITE_INTERRUPT) {
+      return Status(StatusCode::kTimeout, std::string(what) + ": stopped at its deadline");
+    }
+    log_warn("store: " + std::string(what) + ": " + e.what());
+    return Status(StatusCode::kUnavailable,
+                  std::string(what) + " failed: " + sqlite3_errstr(sqlite->code() & 0xff) +
+                      " (the details are in doppeld's log)");
+  }
+  return Status(StatusCode::kUnavailable, std::string(what) + ": " + e.what());
 }
 
 }  // namespace doppel::storage::detail

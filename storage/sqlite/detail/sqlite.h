@@ -11,6 +11,8 @@
 #include <string>
 #include <string_view>
 
+#include "twins/status.h"
+
 namespace doppel::storage::detail {
 
 class SqliteError : public std::runtime_error {
@@ -94,5 +96,10 @@ class Transaction {
   Database& db_;
   bool open_ = true;
 };
+
+// A failure as a Status. SQLite's own words (which carry the statement's SQL) go to the log; the
+// Status, which an API answer may show, says what failed and SQLite's error class. A read stopped
+// at its deadline (SQLITE_INTERRUPT from ReadDeadline) is kTimeout.
+Status to_status(const std::exception& e, std::string_view what);
 
 }  // namespace doppel::storage::detail

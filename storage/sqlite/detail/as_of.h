@@ -6,7 +6,7 @@
 #include <optional>
 #include <string>
 
-#include "storage/detail/sqlite.h"
+#include "storage/sqlite/detail/sqlite.h"
 #include "twins/as_of.h"
 
 namespace doppel::storage::detail {

@@ -1,4 +1,4 @@
-#include "storage/detail/as_of.h"
+#include "storage/sqlite/detail/as_of.h"
 
 namespace doppel::storage::detail {
 namespace {

@@ -1,6 +1,6 @@
-#include "storage/credential_store.h"
+#include "storage/sqlite/credential_store.h"
 
-#include "storage/detail/sqlite.h"
+#include "storage/sqlite/detail/sqlite.h"
 
 namespace doppel::storage {
 
