@@ -113,8 +113,8 @@ class FleetStore {
   virtual Result<std::vector<StoredTwin>> list(const std::string& after_id, size_t limit) = 0;
 
   // A page of twins matching query.where, in query.order, and where the next page starts.
-  virtual Result<std::pair<std::vector<StoredTwin>, std::optional<QueryCursor>>> query(
-      const TwinQuery& query) = 0;
+  using TwinPage = std::pair<std::vector<StoredTwin>, std::optional<QueryCursor>>;
+  virtual Result<TwinPage> query(const TwinQuery& query) = 0;
   // How many twins match `where`, and with `group_by` how many per value of that field. A read
   // past `budget.deadline` fails with kTimeout (also query()'s, with TwinQuery::budget).
   virtual Result<FleetCount> count_where(const QueryExpr& where,

@@ -159,86 +159,73 @@ void SqliteTwinStore::release_reader(std::unique_ptr<Reader> reader) {
 }
 
 Result<std::optional<twins::StoredTwin>> SqliteTwinStore::load(const std::string& id) {
-  try {
-    auto reader = acquire_reader();
-    std::optional<twins::StoredTwin> st;
-    {
-      Transaction tx(reader->db, false);  // one snapshot for the row and its commands
-      st = reader->load(id);
-      tx.commit();
-    }
-    release_reader(std::move(reader));
-    return st;
-  } catch (const std::exception& e) {
-    return to_status(e, "loading twin '" + id + "'");
-  }
+  return with_reader([&] { return "loading twin '" + id + "'"; },
+                     [&](Reader& reader) -> Result<std::optional<twins::StoredTwin>> {
+                       std::optional<twins::StoredTwin> st;
+                       {
+                         Transaction tx(reader.db,
+                                        false);  // one snapshot for the row and its commands
+                         st = reader.load(id);
+                         tx.commit();
+                       }
+                       return st;
+                     });
 }
 
 Result<std::vector<twins::StoredTwin>> SqliteTwinStore::list(const std::string& after_id,
                                                              size_t limit) {
-  try {
-    auto reader = acquire_reader();
-    std::vector<twins::StoredTwin> out;
-    {
-      Transaction tx(reader->db, false);
-      std::vector<std::string> ids;
-      reader->list_twins.bind(1, after_id).bind(2, static_cast<int64_t>(limit));
-      while (reader->list_twins.step()) ids.push_back(reader->list_twins.column_text(0));
-      reader->list_twins.reset();
-      for (const auto& id : ids) {
-        if (auto st = reader->load(id)) out.push_back(std::move(*st));
-      }
-      tx.commit();
-    }
-    release_reader(std::move(reader));
-    return out;
-  } catch (const std::exception& e) {
-    return to_status(e, "listing twins");
-  }
+  return with_reader("listing twins",
+                     [&](Reader& reader) -> Result<std::vector<twins::StoredTwin>> {
+                       std::vector<twins::StoredTwin> out;
+                       {
+                         Transaction tx(reader.db, false);
+                         std::vector<std::string> ids;
+                         reader.list_twins.bind(1, after_id).bind(2, static_cast<int64_t>(limit));
+                         while (reader.list_twins.step())
+                           ids.push_back(reader.list_twins.column_text(0));
+                         reader.list_twins.reset();
+                         for (const auto& id : ids) {
+                           if (auto st = reader.load(id)) out.push_back(std::move(*st));
+                         }
+                         tx.commit();
+                       }
+                       return out;
+                     });
 }
 
 Result<std::vector<twins::DueTwin>> SqliteTwinStore::due(twins::Millis after_due,
                                                          const std::string& after_id,
                                                          twins::Millis up_to, size_t limit) {
-  try {
-    auto reader = acquire_reader();
-    std::vector<twins::DueTwin> out;
-    auto& q = reader->due_twins;
-    q.bind(1, after_due).bind(2, after_id).bind(3, up_to).bind(4, static_cast<int64_t>(limit));
-    while (q.step()) out.push_back({q.column_text(0), q.column_int(1)});
-    q.reset();
-    release_reader(std::move(reader));
-    return out;
-  } catch (const std::exception& e) {
-    return to_status(e, "scanning deadlines");
-  }
+  return with_reader(
+      "scanning deadlines", [&](Reader& reader) -> Result<std::vector<twins::DueTwin>> {
+        std::vector<twins::DueTwin> out;
+        auto& q = reader.due_twins;
+        q.bind(1, after_due).bind(2, after_id).bind(3, up_to).bind(4, static_cast<int64_t>(limit));
+        while (q.step()) out.push_back({q.column_text(0), q.column_int(1)});
+        q.reset();
+        return out;
+      });
 }
 
 Result<uint64_t> SqliteTwinStore::count() {
-  try {
-    auto reader = acquire_reader();
-    auto& q = reader->count_twins;
+  return with_reader("counting twins", [&](Reader& reader) -> Result<uint64_t> {
+    auto& q = reader.count_twins;
     const uint64_t n = q.step() ? static_cast<uint64_t>(q.column_int(0)) : 0;
     q.reset();
-    release_reader(std::move(reader));
     return n;
-  } catch (const std::exception& e) {
-    return to_status(e, "counting twins");
-  }
+  });
 }
 
 Result<std::vector<std::pair<std::string, uint64_t>>> SqliteTwinStore::command_counts() {
-  try {
-    auto reader = acquire_reader();
-    std::vector<std::pair<std::string, uint64_t>> out;
-    auto& q = reader->count_commands;
-    while (q.step()) out.emplace_back(q.column_text(0), static_cast<uint64_t>(q.column_int(1)));
-    q.reset();
-    release_reader(std::move(reader));
-    return out;
-  } catch (const std::exception& e) {
-    return to_status(e, "counting commands");
-  }
+  return with_reader("counting commands",
+                     [&](Reader& reader) -> Result<std::vector<std::pair<std::string, uint64_t>>> {
+                       std::vector<std::pair<std::string, uint64_t>> out;
+                       auto& q = reader.count_commands;
+                       while (q.step())
+                         out.emplace_back(q.column_text(0), static_cast<uint64_t>(q.column_int(1)));
+                       q.reset();
+                       return out;
+                     });
 }
 
 }  // namespace doppel::storage

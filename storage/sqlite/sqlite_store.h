@@ -16,6 +16,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "storage/group_commit.h"
@@ -66,8 +67,7 @@ class SqliteTwinStore final : public twins::TwinStore {
   void on_events(EventsListener listener) override { events_listener_ = std::move(listener); }
   Result<uint64_t> prune_events(twins::Millis before_ts, uint64_t max_reported) override;
   Result<twins::HistorySlice> history_slice(const std::string& id, const twins::AsOf& at) override;
-  Result<std::pair<std::vector<twins::StoredTwin>, std::optional<twins::QueryCursor>>> query(
-      const twins::TwinQuery& query) override;
+  Result<TwinPage> query(const twins::TwinQuery& query) override;
   Result<twins::FleetCount> count_where(const twins::QueryExpr& where,
                                         const std::optional<twins::QueryField>& group_by,
                                         const twins::ReadBudget& budget) override;
@@ -107,6 +107,11 @@ class SqliteTwinStore final : public twins::TwinStore {
   void checkpoint_loop();
   std::unique_ptr<Reader> acquire_reader();
   void release_reader(std::unique_ptr<Reader> reader);
+  // Runs `read(Reader&)` on a pooled reader connection and returns what it returns (a Result);
+  // an exception becomes to_status's Status saying `what` failed (text, or a callable that
+  // makes it only then). The reader goes back to the pool after a read that did not throw.
+  template <typename What, typename Read>
+  auto with_reader(const What& what, Read&& read) -> decltype(read(std::declval<Reader&>()));
 
   StoreOptions options_;
   std::unique_ptr<Writer> writer_;

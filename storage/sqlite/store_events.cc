@@ -30,12 +30,11 @@ Result<twins::EventPage> SqliteTwinStore::events(const twins::EventQuery& q) {
       return page;
     }
   }
-  try {
-    auto reader = acquire_reader();
+  return with_reader("reading events", [&](Reader& reader) -> Result<twins::EventPage> {
     twins::EventPage page;
     page.scanned_to = q.after_seq;
     {
-      Transaction tx(reader->db, false);
+      Transaction tx(reader.db, false);
       // A twin filter goes to the index; a kind filter is applied here, over a bounded window.
       const twins::EventFilter& filter = q.filter;
       const size_t window = filter.kinds.empty() ? q.limit : std::max<size_t>(q.limit, 4096);
@@ -48,7 +47,7 @@ Result<twins::EventPage> SqliteTwinStore::events(const twins::EventQuery& q) {
         sql += ")";
       }
       sql += " ORDER BY seq LIMIT ?2";
-      Statement st(reader->db, sql.c_str());
+      Statement st(reader.db, sql.c_str());
       st.bind(1, static_cast<int64_t>(q.after_seq)).bind(2, static_cast<int64_t>(window));
       for (size_t i = 0; i < filter.twins.size(); ++i) {
         st.bind(static_cast<int>(i + 3), filter.twins[i]);
@@ -71,13 +70,13 @@ Result<twins::EventPage> SqliteTwinStore::events(const twins::EventQuery& q) {
       // Looked at everything there is: the reader may continue after the newest.
       if (rows < window && page.events.size() < q.limit) {
         page.scanned_to = std::max<uint64_t>(
-            page.scanned_to, static_cast<uint64_t>(
-                                 reader->db.query_int("SELECT coalesce(max(seq), 0) FROM events")));
+            page.scanned_to,
+            static_cast<uint64_t>(reader.db.query_int("SELECT coalesce(max(seq), 0) FROM events")));
       }
       // What the cap removed from inside what this page covers. (The recent tail never holds a
       // gap: it is emptied when events are pruned and refills after the newest seq then.)
       if (page.scanned_to > q.after_seq) {
-        Statement gaps(reader->db,
+        Statement gaps(reader.db,
                        "SELECT from_seq, to_seq, n, kind FROM event_gaps WHERE to_seq > ?1 AND "
                        "from_seq <= ?2 ORDER BY from_seq LIMIT 1000");
         gaps.bind(1, static_cast<int64_t>(q.after_seq))
@@ -94,32 +93,25 @@ Result<twins::EventPage> SqliteTwinStore::events(const twins::EventQuery& q) {
       }
       tx.commit();
     }
-    release_reader(std::move(reader));
     return page;
-  } catch (const std::exception& e) {
-    return to_status(e, "reading events");
-  }
+  });
 }
 
 Result<twins::EventBounds> SqliteTwinStore::event_bounds() {
-  try {
-    auto reader = acquire_reader();
+  return with_reader("reading the event bounds", [&](Reader& reader) -> Result<twins::EventBounds> {
     twins::EventBounds b;
     {
-      Transaction tx(reader->db, false);
+      Transaction tx(reader.db, false);
       b.oldest =
-          static_cast<uint64_t>(reader->db.query_int("SELECT coalesce(min(seq), 0) FROM events"));
+          static_cast<uint64_t>(reader.db.query_int("SELECT coalesce(min(seq), 0) FROM events"));
       b.newest =
-          static_cast<uint64_t>(reader->db.query_int("SELECT coalesce(max(seq), 0) FROM events"));
-      b.last_assigned = static_cast<uint64_t>(reader->db.query_int(
+          static_cast<uint64_t>(reader.db.query_int("SELECT coalesce(max(seq), 0) FROM events"));
+      b.last_assigned = static_cast<uint64_t>(reader.db.query_int(
           "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)"));
       tx.commit();
     }
-    release_reader(std::move(reader));
     return b;
-  } catch (const std::exception& e) {
-    return to_status(e, "reading the event bounds");
-  }
+  });
 }
 
 Result<uint64_t> SqliteTwinStore::prune_events(twins::Millis before_ts, uint64_t max_reported) {
@@ -217,19 +209,16 @@ Result<uint64_t> SqliteTwinStore::prune_events(twins::Millis before_ts, uint64_t
 
 Result<twins::HistorySlice> SqliteTwinStore::history_slice(const std::string& id,
                                                            const twins::AsOf& at) {
-  try {
-    auto reader = acquire_reader();
-    twins::HistorySlice slice;
-    {
-      Transaction tx(reader->db, false);
-      slice = detail::read_history_slice(reader->db, id, at);
-      tx.commit();
-    }
-    release_reader(std::move(reader));
-    return slice;
-  } catch (const std::exception& e) {
-    return to_status(e, "reading the history of twin '" + id + "'");
-  }
+  return with_reader([&] { return "reading the history of twin '" + id + "'"; },
+                     [&](Reader& reader) -> Result<twins::HistorySlice> {
+                       twins::HistorySlice slice;
+                       {
+                         Transaction tx(reader.db, false);
+                         slice = detail::read_history_slice(reader.db, id, at);
+                         tx.commit();
+                       }
+                       return slice;
+                     });
 }
 
 }  // namespace doppel::storage

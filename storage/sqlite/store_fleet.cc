@@ -52,45 +52,39 @@ detail::SqlStatement page_sql(const twins::TwinQuery& q) {
 }  // namespace
 
 Result<std::string> SqliteTwinStore::query_plan(const twins::TwinQuery& q) {
-  try {
+  return with_reader("explaining a query", [&](Reader& reader) -> Result<std::string> {
     const detail::SqlStatement f = page_sql(q);
-    auto reader = acquire_reader();
     std::string plan;
     {
-      Statement st(reader->db, ("EXPLAIN QUERY PLAN " + f.sql).c_str());
+      Statement st(reader.db, ("EXPLAIN QUERY PLAN " + f.sql).c_str());
       for (size_t i = 0; i < f.params.size(); ++i) {
         detail::bind_value(st, static_cast<int>(i + 1), f.params[i]);
       }
       while (st.step()) plan += st.column_text(3) + "\n";
     }
-    release_reader(std::move(reader));
     return plan;
-  } catch (const std::exception& e) {
-    return to_status(e, "explaining a query");
-  }
+  });
 }
 
-Result<std::pair<std::vector<twins::StoredTwin>, std::optional<twins::QueryCursor>>>
-SqliteTwinStore::query(const twins::TwinQuery& q) {
-  try {
+Result<twins::FleetStore::TwinPage> SqliteTwinStore::query(const twins::TwinQuery& q) {
+  return with_reader("querying twins", [&](Reader& reader) -> Result<TwinPage> {
     const detail::SqlStatement f = page_sql(q);
     const std::string& sql = f.sql;
-    auto reader = acquire_reader();
     std::vector<twins::StoredTwin> out;
     std::optional<twins::QueryCursor> next;
     {
-      const detail::ReadDeadline budget(reader->db, q.budget.deadline);
-      Transaction tx(reader->db, false);
+      const detail::ReadDeadline budget(reader.db, q.budget.deadline);
+      Transaction tx(reader.db, false);
       std::vector<std::pair<std::string, detail::SqlValue>> rows;
       {
-        Statement st(reader->db, sql.c_str());
+        Statement st(reader.db, sql.c_str());
         for (size_t i = 0; i < f.params.size(); ++i) {
           detail::bind_value(st, static_cast<int>(i + 1), f.params[i]);
         }
         while (st.step()) rows.emplace_back(st.column_text(0), detail::column_value(st, 1));
       }
       for (size_t i = 0; i < rows.size() && i < q.limit; ++i) {
-        if (auto stored = reader->load(rows[i].first)) out.push_back(std::move(*stored));
+        if (auto stored = reader.load(rows[i].first)) out.push_back(std::move(*stored));
       }
       if (rows.size() > q.limit) {
         const auto& [id, v] = rows[q.limit - 1];
@@ -98,17 +92,14 @@ SqliteTwinStore::query(const twins::TwinQuery& q) {
       }
       tx.commit();
     }
-    release_reader(std::move(reader));
     return std::make_pair(std::move(out), std::move(next));
-  } catch (const std::exception& e) {
-    return to_status(e, "querying twins");
-  }
+  });
 }
 
 Result<twins::FleetCount> SqliteTwinStore::count_where(
     const twins::QueryExpr& where, const std::optional<twins::QueryField>& group_by,
     const twins::ReadBudget& budget) {
-  try {
+  return with_reader("counting twins", [&](Reader& reader) -> Result<twins::FleetCount> {
     const detail::SqlFilter f = detail::query_filter(where);
     std::string sql;
     if (group_by) {
@@ -123,12 +114,11 @@ Result<twins::FleetCount> SqliteTwinStore::count_where(
     } else {
       sql = "SELECT count(*) FROM twins WHERE " + f.where;
     }
-    auto reader = acquire_reader();
     twins::FleetCount out;
     {
-      const detail::ReadDeadline deadline(reader->db, budget.deadline);
-      Transaction tx(reader->db, false);
-      Statement st(reader->db, sql.c_str());
+      const detail::ReadDeadline deadline(reader.db, budget.deadline);
+      Transaction tx(reader.db, false);
+      Statement st(reader.db, sql.c_str());
       // Largest groups first, ties in the store's value order (the order rows arrive in); at
       // most budget.max_groups of them are kept, so memory stays bounded by the budget, not by
       // how many values the field has.
@@ -185,40 +175,34 @@ Result<twins::FleetCount> SqliteTwinStore::count_where(
       tx.commit();
       keep_largest(budget.max_groups);
     }
-    release_reader(std::move(reader));
     return out;
-  } catch (const std::exception& e) {
-    return to_status(e, "counting twins");
-  }
+  });
 }
 
 Result<std::vector<std::string>> SqliteTwinStore::matching_ids(const twins::QueryExpr& where,
                                                                const std::string& not_in_job,
                                                                const std::string& after_id,
                                                                size_t limit) {
-  try {
-    const detail::SqlFilter f = detail::query_filter(where, 4);
-    const std::string sql =
-        "SELECT id FROM twins WHERE id > ?1 AND (?2 = '' OR NOT EXISTS (SELECT 1 FROM "
-        "job_executions WHERE job = ?2 AND twin = twins.id)) AND " +
-        f.where + " ORDER BY id LIMIT ?3";
-    auto reader = acquire_reader();
-    std::vector<std::string> out;
-    {
-      Statement st(reader->db, sql.c_str());
-      st.bind(1, std::string_view(after_id))
-          .bind(2, std::string_view(not_in_job))
-          .bind(3, static_cast<int64_t>(limit));
-      for (size_t i = 0; i < f.params.size(); ++i) {
-        detail::bind_value(st, static_cast<int>(i + 4), f.params[i]);
-      }
-      while (st.step()) out.push_back(st.column_text(0));
-    }
-    release_reader(std::move(reader));
-    return out;
-  } catch (const std::exception& e) {
-    return to_status(e, "finding the twins a job targets");
-  }
+  return with_reader(
+      "finding the twins a job targets", [&](Reader& reader) -> Result<std::vector<std::string>> {
+        const detail::SqlFilter f = detail::query_filter(where, 4);
+        const std::string sql =
+            "SELECT id FROM twins WHERE id > ?1 AND (?2 = '' OR NOT EXISTS (SELECT 1 FROM "
+            "job_executions WHERE job = ?2 AND twin = twins.id)) AND " +
+            f.where + " ORDER BY id LIMIT ?3";
+        std::vector<std::string> out;
+        {
+          Statement st(reader.db, sql.c_str());
+          st.bind(1, std::string_view(after_id))
+              .bind(2, std::string_view(not_in_job))
+              .bind(3, static_cast<int64_t>(limit));
+          for (size_t i = 0; i < f.params.size(); ++i) {
+            detail::bind_value(st, static_cast<int>(i + 4), f.params[i]);
+          }
+          while (st.step()) out.push_back(st.column_text(0));
+        }
+        return out;
+      });
 }
 
 namespace {
@@ -236,31 +220,27 @@ twins::JobRecord job_row(const Statement& st) {
 }  // namespace
 
 Result<std::optional<twins::JobRecord>> SqliteTwinStore::job(const std::string& id) {
-  try {
-    auto reader = acquire_reader();
-    std::optional<twins::JobRecord> out;
-    {
-      Statement st(reader->db,
-                   "SELECT id, status, created_at, updated_at, spec FROM jobs "
-                   "WHERE id = ?1");
-      st.bind(1, std::string_view(id));
-      if (st.step()) out = job_row(st);
-    }
-    release_reader(std::move(reader));
-    return out;
-  } catch (const std::exception& e) {
-    return to_status(e, "reading job '" + id + "'");
-  }
+  return with_reader([&] { return "reading job '" + id + "'"; },
+                     [&](Reader& reader) -> Result<std::optional<twins::JobRecord>> {
+                       std::optional<twins::JobRecord> out;
+                       {
+                         Statement st(reader.db,
+                                      "SELECT id, status, created_at, updated_at, spec FROM jobs "
+                                      "WHERE id = ?1");
+                         st.bind(1, std::string_view(id));
+                         if (st.step()) out = job_row(st);
+                       }
+                       return out;
+                     });
 }
 
 Result<std::vector<twins::JobRecord>> SqliteTwinStore::jobs(std::optional<twins::JobStatus> status,
                                                             const std::string& after_id,
                                                             size_t limit) {
-  try {
-    auto reader = acquire_reader();
+  return with_reader("listing jobs", [&](Reader& reader) -> Result<std::vector<twins::JobRecord>> {
     std::vector<twins::JobRecord> out;
     {
-      Statement st(reader->db,
+      Statement st(reader.db,
                    "SELECT id, status, created_at, updated_at, spec FROM jobs WHERE id > ?1 AND "
                    "(?2 IS NULL OR status = ?2) ORDER BY id LIMIT ?3");
       st.bind(1, std::string_view(after_id));
@@ -272,70 +252,63 @@ Result<std::vector<twins::JobRecord>> SqliteTwinStore::jobs(std::optional<twins:
       st.bind(3, static_cast<int64_t>(limit));
       while (st.step()) out.push_back(job_row(st));
     }
-    release_reader(std::move(reader));
     return out;
-  } catch (const std::exception& e) {
-    return to_status(e, "listing jobs");
-  }
+  });
 }
 
 Result<twins::JobCounts> SqliteTwinStore::job_counts(const std::string& id) {
-  try {
-    auto reader = acquire_reader();
-    twins::JobCounts out;
-    {
-      Statement st(reader->db, "SELECT status, n FROM job_counts WHERE job = ?1");
-      st.bind(1, std::string_view(id));
-      while (st.step()) {
-        if (auto s = twins::parse_exec_status(st.column_text(0))) {
-          out.of(*s) = static_cast<uint64_t>(std::max<int64_t>(0, st.column_int(1)));
-        }
-      }
-    }
-    release_reader(std::move(reader));
-    return out;
-  } catch (const std::exception& e) {
-    return to_status(e, "counting the executions of job '" + id + "'");
-  }
+  return with_reader([&] { return "counting the executions of job '" + id + "'"; },
+                     [&](Reader& reader) -> Result<twins::JobCounts> {
+                       twins::JobCounts out;
+                       {
+                         Statement st(reader.db, "SELECT status, n FROM job_counts WHERE job = ?1");
+                         st.bind(1, std::string_view(id));
+                         while (st.step()) {
+                           if (auto s = twins::parse_exec_status(st.column_text(0))) {
+                             out.of(*s) =
+                                 static_cast<uint64_t>(std::max<int64_t>(0, st.column_int(1)));
+                           }
+                         }
+                       }
+                       return out;
+                     });
 }
 
 Result<std::vector<twins::ExecutionRecord>> SqliteTwinStore::executions(
     const std::string& id, std::optional<twins::ExecStatus> status, const std::string& after_twin,
     size_t limit) {
-  try {
-    auto reader = acquire_reader();
-    std::vector<twins::ExecutionRecord> out;
-    {
-      Statement st(reader->db, status ? "SELECT twin, status, attempts, updated_at, detail FROM "
-                                        "job_executions WHERE job = ?1 AND status = ?2 AND "
-                                        "twin > ?3 ORDER BY twin LIMIT ?4"
-                                      : "SELECT twin, status, attempts, updated_at, detail FROM "
-                                        "job_executions WHERE job = ?1 AND ?2 IS NULL AND "
-                                        "twin > ?3 ORDER BY twin LIMIT ?4");
-      st.bind(1, std::string_view(id));
-      if (status) {
-        st.bind(2, twins::to_string(*status));
-      } else {
-        st.bind_null(2);
-      }
-      st.bind(3, std::string_view(after_twin)).bind(4, static_cast<int64_t>(limit));
-      while (st.step()) {
-        twins::ExecutionRecord e;
-        e.job = id;
-        e.twin = st.column_text(0);
-        e.status =
-            twins::parse_exec_status(st.column_text(1)).value_or(twins::ExecStatus::kPending);
-        e.attempts = static_cast<uint32_t>(st.column_int(2));
-        e.updated_at = st.column_int(3);
-        e.detail = st.column_text(4);
-        out.push_back(std::move(e));
-      }
-    }
-    release_reader(std::move(reader));
-    return out;
-  } catch (const std::exception& e) {
-    return to_status(e, "listing the executions of job '" + id + "'");
-  }
+  return with_reader(
+      [&] { return "listing the executions of job '" + id + "'"; },
+      [&](Reader& reader) -> Result<std::vector<twins::ExecutionRecord>> {
+        std::vector<twins::ExecutionRecord> out;
+        {
+          Statement st(reader.db, status ? "SELECT twin, status, attempts, updated_at, detail FROM "
+                                           "job_executions WHERE job = ?1 AND status = ?2 AND "
+                                           "twin > ?3 ORDER BY twin LIMIT ?4"
+                                         : "SELECT twin, status, attempts, updated_at, detail FROM "
+                                           "job_executions WHERE job = ?1 AND ?2 IS NULL AND "
+                                           "twin > ?3 ORDER BY twin LIMIT ?4");
+          st.bind(1, std::string_view(id));
+          if (status) {
+            st.bind(2, twins::to_string(*status));
+          } else {
+            st.bind_null(2);
+          }
+          st.bind(3, std::string_view(after_twin)).bind(4, static_cast<int64_t>(limit));
+          while (st.step()) {
+            twins::ExecutionRecord e;
+            e.job = id;
+            e.twin = st.column_text(0);
+            e.status =
+                twins::parse_exec_status(st.column_text(1)).value_or(twins::ExecStatus::kPending);
+            e.attempts = static_cast<uint32_t>(st.column_int(2));
+            e.updated_at = st.column_int(3);
+            e.detail = st.column_text(4);
+            out.push_back(std::move(e));
+          }
+        }
+        return out;
+      });
 }
 
 }  // namespace doppel::storage

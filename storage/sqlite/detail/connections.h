@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
@@ -229,5 +230,22 @@ struct SqliteTwinStore::Reader {
   Database db;
   Statement load_twin, load_commands, list_twins, due_twins, count_twins, count_commands;
 };
+
+template <typename What, typename Read>
+auto SqliteTwinStore::with_reader(const What& what, Read&& read)
+    -> decltype(read(std::declval<Reader&>())) {
+  try {
+    auto reader = acquire_reader();
+    auto out = read(*reader);
+    release_reader(std::move(reader));
+    return out;
+  } catch (const std::exception& e) {
+    if constexpr (std::is_invocable_v<const What&>) {
+      return to_status(e, what());
+    } else {
+      return to_status(e, what);
+    }
+  }
+}
 
 }  // namespace doppel::storage
