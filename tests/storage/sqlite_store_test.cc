@@ -1,5 +1,6 @@
-// The SQLite store on a real file: migrations, durability across reopen, group commit, the
-// deadline index (DESIGN §8).
+// The SQLite store on a real file, what is its own (DESIGN §8): migrations, durability across
+// reopen, listing, pruning and gaps, job writes in savepoints, the indexed state columns. What
+// every store promises is in store_contract_test.cc, which runs over SQLite too.
 #include <doctest/doctest.h>
 
 #include <sqlite3.h>
@@ -10,12 +11,16 @@
 #include <random>
 
 #include "storage/sqlite/sqlite_store.h"
+#include "tests/support/store_rows.h"
 #include "tests/support/temp_dir.h"
 #include "twins/query.h"
 
 using namespace doppel;
 using namespace doppel::twins;
+using doppel::testing::event;
+using doppel::testing::row;
 using doppel::testing::TempDir;
+using doppel::testing::write_and_wait;
 using storage::SqliteTwinStore;
 using storage::StoreOptions;
 
@@ -27,29 +32,6 @@ std::unique_ptr<SqliteTwinStore> open_store(const std::string& path, Metrics& m)
   auto s = SqliteTwinStore::open(o, m);
   REQUIRE_MESSAGE(s, s.status().to_string());
   return std::move(*s);
-}
-
-TwinWrite row(const std::string& id, uint64_t version, std::optional<Millis> deadline = {},
-              const std::string& reported = "{}") {
-  TwinWrite w;
-  w.id = id;
-  TwinRecord r;
-  r.id = id;
-  r.version = version;
-  r.desired = R"({"d":1})";
-  r.reported = reported;
-  r.body = std::string("\x00\x01\x02", 3);  // bytes, NUL included
-  r.next_deadline = deadline;
-  r.updated_at = 1000 + static_cast<Millis>(version);
-  w.twin = r;
-  return w;
-}
-
-template <typename Write>  // TwinWrite or JobWrite
-void write_and_wait(SqliteTwinStore& s, Write w) {
-  std::promise<Status> done;
-  s.write(std::move(w), [&](const Status& st) { done.set_value(st); });
-  REQUIRE(done.get_future().get());
 }
 
 }  // namespace
@@ -119,108 +101,6 @@ TEST_CASE("write, close, reopen, read back") {
   CHECK(store->count().value() == 1);
 }
 
-TEST_CASE("a commit callback runs only after the write is durable, in order") {
-  TempDir dir("doppel-store-");
-  Metrics m;
-  auto store = open_store(dir.file("doppel.db"), m);
-  std::vector<uint64_t> order;
-  std::mutex mu;
-  std::vector<uint64_t> seqs;
-  for (int i = 0; i < 200; ++i) {
-    const std::string id = "t" + std::to_string(i % 7);
-    uint64_t seq = store->write(row(id, static_cast<uint64_t>(i)), [&, id](const Status& s) {
-      REQUIRE(s);
-      auto fresh = store->load(id);  // visible to a reader when the callback runs
-      REQUIRE(fresh);
-      REQUIRE(fresh->has_value());
-      std::lock_guard lock(mu);
-      order.push_back((*fresh)->twin.version);
-    });
-    seqs.push_back(seq);
-  }
-  store->flush();
-  CHECK(std::is_sorted(seqs.begin(), seqs.end()));
-  CHECK(order.size() == 200);
-  CHECK(store->committed_seq() == seqs.back());
-  // The last row per twin wins, even when a batch held several for it.
-  for (int t = 0; t < 7; ++t) {
-    auto got = store->load("t" + std::to_string(t));
-    int last = 0;
-    for (int i = 0; i < 200; ++i) {
-      if (i % 7 == t) last = i;
-    }
-    CHECK((*got)->twin.version == static_cast<uint64_t>(last));
-  }
-  CHECK(m.render().find("doppel_store_commit_batch_size_count") != std::string::npos);
-}
-
-TEST_CASE("when_committed waits for the sequence, or runs at once if it is committed") {
-  TempDir dir("doppel-store-");
-  Metrics m;
-  auto store = open_store(dir.file("doppel.db"), m);
-  const uint64_t seq = store->write(row("w", 1), nullptr);
-  std::promise<void> later;
-  store->when_committed(seq, [&](const Status&) { later.set_value(); });
-  CHECK(later.get_future().wait_for(std::chrono::seconds(5)) == std::future_status::ready);
-  bool inline_ran = false;
-  store->when_committed(seq, [&](const Status&) { inline_ran = true; });
-  CHECK(inline_ran);
-}
-
-TEST_CASE("deleting a twin deletes its commands; command deletes are per seq") {
-  TempDir dir("doppel-store-");
-  Metrics m;
-  auto store = open_store(dir.file("doppel.db"), m);
-  TwinWrite w = row("a", 1);
-  w.upsert_commands = {{1, "c1", "queued", "x"}, {2, "c2", "queued", "y"}, {3, "c3", "sent", "z"}};
-  write_and_wait(*store, w);
-  TwinWrite prune;
-  prune.id = "a";
-  prune.delete_commands = {2};
-  write_and_wait(*store, prune);
-  auto got = store->load("a");
-  REQUIRE((*got)->commands.size() == 2);
-  CHECK((*got)->commands[1].id == "c3");
-  TwinWrite del;
-  del.id = "a";
-  del.delete_twin = true;
-  write_and_wait(*store, del);
-  CHECK(!store->load("a")->has_value());
-  write_and_wait(*store, row("a", 9));  // recreated: no old commands come back
-  CHECK(store->load("a")->value().commands.empty());
-}
-
-TEST_CASE("the deadline index pages through due twins in (deadline, id) order") {
-  TempDir dir("doppel-store-");
-  Metrics m;
-  auto store = open_store(dir.file("doppel.db"), m);
-  for (int i = 0; i < 30; ++i) {
-    write_and_wait(*store, row("d" + std::to_string(100 + i), 1, 1000 + (i % 3) * 10));
-  }
-  write_and_wait(*store, row("none", 1, std::nullopt));
-  write_and_wait(*store, row("late", 1, 999'999));
-  std::vector<DueTwin> all;
-  Millis after = std::numeric_limits<Millis>::min();
-  std::string after_id = "\x7f";
-  while (true) {
-    auto page = store->due(after, after_id, 5000, 7);
-    REQUIRE(page);
-    for (auto& d : *page) {
-      after = d.due;
-      after_id = d.id;
-      all.push_back(d);
-    }
-    if (page->size() < 7) break;
-  }
-  REQUIRE(all.size() == 30);
-  for (size_t i = 1; i < all.size(); ++i) {
-    CHECK((all[i - 1].due < all[i].due ||
-           (all[i - 1].due == all[i].due && all[i - 1].id < all[i].id)));
-  }
-  // Strictly after a horizon: nothing at or before it comes back.
-  CHECK(store->due(1010, "\x7f", 5000, 100)->size() == 10);
-}
-
 TEST_CASE("listing pages through twins in id order") {
   TempDir dir("doppel-store-");
   Metrics m;
@@ -235,74 +115,7 @@ TEST_CASE("listing pages through twins in id order") {
   CHECK((*rest)[2].twin.id == "e");
 }
 
-TEST_CASE("concurrent writers and readers see consistent committed rows") {
-  TempDir dir("doppel-store-");
-  Metrics m;
-  auto store = open_store(dir.file("doppel.db"), m);
-  std::atomic<bool> stop{false};
-  std::atomic<int> bad{0};
-  std::thread reader([&] {
-    while (!stop.load()) {
-      auto r = store->load("hot");
-      if (!r) bad.fetch_add(1);
-    }
-  });
-  std::vector<std::thread> writers;
-  for (int t = 0; t < 3; ++t) {
-    writers.emplace_back([&, t] {
-      for (int i = 0; i < 300; ++i)
-        store->write(row(t == 0 ? "hot" : "w" + std::to_string(i), 1), nullptr);
-    });
-  }
-  for (auto& w : writers) w.join();
-  store->flush();
-  stop.store(true);
-  reader.join();
-  CHECK(bad.load() == 0);
-  CHECK(store->count().value() == 301);
-}
-
-TEST_CASE("after a failed commit a twin's later writes fail until it is discarded") {
-  TempDir dir("doppel-store-");
-  Metrics m;
-  auto store = open_store(dir.file("poison.db"), m);
-  write_and_wait(*store, row("p-1", 1));
-  write_and_wait(*store, row("q-1", 1));
-
-  store->fail_next_commits(1);
-  std::promise<Status> failed;
-  store->write(row("p-1", 2), [&](const Status& st) { failed.set_value(st); });
-  CHECK(failed.get_future().get().code() == StatusCode::kUnavailable);
-  // A write made on top of the failed one fails too, and never reaches the table.
-  std::promise<Status> on_top;
-  store->write(row("p-1", 3), [&](const Status& st) { on_top.set_value(st); });
-  CHECK(on_top.get_future().get().code() == StatusCode::kUnavailable);
-  auto before = store->load("p-1");
-  REQUIRE(before);
-  CHECK((*before)->twin.version == 1);
-  write_and_wait(*store, row("q-1", 2));  // other twins are unaffected
-
-  store->discard("p-1");
-  write_and_wait(*store, row("p-1", 2));
-  auto p = store->load("p-1");
-  REQUIRE(p);
-  CHECK((*p)->twin.version == 2);
-  auto q = store->load("q-1");
-  REQUIRE(q);
-  CHECK((*q)->twin.version == 2);
-}
-
 namespace {
-
-EventRecord event(const std::string& twin, const std::string& kind, Millis ts) {
-  EventRecord e;
-  e.ts = ts;
-  e.twin = twin;
-  e.kind = kind;
-  e.version = 1;
-  e.body = R"({"cause":{"source":"api"}})";
-  return e;
-}
 
 std::vector<std::string> kinds_of(const EventPage& p) {
   std::vector<std::string> out;
@@ -311,62 +124,6 @@ std::vector<std::string> kinds_of(const EventPage& p) {
 }
 
 }  // namespace
-
-TEST_CASE("events are stored with their write, in order; a failed commit stores none") {
-  TempDir dir("doppel-store-");
-  Metrics m;
-  auto store = open_store(dir.file("doppel.db"), m);
-  std::atomic<uint64_t> notified{0};
-  std::atomic<size_t> notified_events{0};
-  store->on_events([&](uint64_t last, const std::vector<EventRecord>& committed) {
-    notified = last;
-    notified_events += committed.size();
-  });
-  TwinWrite a = row("a", 1);
-  a.events = {event("a", "twin.created", 10), event("a", "desired.updated", 10)};
-  write_and_wait(*store, std::move(a));
-  TwinWrite b = row("b", 1);
-  b.events = {event("b", "command.changed", 11)};
-  write_and_wait(*store, std::move(b));
-  store->flush();  // the listener runs after the write's callback, before flush() returns
-  CHECK(notified == 3);
-  CHECK(notified_events == 3);
-  CHECK(store->last_event_seq() == 3);
-
-  auto all = store->events({0, 100, {}});
-  REQUIRE(all);
-  REQUIRE(all->events.size() == 3);
-  CHECK(all->events[0].seq == 1);
-  CHECK(all->events[2].seq == 3);
-  CHECK(kinds_of(*all) ==
-        std::vector<std::string>{"twin.created", "desired.updated", "command.changed"});
-  CHECK(all->scanned_to == 3);
-  auto of_b = store->events({0, 100, {{"b"}, {}}});
-  REQUIRE(of_b);
-  CHECK(kinds_of(*of_b) == std::vector<std::string>{"command.changed"});
-  CHECK(of_b->scanned_to == 3);  // looked at everything: continue after the newest
-  auto twin_kinds = store->events({0, 100, {{}, {"twin.*", "command.changed"}}});
-  REQUIRE(twin_kinds);
-  CHECK(kinds_of(*twin_kinds) == std::vector<std::string>{"twin.created", "command.changed"});
-  auto after = store->events({2, 1, {}});
-  REQUIRE(after);
-  CHECK(after->events.size() == 1);
-  CHECK(after->events[0].seq == 3);
-
-  // A commit that fails stores neither the row nor its events, and burns no seq.
-  store->fail_next_commits(1);
-  TwinWrite c = row("c", 1);
-  c.events = {event("c", "twin.created", 12)};
-  std::promise<Status> failed;
-  store->write(std::move(c), [&](const Status& s) { failed.set_value(s); });
-  CHECK(!failed.get_future().get());
-  store->discard("c");
-  CHECK(store->events({0, 100, {}})->events.size() == 3);
-  TwinWrite d = row("d", 1);
-  d.events = {event("d", "twin.created", 13)};
-  write_and_wait(*store, std::move(d));
-  CHECK(store->events({3, 100, {}})->events.at(0).seq == 4);
-}
 
 TEST_CASE("pruning: oldest first, reported events capped, and a seq is never reused") {
   TempDir dir("doppel-store-");

@@ -54,7 +54,8 @@ void MemoryTwinStore::commit_pending(size_t max) {
   bool failed;
   {
     std::lock_guard lock(mu_);
-    failed = fail_;
+    failed = fail_ || fail_next_ > 0;
+    if (fail_next_ > 0) --fail_next_;
     if (!failed) {
       for (size_t i = 0; i < batch.ops.size(); ++i) {
         if (batch.statuses[i]) apply(std::get<TwinWrite>(batch.ops[i].write));
@@ -108,6 +109,11 @@ Result<std::vector<std::pair<std::string, uint64_t>>> MemoryTwinStore::command_c
 }
 
 size_t MemoryTwinStore::pending() const { return committer_.queued(); }
+
+void MemoryTwinStore::fail_next_commits(int n) {
+  std::lock_guard lock(mu_);
+  fail_next_ = n;
+}
 
 void MemoryTwinStore::fail_commits(bool fail) {
   std::lock_guard lock(mu_);

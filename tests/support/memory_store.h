@@ -46,8 +46,10 @@ class MemoryTwinStore final : public ShardStore, public EventLog {
   // callbacks (manual mode).
   void commit_pending(size_t max = SIZE_MAX);
   size_t pending() const;
-  // Makes the next commits fail (to test how the runtime handles a broken store).
+  // Makes the next commits fail (to test how the runtime handles a broken store): all of them
+  // until fail_commits(false), or the next `n`.
   void fail_commits(bool fail);
+  void fail_next_commits(int n);
 
  private:
   void apply(TwinWrite& w);
@@ -58,6 +60,7 @@ class MemoryTwinStore final : public ShardStore, public EventLog {
   mutable std::mutex mu_;
   std::map<std::string, StoredTwin> twins_;
   bool fail_ = false;
+  int fail_next_ = 0;
   std::vector<twins::EventRecord> events_;  // under mu_, in seq order
   uint64_t last_event_seq_ = 0;             // under mu_
   EventsListener listener_;

@@ -1,0 +1,273 @@
+// The store ports' contracts (twins/ports.h), written once and run over every implementation
+// that has the port, as RocksDB runs its Env tests over every Env: ShardStore (group commit and
+// its output gate, poisoning, commit waits, the deadline index) and EventLog (the change feed) on
+// the in-memory double and on SQLite. Backend-specific behaviour (migrations, reopening a file,
+// savepoints) stays in <backend>_store_test.cc.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <future>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "storage/sqlite/sqlite_store.h"
+#include "tests/support/memory_store.h"
+#include "tests/support/store_rows.h"
+#include "tests/support/temp_dir.h"
+
+using namespace doppel;
+using namespace doppel::twins;
+using doppel::testing::event;
+using doppel::testing::row;
+using doppel::testing::write_and_wait;
+
+namespace {
+
+// One store under test, and how to make its next commit fail (as a full disk would).
+struct MemoryRig {
+  testing::MemoryTwinStore store;
+  testing::MemoryTwinStore* get() { return &store; }
+  void fail_next_commit() { store.fail_next_commits(1); }
+};
+
+struct SqliteRig {
+  SqliteRig() {
+    storage::StoreOptions o;
+    o.path = dir.file("contract.db");
+    auto s = storage::SqliteTwinStore::open(o, metrics);
+    REQUIRE_MESSAGE(s, s.status().to_string());
+    store = std::move(*s);
+  }
+  storage::SqliteTwinStore* get() { return store.get(); }
+  void fail_next_commit() { store->fail_next_commits(1); }
+
+  testing::TempDir dir{"doppel-contract-"};
+  Metrics metrics;
+  std::unique_ptr<storage::SqliteTwinStore> store;
+};
+
+std::vector<std::string> kinds_of(const EventPage& p) {
+  std::vector<std::string> out;
+  for (const auto& e : p.events) out.push_back(e.kind);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("a commit callback runs only after the write is durable, in order", Rig,
+                   MemoryRig, SqliteRig) {
+  Rig rig;
+  auto* store = rig.get();
+  std::vector<uint64_t> order;
+  std::mutex mu;
+  std::vector<uint64_t> seqs;
+  for (int i = 0; i < 200; ++i) {
+    const std::string id = "t" + std::to_string(i % 7);
+    uint64_t seq = store->write(row(id, static_cast<uint64_t>(i)), [&, id](const Status& s) {
+      REQUIRE(s);
+      auto fresh = store->load(id);  // visible to a reader when the callback runs
+      REQUIRE(fresh);
+      REQUIRE(fresh->has_value());
+      std::lock_guard lock(mu);
+      order.push_back((*fresh)->twin.version);
+    });
+    seqs.push_back(seq);
+  }
+  store->flush();
+  CHECK(std::is_sorted(seqs.begin(), seqs.end()));
+  CHECK(order.size() == 200);
+  CHECK(store->committed_seq() == seqs.back());
+  // The last row per twin wins, even when a batch held several for it.
+  for (int t = 0; t < 7; ++t) {
+    auto got = store->load("t" + std::to_string(t));
+    int last = 0;
+    for (int i = 0; i < 200; ++i) {
+      if (i % 7 == t) last = i;
+    }
+    CHECK((*got)->twin.version == static_cast<uint64_t>(last));
+  }
+}
+
+TEST_CASE_TEMPLATE("when_committed waits for the sequence, or runs at once if it is committed", Rig,
+                   MemoryRig, SqliteRig) {
+  Rig rig;
+  auto* store = rig.get();
+  const uint64_t seq = store->write(row("w", 1), nullptr);
+  std::promise<void> later;
+  store->when_committed(seq, [&](const Status&) { later.set_value(); });
+  CHECK(later.get_future().wait_for(std::chrono::seconds(5)) == std::future_status::ready);
+  bool inline_ran = false;
+  store->when_committed(seq, [&](const Status&) { inline_ran = true; });
+  CHECK(inline_ran);
+}
+
+TEST_CASE_TEMPLATE("deleting a twin deletes its commands; command deletes are per seq", Rig,
+                   MemoryRig, SqliteRig) {
+  Rig rig;
+  auto* store = rig.get();
+  TwinWrite w = row("a", 1);
+  w.upsert_commands = {{1, "c1", "queued", "x"}, {2, "c2", "queued", "y"}, {3, "c3", "sent", "z"}};
+  write_and_wait(*store, w);
+  TwinWrite prune;
+  prune.id = "a";
+  prune.delete_commands = {2};
+  write_and_wait(*store, prune);
+  auto got = store->load("a");
+  REQUIRE((*got)->commands.size() == 2);
+  CHECK((*got)->commands[1].id == "c3");
+  TwinWrite del;
+  del.id = "a";
+  del.delete_twin = true;
+  write_and_wait(*store, del);
+  CHECK(!store->load("a")->has_value());
+  write_and_wait(*store, row("a", 9));  // recreated: no old commands come back
+  CHECK(store->load("a")->value().commands.empty());
+}
+
+TEST_CASE_TEMPLATE("the deadline index pages through due twins in (deadline, id) order", Rig,
+                   MemoryRig, SqliteRig) {
+  Rig rig;
+  auto* store = rig.get();
+  for (int i = 0; i < 30; ++i) {
+    write_and_wait(*store, row("d" + std::to_string(100 + i), 1, 1000 + (i % 3) * 10));
+  }
+  write_and_wait(*store, row("none", 1, std::nullopt));
+  write_and_wait(*store, row("late", 1, 999'999));
+  std::vector<DueTwin> all;
+  Millis after = std::numeric_limits<Millis>::min();
+  std::string after_id = "\x7f";
+  while (true) {
+    auto page = store->due(after, after_id, 5000, 7);
+    REQUIRE(page);
+    for (auto& d : *page) {
+      after = d.due;
+      after_id = d.id;
+      all.push_back(d);
+    }
+    if (page->size() < 7) break;
+  }
+  REQUIRE(all.size() == 30);
+  for (size_t i = 1; i < all.size(); ++i) {
+    CHECK((all[i - 1].due < all[i].due ||
+           (all[i - 1].due == all[i].due && all[i - 1].id < all[i].id)));
+  }
+  // Strictly after a horizon: nothing at or before it comes back.
+  CHECK(store->due(1010, "\x7f", 5000, 100)->size() == 10);
+}
+
+TEST_CASE_TEMPLATE("concurrent writers and readers see consistent committed rows", Rig, MemoryRig,
+                   SqliteRig) {
+  Rig rig;
+  auto* store = rig.get();
+  std::atomic<bool> stop{false};
+  std::atomic<int> bad{0};
+  std::thread reader([&] {
+    while (!stop.load()) {
+      auto r = store->load("hot");
+      if (!r) bad.fetch_add(1);
+    }
+  });
+  std::vector<std::thread> writers;
+  for (int t = 0; t < 3; ++t) {
+    writers.emplace_back([&, t] {
+      for (int i = 0; i < 300; ++i)
+        store->write(row(t == 0 ? "hot" : "w" + std::to_string(i), 1), nullptr);
+    });
+  }
+  for (auto& w : writers) w.join();
+  store->flush();
+  stop.store(true);
+  reader.join();
+  CHECK(bad.load() == 0);
+  CHECK(store->count().value() == 301);
+}
+
+TEST_CASE_TEMPLATE("after a failed commit a twin's later writes fail until it is discarded", Rig,
+                   MemoryRig, SqliteRig) {
+  Rig rig;
+  auto* store = rig.get();
+  write_and_wait(*store, row("p-1", 1));
+  write_and_wait(*store, row("q-1", 1));
+
+  rig.fail_next_commit();
+  std::promise<Status> failed;
+  store->write(row("p-1", 2), [&](const Status& st) { failed.set_value(st); });
+  CHECK(failed.get_future().get().code() == StatusCode::kUnavailable);
+  // A write made on top of the failed one fails too, and never reaches the table.
+  std::promise<Status> on_top;
+  store->write(row("p-1", 3), [&](const Status& st) { on_top.set_value(st); });
+  CHECK(on_top.get_future().get().code() == StatusCode::kUnavailable);
+  auto before = store->load("p-1");
+  REQUIRE(before);
+  CHECK((*before)->twin.version == 1);
+  write_and_wait(*store, row("q-1", 2));  // other twins are unaffected
+
+  store->discard("p-1");
+  write_and_wait(*store, row("p-1", 2));
+  auto p = store->load("p-1");
+  REQUIRE(p);
+  CHECK((*p)->twin.version == 2);
+  auto q = store->load("q-1");
+  REQUIRE(q);
+  CHECK((*q)->twin.version == 2);
+}
+
+TEST_CASE_TEMPLATE("events are stored with their write, in order; a failed commit stores none", Rig,
+                   MemoryRig, SqliteRig) {
+  Rig rig;
+  auto* store = rig.get();
+  std::atomic<uint64_t> notified{0};
+  std::atomic<size_t> notified_events{0};
+  store->on_events([&](uint64_t last, const std::vector<EventRecord>& committed) {
+    notified = last;
+    notified_events += committed.size();
+  });
+  TwinWrite a = row("a", 1);
+  a.events = {event("a", "twin.created", 10), event("a", "desired.updated", 10)};
+  write_and_wait(*store, std::move(a));
+  TwinWrite b = row("b", 1);
+  b.events = {event("b", "command.changed", 11)};
+  write_and_wait(*store, std::move(b));
+  store->flush();  // the listener runs after the write's callback, before flush() returns
+  CHECK(notified == 3);
+  CHECK(notified_events == 3);
+  CHECK(store->last_event_seq() == 3);
+
+  auto all = store->events({0, 100, {}});
+  REQUIRE(all);
+  REQUIRE(all->events.size() == 3);
+  CHECK(all->events[0].seq == 1);
+  CHECK(all->events[2].seq == 3);
+  CHECK(kinds_of(*all) ==
+        std::vector<std::string>{"twin.created", "desired.updated", "command.changed"});
+  CHECK(all->scanned_to == 3);
+  auto of_b = store->events({0, 100, {{"b"}, {}}});
+  REQUIRE(of_b);
+  CHECK(kinds_of(*of_b) == std::vector<std::string>{"command.changed"});
+  CHECK(of_b->scanned_to == 3);  // looked at everything: continue after the newest
+  auto twin_kinds = store->events({0, 100, {{}, {"twin.*", "command.changed"}}});
+  REQUIRE(twin_kinds);
+  CHECK(kinds_of(*twin_kinds) == std::vector<std::string>{"twin.created", "command.changed"});
+  auto after = store->events({2, 1, {}});
+  REQUIRE(after);
+  CHECK(after->events.size() == 1);
+  CHECK(after->events[0].seq == 3);
+
+  // A commit that fails stores neither the row nor its events, and burns no seq.
+  rig.fail_next_commit();
+  TwinWrite c = row("c", 1);
+  c.events = {event("c", "twin.created", 12)};
+  std::promise<Status> failed;
+  store->write(std::move(c), [&](const Status& s) { failed.set_value(s); });
+  CHECK(!failed.get_future().get());
+  store->discard("c");
+  CHECK(store->events({0, 100, {}})->events.size() == 3);
+  TwinWrite d = row("d", 1);
+  d.events = {event("d", "twin.created", 13)};
+  write_and_wait(*store, std::move(d));
+  CHECK(store->events({3, 100, {}})->events.at(0).seq == 4);
+}
