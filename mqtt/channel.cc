@@ -45,6 +45,9 @@ MqttChannel::MqttChannel(ChannelOptions options, Metrics& metrics)
                                  "Messages on topics outside the scheme or with invalid ids");
   connection_losses_ = &metrics.counter("doppel_mqtt_connection_losses_total",
                                         "Times the broker connection was lost");
+  connect_failures_ = &metrics.counter(
+      "doppel_mqtt_connect_failures_total",
+      "Attempts to reach the broker before the first connection that failed (doppeld retries)");
   retained_ignored_ = &metrics.counter(
       "doppel_mqtt_retained_ignored_total",
       "Retained device messages replayed by the broker and ignored (they are not news)");
@@ -67,6 +70,11 @@ MqttChannel::MqttChannel(ChannelOptions options, Metrics& metrics)
     }
     // Separately: a broker that refuses $SYS must not cost the device subscriptions.
     (void)client_.subscribe({std::string(kBrokerDroppedTopic)}, 0, std::chrono::milliseconds(0));
+  });
+  client_.on_connect_failed([this](const Status& why, std::chrono::milliseconds retry_in) {
+    connect_failures_->inc();
+    log_warn(why.message() + "; is the broker running? retrying in " +
+             std::to_string(retry_in.count()) + " ms");
   });
   client_.on_connection_lost([this](const std::string& cause) {
     connection_losses_->inc();

@@ -72,6 +72,7 @@ class MqttChannel final : public twins::DeviceChannel {
   Counter* publish_failures_ = nullptr;
   Counter* bad_topics_ = nullptr;
   Counter* connection_losses_ = nullptr;
+  Counter* connect_failures_ = nullptr;
   Counter* retained_ignored_ = nullptr;
   Counter* broker_dropped_ = nullptr;
   std::atomic<int64_t> broker_reported_{-1};          // the broker's counter at its last report

@@ -16,6 +16,7 @@ struct Client::Impl : public ::mqtt::callback {
   std::function<void(IncomingMessage&&)> message_handler;
   std::function<void()> connected_handler;
   std::function<void(const std::string&)> lost_handler;
+  std::function<void(const Status&, std::chrono::milliseconds)> connect_failed_handler;
   std::atomic<bool> connected_flag{false};
   std::atomic<bool> closing{false};
   std::thread connector;
@@ -112,6 +113,11 @@ void Client::on_connection_lost(std::function<void(const std::string&)> handler)
   impl_->lost_handler = std::move(handler);
 }
 
+void Client::on_connect_failed(
+    std::function<void(const Status&, std::chrono::milliseconds)> handler) {
+  impl_->connect_failed_handler = std::move(handler);
+}
+
 Status Client::connect(std::chrono::milliseconds timeout) {
   try {
     auto tok = impl_->client->connect(impl_->connect_options);
@@ -131,7 +137,9 @@ void Client::connect_in_background() {
   impl_->connector = std::thread([this] {
     auto delay = impl_->options.min_retry;
     while (!impl_->closing.load() && !impl_->connected_flag.load()) {
-      if (connect(std::chrono::seconds(10))) break;
+      const Status attempt = connect(std::chrono::seconds(10));
+      if (attempt) break;
+      if (impl_->connect_failed_handler) impl_->connect_failed_handler(attempt, delay);
       std::unique_lock lock(impl_->mu);
       impl_->cv.wait_for(lock, delay, [this] { return impl_->closing.load(); });
       delay = std::min(delay * 2, impl_->options.max_retry);

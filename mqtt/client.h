@@ -66,6 +66,9 @@ class Client {
   void on_message(std::function<void(IncomingMessage&&)> handler);
   void on_connected(std::function<void()> handler);  // after every (re)connect
   void on_connection_lost(std::function<void(const std::string& cause)> handler);
+  // After each failed attempt of connect_in_background(), with why and the wait before the next.
+  void on_connect_failed(
+      std::function<void(const Status& why, std::chrono::milliseconds retry_in)> handler);
 
   // One attempt, waiting up to `timeout`.
   Status connect(std::chrono::milliseconds timeout);

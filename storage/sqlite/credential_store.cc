@@ -31,7 +31,7 @@ Result<std::unique_ptr<CredentialStore>> CredentialStore::open(const std::string
   try {
     return std::unique_ptr<CredentialStore>(new CredentialStore(std::make_unique<Impl>(path)));
   } catch (const std::exception& e) {
-    return Status(StatusCode::kUnavailable, std::string("opening credentials: ") + e.what());
+    return detail::to_status(e, "opening credentials");
   }
 }
 
@@ -41,7 +41,7 @@ Status CredentialStore::put(const std::string& id, const std::string& hash) {
     impl_->put.bind(1, id).bind(2, hash).run();
     return Status::ok();
   } catch (const std::exception& e) {
-    return Status(StatusCode::kUnavailable, std::string("storing credentials: ") + e.what());
+    return detail::to_status(e, "storing credentials");
   }
 }
 
@@ -51,7 +51,7 @@ Status CredentialStore::remove(const std::string& id) {
     impl_->remove.bind(1, id).run();
     return Status::ok();
   } catch (const std::exception& e) {
-    return Status(StatusCode::kUnavailable, std::string("removing credentials: ") + e.what());
+    return detail::to_status(e, "removing credentials");
   }
 }
 
@@ -63,7 +63,7 @@ Result<bool> CredentialStore::has(const std::string& id) {
     impl_->has.reset();
     return found;
   } catch (const std::exception& e) {
-    return Status(StatusCode::kUnavailable, std::string("reading credentials: ") + e.what());
+    return detail::to_status(e, "reading credentials");
   }
 }
 
@@ -76,7 +76,7 @@ Status CredentialStore::for_each(
     return Status::ok();
   } catch (const std::exception& e) {
     impl_->all.reset();
-    return Status(StatusCode::kUnavailable, std::string("reading credentials: ") + e.what());
+    return detail::to_status(e, "reading credentials");
   }
 }
 

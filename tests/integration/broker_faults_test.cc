@@ -77,8 +77,11 @@ TEST_CASE("a gateway started before its broker waits and connects when it appear
   Doppeld gw(dir.file("data"), broker.uri());
   gw.start_unready();
   CHECK(gw.get("/readyz").status == 503);
-  std::this_thread::sleep_for(1s);
+  // It has tried and failed to reach the broker, and keeps running and answering.
+  REQUIRE(eventually(
+      [&] { return metric(gw.text("/metrics"), "doppel_mqtt_connect_failures_total") >= 1; }, 10s));
   CHECK(gw.running());
+  CHECK(gw.get("/readyz").status == 503);
   REQUIRE(broker.start());
   CHECK(eventually([&] { return gw.get("/readyz").status == 200; }, 20s));
   TestDevice dev("late-1", broker.uri());
