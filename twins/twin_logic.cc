@@ -37,6 +37,11 @@ IdGenerator random_command_ids() {
 
 namespace {
 
+// The milestones' names, which metrics label them by (doppel_twin_events_total{event=...}). One
+// vocabulary with the change feed's kinds (events.h): the one name both use, twin.created, names
+// the same moment (create() emits both); every other milestone is a finer step than any feed kind
+// (twin.stale and twin.fresh are both liveness.changed; command.sent, .finished, .expired and
+// .timed_out are command.changed) and has a name no feed kind has.
 constexpr NameTable<TwinEvent, kTwinEventCount> kTwinEventNames{
     {"twin.created", "twin.stale", "twin.fresh", "twin.online", "twin.offline", "twin.converged",
      "twin.reconcile_sent", "twin.reconcile_failed", "command.sent", "command.finished",

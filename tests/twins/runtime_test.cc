@@ -8,9 +8,9 @@
 #include <thread>
 #include <vector>
 
-#include "mqtt/codec.h"
 #include "tests/support/fake_channel.h"
 #include "tests/support/fake_clock.h"
+#include "tests/support/fake_codec.h"
 #include "tests/support/memory_store.h"
 #include "twins/fnv1a.h"
 #include "twins/runtime.h"
@@ -60,7 +60,7 @@ struct Rig {
   FakeClock clock;
   MemoryTwinStore store;
   FakeChannel channel;
-  doppel::mqtt::WireCodec codec;
+  doppel::testing::FakeCodec codec;
   Runtime runtime;
 };
 
@@ -231,7 +231,7 @@ TEST_CASE("an unexpected exception in a shard fails that message and the shard k
     std::string encode(const DeviceOutput& output, Encoding e) const override {
       return wire.encode(output, e);
     }
-    doppel::mqtt::WireCodec wire;
+    doppel::testing::FakeCodec wire;
   };
   Metrics metrics;
   FakeClock clock;
@@ -317,7 +317,7 @@ TEST_CASE("alarms that fell due while the gateway was down fire at start-up") {
   FakeClock clock;
   MemoryTwinStore store;
   FakeChannel channel;
-  doppel::mqtt::WireCodec codec;
+  doppel::testing::FakeCodec codec;
   RuntimeOptions o = options(1);
   o.policy.default_stale_after_s = 10;
   {
@@ -380,7 +380,7 @@ TEST_CASE("with shard threads, concurrent callers are all answered in order per 
   FakeClock clock;
   MemoryTwinStore store;
   FakeChannel channel;
-  doppel::mqtt::WireCodec codec;
+  doppel::testing::FakeCodec codec;
   Runtime runtime(o, store, channel, codec, clock, metrics);
   REQUIRE(runtime.start());
   std::vector<std::thread> callers;
