@@ -271,3 +271,41 @@ TEST_CASE_TEMPLATE("events are stored with their write, in order; a failed commi
   write_and_wait(*store, std::move(d));
   CHECK(store->events({3, 100, {}})->events.at(0).seq == 4);
 }
+
+TEST_CASE_TEMPLATE("pruning: oldest first, reported events capped, and a seq is never reused", Rig,
+                   MemoryRig, SqliteRig) {
+  Rig rig;
+  auto* store = rig.get();
+  TwinWrite w = row("a", 1);
+  w.events = {event("a", "desired.updated", 100)};
+  for (Millis ts = 101; ts <= 105; ++ts) w.events.push_back(event("a", "reported.updated", ts));
+  w.events.push_back(event("a", "command.changed", 200));
+  write_and_wait(*store, std::move(w));  // seqs 1..7
+
+  // Older than 101: the first event only.
+  auto pruned = store->prune_events(101, 1000);
+  REQUIRE(pruned);
+  CHECK(*pruned == 1);
+  // At most two reported.updated: the three oldest of the five go; the others stay.
+  pruned = store->prune_events(0, 2);
+  REQUIRE(pruned);
+  CHECK(*pruned == 3);
+  auto left = store->events({0, 100, {}});
+  REQUIRE(left);
+  CHECK(kinds_of(*left) ==
+        std::vector<std::string>{"reported.updated", "reported.updated", "command.changed"});
+  CHECK(left->events.front().seq == 5);
+  auto bounds = store->event_bounds();
+  REQUIRE(bounds);
+  CHECK(bounds->oldest == 5);
+  CHECK(bounds->newest == 7);
+  // Everything goes; the sequence goes on.
+  CHECK(*store->prune_events(1'000'000, 1000) == 3);
+  bounds = store->event_bounds();
+  CHECK(bounds->oldest == 0);
+  CHECK(bounds->last_assigned == 7);
+  TwinWrite next = row("a", 2);
+  next.events = {event("a", "desired.updated", 300)};
+  write_and_wait(*store, std::move(next));
+  CHECK(store->events({0, 10, {}})->events.at(0).seq == 8);
+}
