@@ -309,3 +309,42 @@ TEST_CASE_TEMPLATE("pruning: oldest first, reported events capped, and a seq is 
   write_and_wait(*store, std::move(next));
   CHECK(store->events({0, 10, {}})->events.at(0).seq == 8);
 }
+
+// Regression: the cap removed reported events from the middle of the retained log and a reader
+// resuming before them got seqs 4, 6, 7, 207... with no word of what was missing.
+TEST_CASE_TEMPLATE("events the reported cap removes from inside the log are reported as gaps", Rig,
+                   MemoryRig, SqliteRig) {
+  Rig rig;
+  auto* store = rig.get();
+  TwinWrite w = row("a", 1);
+  w.events = {event("a", "desired.updated", 100)};  // seq 1
+  for (Millis ts = 101; ts <= 103; ++ts) w.events.push_back(event("a", "command.changed", ts));
+  for (Millis ts = 200; ts < 500; ++ts) w.events.push_back(event("a", "reported.updated", ts));
+  w.events.push_back(event("a", "desired.updated", 600));  // seq 305
+  write_and_wait(*store, std::move(w));
+  REQUIRE(store->last_event_seq() == 305);
+  // 300 reported events, 100 kept: seqs 5..204 go, and with them the reader's continuity.
+  REQUIRE(*store->prune_events(0, 100) == 200);
+  auto page = store->events({3, 100, {}});
+  REQUIRE(page);
+  REQUIRE(page->events.size() >= 2);
+  CHECK(page->events[0].seq == 4);  // the last command event; then the seqs jump
+  CHECK(page->events[1].seq == 205);
+  REQUIRE(page->gaps.size() == 1);
+  CHECK(page->gaps[0].from_seq == 5);
+  CHECK(page->gaps[0].to_seq == 204);
+  CHECK(page->gaps[0].count == 200);
+  CHECK(page->gaps[0].kind == "reported.updated");
+  // A reader that does not follow reported events is not told; one after the gap is not either.
+  CHECK(store->events({3, 100, {{}, {"desired.*"}}})->gaps.empty());
+  CHECK(store->events({3, 100, {{}, {"reported.updated"}}})->gaps.size() == 1);
+  CHECK(store->events({204, 100, {}})->gaps.empty());
+  // Inside the gap: still told.
+  CHECK(store->events({100, 100, {}})->gaps.size() == 1);
+  // Once retention by age has removed everything up to the gap's end, 410 says it instead.
+  REQUIRE(*store->prune_events(500, 1000) > 0);
+  auto bounds = store->event_bounds();
+  REQUIRE(bounds);
+  CHECK(bounds->oldest >= 205);
+  CHECK(store->events({3, 100, {}})->gaps.empty());
+}

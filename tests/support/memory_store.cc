@@ -130,6 +130,11 @@ Result<twins::EventPage> MemoryTwinStore::events(const twins::EventQuery& q) {
     page.scanned_to = e.seq;
     if (q.filter.matches(e)) page.events.push_back(e);
   }
+  for (const auto& g : gaps_) {
+    if (g.to_seq > q.after_seq && g.from_seq <= page.scanned_to && q.filter.matches_kind(g.kind)) {
+      page.gaps.push_back(g);
+    }
+  }
   return page;
 }
 
@@ -151,18 +156,35 @@ uint64_t MemoryTwinStore::last_event_seq() const {
 
 Result<uint64_t> MemoryTwinStore::prune_events(Millis before_ts, uint64_t max_reported) {
   std::lock_guard lock(mu_);
+  const size_t before = events_.size();
+  // Oldest first: from the head of the log, while its events are older than the cut.
+  size_t old = 0;
+  while (old < events_.size() && events_[old].ts < before_ts) ++old;
+  events_.erase(events_.begin(), events_.begin() + static_cast<ptrdiff_t>(old));
+  // Then the oldest reported events beyond the cap, from inside the log: a gap readers are told.
   uint64_t reported = 0;
   for (const auto& e : events_) reported += e.kind == "reported.updated" ? 1 : 0;
-  const size_t before = events_.size();
-  std::vector<twins::EventRecord> kept;
-  for (auto& e : events_) {
-    const bool old = e.ts < before_ts;
-    const bool excess_report = e.kind == "reported.updated" && reported > max_reported;
-    if (excess_report) --reported;
-    if (old || excess_report) continue;
-    kept.push_back(std::move(e));
+  if (reported > max_reported) {
+    uint64_t excess = reported - max_reported;
+    twins::EventGap gap{0, 0, 0, "reported.updated"};
+    std::vector<twins::EventRecord> kept;
+    for (auto& e : events_) {
+      if (excess > 0 && e.kind == "reported.updated") {
+        --excess;
+        if (gap.count++ == 0) gap.from_seq = e.seq;
+        gap.to_seq = e.seq;
+        continue;
+      }
+      kept.push_back(std::move(e));
+    }
+    events_ = std::move(kept);
+    gaps_.push_back(gap);
   }
-  events_ = std::move(kept);
+  // Gaps wholly before the oldest retained event are told by 410 / overflow instead.
+  const uint64_t oldest = events_.empty() ? UINT64_MAX : events_.front().seq;
+  gaps_.erase(std::remove_if(gaps_.begin(), gaps_.end(),
+                             [oldest](const twins::EventGap& g) { return g.to_seq < oldest; }),
+              gaps_.end());
   return static_cast<uint64_t>(before - events_.size());
 }
 

@@ -1,8 +1,10 @@
 // An in-memory store for tests (test-only target), in the spirit of LevelDB's memenv: the
 // runtime's two ports, ShardStore and EventLog, whole and with the same contract as the SQLite
-// store, no disk; the commit protocol is the stores' own GroupCommitter. With auto_commit (the
-// default) every write commits at once and its callback runs inline; without it writes wait until
-// commit_pending(), so tests can observe the output gate holding messages back. Thread-safe.
+// store (tests/storage/store_contract_test.cc runs both), no disk; it keeps no history snapshots,
+// which only as-of reads (FleetStore) replay; the commit protocol is the stores' own
+// GroupCommitter. With auto_commit (the default) every write commits at once and its callback runs
+// inline; without it writes wait until commit_pending(), so tests can observe the output gate
+// holding messages back. Thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -62,6 +64,7 @@ class MemoryTwinStore final : public ShardStore, public EventLog {
   bool fail_ = false;
   int fail_next_ = 0;
   std::vector<twins::EventRecord> events_;  // under mu_, in seq order
+  std::vector<twins::EventGap> gaps_;       // under mu_, oldest first
   uint64_t last_event_seq_ = 0;             // under mu_
   EventsListener listener_;
   std::vector<twins::EventRecord> batch_events_;  // of the commit in progress
