@@ -29,6 +29,7 @@ packages=(
   libpaho-mqttpp-dev libpaho-mqtt-dev libssl-dev
   mosquitto mosquitto-clients
   libsqlite3-dev
+  libpq-dev postgresql-15  # the PostgreSQL backend (libpq) and the private servers its tests start
   libprotobuf-dev protobuf-compiler
   doctest-dev nlohmann-json3-dev libcpp-httplib-dev libspdlog-dev libcli11-dev libboost1.81-dev
   libbenchmark-dev clang clang-format clang-tidy libclang-rt-14-dev openssl ccache

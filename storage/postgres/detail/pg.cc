@@ -1,0 +1,164 @@
+#include "storage/postgres/detail/pg.h"
+
+#include <libpq-fe.h>
+
+#include <cstdlib>
+
+namespace doppel::storage::pg {
+namespace {
+
+bool contains(std::string_view text, std::string_view what) {
+  return text.find(what) != std::string_view::npos;
+}
+
+// libpq's messages end with a newline and may carry a DETAIL line: the first line only.
+std::string first_line(std::string_view message) {
+  const size_t end = message.find('\n');
+  return std::string(message.substr(0, end));
+}
+
+}  // namespace
+
+std::string explain(std::string_view sqlstate, std::string_view message) {
+  const std::string said = first_line(message);
+  if (sqlstate == "28P01" || sqlstate == "28000" || contains(message, "password authentication") ||
+      contains(message, "no password supplied")) {
+    return "PostgreSQL refused the login (" + said +
+           "): check the user and password in the --store URI";
+  }
+  if (sqlstate == "3D000" ||
+      (contains(message, "database") && contains(message, "does not exist"))) {
+    return "the database does not exist (" + said +
+           "): create it (createdb) or fix the database name in the --store URI";
+  }
+  if (sqlstate.empty() &&
+      (contains(message, "Connection refused") || contains(message, "could not connect") ||
+       contains(message, "could not translate host name") || contains(message, "timeout expired") ||
+       contains(message, "No such file"))) {
+    return "cannot reach the PostgreSQL server (" + said +
+           "): is it running, and do the host and port in the --store URI point at it?";
+  }
+  if (sqlstate == "53100") {
+    return "the PostgreSQL server's disk is full (" + said +
+           "): free space on it; writes fail until then";
+  }
+  if (sqlstate.substr(0, 2) == "08" || sqlstate == "57P01" || sqlstate == "57P02" ||
+      sqlstate == "57P03" || (sqlstate.empty() && contains(message, "server closed"))) {
+    return "the connection to PostgreSQL was lost or refused (" + said +
+           "); doppeld reconnects when the server is back";
+  }
+  if (sqlstate.empty()) return "PostgreSQL: " + said;
+  return "PostgreSQL failed (SQLSTATE " + std::string(sqlstate) + "): " + said;
+}
+
+Params& Params::text(std::string_view value) {
+  values_.emplace_back(std::string(value));
+  binary_.push_back(0);
+  return *this;
+}
+
+Params& Params::bytes(std::string_view value) {
+  values_.emplace_back(std::string(value));
+  binary_.push_back(1);
+  return *this;
+}
+
+Params& Params::integer(int64_t value) { return text(std::to_string(value)); }
+
+Params& Params::null() {
+  values_.emplace_back(std::nullopt);
+  binary_.push_back(0);
+  return *this;
+}
+
+void Rows::Free::operator()(pg_result* r) const { PQclear(r); }
+
+size_t Rows::size() const { return static_cast<size_t>(PQntuples(result_.get())); }
+
+bool Rows::is_null(size_t row, int column) const {
+  return PQgetisnull(result_.get(), static_cast<int>(row), column) != 0;
+}
+
+std::string Rows::text(size_t row, int column) const {
+  const int r = static_cast<int>(row);
+  return std::string(PQgetvalue(result_.get(), r, column),
+                     static_cast<size_t>(PQgetlength(result_.get(), r, column)));
+}
+
+int64_t Rows::integer(size_t row, int column) const {
+  return std::strtoll(PQgetvalue(result_.get(), static_cast<int>(row), column), nullptr, 10);
+}
+
+std::string Rows::bytes(size_t row, int column) const {
+  size_t n = 0;
+  unsigned char* raw = PQunescapeBytea(reinterpret_cast<const unsigned char*>(PQgetvalue(
+                                           result_.get(), static_cast<int>(row), column)),
+                                       &n);
+  if (raw == nullptr) return {};
+  std::string out(reinterpret_cast<const char*>(raw), n);
+  PQfreemem(raw);
+  return out;
+}
+
+uint64_t Rows::affected() const {
+  const char* n = PQcmdTuples(result_.get());
+  return n != nullptr && *n != '\0' ? std::strtoull(n, nullptr, 10) : 0;
+}
+
+void Connection::Free::operator()(pg_conn* c) const { PQfinish(c); }
+
+Result<Connection> Connection::open(const std::string& uri) {
+  // The URI first, then what doppeld insists on: synchronous commits (see pg.h), a bounded
+  // connect, and a name in pg_stat_activity.
+  const char* keys[] = {"dbname", "options", "connect_timeout", "application_name", nullptr};
+  const char* values[] = {uri.c_str(), "-c synchronous_commit=on", "10", "doppeld", nullptr};
+  pg_conn* c = PQconnectdbParams(keys, values, /*expand_dbname=*/1);
+  if (c == nullptr) return Status(StatusCode::kUnavailable, "PostgreSQL: out of memory");
+  Connection conn(c);
+  if (PQstatus(c) != CONNECTION_OK) {
+    return Status(StatusCode::kUnavailable, explain("", PQerrorMessage(c)));
+  }
+  return conn;
+}
+
+bool Connection::ok() const { return PQstatus(conn_.get()) == CONNECTION_OK; }
+
+Result<Rows> Connection::exec(const std::string& sql, const Params& params) {
+  std::vector<const char*> values;
+  std::vector<int> lengths;
+  for (const auto& v : params.values_) {
+    values.push_back(v ? v->data() : nullptr);
+    lengths.push_back(v ? static_cast<int>(v->size()) : 0);
+  }
+  Rows rows;
+  rows.result_.reset(PQexecParams(conn_.get(), sql.c_str(), static_cast<int>(values.size()),
+                                  nullptr, values.data(), lengths.data(), params.binary_.data(),
+                                  /*resultFormat=*/0));
+  if (rows.result_ == nullptr) {
+    return Status(StatusCode::kUnavailable, explain("", PQerrorMessage(conn_.get())));
+  }
+  const ExecStatusType st = PQresultStatus(rows.result_.get());
+  if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return rows;
+  const char* state = PQresultErrorField(rows.result_.get(), PG_DIAG_SQLSTATE);
+  const std::string sqlstate = state != nullptr ? state : "";
+  const std::string message = PQresultErrorMessage(rows.result_.get());
+  // Class 42 (syntax, undefined objects) and 22 (data): the statement, not the server.
+  const bool refused = sqlstate.substr(0, 2) == "42" || sqlstate.substr(0, 2) == "22";
+  return Status(refused ? StatusCode::kInvalidArgument : StatusCode::kUnavailable,
+                explain(sqlstate, message.empty() ? PQerrorMessage(conn_.get()) : message));
+}
+
+Status Connection::exec_script(const std::string& sql) {
+  Rows rows;
+  rows.result_.reset(PQexec(conn_.get(), sql.c_str()));
+  if (rows.result_ == nullptr) {
+    return Status(StatusCode::kUnavailable, explain("", PQerrorMessage(conn_.get())));
+  }
+  const ExecStatusType st = PQresultStatus(rows.result_.get());
+  if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return Status::ok();
+  const char* state = PQresultErrorField(rows.result_.get(), PG_DIAG_SQLSTATE);
+  return Status(StatusCode::kUnavailable,
+                explain(state != nullptr ? state : "", PQresultErrorMessage(rows.result_.get())));
+}
+
+}  // namespace doppel::storage::pg
