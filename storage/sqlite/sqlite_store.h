@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "storage/event_tail.h"
 #include "storage/group_commit.h"
 #include "twins/metrics.h"
 #include "twins/ports.h"
@@ -138,11 +139,7 @@ class SqliteTwinStore final : public twins::TwinStore {
   Counter* events_;
 
   std::atomic<uint64_t> last_event_seq_{0};
-  // The most recent committed events, in seq order: subscribers that keep up read them from
-  // here instead of the table.
-  static constexpr size_t kTail = 16384;
-  mutable std::mutex tail_mu_;
-  std::deque<twins::EventRecord> tail_;
+  EventTail tail_;  // the most recent committed events
   EventsListener events_listener_;
   std::mutex listener_mu_;  // job_counts_listener_ (set while the writer runs)
   JobCountsListener job_counts_listener_;

@@ -1,6 +1,7 @@
 // SqliteTwinStore's change feed: event pages (from the recent tail or the table), bounds,
 // retention with snapshots, and the slices as-of reads replay (sqlite_store.h).
 #include <algorithm>
+#include <utility>
 
 #include "storage/sqlite/detail/as_of.h"
 #include "storage/sqlite/detail/connections.h"
@@ -10,26 +11,7 @@
 namespace doppel::storage {
 
 Result<twins::EventPage> SqliteTwinStore::events(const twins::EventQuery& q) {
-  {
-    // Recent positions come from memory.
-    std::lock_guard lock(tail_mu_);
-    if (!tail_.empty() && q.after_seq + 1 >= tail_.front().seq) {
-      twins::EventPage page;
-      page.from_tail = true;
-      page.scanned_to = std::max(q.after_seq, tail_.back().seq);
-      auto it =
-          std::upper_bound(tail_.begin(), tail_.end(), q.after_seq,
-                           [](uint64_t seq, const twins::EventRecord& e) { return seq < e.seq; });
-      for (; it != tail_.end(); ++it) {
-        if (page.events.size() == q.limit) {
-          page.scanned_to = page.events.back().seq;
-          break;
-        }
-        if (q.filter.matches(*it)) page.events.push_back(*it);
-      }
-      return page;
-    }
-  }
+  if (auto page = tail_.page(q)) return std::move(*page);  // recent positions: from memory
   return with_reader("reading events", [&](Reader& reader) -> Result<twins::EventPage> {
     twins::EventPage page;
     page.scanned_to = q.after_seq;
@@ -140,9 +122,10 @@ Result<uint64_t> SqliteTwinStore::prune_events(twins::Millis before_ts, uint64_t
       }
       select.reset();
       if (seqs.empty()) return 0;
-      std::vector<detail::Cut> cuts;
+      std::vector<Cut> cuts;
+      detail::SqliteHistoryRows rows(db);
       for (const auto& [twin, seq] : last) {
-        if (auto cut = detail::make_cut(db, twin, seq)) cuts.push_back(std::move(*cut));
+        if (auto cut = make_cut(rows, twin, seq)) cuts.push_back(std::move(*cut));
       }
       Transaction tx(db, true);
       for (const auto& cut : cuts) detail::write_cut(db, cut);
@@ -197,7 +180,6 @@ Result<uint64_t> SqliteTwinStore::prune_events(twins::Millis before_ts, uint64_t
         "FROM events)");
     if (total > 0) {
       // The in-memory tail may hold what went: readers use the table until it refills.
-      std::lock_guard tail_lock(tail_mu_);
       tail_.clear();
     }
     return total;
@@ -214,7 +196,8 @@ Result<twins::HistorySlice> SqliteTwinStore::history_slice(const std::string& id
                        twins::HistorySlice slice;
                        {
                          Transaction tx(reader.db, false);
-                         slice = detail::read_history_slice(reader.db, id, at);
+                         detail::SqliteHistoryRows rows(reader.db);
+                         slice = read_history_slice(rows, id, at);
                          tx.commit();
                        }
                        return slice;

@@ -128,11 +128,7 @@ void SqliteTwinStore::writer_loop() {
         // The newest seq first: a reader that has seen an event in the tail may resume after
         // it at once, and the feed refuses positions past last_event_seq().
         last_event_seq_.store(tally.last);
-        {
-          std::lock_guard tail_lock(tail_mu_);
-          for (const auto& e : committed_events) tail_.push_back(e);
-          while (tail_.size() > kTail) tail_.pop_front();
-        }
+        tail_.append(committed_events);
         events_->inc(static_cast<uint64_t>(tally.count));
       }
       commits_->inc();

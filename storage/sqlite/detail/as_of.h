@@ -1,32 +1,30 @@
-// The SQL side of as-of reads and of pruning with snapshots (twins/as_of.h), for storage/ only:
-// finding the snapshot and events an as-of read needs, and carrying a twin's state past the
-// point where the pruner cuts its events. Callers hold the connection; SqliteError on failure.
+// The SQLite side of as-of reads and of pruning with snapshots (storage/history_reads.h, which
+// plans them): the three reads the plan makes, over the snapshots and events tables, and storing
+// what the pruner carries past a cut. Callers hold the connection; SqliteError on failure.
 #pragma once
 
 #include <optional>
 #include <string>
 
+#include "storage/history_reads.h"
 #include "storage/sqlite/detail/sqlite.h"
 #include "twins/as_of.h"
 
 namespace doppel::storage::detail {
 
-// The slice an as-of read of `twin` needs (twins::HistorySlice), read on `db` (inside one read
-// transaction, so that it sees one state of the file).
-twins::HistorySlice read_history_slice(Database& db, const std::string& twin,
-                                       const twins::AsOf& at);
+// HistoryRows on `db` (inside one read transaction, so that the plan sees one state of the file).
+class SqliteHistoryRows final : public HistoryRows {
+ public:
+  explicit SqliteHistoryRows(Database& db) : db_(db) {}
+  std::optional<uint64_t> first_step(const std::string& twin) override;
+  std::optional<twins::Snapshot> latest_snapshot(const std::string& twin, By by, bool strict,
+                                                 int64_t bound) override;
+  void scan_events(const std::string& twin, uint64_t after_seq, const EachEvent& each) override;
 
-// A snapshot the pruner writes before it deletes `twin`'s events up to `snapshot.seq`: the
-// state there, rebuilt from the snapshot `base_seq` and the events after it.
-struct Cut {
-  std::string twin;
-  uint64_t base_seq = 0;
-  twins::Snapshot snapshot;
+ private:
+  Database& db_;
 };
-// The twin's state right after its event `last`, if it has a snapshot at or before it and every
-// event in between (read-only; the pruner writes it later with write_cut). Nullopt: nothing to
-// carry (an earlier incarnation's events, or an unreadable gap).
-std::optional<Cut> make_cut(Database& db, const std::string& twin, uint64_t last);
+
 // Stores `cut` if its base snapshot still exists (the twin was not deleted meanwhile), then
 // deletes the twin's snapshots before it. Inside the pruner's write transaction.
 void write_cut(Database& db, const Cut& cut);

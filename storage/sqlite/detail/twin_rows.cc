@@ -1,43 +1,15 @@
 #include "storage/sqlite/detail/twin_rows.h"
 
+#include "storage/twin_row.h"
+
 namespace doppel::storage::detail {
 
 namespace {
 
-// A twin row's columns in bind_record's order (?1, ?2, ...); `state`: an indexed state column,
-// which an upsert with unchanged states leaves as it is.
-struct RowColumn {
-  const char* name;
-  bool state;
-};
-constexpr RowColumn kRowColumns[] = {
-    {"id", false},
-    {"version", false},
-    {"desired", false},
-    {"reported", false},
-    {"desired_meta", false},
-    {"reported_meta", false},
-    {"body", false},
-    {"next_deadline", false},
-    {"updated_at", false},
-    {"tags", false},
-    {"desired_version", false},
-    {"reported_version", false},
-    {"created_at", false},
-    {"liveness", true},
-    {"last_seen", false},
-    {"connection", true},
-    {"reconcile", true},
-    {"reconcile_attempts", false},
-    {"commands_queued", false},
-    {"commands_sent", false},
-    {"encoding", false},
-};
-
 std::string upsert_sql(bool rewrite_states) {
   std::string names, values, updates;
   int i = 0;
-  for (const RowColumn& c : kRowColumns) {
+  for (const RowColumn& c : twin_row_columns()) {
     names += std::string(i > 0 ? ", " : "") + c.name;
     values += std::string(i > 0 ? ", " : "") + "?" + std::to_string(i + 1);
     if (i > 0 && (rewrite_states || !c.state)) {
@@ -62,27 +34,26 @@ const std::string& upsert_twin_same_states_sql() {
 }
 
 void bind_record(Statement& st, const twins::TwinRecord& r) {
-  st.bind(1, r.id)
-      .bind(2, static_cast<int64_t>(r.version))
-      .bind(3, std::string_view(r.desired))
-      .bind(4, std::string_view(r.reported))
-      .bind_blob(5, r.desired_meta)
-      .bind_blob(6, r.reported_meta)
-      .bind_blob(7, r.body)
-      .bind(8, r.next_deadline)
-      .bind(9, r.updated_at)
-      .bind(10, std::string_view(r.tags))
-      .bind(11, static_cast<int64_t>(r.desired_version))
-      .bind(12, static_cast<int64_t>(r.reported_version))
-      .bind(13, r.created_at)
-      .bind(14, std::string_view(r.liveness))
-      .bind(15, r.last_seen)
-      .bind(16, std::string_view(r.connection))
-      .bind(17, std::string_view(r.reconcile))
-      .bind(18, static_cast<int64_t>(r.reconcile_attempts))
-      .bind(19, static_cast<int64_t>(r.commands_queued))
-      .bind(20, static_cast<int64_t>(r.commands_sent))
-      .bind(21, std::string_view(r.encoding));
+  const auto values = twin_row_values(r);
+  for (size_t i = 0; i < kTwinRowColumns; ++i) {
+    const int index = static_cast<int>(i + 1);
+    const RowValue& v = values[i];
+    switch (twin_row_columns()[i].type) {
+      case RowColumn::Type::kInteger:
+        if (v.null) {
+          st.bind_null(index);
+        } else {
+          st.bind(index, v.integer);
+        }
+        break;
+      case RowColumn::Type::kText:
+        st.bind(index, v.text);
+        break;
+      case RowColumn::Type::kBytes:
+        st.bind_blob(index, v.text);
+        break;
+    }
+  }
 }
 
 std::optional<twins::StoredTwin> load_stored(Statement& load_twin, Statement& load_commands,
