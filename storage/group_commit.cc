@@ -115,6 +115,12 @@ void GroupCommitter::fail(Batch& batch, const Status& status) {
   }
 }
 
+void GroupCommitter::fail_one(Batch& batch, size_t i, const Status& status) {
+  std::lock_guard lock(mu_);
+  batch.statuses[i] = status;
+  if (const twins::TwinWrite* twin = batch.ops[i].twin()) poisoned_.poison(twin->id);
+}
+
 void GroupCommitter::complete(Batch& batch, const std::function<void()>& before_publish) {
   if (batch.ops.empty()) return;
   // Callbacks before committed_seq() moves, so whoever sees it moved has been told of failures.

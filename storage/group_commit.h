@@ -91,6 +91,9 @@ class GroupCommitter {
   // The batch did not commit: every write of it not already failed fails with `status`, and its
   // twins are poisoned (a job-level write has no in-memory copy to poison).
   void fail(Batch& batch, const Status& status);
+  // Write `i` of the batch fails alone with `status` (a write the backend cannot apply), before
+  // the batch is planned; its twin is poisoned as fail() poisons.
+  void fail_one(Batch& batch, size_t i, const Status& status);
   // Runs the batch's callbacks in sequence order, then `before_publish` (the store's listeners),
   // then moves committed_seq() past the batch and runs the commit waits it satisfies.
   void complete(Batch& batch, const std::function<void()>& before_publish = {});

@@ -21,22 +21,10 @@ namespace doppel::storage {
 SqliteTwinStore::SqliteTwinStore(StoreOptions options, Metrics& metrics)
     : options_(std::move(options)),
       committer_(options_.max_queued),
-      batch_size_(&metrics.histogram("doppel_store_commit_batch_size",
-                                     "Twin writes per group commit",
-                                     {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096})),
-      commit_seconds_(
-          &metrics.histogram("doppel_store_commit_seconds", "Time to write and commit one batch",
-                             {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1})),
-      writes_(&metrics.counter("doppel_store_writes_total", "Twin writes committed")),
-      commits_(&metrics.counter("doppel_store_commits_total", "Group commits")),
-      failures_(&metrics.counter("doppel_store_commit_failures_total", "Failed group commits")),
-      events_(&metrics.counter("doppel_history_events_total",
-                               "Change events committed (the change feed)")) {
+      commit_metrics_(metrics, committer_) {
   metrics.gauge_fn("doppel_store_sqlite_memory_bytes",
                    "Heap memory SQLite holds (page caches of all connections)",
                    [] { return static_cast<double>(sqlite3_memory_used()); });
-  metrics.gauge_fn("doppel_store_queue_depth", "Writes waiting for the next group commit",
-                   [this] { return static_cast<double>(committer_.queued()); });
 }
 
 Result<std::unique_ptr<SqliteTwinStore>> SqliteTwinStore::open(StoreOptions options,

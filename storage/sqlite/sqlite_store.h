@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "storage/commit_metrics.h"
 #include "storage/event_tail.h"
 #include "storage/group_commit.h"
 #include "twins/metrics.h"
@@ -131,12 +132,7 @@ class SqliteTwinStore final : public twins::TwinStore {
   std::mutex readers_mu_;
   std::vector<std::unique_ptr<Reader>> readers_;
 
-  Histogram* batch_size_;
-  Histogram* commit_seconds_;
-  Counter* writes_;
-  Counter* commits_;
-  Counter* failures_;
-  Counter* events_;
+  CommitMetrics commit_metrics_;
 
   std::atomic<uint64_t> last_event_seq_{0};
   EventTail tail_;  // the most recent committed events

@@ -2,9 +2,8 @@
 #include <chrono>
 #include <stdexcept>
 #include <string_view>
-#include <unordered_map>
-#include <unordered_set>
 
+#include "storage/batch_plan.h"
 #include "storage/sqlite/detail/connections.h"
 #include "storage/sqlite/sqlite_store.h"
 #include "twins/log.h"
@@ -13,8 +12,7 @@ namespace doppel::storage {
 
 void SqliteTwinStore::writer_loop() {
   GroupCommitter::Batch batch;
-  std::unordered_map<std::string_view, size_t> last_row;
-  std::unordered_set<std::string_view> states_changed;
+  BatchPlan plan;
   std::vector<twins::EventRecord> committed_events;  // of the current batch, with their seqs
   std::vector<std::string> counted_jobs;  // jobs whose execution counts the batch changed
   Writer& w = *writer_;
@@ -25,16 +23,7 @@ void SqliteTwinStore::writer_loop() {
 
     const auto started = std::chrono::steady_clock::now();
     try {
-      // Only the last row written for a twin in this batch needs to reach the table.
-      // Its indexed state columns are rewritten when any write of the batch changed them.
-      last_row.clear();
-      states_changed.clear();
-      for (size_t i = 0; i < n; ++i) {
-        const twins::TwinWrite* tw = batch.ops[i].twin();
-        if (tw == nullptr || !statuses[i]) continue;
-        if (tw->twin || tw->delete_twin) last_row[tw->id] = i;
-        if (tw->twin && tw->twin->states_changed) states_changed.insert(tw->id);
-      }
+      plan.make(batch);
       Transaction tx(w.db, true);
       struct EventTally {
         int64_t reported = 0;  // reported.updated events written
@@ -98,9 +87,9 @@ void SqliteTwinStore::writer_loop() {
           w.delete_snapshots->bind(1, tw.id).run();
           continue;
         }
-        if (tw.twin && last_row[tw.id] == i) {
+        if (tw.twin && plan.carries_row(i, tw.id)) {
           Statement& upsert =
-              states_changed.count(tw.id) != 0 ? *w.upsert_twin : *w.upsert_twin_same_states;
+              plan.states_changed(tw.id) ? *w.upsert_twin : *w.upsert_twin_same_states;
           bind_record(upsert, *tw.twin);
           upsert.run();
         }
@@ -129,24 +118,21 @@ void SqliteTwinStore::writer_loop() {
         // it at once, and the feed refuses positions past last_event_seq().
         last_event_seq_.store(tally.last);
         tail_.append(committed_events);
-        events_->inc(static_cast<uint64_t>(tally.count));
       }
-      commits_->inc();
-      writes_->inc(n);
+      commit_metrics_.committed(n, tally.count);
     } catch (const std::exception& e) {
       committed_events.clear();  // rolled back: nobody hears of them
       counted_jobs.clear();
       w.count_changes.clear();
       const Status failed = to_status(e, "group commit of " + std::to_string(n) + " writes");
-      failures_->inc();
+      commit_metrics_.failed();
       log_error("store: " + failed.to_string() +
                 "; the twins it carried reload their committed state");
       committer_.fail(batch, failed);
     }
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    batch_size_->observe(static_cast<double>(n));
-    commit_seconds_->observe(seconds);
+    commit_metrics_.batch(n, seconds);
 
     // Open the gate: callbacks in sequence order, then the listeners, then committed_seq().
     committer_.complete(batch, [&] {

@@ -1,4 +1,5 @@
-// As-of reads against the real store: the runtime (shards inline, a fake clock) on a SQLite file.
+// As-of reads against a real store: the runtime (shards inline, a fake clock) on a SQLite file, and
+// (built again with DOPPEL_TEST_POSTGRES) on PostgreSQL.
 // A randomized sequence of operations — desired patches and replaces, reports, settings,
 // connections, commands, alarms as the clock moves — records what GET answered after each one;
 // afterwards every as-of read by time, and by version for the operations that made one, must
@@ -11,6 +12,9 @@
 #include <set>
 
 #include "tests/support/sqlite_rig.h"
+#ifdef DOPPEL_TEST_POSTGRES
+#include "tests/support/postgres_rig.h"
+#endif
 #include "tests/support/temp_dir.h"
 #include "twins/as_of.h"
 #include "twins/query.h"
@@ -21,6 +25,21 @@ using doppel::testing::SqliteRig;
 using doppel::testing::TempDir;
 
 namespace {
+
+// The stores under test.
+struct OnSqlite {
+  TempDir dir{"doppel-history-"};
+  SqliteRig rig{dir.file("doppel.db")};
+};
+#ifdef DOPPEL_TEST_POSTGRES
+struct OnPostgres {
+  testing::PostgresRuntimeRig rig;
+};
+using On = OnPostgres;
+#else
+using On = OnSqlite;
+#endif
+using Rig = decltype(On::rig);
 
 // The fields of a twin document that an as-of read answers.
 json kept(const json& doc) {
@@ -47,7 +66,7 @@ json kept(const json& doc) {
 }
 
 // The as-of answer, without its position, or nullopt when the store cannot answer.
-std::optional<json> as_of(SqliteRig& rig, const std::string& id, const AsOf& at) {
+std::optional<json> as_of(Rig& rig, const std::string& id, const AsOf& at) {
   auto slice = rig.store->history_slice(id, at);
   REQUIRE(slice);
   uint64_t seq = 0;
@@ -95,7 +114,7 @@ json random_object(std::mt19937& rng, bool with_nulls) {
 }
 
 // Runs `steps` random operations on a few twins; returns what GET answered after each.
-std::vector<std::pair<std::string, Recorded>> run_random(SqliteRig& rig, uint32_t seed, int steps) {
+std::vector<std::pair<std::string, Recorded>> run_random(Rig& rig, uint32_t seed, int steps) {
   std::mt19937 rng(seed);
   const std::vector<std::string> ids = {"h-1", "h-2", "h-3"};
   std::vector<std::pair<std::string, Recorded>> out;
@@ -109,7 +128,8 @@ std::vector<std::pair<std::string, Recorded>> run_random(SqliteRig& rig, uint32_
     // Time moves between operations (alarms fire on the way), so each has its own moment.
     rig.clock.advance(rng() % 8 == 0 ? 1 + static_cast<Millis>(rng() % 400'000) : 1 + rng() % 50);
     const std::string& id = ids[rng() % ids.size()];
-    const uint64_t version_before = rig.call(id, GetTwin{}).body["version"].get<uint64_t>();
+    const json before = rig.call(id, GetTwin{}).body;
+    const uint64_t version_before = before["version"].get<uint64_t>();
     switch (rng() % 10) {
       case 0:
       case 1:
@@ -146,8 +166,8 @@ std::vector<std::pair<std::string, Recorded>> run_random(SqliteRig& rig, uint32_
       }
       case 8: {
         // Answer the oldest command the device was sent, or cancel a queued one.
-        auto listed = rig.call(id, ListCommands{});
-        for (const auto& c : listed.body["items"]) {
+        const json listed = rig.call(id, ListCommands{}).body;
+        for (const auto& c : listed["items"]) {
           if (c["status"] == "sent") {
             rig.device(id, InboundKind::kCommandResult,
                        rng() % 2 == 0 ? R"({"status":"succeeded"})" : R"({"status":"failed"})",
@@ -190,8 +210,8 @@ std::vector<std::pair<std::string, Recorded>> run_random(SqliteRig& rig, uint32_
 }  // namespace
 
 TEST_CASE("as-of reads answer what GET answered then, over a random sequence of operations") {
-  TempDir dir("doppel-history-");
-  SqliteRig rig(dir.file("doppel.db"));
+  On on;
+  Rig& rig = on.rig;
   const uint32_t seed = std::random_device{}();
   INFO("seed " << seed);
   const auto recorded = run_random(rig, seed, 600);
@@ -235,8 +255,8 @@ TEST_CASE("as-of reads answer what GET answered then, over a random sequence of 
 }
 
 TEST_CASE("after pruning, as-of reads answer exactly or are gone, and those after the cut answer") {
-  TempDir dir("doppel-history-");
-  SqliteRig rig(dir.file("doppel.db"));
+  On on;
+  Rig& rig = on.rig;
   const uint32_t seed = std::random_device{}();
   INFO("seed " << seed);
   const auto recorded = run_random(rig, seed, 400);
@@ -282,8 +302,8 @@ TEST_CASE("after pruning, as-of reads answer exactly or are gone, and those afte
 }
 
 TEST_CASE("a twin's snapshots go with it; a new incarnation starts its own history") {
-  TempDir dir("doppel-history-");
-  SqliteRig rig(dir.file("doppel.db"));
+  On on;
+  Rig& rig = on.rig;
   REQUIRE(rig.call("re", ProvisionTwin{}).status);
   rig.clock.advance(10);
   REQUIRE(rig.call("re", UpdateDesired{json{{"a", 1}}, false, {}}).status);

@@ -1,8 +1,10 @@
 // The store ports' contracts (twins/ports.h), written once and run over every implementation
 // that has the port, as RocksDB runs its Env tests over every Env: ShardStore (group commit and
 // its output gate, poisoning, commit waits, the deadline index) and EventLog (the change feed) on
-// the in-memory double and on SQLite. Backend-specific behaviour (migrations, reopening a file,
-// savepoints) stays in <backend>_store_test.cc.
+// the in-memory double and on SQLite; built a second time with DOPPEL_TEST_POSTGRES, on
+// PostgreSQL (a private server, a fresh database per case; the plain pass only).
+// Backend-specific behaviour (migrations, reopening a file, savepoints, a server that goes away)
+// stays in <backend>_store_test.cc.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -15,6 +17,10 @@
 #include <vector>
 
 #include "storage/sqlite/sqlite_store.h"
+#ifdef DOPPEL_TEST_POSTGRES
+#include "storage/postgres/postgres_store.h"
+#include "tests/support/postgres_rig.h"
+#endif
 #include "tests/support/memory_store.h"
 #include "tests/support/store_rows.h"
 #include "tests/support/temp_dir.h"
@@ -50,6 +56,26 @@ struct SqliteRig {
   std::unique_ptr<storage::SqliteTwinStore> store;
 };
 
+#ifdef DOPPEL_TEST_POSTGRES
+struct PostgresRig {
+  PostgresRig() {
+    storage::PostgresOptions o;
+    o.uri = testing::shared_postgres().create_database();  // a database per case
+    auto s = storage::PostgresTwinStore::open(o, metrics);
+    REQUIRE_MESSAGE(s, s.status().to_string());
+    store = std::move(*s);
+  }
+  storage::PostgresTwinStore* get() { return store.get(); }
+  void fail_next_commit() { store->fail_next_commits(1); }
+
+  Metrics metrics;
+  std::unique_ptr<storage::PostgresTwinStore> store;
+};
+#define STORE_RIGS PostgresRig
+#else
+#define STORE_RIGS MemoryRig, SqliteRig
+#endif
+
 std::vector<std::string> kinds_of(const EventPage& p) {
   std::vector<std::string> out;
   for (const auto& e : p.events) out.push_back(e.kind);
@@ -59,7 +85,7 @@ std::vector<std::string> kinds_of(const EventPage& p) {
 }  // namespace
 
 TEST_CASE_TEMPLATE("a commit callback runs only after the write is durable, in order", Rig,
-                   MemoryRig, SqliteRig) {
+                   STORE_RIGS) {
   Rig rig;
   auto* store = rig.get();
   std::vector<uint64_t> order;
@@ -93,7 +119,7 @@ TEST_CASE_TEMPLATE("a commit callback runs only after the write is durable, in o
 }
 
 TEST_CASE_TEMPLATE("when_committed waits for the sequence, or runs at once if it is committed", Rig,
-                   MemoryRig, SqliteRig) {
+                   STORE_RIGS) {
   Rig rig;
   auto* store = rig.get();
   const uint64_t seq = store->write(row("w", 1), nullptr);
@@ -106,7 +132,7 @@ TEST_CASE_TEMPLATE("when_committed waits for the sequence, or runs at once if it
 }
 
 TEST_CASE_TEMPLATE("deleting a twin deletes its commands; command deletes are per seq", Rig,
-                   MemoryRig, SqliteRig) {
+                   STORE_RIGS) {
   Rig rig;
   auto* store = rig.get();
   TwinWrite w = row("a", 1);
@@ -129,7 +155,7 @@ TEST_CASE_TEMPLATE("deleting a twin deletes its commands; command deletes are pe
 }
 
 TEST_CASE_TEMPLATE("the deadline index pages through due twins in (deadline, id) order", Rig,
-                   MemoryRig, SqliteRig) {
+                   STORE_RIGS) {
   Rig rig;
   auto* store = rig.get();
   for (int i = 0; i < 30; ++i) {
@@ -159,8 +185,8 @@ TEST_CASE_TEMPLATE("the deadline index pages through due twins in (deadline, id)
   CHECK(store->due(1010, "\x7f", 5000, 100)->size() == 10);
 }
 
-TEST_CASE_TEMPLATE("concurrent writers and readers see consistent committed rows", Rig, MemoryRig,
-                   SqliteRig) {
+TEST_CASE_TEMPLATE("concurrent writers and readers see consistent committed rows", Rig,
+                   STORE_RIGS) {
   Rig rig;
   auto* store = rig.get();
   std::atomic<bool> stop{false};
@@ -187,7 +213,7 @@ TEST_CASE_TEMPLATE("concurrent writers and readers see consistent committed rows
 }
 
 TEST_CASE_TEMPLATE("after a failed commit a twin's later writes fail until it is discarded", Rig,
-                   MemoryRig, SqliteRig) {
+                   STORE_RIGS) {
   Rig rig;
   auto* store = rig.get();
   write_and_wait(*store, row("p-1", 1));
@@ -217,7 +243,7 @@ TEST_CASE_TEMPLATE("after a failed commit a twin's later writes fail until it is
 }
 
 TEST_CASE_TEMPLATE("events are stored with their write, in order; a failed commit stores none", Rig,
-                   MemoryRig, SqliteRig) {
+                   STORE_RIGS) {
   Rig rig;
   auto* store = rig.get();
   std::atomic<uint64_t> notified{0};
@@ -273,7 +299,7 @@ TEST_CASE_TEMPLATE("events are stored with their write, in order; a failed commi
 }
 
 TEST_CASE_TEMPLATE("pruning: oldest first, reported events capped, and a seq is never reused", Rig,
-                   MemoryRig, SqliteRig) {
+                   STORE_RIGS) {
   Rig rig;
   auto* store = rig.get();
   TwinWrite w = row("a", 1);
@@ -313,7 +339,7 @@ TEST_CASE_TEMPLATE("pruning: oldest first, reported events capped, and a seq is 
 // Regression: the cap removed reported events from the middle of the retained log and a reader
 // resuming before them got seqs 4, 6, 7, 207... with no word of what was missing.
 TEST_CASE_TEMPLATE("events the reported cap removes from inside the log are reported as gaps", Rig,
-                   MemoryRig, SqliteRig) {
+                   STORE_RIGS) {
   Rig rig;
   auto* store = rig.get();
   TwinWrite w = row("a", 1);

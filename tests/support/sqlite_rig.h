@@ -1,6 +1,8 @@
-// SqliteRig: the twin runtime (one shard, inline: every call and clock advance has been
-// processed when it returns) over a real SQLite file, with a recording channel and a fake clock.
-// For tests of what the store answers about state the runtime made: as-of reads, fleet queries.
+// The twin runtime (one shard, inline: every call and clock advance has been processed when it
+// returns) over a real store, with a recording channel and a fake clock: RuntimeRig<Store>, and
+// SqliteRig on a SQLite file (PostgresRuntimeRig, on a private PostgreSQL server, is in
+// postgres_rig.h). For tests of what the store answers about state the runtime made: as-of reads,
+// fleet queries.
 #pragma once
 
 #include <doctest/doctest.h>
@@ -18,23 +20,24 @@
 
 namespace doppel::testing {
 
-struct SqliteRig {
-  explicit SqliteRig(const std::string& file, std::vector<std::string> indexes = {}) {
-    storage::StoreOptions so;
-    so.path = file;
-    so.indexes = std::move(indexes);
-    auto s = storage::SqliteTwinStore::open(so, metrics);
-    REQUIRE_MESSAGE(s, s.status().to_string());
-    store = std::move(*s);
+template <typename Store>
+struct RuntimeRig {
+  RuntimeRig() = default;
+  RuntimeRig(const RuntimeRig&) = delete;
+  RuntimeRig& operator=(const RuntimeRig&) = delete;
+  ~RuntimeRig() {
+    if (runtime) runtime->stop();
+    if (store) store->close();
+  }
+  // Starts the runtime over `opened` (what Store::open returned).
+  void start(Result<std::unique_ptr<Store>> opened) {
+    REQUIRE_MESSAGE(opened, opened.status().to_string());
+    store = std::move(*opened);
     twins::RuntimeOptions o;
     o.shards = 1;
     o.inline_shards = true;
     runtime = std::make_unique<twins::Runtime>(o, *store, channel, codec, clock, metrics);
     REQUIRE(runtime->start());
-  }
-  ~SqliteRig() {
-    runtime->stop();
-    store->close();
   }
   twins::ApiReply call(const std::string& id, twins::ApiRequest request) {
     auto f = runtime->call(id, std::move(request));
@@ -50,8 +53,17 @@ struct SqliteRig {
   FakeClock clock;
   FakeChannel channel;
   mqtt::WireCodec codec;
-  std::unique_ptr<storage::SqliteTwinStore> store;
+  std::unique_ptr<Store> store;
   std::unique_ptr<twins::Runtime> runtime;
+};
+
+struct SqliteRig : RuntimeRig<storage::SqliteTwinStore> {
+  explicit SqliteRig(const std::string& file, std::vector<std::string> indexes = {}) {
+    storage::StoreOptions so;
+    so.path = file;
+    so.indexes = std::move(indexes);
+    start(storage::SqliteTwinStore::open(so, metrics));
+  }
 };
 
 }  // namespace doppel::testing

@@ -71,6 +71,45 @@ Params& Params::null() {
   return *this;
 }
 
+void ArrayLiteral::separate() {
+  if (size_++ > 0) body_ += ',';
+}
+
+ArrayLiteral& ArrayLiteral::text(std::string_view value) {
+  separate();
+  body_ += '"';
+  for (char c : value) {
+    if (c == '"' || c == '\\') body_ += '\\';
+    body_ += c;
+  }
+  body_ += '"';
+  return *this;
+}
+
+ArrayLiteral& ArrayLiteral::bytes(std::string_view value) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  separate();
+  body_ += "\"\\\\x";  // "\\x...": bytea's hex input, its backslash escaped in the array
+  for (unsigned char c : value) {
+    body_ += kHex[c >> 4];
+    body_ += kHex[c & 15];
+  }
+  body_ += '"';
+  return *this;
+}
+
+ArrayLiteral& ArrayLiteral::integer(int64_t value) {
+  separate();
+  body_ += std::to_string(value);
+  return *this;
+}
+
+ArrayLiteral& ArrayLiteral::null() {
+  separate();
+  body_ += "NULL";
+  return *this;
+}
+
 void Rows::Free::operator()(pg_result* r) const { PQclear(r); }
 
 size_t Rows::size() const { return static_cast<size_t>(PQntuples(result_.get())); }
@@ -146,6 +185,12 @@ Result<Rows> Connection::exec(const std::string& sql, const Params& params) {
   const bool refused = sqlstate.substr(0, 2) == "42" || sqlstate.substr(0, 2) == "22";
   return Status(refused ? StatusCode::kInvalidArgument : StatusCode::kUnavailable,
                 explain(sqlstate, message.empty() ? PQerrorMessage(conn_.get()) : message));
+}
+
+Rows Connection::must(const std::string& sql, const Params& params) {
+  auto rows = exec(sql, params);
+  if (!rows) throw Failure(rows.status());
+  return std::move(*rows);
 }
 
 Status Connection::exec_script(const std::string& sql) {

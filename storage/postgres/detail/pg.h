@@ -12,8 +12,10 @@
 
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "twins/status.h"
@@ -23,6 +25,40 @@ struct pg_result;
 
 namespace doppel::storage::pg {
 
+// A failure as an exception, for code that runs several statements and gives up at the first
+// that fails (the store's writer and pruner); `status` says what failed and what to do.
+class Failure : public std::runtime_error {
+ public:
+  explicit Failure(Status status)
+      : std::runtime_error(status.message()), status_(std::move(status)) {}
+  const Status& status() const { return status_; }
+
+ private:
+  Status status_;
+};
+
+// A PostgreSQL array literal ({...}), element by element: how the store sends a column of many
+// rows as one parameter, for multi-row statements over unnest($1::text[], $2::bigint[], ...).
+class ArrayLiteral {
+ public:
+  ArrayLiteral& text(std::string_view value);
+  ArrayLiteral& bytes(std::string_view value);  // for a bytea[]
+  ArrayLiteral& integer(int64_t value);
+  ArrayLiteral& null();
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  std::string str() const { return body_ + "}"; }
+  void clear() {
+    body_ = "{";
+    size_ = 0;
+  }
+
+ private:
+  void separate();
+  std::string body_ = "{";
+  size_t size_ = 0;
+};
+
 // A statement's parameters, in order ($1, $2, ...): text, bytes (sent as binary, for bytea) or
 // NULL.
 class Params {
@@ -31,6 +67,7 @@ class Params {
   Params& bytes(std::string_view value);
   Params& integer(int64_t value);
   Params& null();
+  Params& array(const ArrayLiteral& value) { return text(value.str()); }
   size_t size() const { return values_.size(); }
 
  private:
@@ -70,6 +107,8 @@ class Connection {
   Result<Rows> exec(const std::string& sql, const Params& params = {});
   // The same for statements without parameters, possibly several separated by ';' (schema).
   Status exec_script(const std::string& sql);
+  // exec() that throws Failure instead of returning it.
+  Rows must(const std::string& sql, const Params& params = {});
 
   bool ok() const;  // still connected
 

@@ -1,0 +1,123 @@
+#include "storage/postgres/detail/schema.h"
+
+#include <string>
+
+#include "storage/twin_row.h"
+#include "twins/log.h"
+
+namespace doppel::storage::postgres {
+namespace {
+
+// Text compares bytewise everywhere ("C"), as in SQLite: ids page and sort the same on both.
+constexpr const char* kText = "text COLLATE \"C\"";
+
+// The twins table, from the one list of its columns (storage/twin_row.h).
+std::string twins_table() {
+  std::string sql = "CREATE TABLE twins (\n";
+  for (const RowColumn& c : twin_row_columns()) {
+    sql += std::string("  ") + c.name + " " +
+           (c.type == RowColumn::Type::kText    ? kText
+            : c.type == RowColumn::Type::kBytes ? "bytea"
+                                                : "bigint") +
+           (c.nullable ? "" : " NOT NULL") +
+           (std::string_view(c.name) == "id" ? " PRIMARY KEY" : "") + ",\n";
+  }
+  sql.resize(sql.size() - 2);
+  return sql + "\n);\n";
+}
+
+// Migrations, applied in order; doppel_schema_migrations records which ran. Never edit a shipped
+// step: add a new one.
+std::string migration(int v) {
+  switch (v) {
+    case 1:  // twins, their command outboxes, the change feed, snapshots and retention's gaps
+      return twins_table() + R"sql(
+CREATE INDEX twins_by_deadline ON twins (next_deadline, id) WHERE next_deadline IS NOT NULL;
+CREATE INDEX twins_by_liveness ON twins (liveness, id);
+CREATE INDEX twins_by_connection ON twins (connection, id);
+CREATE INDEX twins_by_reconcile ON twins (reconcile, id);
+CREATE TABLE commands (
+  twin_id text COLLATE "C" NOT NULL,
+  seq     bigint NOT NULL,
+  id      text NOT NULL,
+  status  text NOT NULL,
+  body    bytea NOT NULL,
+  PRIMARY KEY (twin_id, seq)
+);
+-- The change feed: every event is written in the transaction of the change it describes, its seq
+-- assigned by the writer in commit order; event_stats keeps the highest seq ever assigned (so that
+-- pruning never lets one be reused) and what the pruner counts.
+CREATE TABLE events (
+  seq      bigint PRIMARY KEY,
+  ts       bigint NOT NULL,
+  twin     text COLLATE "C" NOT NULL,
+  kind     text NOT NULL,
+  version  bigint NOT NULL,
+  body     text NOT NULL,
+  step_seq bigint
+);
+CREATE INDEX events_by_twin ON events (twin, seq);
+CREATE TABLE event_stats (
+  name  text PRIMARY KEY,
+  value bigint NOT NULL
+);
+INSERT INTO event_stats VALUES ('reported_events', 0), ('last_seq', 0);
+CREATE TABLE snapshots (
+  twin     text COLLATE "C" NOT NULL,
+  seq      bigint NOT NULL,
+  step_seq bigint NOT NULL,
+  ts       bigint NOT NULL,
+  version  bigint NOT NULL,
+  state    text NOT NULL,
+  PRIMARY KEY (twin, seq)
+);
+CREATE TABLE event_gaps (
+  from_seq bigint NOT NULL,
+  to_seq   bigint NOT NULL,
+  n        bigint NOT NULL,
+  kind     text NOT NULL
+);
+CREATE INDEX event_gaps_by_end ON event_gaps (to_seq);
+)sql";
+    default:
+      return {};
+  }
+}
+
+constexpr int kSchemaVersion = 1;
+
+}  // namespace
+
+int schema_version() { return kSchemaVersion; }
+
+Status migrate(pg::Connection& db) {
+  try {
+    db.must(
+        "CREATE TABLE IF NOT EXISTS doppel_schema_migrations (version integer PRIMARY KEY, "
+        "applied_at timestamptz NOT NULL DEFAULT now())");
+    db.must("BEGIN");
+    db.must("LOCK TABLE doppel_schema_migrations IN EXCLUSIVE MODE");
+    const int have = static_cast<int>(
+        db.must("SELECT coalesce(max(version), 0) FROM doppel_schema_migrations").integer(0, 0));
+    if (have > kSchemaVersion) {
+      db.must("ROLLBACK");
+      return Status(StatusCode::kUnavailable,
+                    "the PostgreSQL database has schema version " + std::to_string(have) +
+                        ", newer than this doppeld understands (" + std::to_string(kSchemaVersion) +
+                        "); upgrade doppeld");
+    }
+    for (int v = have + 1; v <= kSchemaVersion; ++v) {
+      if (Status s = db.exec_script(migration(v)); !s) throw pg::Failure(s);
+      db.must("INSERT INTO doppel_schema_migrations (version) VALUES ($1)",
+              pg::Params().integer(v));
+      log_info("store: migrated the PostgreSQL database to schema version " + std::to_string(v));
+    }
+    db.must("COMMIT");
+    return Status::ok();
+  } catch (const pg::Failure& f) {
+    (void)db.exec("ROLLBACK");
+    return Status(f.status().code(), "migrating the PostgreSQL schema: " + f.status().message());
+  }
+}
+
+}  // namespace doppel::storage::postgres

@@ -1,0 +1,170 @@
+// PostgresTwinStore (postgres_store.h): opening and migrating, the port's write side, reconnecting,
+// and the shard's reads. The writer thread is in store_writer.cc, the change feed in
+// store_events.cc.
+#include "storage/postgres/postgres_store.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "storage/postgres/detail/connections.h"
+#include "storage/postgres/detail/pg.h"
+#include "storage/postgres/detail/schema.h"
+#include "twins/log.h"
+
+namespace doppel::storage {
+
+PostgresTwinStore::PostgresTwinStore(PostgresOptions options, Metrics& metrics)
+    : options_(std::move(options)),
+      committer_(options_.max_queued),
+      writer_(std::make_unique<Writer>()),
+      commit_metrics_(metrics, committer_),
+      reconnects_(&metrics.counter("doppel_store_reconnects_total",
+                                   "Times the store's writer connected again to PostgreSQL")) {
+  metrics.gauge_fn("doppel_store_available",
+                   "1 while the store's writer is connected to its database, else 0",
+                   [this] { return available_.load() ? 1.0 : 0.0; });
+}
+
+Result<std::unique_ptr<PostgresTwinStore>> PostgresTwinStore::open(PostgresOptions options,
+                                                                   Metrics& metrics) {
+  std::unique_ptr<PostgresTwinStore> store(new PostgresTwinStore(std::move(options), metrics));
+  auto db = pg::Connection::open(store->options_.uri);
+  if (!db) return db.status();
+  if (Status s = postgres::migrate(*db); !s) return s;
+  auto last = db->exec("SELECT value FROM event_stats WHERE name = 'last_seq'");
+  if (!last) return last.status();
+  store->last_event_seq_.store(static_cast<uint64_t>(last->integer(0, 0)));
+  store->writer_->db = std::make_unique<pg::Connection>(std::move(*db));
+  store->available_.store(true);
+  store->thread_ = std::thread([s = store.get()] { s->writer_loop(); });
+  return store;
+}
+
+PostgresTwinStore::~PostgresTwinStore() { close(); }
+
+void PostgresTwinStore::close() {
+  {
+    std::lock_guard lock(stop_mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  committer_.close();  // the writer commits what is queued, then stops
+  if (thread_.joinable()) thread_.join();
+  closed_.store(true);
+  std::lock_guard lock(readers_mu_);
+  readers_.clear();
+}
+
+uint64_t PostgresTwinStore::write(twins::TwinWrite write, twins::CommitCallback on_commit) {
+  return committer_.enqueue(std::move(write), std::move(on_commit));
+}
+
+void PostgresTwinStore::discard(const std::string& id) { committer_.discard(id); }
+
+void PostgresTwinStore::when_committed(uint64_t seq, twins::CommitCallback callback) {
+  committer_.when_committed(seq, std::move(callback));
+}
+
+void PostgresTwinStore::flush() { committer_.flush(); }
+
+void PostgresTwinStore::connect_writer() {
+  Writer& w = *writer_;
+  if (w.db && w.db->ok()) return;
+  available_.store(false);
+  w.db.reset();
+  const auto now = std::chrono::steady_clock::now();
+  if (now < w.retry_at) {
+    throw pg::Failure(Status(StatusCode::kUnavailable,
+                             "the PostgreSQL store is reconnecting to its server; retry shortly"));
+  }
+  auto db = pg::Connection::open(options_.uri);
+  if (db) {
+    // A commit whose answer was lost may have applied: the seqs go on after what is stored.
+    auto last = db->exec("SELECT value FROM event_stats WHERE name = 'last_seq'");
+    if (last) {
+      last_event_seq_.store(static_cast<uint64_t>(last->integer(0, 0)));
+      w.db = std::make_unique<pg::Connection>(std::move(*db));
+      w.backoff = std::chrono::milliseconds(100);
+      available_.store(true);
+      reconnects_->inc();
+      log_info("store: connected to PostgreSQL again; writes go on");
+      return;
+    }
+    db = last.status();
+  }
+  w.retry_at = now + w.backoff;
+  log_warn("store: " + db.status().to_string() + "; retrying in " +
+           std::to_string(w.backoff.count()) + " ms");
+  w.backoff = std::min(w.backoff * 2, std::chrono::milliseconds(5000));
+  throw pg::Failure(db.status());
+}
+
+Result<std::optional<twins::StoredTwin>> PostgresTwinStore::load(const std::string& id) {
+  return with_reader(
+      "loading twin '" + id + "'",
+      [&](pg::Connection& db) -> Result<std::optional<twins::StoredTwin>> {
+        // One statement, one snapshot: the row and its commands as of the same commit.
+        pg::Rows rows = db.must(
+            "SELECT t.version, t.desired, t.reported, t.desired_meta, t.reported_meta, t.body, "
+            "t.next_deadline, t.updated_at, c.seq, c.id, c.status, c.body FROM twins t "
+            "LEFT JOIN commands c ON c.twin_id = t.id WHERE t.id = $1 ORDER BY c.seq",
+            pg::Params().text(id));
+        if (rows.size() == 0) return std::optional<twins::StoredTwin>();
+        twins::StoredTwin st;
+        st.twin.id = id;
+        st.twin.version = static_cast<uint64_t>(rows.integer(0, 0));
+        st.twin.desired = rows.text(0, 1);
+        st.twin.reported = rows.text(0, 2);
+        st.twin.desired_meta = rows.bytes(0, 3);
+        st.twin.reported_meta = rows.bytes(0, 4);
+        st.twin.body = rows.bytes(0, 5);
+        if (!rows.is_null(0, 6)) st.twin.next_deadline = rows.integer(0, 6);
+        st.twin.updated_at = rows.integer(0, 7);
+        for (size_t r = 0; r < rows.size(); ++r) {
+          if (rows.is_null(r, 8)) continue;
+          st.commands.push_back({static_cast<uint64_t>(rows.integer(r, 8)), rows.text(r, 9),
+                                 rows.text(r, 10), rows.bytes(r, 11)});
+        }
+        return std::optional<twins::StoredTwin>(std::move(st));
+      });
+}
+
+Result<std::vector<twins::DueTwin>> PostgresTwinStore::due(twins::Millis after_due,
+                                                           const std::string& after_id,
+                                                           twins::Millis up_to, size_t limit) {
+  return with_reader("scanning deadlines",
+                     [&](pg::Connection& db) -> Result<std::vector<twins::DueTwin>> {
+                       pg::Rows rows = db.must(
+                           "SELECT id, next_deadline FROM twins WHERE next_deadline IS NOT NULL "
+                           "AND (next_deadline, id) > ($1, $2) AND next_deadline <= $3 "
+                           "ORDER BY next_deadline, id LIMIT $4",
+                           pg::Params().integer(after_due).text(after_id).integer(up_to).integer(
+                               static_cast<int64_t>(limit)));
+                       std::vector<twins::DueTwin> out;
+                       for (size_t r = 0; r < rows.size(); ++r) {
+                         out.push_back({rows.text(r, 0), rows.integer(r, 1)});
+                       }
+                       return out;
+                     });
+}
+
+Result<uint64_t> PostgresTwinStore::count() {
+  return with_reader("counting twins", [&](pg::Connection& db) -> Result<uint64_t> {
+    return static_cast<uint64_t>(db.must("SELECT count(*) FROM twins").integer(0, 0));
+  });
+}
+
+Result<std::vector<std::pair<std::string, uint64_t>>> PostgresTwinStore::command_counts() {
+  return with_reader(
+      "counting commands",
+      [&](pg::Connection& db) -> Result<std::vector<std::pair<std::string, uint64_t>>> {
+        pg::Rows rows = db.must("SELECT status, count(*) FROM commands GROUP BY status");
+        std::vector<std::pair<std::string, uint64_t>> out;
+        for (size_t r = 0; r < rows.size(); ++r) {
+          out.emplace_back(rows.text(r, 0), static_cast<uint64_t>(rows.integer(r, 1)));
+        }
+        return out;
+      });
+}
+
+}  // namespace doppel::storage

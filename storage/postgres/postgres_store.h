@@ -1,0 +1,119 @@
+// PostgresTwinStore: the runtime's store ports on a PostgreSQL server (--store postgresql://...),
+// for fleets that need their twins in a database server that ops already back up, replicate and
+// monitor. So far ShardStore and EventLog, whole (with as-of history slices); the fleet reads and
+// jobs are being built (issue #20), and doppeld does not offer it until they are.
+//
+// Writes are group-committed as with SQLite (storage/group_commit.h, storage/batch_plan.h): one
+// writer connection takes everything queued and writes it in one transaction of multi-row
+// statements — each table's rows as arrays, INSERT ... SELECT FROM unnest(...) — so a batch costs
+// a handful of round trips whatever its size; then the commit callbacks run in order (the output
+// gate). Every connection commits synchronously (synchronous_commit = on, never off: a 2xx means
+// the server has the change on its disk).
+//
+// When the server goes away, the batch in flight fails (its twins reload their committed state),
+// later batches fail at once while the writer reconnects with backoff (100 ms doubling to 5 s),
+// and the store recovers by itself. A failed commit is never retried, so nothing is applied twice;
+// a commit whose answer was lost may have applied, which the twins' reload then reads.
+//
+// Thread-safety: every public member is thread-safe. Callbacks run on the writer thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "storage/commit_metrics.h"
+#include "storage/event_tail.h"
+#include "storage/group_commit.h"
+#include "twins/metrics.h"
+#include "twins/ports.h"
+
+namespace doppel::storage {
+
+namespace pg {
+class Connection;
+}
+
+struct PostgresOptions {
+  std::string uri;              // a libpq URI: postgresql://user[:password]@host:port/db
+  size_t max_batch = 8192;      // writes per transaction at most
+  size_t max_queued = 100'000;  // writers wait beyond this (backpressure)
+};
+
+class PostgresTwinStore final : public twins::ShardStore, public twins::EventLog {
+ public:
+  // Connects, migrates the schema and starts the writer. Fails (saying what to do) when the
+  // server cannot be reached, refuses the login, or has no such database.
+  static Result<std::unique_ptr<PostgresTwinStore>> open(PostgresOptions options, Metrics& metrics);
+  ~PostgresTwinStore() override;
+
+  // ShardStore
+  Result<std::optional<twins::StoredTwin>> load(const std::string& id) override;
+  uint64_t write(twins::TwinWrite write, twins::CommitCallback on_commit) override;
+  void discard(const std::string& id) override;
+  void when_committed(uint64_t seq, twins::CommitCallback callback) override;
+  uint64_t committed_seq() const override { return committer_.committed_seq(); }
+  void flush() override;
+  Result<std::vector<twins::DueTwin>> due(twins::Millis after_due, const std::string& after_id,
+                                          twins::Millis up_to, size_t limit) override;
+  Result<uint64_t> count() override;
+  Result<std::vector<std::pair<std::string, uint64_t>>> command_counts() override;
+
+  // EventLog
+  Result<twins::EventPage> events(const twins::EventQuery& query) override;
+  Result<twins::EventBounds> event_bounds() override;
+  uint64_t last_event_seq() const override { return last_event_seq_.load(); }
+  void on_events(EventsListener listener) override { events_listener_ = std::move(listener); }
+  Result<uint64_t> prune_events(twins::Millis before_ts, uint64_t max_reported) override;
+
+  // What an as-of read of twin `id` needs (FleetStore::history_slice, once this store is one).
+  Result<twins::HistorySlice> history_slice(const std::string& id, const twins::AsOf& at);
+
+  // Commits what is queued and stops the writer. Later writes fail.
+  void close();
+  // Whether the writer is connected (false while the server is away): /readyz.
+  bool available() const { return available_.load(); }
+  // Test hook: the next `n` group commits fail after writing, before COMMIT.
+  void fail_next_commits(int n) { fail_next_commits_.store(n); }
+
+ private:
+  struct Writer;
+
+  PostgresTwinStore(PostgresOptions options, Metrics& metrics);
+  void writer_loop();
+  // Connects the writer if it is not (at most once per backoff interval); throws pg::Failure.
+  void connect_writer();
+  // Runs `read(connection)` on a pooled reader connection; a connection that failed is dropped
+  // (the next read opens a new one). A failure becomes a Status saying what failed.
+  template <typename Read>
+  auto with_reader(const std::string& what, Read&& read)
+      -> decltype(read(std::declval<pg::Connection&>()));
+
+  PostgresOptions options_;
+  GroupCommitter committer_;
+  std::unique_ptr<Writer> writer_;  // used by the writer thread only, after open()
+  std::thread thread_;
+  std::mutex stop_mu_;
+  bool stopping_ = false;
+  std::atomic<bool> closed_{false};
+  std::atomic<bool> available_{false};
+  std::atomic<int> fail_next_commits_{0};
+
+  std::mutex readers_mu_;
+  std::vector<std::unique_ptr<pg::Connection>> readers_;
+  std::mutex prune_mu_;  // one pruning pass at a time, on its own connection
+  std::unique_ptr<pg::Connection> pruner_;
+
+  CommitMetrics commit_metrics_;
+  Counter* reconnects_;
+
+  std::atomic<uint64_t> last_event_seq_{0};
+  EventTail tail_;
+  EventsListener events_listener_;
+};
+
+}  // namespace doppel::storage

@@ -1,0 +1,26 @@
+// PostgresRuntimeRig: the twin runtime (sqlite_rig.h's RuntimeRig) over the PostgreSQL store, in
+// a fresh database of one private server per test run (postgres_server.h). Test-only; the plain
+// pass only.
+#pragma once
+
+#include "storage/postgres/postgres_store.h"
+#include "tests/support/postgres_server.h"
+#include "tests/support/sqlite_rig.h"
+
+namespace doppel::testing {
+
+// The run's private server, started on first use and stopped at exit.
+inline PostgresServer& shared_postgres() {
+  static PostgresServer server;
+  return server;
+}
+
+struct PostgresRuntimeRig : RuntimeRig<storage::PostgresTwinStore> {
+  PostgresRuntimeRig() {
+    storage::PostgresOptions o;
+    o.uri = shared_postgres().create_database();
+    start(storage::PostgresTwinStore::open(o, metrics));
+  }
+};
+
+}  // namespace doppel::testing
