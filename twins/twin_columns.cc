@@ -51,4 +51,24 @@ const TwinColumn* find_twin_column(std::string_view field) {
   return nullptr;
 }
 
+std::string_view field_column(const QueryField& f) {
+  switch (f.doc) {
+    case QueryField::Doc::kTags:
+      return "tags";
+    case QueryField::Doc::kDesired:
+      return "desired";
+    case QueryField::Doc::kReported:
+      return "reported";
+    case QueryField::Doc::kNone:
+      break;
+  }
+  const TwinColumn* c = find_twin_column(f.name);
+  return c != nullptr ? c->column : "NULL";
+}
+
+bool field_nullable(const QueryField& f) {
+  const TwinColumn* c = find_twin_column(f.name);
+  return f.doc != QueryField::Doc::kNone || c == nullptr || c->nullable;
+}
+
 }  // namespace doppel::twins

@@ -28,4 +28,11 @@ std::span<const TwinColumn> twin_columns();
 // The fixed field `field` names, or nullptr.
 const TwinColumn* find_twin_column(std::string_view field);
 
+// The store column a query field is read from: its document's (desired, reported, tags) for a
+// JSON field, its own for a fixed one; "NULL" (no value) for a name the parser would refuse.
+// NUL-terminated.
+std::string_view field_column(const QueryField& field);
+// Whether the field may have no value: a JSON field, or a nullable fixed one.
+bool field_nullable(const QueryField& field);
+
 }  // namespace doppel::twins

@@ -4,10 +4,12 @@
 #include "storage/postgres/postgres_store.h"
 
 #include <algorithm>
+#include <chrono>
 #include <utility>
 
 #include "storage/postgres/detail/connections.h"
 #include "storage/postgres/detail/pg.h"
+#include "storage/postgres/detail/query_sql.h"
 #include "storage/postgres/detail/schema.h"
 #include "twins/log.h"
 
@@ -31,6 +33,20 @@ Result<std::unique_ptr<PostgresTwinStore>> PostgresTwinStore::open(PostgresOptio
   auto db = pg::Connection::open(store->options_.uri);
   if (!db) return db.status();
   if (Status s = postgres::migrate(*db); !s) return s;
+  // Expression indexes asked for (--index): created once, then kept (also when no longer asked
+  // for: dropping one is an operator's decision).
+  for (const auto& name : store->options_.indexes) {
+    auto field = twins::parse_query_field(name);
+    if (!field) return Status(StatusCode::kInvalidArgument, "--index: " + field.status().message());
+    const auto started = std::chrono::steady_clock::now();
+    for (const auto& ddl : postgres::index_sql(*field)) {
+      if (Status s = db->exec_script(ddl); !s) return s;
+    }
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::steady_clock::now() - started)
+                        .count();
+    log_info("store: index on " + name + " ready (" + std::to_string(ms) + " ms)");
+  }
   auto last = db->exec("SELECT value FROM event_stats WHERE name = 'last_seq'");
   if (!last) return last.status();
   store->last_event_seq_.store(static_cast<uint64_t>(last->integer(0, 0)));

@@ -1,7 +1,7 @@
 // PostgresTwinStore: the runtime's store ports on a PostgreSQL server (--store postgresql://...),
 // for fleets that need their twins in a database server that ops already back up, replicate and
-// monitor. So far ShardStore and EventLog, whole (with as-of history slices); the fleet reads and
-// jobs are being built (issue #20), and doppeld does not offer it until they are.
+// monitor. So far ShardStore, EventLog and FleetStore, whole; jobs are being built (issue #20), and
+// doppeld does not offer it until they are.
 //
 // Writes are group-committed as with SQLite (storage/group_commit.h, storage/batch_plan.h): one
 // writer connection takes everything queued and writes it in one transaction of multi-row
@@ -42,9 +42,13 @@ struct PostgresOptions {
   std::string uri;              // a libpq URI: postgresql://user[:password]@host:port/db
   size_t max_batch = 8192;      // writes per transaction at most
   size_t max_queued = 100'000;  // writers wait beyond this (backpressure)
+  // Fleet-query fields to keep expression indexes on (--index), e.g. "reported.fw".
+  std::vector<std::string> indexes;
 };
 
-class PostgresTwinStore final : public twins::ShardStore, public twins::EventLog {
+class PostgresTwinStore final : public twins::ShardStore,
+                                public twins::EventLog,
+                                public twins::FleetStore {
  public:
   // Connects, migrates the schema and starts the writer. Fails (saying what to do) when the
   // server cannot be reached, refuses the login, or has no such database.
@@ -70,8 +74,13 @@ class PostgresTwinStore final : public twins::ShardStore, public twins::EventLog
   void on_events(EventsListener listener) override { events_listener_ = std::move(listener); }
   Result<uint64_t> prune_events(twins::Millis before_ts, uint64_t max_reported) override;
 
-  // What an as-of read of twin `id` needs (FleetStore::history_slice, once this store is one).
-  Result<twins::HistorySlice> history_slice(const std::string& id, const twins::AsOf& at);
+  // FleetStore
+  Result<std::vector<twins::StoredTwin>> list(const std::string& after_id, size_t limit) override;
+  Result<TwinPage> query(const twins::TwinQuery& query) override;
+  Result<twins::FleetCount> count_where(const twins::QueryExpr& where,
+                                        const std::optional<twins::QueryField>& group_by,
+                                        const twins::ReadBudget& budget) override;
+  Result<twins::HistorySlice> history_slice(const std::string& id, const twins::AsOf& at) override;
 
   // Commits what is queued and stops the writer. Later writes fail.
   void close();

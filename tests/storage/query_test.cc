@@ -1,7 +1,9 @@
 // Fleet queries against the real store, on state the runtime made: typed comparisons (numbers,
 // strings, booleans; missing or mistyped is false; NOT inverts), field-to-field comparisons,
 // every fixed field, read-your-writes, counts with group_by, keyset paging over data that
-// changes between pages, and that indexed equalities read their index (EXPLAIN QUERY PLAN).
+// changes between pages, and that indexed equalities read their index (EXPLAIN QUERY PLAN). On
+// SQLite, and (built again with DOPPEL_TEST_POSTGRES) on PostgreSQL: both against the reference
+// evaluator.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -12,6 +14,9 @@
 
 #include "tests/support/query_prepares.h"
 #include "tests/support/sqlite_rig.h"
+#ifdef DOPPEL_TEST_POSTGRES
+#include "tests/support/postgres_rig.h"
+#endif
 #include "tests/support/temp_dir.h"
 #include "twins/query_eval.h"
 
@@ -22,8 +27,26 @@ using doppel::testing::TempDir;
 
 namespace {
 
+// The store under test.
+struct OnSqlite {
+  explicit OnSqlite(std::vector<std::string> indexes = {})
+      : rig(dir.file("doppel.db"), std::move(indexes)) {}
+  TempDir dir{"doppel-query-"};
+  SqliteRig rig;
+};
+#ifdef DOPPEL_TEST_POSTGRES
+struct OnPostgres {
+  explicit OnPostgres(std::vector<std::string> indexes = {}) : rig(std::move(indexes)) {}
+  testing::PostgresRuntimeRig rig;
+};
+using On = OnPostgres;
+#else
+using On = OnSqlite;
+#endif
+using Rig = decltype(On::rig);
+
 // Every id matching `q` (all pages), in order.
-std::vector<std::string> ids(SqliteRig& rig, const std::string& q, const std::string& order = "",
+std::vector<std::string> ids(Rig& rig, const std::string& q, const std::string& order = "",
                              size_t page = 1000) {
   auto where = parse_query(q);
   REQUIRE_MESSAGE(where, where.status().to_string());
@@ -45,7 +68,7 @@ std::vector<std::string> ids(SqliteRig& rig, const std::string& q, const std::st
 }
 
 // Every stored twin with its query columns, as the runtime made them.
-std::vector<TwinRecord> records(SqliteRig& rig) {
+std::vector<TwinRecord> records(Rig& rig) {
   auto stored = rig.store->list("", 100'000);
   REQUIRE_MESSAGE(stored, stored.status().to_string());
   std::vector<TwinRecord> out;
@@ -69,7 +92,7 @@ std::set<std::string> oracle(const std::vector<TwinRecord>& fleet, const std::st
 }
 
 // The twins the store finds for `q`, checked against the reference evaluator's answer.
-std::set<std::string> matching(SqliteRig& rig, const std::string& q) {
+std::set<std::string> matching(Rig& rig, const std::string& q) {
   const auto v = ids(rig, q);
   std::set<std::string> found(v.begin(), v.end());
   CHECK_MESSAGE(found == oracle(records(rig), q), "the store and the evaluator differ on: " << q);
@@ -77,7 +100,7 @@ std::set<std::string> matching(SqliteRig& rig, const std::string& q) {
 }
 
 // A device report, committed when this returns (a device gets no answer to wait for).
-void report(SqliteRig& rig, const std::string& id, const json& state) {
+void report(Rig& rig, const std::string& id, const json& state) {
   rig.device(id, InboundKind::kReported, json{{"state", state}}.dump());
   rig.store->flush();
 }
@@ -85,8 +108,8 @@ void report(SqliteRig& rig, const std::string& id, const json& state) {
 }  // namespace
 
 TEST_CASE("comparisons are typed: numbers with numbers, strings with strings, booleans alone") {
-  TempDir dir("doppel-query-");
-  SqliteRig rig(dir.file("doppel.db"));
+  On on;
+  Rig& rig = on.rig;
   report(rig, "n1", {{"x", 1}});
   report(rig, "n15", {{"x", 1.5}});
   report(rig, "s1", {{"x", "1"}});
@@ -117,8 +140,8 @@ TEST_CASE("comparisons are typed: numbers with numbers, strings with strings, bo
 }
 
 TEST_CASE("LIKE is case-sensitive; % is any run; other wildcards are plain characters") {
-  TempDir dir("doppel-query-");
-  SqliteRig rig(dir.file("doppel.db"));
+  On on;
+  Rig& rig = on.rig;
   report(rig, "a", {{"fw", "1.2.3"}});
   report(rig, "b", {{"fw", "1.10"}});
   report(rig, "c", {{"fw", "2.0*"}});
@@ -136,8 +159,8 @@ TEST_CASE("LIKE is case-sensitive; % is any run; other wildcards are plain chara
 // Random queries over a fleet of mixed types: the SQL the store compiles and the reference
 // evaluator must agree on every one (what each means is stated once, in twins/query_eval.cc).
 TEST_CASE("the store's SQL and the reference evaluator agree on generated queries") {
-  TempDir dir("doppel-query-");
-  SqliteRig rig(dir.file("doppel.db"));
+  On on;
+  Rig& rig = on.rig;
   std::mt19937 rng(20261205);
   auto pick = [&rng](const auto& v) { return v[rng() % v.size()]; };
   const std::vector<json> values = {1,
@@ -242,8 +265,8 @@ TEST_CASE("the store's SQL and the reference evaluator agree on generated querie
 }
 
 TEST_CASE("fields compared with fields; every fixed field; read your writes") {
-  TempDir dir("doppel-query-");
-  SqliteRig rig(dir.file("doppel.db"));
+  On on;
+  Rig& rig = on.rig;
   rig.device("p-1", InboundKind::kStatus, R"({"state":"online","interval_s":10})");
   report(rig, "p-1", {{"mode", "eco"}});
   rig.device("p-2", InboundKind::kStatus, R"({"state":"online","interval_s":10})");
@@ -285,8 +308,8 @@ TEST_CASE("fields compared with fields; every fixed field; read your writes") {
 }
 
 TEST_CASE("counts, by any field's value") {
-  TempDir dir("doppel-query-");
-  SqliteRig rig(dir.file("doppel.db"));
+  On on;
+  Rig& rig = on.rig;
   for (int i = 0; i < 10; ++i) {
     report(rig, "c-" + std::to_string(i),
            {{"fw", i < 6   ? json("1.0")
@@ -333,8 +356,8 @@ TEST_CASE("counts, by any field's value") {
 }
 
 TEST_CASE("a fleet read past its deadline stops with kTimeout; the store reads on afterwards") {
-  TempDir dir("doppel-query-");
-  SqliteRig rig(dir.file("doppel.db"));
+  On on;
+  Rig& rig = on.rig;
   for (int i = 0; i < 500; ++i) report(rig, "d-" + std::to_string(i), {{"n", i}});
   auto where = parse_query("reported.n >= 0");
   REQUIRE(where);
@@ -359,8 +382,8 @@ TEST_CASE("a fleet read past its deadline stops with kTimeout; the store reads o
 }
 
 TEST_CASE("keyset paging over changing data: no duplicates, nothing skipped that stayed put") {
-  TempDir dir("doppel-query-");
-  SqliteRig rig(dir.file("doppel.db"));
+  On on;
+  Rig& rig = on.rig;
   const uint32_t seed = std::random_device{}();
   INFO("seed " << seed);
   std::mt19937 rng(seed);
@@ -417,9 +440,10 @@ TEST_CASE("keyset paging over changing data: no duplicates, nothing skipped that
   }
 }
 
+#ifndef DOPPEL_TEST_POSTGRES
 TEST_CASE("indexed equalities read their index") {
-  TempDir dir("doppel-query-");
-  SqliteRig rig(dir.file("doppel.db"), {"reported.fw", "tags.site"});
+  OnSqlite on({"reported.fw", "tags.site"});
+  SqliteRig& rig = on.rig;
   report(rig, "i-1", {{"fw", "1.2"}});
   auto plan = [&](const std::string& text, const std::string& order = "",
                   std::optional<QueryCursor> after = std::nullopt) {
@@ -452,12 +476,14 @@ TEST_CASE("indexed equalities read their index") {
             .find("(liveness=? AND id>?)") != std::string::npos);
 }
 
+#endif
+
 // Regression: the parser accepted queries SQLite could not prepare (NOT x 43: parser stack
 // overflow; OR nested 29 deep; an IN list or OR chain of ~1,000 terms: expression tree too
 // large), and a job's target query failed the whole group commit it ran in.
 TEST_CASE("every query at the parser's limits prepares on the store") {
-  TempDir dir("doppel-query-");
-  SqliteRig rig(dir.file("doppel.db"));
+  On on;
+  Rig& rig = on.rig;
   report(rig, "d-1", {{"a", 1}, {"b", 1}});
   auto check = [&](const std::string& text) {
     auto where = parse_query(text);

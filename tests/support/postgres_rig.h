@@ -16,9 +16,10 @@ inline PostgresServer& shared_postgres() {
 }
 
 struct PostgresRuntimeRig : RuntimeRig<storage::PostgresTwinStore> {
-  PostgresRuntimeRig() {
+  explicit PostgresRuntimeRig(std::vector<std::string> indexes = {}) {
     storage::PostgresOptions o;
     o.uri = shared_postgres().create_database();
+    o.indexes = std::move(indexes);
     start(storage::PostgresTwinStore::open(o, metrics));
   }
 };

@@ -181,6 +181,9 @@ Result<Rows> Connection::exec(const std::string& sql, const Params& params) {
   const char* state = PQresultErrorField(rows.result_.get(), PG_DIAG_SQLSTATE);
   const std::string sqlstate = state != nullptr ? state : "";
   const std::string message = PQresultErrorMessage(rows.result_.get());
+  if (sqlstate == "57014") {  // statement_timeout: a read's time budget (--query-timeout-s)
+    return Status(StatusCode::kTimeout, "stopped at its deadline");
+  }
   // Class 42 (syntax, undefined objects) and 22 (data): the statement, not the server.
   const bool refused = sqlstate.substr(0, 2) == "42" || sqlstate.substr(0, 2) == "22";
   return Status(refused ? StatusCode::kInvalidArgument : StatusCode::kUnavailable,

@@ -79,12 +79,30 @@ CREATE TABLE event_gaps (
 );
 CREATE INDEX event_gaps_by_end ON event_gaps (to_seq);
 )sql";
+    case 2:  // fleet queries: a document as jsonb (NUL, which jsonb cannot hold, as U+FFFD), and
+             // the sort key of a value — missing, then numbers and booleans, then the rest
+      return R"sql(
+CREATE FUNCTION doppel_doc(t text) RETURNS jsonb LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+  AS $$ SELECT replace(t, '\u0000', '\ufffd')::jsonb $$;
+CREATE FUNCTION doppel_number(j jsonb) RETURNS numeric LANGUAGE sql IMMUTABLE PARALLEL SAFE
+  AS $$ SELECT CASE WHEN jsonb_typeof(j) = 'number' THEN j::numeric END $$;
+CREATE FUNCTION doppel_rank(j jsonb) RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE
+  AS $$ SELECT CASE jsonb_typeof(j) WHEN 'number' THEN 1 WHEN 'boolean' THEN 1
+                    WHEN 'string' THEN 2 WHEN 'object' THEN 2 WHEN 'array' THEN 2 ELSE 0 END $$;
+CREATE FUNCTION doppel_sort_number(j jsonb) RETURNS numeric LANGUAGE sql IMMUTABLE PARALLEL SAFE
+  AS $$ SELECT CASE jsonb_typeof(j) WHEN 'number' THEN j::numeric
+                    WHEN 'boolean' THEN CASE WHEN j = 'true'::jsonb THEN 1 ELSE 0 END
+                    ELSE 0 END $$;
+CREATE FUNCTION doppel_sort_text(j jsonb) RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE
+  AS $$ SELECT CASE jsonb_typeof(j) WHEN 'string' THEN j #>> '{}' WHEN 'object' THEN j::text
+                    WHEN 'array' THEN j::text ELSE '' END $$;
+)sql";
     default:
       return {};
   }
 }
 
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;
 
 }  // namespace
 

@@ -1,36 +1,29 @@
-// Fleet queries as SQL over the twins table (twins/query.h), for storage/ only.
-//
-// Every comparison becomes a term that is never NULL — a type check joined to the comparison —
-// so that AND, OR and NOT keep the language's two-valued logic. A comparison of a JSON field
-// with a literal keeps `json_extract(<column>, '<path>') <op> ?` as a term of its own (the path
-// inlined, the value bound), which is what lets SQLite use an expression index on that field
-// (--index) or the indexes on liveness, connection and reconcile states.
+// Fleet queries in SQLite's SQL (storage/query_sql.h builds the filter; this is SQLite's dialect):
+// a JSON field is json_extract(<column>, '<path>') with the path inlined, which is what lets SQLite
+// use an expression index on that field (--index) or the indexes on the state columns.
 #pragma once
 
-#include <cstdint>
 #include <string>
-#include <variant>
-#include <vector>
 
+#include "storage/query_sql.h"
 #include "storage/sqlite/detail/sqlite.h"
 #include "twins/query.h"
 
 namespace doppel::storage::detail {
 
-using SqlValue = std::variant<std::monostate, int64_t, double, std::string>;
-
-struct SqlFilter {
-  std::string where;  // a boolean SQL expression over the twins table
-  std::vector<SqlValue> params;
-};
+using SqlValue = sql::Value;
+using SqlFilter = sql::Filter;
 // A whole statement and its parameters (a page's SELECT, built around a filter).
 struct SqlStatement {
   std::string sql;
   std::vector<SqlValue> params;
 };
 
+const sql::Dialect& sqlite_dialect();
 // The filter of `expr`; its parameters are numbered from `first_param`.
-SqlFilter query_filter(const twins::QueryExpr& expr, int first_param = 1);
+inline SqlFilter query_filter(const twins::QueryExpr& expr, int first_param = 1) {
+  return sql::build_filter(expr, sqlite_dialect(), first_param);
+}
 // The SQL value of a field (a column, or json_extract of a document), as ORDER BY, GROUP BY and
 // the expression indexes use it.
 std::string field_value_sql(const twins::QueryField& field);
@@ -41,8 +34,7 @@ std::string index_sql(const twins::QueryField& field);
 
 void bind_value(Statement& st, int index, const SqlValue& v);
 SqlValue column_value(const Statement& st, int i);
-// A cursor's sort key (null, number or string) as a SQL value, and back.
-SqlValue sql_value_of(const twins::json& v);
-twins::json json_of(const SqlValue& v);
+using sql::json_of;
+inline SqlValue sql_value_of(const twins::json& v) { return sql::value_of(v); }
 
 }  // namespace doppel::storage::detail
