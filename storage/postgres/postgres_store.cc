@@ -75,6 +75,10 @@ uint64_t PostgresTwinStore::write(twins::TwinWrite write, twins::CommitCallback 
   return committer_.enqueue(std::move(write), std::move(on_commit));
 }
 
+uint64_t PostgresTwinStore::write(twins::JobWrite write, twins::CommitCallback on_commit) {
+  return committer_.enqueue(std::move(write), std::move(on_commit));
+}
+
 void PostgresTwinStore::discard(const std::string& id) { committer_.discard(id); }
 
 void PostgresTwinStore::when_committed(uint64_t seq, twins::CommitCallback callback) {
@@ -85,11 +89,13 @@ void PostgresTwinStore::flush() { committer_.flush(); }
 
 void PostgresTwinStore::connect_writer() {
   Writer& w = *writer_;
+  w.waiting = false;
   if (w.db && w.db->ok()) return;
   available_.store(false);
   w.db.reset();
   const auto now = std::chrono::steady_clock::now();
   if (now < w.retry_at) {
+    w.waiting = true;
     throw pg::Failure(Status(StatusCode::kUnavailable,
                              "the PostgreSQL store is reconnecting to its server; retry shortly"));
   }

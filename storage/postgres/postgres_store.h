@@ -1,7 +1,6 @@
 // PostgresTwinStore: the runtime's store ports on a PostgreSQL server (--store postgresql://...),
 // for fleets that need their twins in a database server that ops already back up, replicate and
-// monitor. So far ShardStore, EventLog and FleetStore, whole; jobs are being built (issue #20), and
-// doppeld does not offer it until they are.
+// monitor: the whole TwinStore, with the same semantics as SQLite's.
 //
 // Writes are group-committed as with SQLite (storage/group_commit.h, storage/batch_plan.h): one
 // writer connection takes everything queued and writes it in one transaction of multi-row
@@ -46,9 +45,7 @@ struct PostgresOptions {
   std::vector<std::string> indexes;
 };
 
-class PostgresTwinStore final : public twins::ShardStore,
-                                public twins::EventLog,
-                                public twins::FleetStore {
+class PostgresTwinStore final : public twins::TwinStore {
  public:
   // Connects, migrates the schema and starts the writer. Fails (saying what to do) when the
   // server cannot be reached, refuses the login, or has no such database.
@@ -58,6 +55,7 @@ class PostgresTwinStore final : public twins::ShardStore,
   // ShardStore
   Result<std::optional<twins::StoredTwin>> load(const std::string& id) override;
   uint64_t write(twins::TwinWrite write, twins::CommitCallback on_commit) override;
+  uint64_t write(twins::JobWrite write, twins::CommitCallback on_commit) override;
   void discard(const std::string& id) override;
   void when_committed(uint64_t seq, twins::CommitCallback callback) override;
   uint64_t committed_seq() const override { return committer_.committed_seq(); }
@@ -82,12 +80,31 @@ class PostgresTwinStore final : public twins::ShardStore,
                                         const twins::ReadBudget& budget) override;
   Result<twins::HistorySlice> history_slice(const std::string& id, const twins::AsOf& at) override;
 
+  // JobStore
+  Result<std::optional<twins::JobRecord>> job(const std::string& id) override;
+  Result<std::vector<twins::JobRecord>> jobs(std::optional<twins::JobStatus> status,
+                                             const std::string& after_id, size_t limit) override;
+  Result<twins::JobCounts> job_counts(const std::string& id) override;
+  void on_job_counts(JobCountsListener listener) override {
+    std::lock_guard lock(listener_mu_);
+    job_counts_listener_ = std::move(listener);
+  }
+  Result<std::vector<twins::ExecutionRecord>> executions(const std::string& id,
+                                                         std::optional<twins::ExecStatus> status,
+                                                         const std::string& after_twin,
+                                                         size_t limit) override;
+  Result<std::vector<std::string>> matching_ids(const twins::QueryExpr& where,
+                                                const std::string& not_in_job,
+                                                const std::string& after_id, size_t limit) override;
+
   // Commits what is queued and stops the writer. Later writes fail.
   void close();
   // Whether the writer is connected (false while the server is away): /readyz.
   bool available() const { return available_.load(); }
   // Test hook: the next `n` group commits fail after writing, before COMMIT.
   void fail_next_commits(int n) { fail_next_commits_.store(n); }
+  // Test hook: the next `n` job-level writes fail after applying (as a statement that cannot run).
+  void fail_next_job_writes(int n) { fail_next_job_writes_.store(n); }
 
  private:
   struct Writer;
@@ -111,6 +128,7 @@ class PostgresTwinStore final : public twins::ShardStore,
   std::atomic<bool> closed_{false};
   std::atomic<bool> available_{false};
   std::atomic<int> fail_next_commits_{0};
+  std::atomic<int> fail_next_job_writes_{0};
 
   std::mutex readers_mu_;
   std::vector<std::unique_ptr<pg::Connection>> readers_;
@@ -123,6 +141,8 @@ class PostgresTwinStore final : public twins::ShardStore,
   std::atomic<uint64_t> last_event_seq_{0};
   EventTail tail_;
   EventsListener events_listener_;
+  std::mutex listener_mu_;  // job_counts_listener_ (set while the writer runs)
+  JobCountsListener job_counts_listener_;
 };
 
 }  // namespace doppel::storage

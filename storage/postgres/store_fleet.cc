@@ -16,17 +16,7 @@ constexpr const char* kReadOnly = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ON
 
 pg::Params params_of(const std::vector<sql::Value>& values) {
   pg::Params p;
-  for (const auto& v : values) {
-    if (const auto* i = std::get_if<int64_t>(&v)) {
-      p.integer(*i);
-    } else if (const auto* d = std::get_if<double>(&v)) {
-      p.text(twins::json(*d).dump());
-    } else if (const auto* s = std::get_if<std::string>(&v)) {
-      p.text(*s);
-    } else {
-      p.null();
-    }
-  }
+  for (const auto& v : values) postgres::add_param(p, v);
   return p;
 }
 

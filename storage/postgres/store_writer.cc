@@ -1,5 +1,6 @@
 // PostgresTwinStore's writer thread: a group commit as one transaction of multi-row statements
 // (postgres_store.h).
+#include <atomic>
 #include <chrono>
 #include <map>
 #include <optional>
@@ -96,6 +97,44 @@ struct Columns {
   }
 };
 
+const char* const kInsertEvents =
+    "INSERT INTO events (seq, ts, twin, kind, version, body, step_seq) SELECT * FROM "
+    "unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[], "
+    "$7::bigint[])";
+
+// The changes a transaction makes to executions counts per job and status, written with it.
+class JobCountChanges {
+ public:
+  void add(const std::string& job, std::string_view status, int64_t n) {
+    if (n != 0) changes_[{job, std::string(status)}] += n;
+  }
+  // A job's executions and counts were reset: what this transaction counted for it is gone too.
+  void forget(const std::string& job) {
+    for (auto it = changes_.lower_bound({job, ""}); it != changes_.end() && it->first.first == job;)
+      it = changes_.erase(it);
+  }
+  // Writes them; `jobs` gets the ids of the jobs whose counts changed.
+  void flush(pg::Connection& db, std::vector<std::string>& jobs) {
+    Columns<3> c;
+    for (const auto& [key, n] : changes_) {
+      if (n == 0) continue;
+      if (jobs.empty() || jobs.back() != key.first) jobs.push_back(key.first);
+      c.columns[0].text(key.first);
+      c.columns[1].text(key.second);
+      c.columns[2].integer(n);
+    }
+    changes_.clear();
+    if (c.empty()) return;
+    db.must(
+        "INSERT INTO job_counts (job, status, n) SELECT * FROM unnest($1::text[], $2::text[], "
+        "$3::bigint[]) ON CONFLICT (job, status) DO UPDATE SET n = job_counts.n + excluded.n",
+        c.params());
+  }
+
+ private:
+  std::map<std::pair<std::string, std::string>, int64_t> changes_;
+};
+
 // What one batch does to the tables, each twin's writes folded in order: a delete drops what the
 // batch had planned for that twin before it (its rows, commands and snapshots), as the delete
 // statements run first.
@@ -111,6 +150,126 @@ struct BatchRows {
       twin_snapshots;
 };
 
+// Executions to upsert (the last per job and twin wins), and the change each makes to its job's
+// counts per status, which the statement tells (the status before, the status after).
+struct Executions {
+  std::map<std::pair<std::string_view, std::string_view>, const twins::ExecutionRecord*> rows;
+  void add(const std::vector<twins::ExecutionRecord>& records) {
+    for (const auto& e : records) rows[{e.job, e.twin}] = &e;
+  }
+  void flush(pg::Connection& db, JobCountChanges& counts) {
+    if (rows.empty()) return;
+    Columns<6> c;
+    for (const auto& [key, e] : rows) {
+      c.columns[0].text(e->job);
+      c.columns[1].text(e->twin);
+      c.columns[2].text(twins::to_string(e->status));
+      c.columns[3].integer(static_cast<int64_t>(e->attempts));
+      c.columns[4].integer(e->updated_at);
+      c.columns[5].text(e->detail);
+    }
+    rows.clear();
+    pg::Rows changed = db.must(
+        "WITH input AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], "
+        "$5::bigint[], $6::text[]) AS i(job, twin, status, attempts, updated_at, detail)), "
+        "old AS (SELECT e.job, e.twin, e.status FROM job_executions e "
+        "JOIN input i ON e.job = i.job AND e.twin = i.twin), "
+        "up AS (INSERT INTO job_executions (job, twin, status, attempts, updated_at, detail) "
+        "SELECT * FROM input ON CONFLICT (job, twin) DO UPDATE SET status = excluded.status, "
+        "attempts = excluded.attempts, updated_at = excluded.updated_at, "
+        "detail = excluded.detail RETURNING job, twin, status) "
+        "SELECT up.job, old.status, up.status FROM up "
+        "LEFT JOIN old ON old.job = up.job AND old.twin = up.twin",
+        c.params());
+    for (size_t r = 0; r < changed.size(); ++r) {
+      const std::string job = changed.text(r, 0);
+      const std::string after = changed.text(r, 2);
+      if (changed.is_null(r, 1)) {
+        counts.add(job, after, 1);
+      } else if (const std::string before = changed.text(r, 1); before != after) {
+        counts.add(job, before, -1);
+        counts.add(job, after, 1);
+      }
+    }
+  }
+};
+
+// A job-level write in a savepoint of its own, with its events (`events`, numbered already): on
+// failure it is undone alone, its count changes too, and the rest of the transaction goes on.
+Status apply_job_write(pg::Connection& db, const twins::JobWrite& jw, const Columns<7>& events,
+                       JobCountChanges& counts, std::atomic<int>& fail_next) {
+  const JobCountChanges before = counts;
+  db.must("SAVEPOINT job_write");
+  try {
+    if (!events.empty()) db.must(kInsertEvents, events.params());
+    Executions executions;
+    executions.add(jw.executions);
+    executions.flush(db, counts);
+    for (const auto& j : jw.jobs) {
+      db.must(
+          "INSERT INTO jobs (id, status, created_at, updated_at, spec) VALUES ($1, $2, $3, $4, "
+          "$5) ON CONFLICT (id) DO UPDATE SET status = excluded.status, "
+          "updated_at = excluded.updated_at",
+          pg::Params()
+              .text(j.id)
+              .text(twins::to_string(j.status))
+              .integer(j.created_at)
+              .integer(j.updated_at)
+              .text(j.spec));
+    }
+    if (!jw.targets_job.empty()) {
+      const pg::Params job = pg::Params().text(jw.targets_job);
+      if (jw.reset_targets) {
+        db.must("DELETE FROM job_executions WHERE job = $1", job);
+        db.must("DELETE FROM job_counts WHERE job = $1", job);
+        counts.forget(jw.targets_job);
+      }
+      if (!jw.targets_twins.empty()) {
+        pg::ArrayLiteral twins;
+        for (const auto& t : jw.targets_twins) twins.text(t);
+        const uint64_t added =
+            db.must(
+                  "INSERT INTO job_executions (job, twin, status, attempts, updated_at, detail) "
+                  "SELECT $1, t, 'pending', 0, $3, '' FROM unnest($2::text[]) AS t "
+                  "ON CONFLICT (job, twin) DO NOTHING",
+                  pg::Params().text(jw.targets_job).array(twins).integer(jw.targets_at))
+                .affected();
+        counts.add(jw.targets_job, "pending", static_cast<int64_t>(added));
+      }
+    }
+    if (!jw.cancel_pending_job.empty()) {
+      const auto n = static_cast<int64_t>(
+          db.must("UPDATE job_executions SET status = 'cancelled', detail = $2, updated_at = $3 "
+                  "WHERE job = $1 AND status = 'pending'",
+                  pg::Params()
+                      .text(jw.cancel_pending_job)
+                      .text(jw.cancel_detail)
+                      .integer(jw.targets_at))
+              .affected());
+      counts.add(jw.cancel_pending_job, "pending", -n);
+      counts.add(jw.cancel_pending_job, "cancelled", n);
+    }
+    if (fail_next.load() > 0) {
+      fail_next.fetch_sub(1);
+      throw pg::Failure(Status(StatusCode::kUnavailable, "injected job write failure (test hook)"));
+    }
+    db.must("RELEASE SAVEPOINT job_write");
+    return Status::ok();
+  } catch (const pg::Failure& f) {
+    counts = before;
+    // Should undoing fail, the transaction itself is broken: that throws, and the whole batch
+    // fails as any failed commit does.
+    db.must("ROLLBACK TO SAVEPOINT job_write");
+    db.must("RELEASE SAVEPOINT job_write");
+    const std::string job = !jw.targets_job.empty()          ? jw.targets_job
+                            : !jw.jobs.empty()               ? jw.jobs.front().id
+                            : !jw.cancel_pending_job.empty() ? jw.cancel_pending_job
+                            : !jw.executions.empty()         ? jw.executions.front().job
+                                                             : std::string();
+    return Status(f.status().code(), "job write of '" + job + "': " + f.status().message());
+  }
+}
+
 }  // namespace
 
 void PostgresTwinStore::writer_loop() {
@@ -118,37 +277,35 @@ void PostgresTwinStore::writer_loop() {
   BatchPlan plan;
   Writer::TwinColumns all_states, same_states;
   std::vector<twins::EventRecord> committed_events;  // of the current batch, with their seqs
+  std::vector<std::string> counted_jobs;  // jobs whose execution counts the batch changed
   Writer& w = *writer_;
   while (committer_.take(batch, options_.max_batch, /*wait=*/true)) {
     std::vector<Status>& statuses = batch.statuses;
     const size_t n = batch.ops.size();
     const auto started = std::chrono::steady_clock::now();
     committed_events.clear();
+    counted_jobs.clear();
     uint64_t seq = last_event_seq_.load();
     try {
       connect_writer();
-      for (size_t i = 0; i < n; ++i) {
-        const twins::TwinWrite* tw = batch.ops[i].twin();
-        if (statuses[i] && (tw == nullptr || !tw->executions.empty())) {
-          committer_.fail_one(
-              batch, i,
-              Status(StatusCode::kUnavailable,
-                     "jobs are not stored on PostgreSQL yet (issue #20); use the SQLite store"));
-        }
-      }
       plan.make(batch);
       BatchRows rows;
       all_states.clear();
       same_states.clear();
       int64_t reported = 0;
-      for (size_t i = 0; i < n; ++i) {
-        if (!statuses[i]) continue;
-        const twins::TwinWrite* tw = batch.ops[i].twin();
-        // Every event, in order: group commit coalesces a twin's rows, never its events.
+      // A job-level write's events, numbered in order with the rest and written in its savepoint;
+      // the range of committed_events they take.
+      struct JobEvents {
+        Columns<7> rows;
+        size_t from = 0, to = 0;
+      };
+      std::map<size_t, JobEvents> job_events;  // by op
+      // Every event, in order: group commit coalesces a twin's rows, never its events.
+      auto number = [&](const std::vector<twins::EventRecord>& events, Columns<7>& into) {
         uint64_t step_first = 0;
-        for (const twins::EventRecord& e : tw->events) {
+        for (const twins::EventRecord& e : events) {
           ++seq;
-          auto& c = rows.events.columns;
+          auto& c = into.columns;
           c[0].integer(static_cast<int64_t>(seq));
           c[1].integer(e.ts);
           c[2].text(e.twin);
@@ -165,6 +322,18 @@ void PostgresTwinStore::writer_loop() {
           committed_events.push_back(e);
           committed_events.back().seq = seq;
         }
+      };
+      for (size_t i = 0; i < n; ++i) {
+        if (!statuses[i]) continue;
+        const twins::TwinWrite* tw = batch.ops[i].twin();
+        if (tw == nullptr) {
+          JobEvents& je = job_events[i];
+          je.from = committed_events.size();
+          number(std::get<twins::JobWrite>(batch.ops[i].write).events, je.rows);
+          je.to = committed_events.size();
+          continue;
+        }
+        number(tw->events, rows.events);
         const std::string_view id = tw->id;
         if (tw->delete_twin) {
           rows.deleted.push_back(id);
@@ -208,15 +377,7 @@ void PostgresTwinStore::writer_loop() {
         db.must("DELETE FROM snapshots WHERE twin = ANY($1::text[])", p);
       }
       if (!rows.events.empty()) {
-        db.must(
-            "INSERT INTO events (seq, ts, twin, kind, version, body, step_seq) SELECT * FROM "
-            "unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[], "
-            "$7::bigint[])",
-            rows.events.params());
-        db.must(
-            "UPDATE event_stats SET value = CASE name WHEN 'last_seq' THEN $1 "
-            "ELSE value + $2 END WHERE name IN ('last_seq', 'reported_events')",
-            pg::Params().integer(static_cast<int64_t>(seq)).integer(reported));
+        db.must(kInsertEvents, rows.events.params());
       }
       if (!rows.snapshots.empty()) {
         db.must(
@@ -258,12 +419,49 @@ void PostgresTwinStore::writer_loop() {
               put.params());
         }
       }
+      // Executions and job-level writes in batch order (a job write may reset or cancel what
+      // executions before it wrote); a job write that fails drops its own events only.
+      JobCountChanges counts;
+      Executions executions;
+      std::vector<bool> dropped(committed_events.size(), false);
+      for (size_t i = 0; i < n; ++i) {
+        if (!statuses[i]) continue;
+        if (const twins::TwinWrite* tw = batch.ops[i].twin()) {
+          executions.add(tw->executions);
+          continue;
+        }
+        executions.flush(db, counts);
+        const JobEvents& je = job_events[i];
+        Status s = apply_job_write(db, std::get<twins::JobWrite>(batch.ops[i].write), je.rows,
+                                   counts, fail_next_job_writes_);
+        if (!s) {
+          for (size_t e = je.from; e < je.to; ++e) dropped[e] = true;
+          statuses[i] = s;
+          log_warn("store: " + s.to_string() + " (the rest of the batch commits)");
+        }
+      }
+      executions.flush(db, counts);
+      counts.flush(db, counted_jobs);
+      if (seq > last_event_seq_.load()) {
+        // The highest seq assigned (one a failed job write took is never used again).
+        db.must(
+            "UPDATE event_stats SET value = CASE name WHEN 'last_seq' THEN $1 "
+            "ELSE value + $2 END WHERE name IN ('last_seq', 'reported_events')",
+            pg::Params().integer(static_cast<int64_t>(seq)).integer(reported));
+      }
       if (fail_next_commits_.load() > 0) {
         fail_next_commits_.fetch_sub(1);
         throw pg::Failure(Status(StatusCode::kUnavailable, "injected commit failure (test hook)"));
       }
       db.must("COMMIT");
-      if (!committed_events.empty()) {
+      size_t kept = 0;
+      for (size_t e = 0; e < committed_events.size(); ++e) {
+        if (dropped[e]) continue;
+        if (kept != e) committed_events[kept] = std::move(committed_events[e]);
+        ++kept;
+      }
+      committed_events.resize(kept);
+      if (seq > last_event_seq_.load()) {
         // The newest seq first: a reader that has seen an event in the tail may resume after
         // it at once, and the feed refuses positions past last_event_seq().
         last_event_seq_.store(seq);
@@ -272,12 +470,15 @@ void PostgresTwinStore::writer_loop() {
       commit_metrics_.committed(n, committed_events.size());
     } catch (const pg::Failure& f) {
       committed_events.clear();  // rolled back: nobody hears of them
+      counted_jobs.clear();
       if (w.db && w.db->ok()) (void)w.db->exec("ROLLBACK");
       const Status failed(f.status().code(), "group commit of " + std::to_string(n) +
                                                  " writes: " + f.status().message());
       commit_metrics_.failed();
-      log_error("store: " + failed.to_string() +
-                "; the twins it carried reload their committed state");
+      if (!w.waiting) {
+        log_error("store: " + failed.to_string() +
+                  "; the twins it carried reload their committed state");
+      }
       committer_.fail(batch, failed);
     }
     commit_metrics_.batch(
@@ -287,6 +488,10 @@ void PostgresTwinStore::writer_loop() {
     committer_.complete(batch, [&] {
       if (events_listener_ && !committed_events.empty()) {
         events_listener_(last_event_seq_.load(), committed_events);
+      }
+      if (!counted_jobs.empty()) {
+        std::lock_guard listener_lock(listener_mu_);
+        if (job_counts_listener_) job_counts_listener_(counted_jobs);
       }
     });
   }

@@ -2,12 +2,16 @@
 // targeting, how executions end (convergence, supersession, a command's end and its retries,
 // timeouts, a missing or deleted twin), the rate, abort, cancel, and a restart that neither
 // loses nor repeats an execution. The engine runs no thread here: each step is tick() + flush().
+// On SQLite, and (built again with DOPPEL_TEST_POSTGRES) on PostgreSQL.
 #include <doctest/doctest.h>
 
 #include <map>
 #include <optional>
 
 #include "tests/support/sqlite_rig.h"
+#ifdef DOPPEL_TEST_POSTGRES
+#include "tests/support/postgres_rig.h"
+#endif
 #include "tests/support/temp_dir.h"
 #include "twins/job_engine.h"
 
@@ -18,8 +22,22 @@ using doppel::testing::TempDir;
 
 namespace {
 
+// Where a store lives (kept across a restart), and the runtime over it.
+#ifdef DOPPEL_TEST_POSTGRES
+struct Place {
+  std::string where = testing::shared_postgres().create_database();
+};
+using StoreRig = testing::PostgresRuntimeRig;
+#else
+struct Place {
+  TempDir dir{"doppel-jobs-"};
+  std::string where = dir.file("doppel.db");
+};
+using StoreRig = SqliteRig;
+#endif
+
 struct JobRig {
-  explicit JobRig(const std::string& file) : rig(file) {
+  explicit JobRig(const std::string& where) : rig(where) {
     JobEngineOptions o;
     o.threaded = false;
     o.rescan_every_ms = 1000;
@@ -87,7 +105,7 @@ struct JobRig {
     return r.body["items"];
   }
 
-  SqliteRig rig;
+  StoreRig rig;
   std::unique_ptr<JobEngine> engine;
 };
 
@@ -98,8 +116,8 @@ uint64_t count_of(const json& job, const char* status) {
 }  // namespace
 
 TEST_CASE("a desired job reaches the twins its query names; each execution ends on convergence") {
-  TempDir dir("doppel-jobs-");
-  JobRig j(dir.file("doppel.db"));
+  Place place;
+  JobRig j(place.where);
   for (int i = 0; i < 4; ++i)
     j.provision("b-" + std::to_string(i), {{"tags", {{"site", "berlin"}}}});
   j.provision("p-0", {{"tags", {{"site", "paris"}}}});
@@ -162,8 +180,8 @@ TEST_CASE("a desired job reaches the twins its query names; each execution ends 
 }
 
 TEST_CASE("a later desired change supersedes the job's; an id that does not exist fails") {
-  TempDir dir("doppel-jobs-");
-  JobRig j(dir.file("doppel.db"));
+  Place place;
+  JobRig j(place.where);
   j.provision("s-1", {});
   j.create({{"id", "j"},
             {"target", {{"twins", {"s-1", "ghost"}}}},
@@ -190,8 +208,8 @@ TEST_CASE("a later desired change supersedes the job's; an id that does not exis
 }
 
 TEST_CASE("dispatch keeps to rate_per_s") {
-  TempDir dir("doppel-jobs-");
-  JobRig j(dir.file("doppel.db"));
+  Place place;
+  JobRig j(place.where);
   for (int i = 0; i < 60; ++i) j.provision("r-" + std::to_string(100 + i), {});
   j.create({{"id", "slow"},
             {"target", {{"query", "id LIKE 'r-%'"}}},
@@ -211,8 +229,8 @@ TEST_CASE("dispatch keeps to rate_per_s") {
 }
 
 TEST_CASE("timeouts count as failures and abort the job; what was pending is cancelled") {
-  TempDir dir("doppel-jobs-");
-  JobRig j(dir.file("doppel.db"));
+  Place place;
+  JobRig j(place.where);
   for (int i = 0; i < 40; ++i) j.provision("t-" + std::to_string(100 + i), {});
   j.create({{"id", "doomed"},
             {"target", {{"query", "EXISTS(id)"}}},
@@ -249,8 +267,8 @@ TEST_CASE("timeouts count as failures and abort the job; what was pending is can
 }
 
 TEST_CASE("cancel: pending executions become cancelled, applied changes stay") {
-  TempDir dir("doppel-jobs-");
-  JobRig j(dir.file("doppel.db"));
+  Place place;
+  JobRig j(place.where);
   for (int i = 0; i < 20; ++i) j.provision("c-" + std::to_string(100 + i), {});
   j.create({{"id", "stop-me"},
             {"target", {{"query", "EXISTS(id)"}}},
@@ -284,8 +302,8 @@ TEST_CASE("cancel: pending executions become cancelled, applied changes stay") {
 }
 
 TEST_CASE("continuous jobs take twins that come to match later; snapshot jobs do not") {
-  TempDir dir("doppel-jobs-");
-  JobRig j(dir.file("doppel.db"));
+  Place place;
+  JobRig j(place.where);
   j.provision("old", {{"tags", {{"site", "oslo"}}}});
   const json body = {{"target", {{"query", "tags.site = 'oslo'"}}},
                      {"action", {{"desired", {{"mode", "eco"}}}}},
@@ -319,8 +337,8 @@ TEST_CASE("continuous jobs take twins that come to match later; snapshot jobs do
 }
 
 TEST_CASE("command jobs: success, a retry as a new command, failure when retries run out") {
-  TempDir dir("doppel-jobs-");
-  JobRig j(dir.file("doppel.db"));
+  Place place;
+  JobRig j(place.where);
   for (const char* id : {"k-1", "k-2"}) {
     j.provision(id, {});
     j.rig.device(id, InboundKind::kStatus, R"({"state":"online"})");
@@ -366,8 +384,8 @@ TEST_CASE("command jobs: success, a retry as a new command, failure when retries
 }
 
 TEST_CASE("a deleted twin fails its execution") {
-  TempDir dir("doppel-jobs-");
-  JobRig j(dir.file("doppel.db"));
+  Place place;
+  JobRig j(place.where);
   j.provision("gone", {});
   j.create({{"id", "j"}, {"target", {{"twins", {"gone"}}}}, {"action", {{"desired", {{"x", 1}}}}}});
   j.run_for(100);
@@ -381,8 +399,8 @@ TEST_CASE("a deleted twin fails its execution") {
 }
 
 TEST_CASE("after a restart a job resumes: nothing lost, nothing applied twice") {
-  TempDir dir("doppel-jobs-");
-  const std::string file = dir.file("doppel.db");
+  Place place;
+  const std::string file = place.where;
   {
     JobRig j(file);
     for (int i = 0; i < 30; ++i) {
@@ -452,8 +470,8 @@ TEST_CASE("job specifications are validated") {
 }
 
 TEST_CASE("a twin ignores a job it already runs: a repeated dispatch changes nothing") {
-  TempDir dir("doppel-jobs-");
-  JobRig j(dir.file("doppel.db"));
+  Place place;
+  JobRig j(place.where);
   j.provision("d-1", {});
   auto spec = parse_job_spec({{"id", "dup"},
                               {"target", {{"twins", {"d-1"}}}},

@@ -1,10 +1,11 @@
 // The store ports' contracts (twins/ports.h), written once and run over every implementation
 // that has the port, as RocksDB runs its Env tests over every Env: ShardStore (group commit and
 // its output gate, poisoning, commit waits, the deadline index) and EventLog (the change feed) on
-// the in-memory double and on SQLite; built a second time with DOPPEL_TEST_POSTGRES, on
-// PostgreSQL (a private server, a fresh database per case; the plain pass only).
-// Backend-specific behaviour (migrations, reopening a file, savepoints, a server that goes away)
-// stays in <backend>_store_test.cc.
+// the in-memory double and on SQLite, and what the durable stores promise beyond (reopening,
+// listing, job writes that fail alone, the indexed state columns) on SQLite; built a second time
+// with DOPPEL_TEST_POSTGRES, on PostgreSQL (a private server, a fresh database per case; the plain
+// pass only). Backend-specific behaviour (migrations, a server that goes away) stays in
+// <backend>_store_test.cc.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -24,6 +25,7 @@
 #include "tests/support/memory_store.h"
 #include "tests/support/store_rows.h"
 #include "tests/support/temp_dir.h"
+#include "twins/query.h"
 
 using namespace doppel;
 using namespace doppel::twins;
@@ -41,12 +43,19 @@ struct MemoryRig {
 };
 
 struct SqliteRig {
-  SqliteRig() {
+  SqliteRig() { open(); }
+  void open() {
     storage::StoreOptions o;
     o.path = dir.file("contract.db");
     auto s = storage::SqliteTwinStore::open(o, metrics);
     REQUIRE_MESSAGE(s, s.status().to_string());
     store = std::move(*s);
+  }
+  // Closes the store and opens it again where it was (what was committed must be there).
+  void reopen() {
+    store->close();
+    store.reset();
+    open();
   }
   storage::SqliteTwinStore* get() { return store.get(); }
   void fail_next_commit() { store->fail_next_commits(1); }
@@ -58,22 +67,31 @@ struct SqliteRig {
 
 #ifdef DOPPEL_TEST_POSTGRES
 struct PostgresRig {
-  PostgresRig() {
+  PostgresRig() { open(); }
+  void open() {
     storage::PostgresOptions o;
-    o.uri = testing::shared_postgres().create_database();  // a database per case
+    o.uri = uri;
     auto s = storage::PostgresTwinStore::open(o, metrics);
     REQUIRE_MESSAGE(s, s.status().to_string());
     store = std::move(*s);
   }
+  void reopen() {
+    store->close();
+    store.reset();
+    open();
+  }
   storage::PostgresTwinStore* get() { return store.get(); }
   void fail_next_commit() { store->fail_next_commits(1); }
 
+  std::string uri = testing::shared_postgres().create_database();  // a database per case
   Metrics metrics;
   std::unique_ptr<storage::PostgresTwinStore> store;
 };
 #define STORE_RIGS PostgresRig
+#define DURABLE_RIGS PostgresRig
 #else
 #define STORE_RIGS MemoryRig, SqliteRig
+#define DURABLE_RIGS SqliteRig
 #endif
 
 std::vector<std::string> kinds_of(const EventPage& p) {
@@ -373,4 +391,162 @@ TEST_CASE_TEMPLATE("events the reported cap removes from inside the log are repo
   REQUIRE(bounds);
   CHECK(bounds->oldest >= 205);
   CHECK(store->events({3, 100, {}})->gaps.empty());
+}
+
+// ---- What the durable stores promise beyond the double: reopening, listing, jobs. ----
+
+TEST_CASE_TEMPLATE("write, close, reopen, read back", Rig, DURABLE_RIGS) {
+  Rig rig;
+  {
+    auto* store = rig.get();
+    TwinWrite w = row("pump-1", 3, 5000, R"({"temp":21.5})");
+    w.upsert_commands.push_back({1, "c-1", "queued", std::string("\x90\x00", 2)});
+    w.upsert_commands.push_back({2, "c-2", "sent", "x"});
+    write_and_wait(*store, w);
+  }
+  rig.reopen();
+  auto* store = rig.get();
+  auto got = store->load("pump-1");
+  REQUIRE(got);
+  REQUIRE(got->has_value());
+  const StoredTwin& st = **got;
+  CHECK(st.twin.version == 3);
+  CHECK(st.twin.reported == R"({"temp":21.5})");
+  CHECK(st.twin.body == std::string("\x00\x01\x02", 3));
+  CHECK(st.twin.next_deadline == 5000);
+  CHECK(st.twin.updated_at == 1003);
+  REQUIRE(st.commands.size() == 2);
+  CHECK(st.commands[0].id == "c-1");
+  CHECK(st.commands[0].body == std::string("\x90\x00", 2));
+  CHECK(st.commands[1].status == "sent");
+  CHECK(!store->load("nobody")->has_value());
+  CHECK(store->count().value() == 1);
+}
+
+TEST_CASE_TEMPLATE("listing pages through twins in id order", Rig, DURABLE_RIGS) {
+  Rig rig;
+  auto* store = rig.get();
+  for (const char* id : {"c", "a", "e", "b", "d"}) write_and_wait(*store, row(id, 1));
+  auto first = store->list("", 2);
+  REQUIRE(first->size() == 2);
+  CHECK((*first)[0].twin.id == "a");
+  CHECK((*first)[1].twin.id == "b");
+  auto rest = store->list("b", 10);
+  REQUIRE(rest->size() == 3);
+  CHECK((*rest)[2].twin.id == "e");
+}
+
+TEST_CASE_TEMPLATE("after pruning everything, a reopened store goes on after the last seq", Rig,
+                   DURABLE_RIGS) {
+  Rig rig;
+  {
+    auto* store = rig.get();
+    TwinWrite w = row("a", 1);
+    for (Millis ts = 100; ts < 107; ++ts) w.events.push_back(event("a", "desired.updated", ts));
+    write_and_wait(*store, std::move(w));  // seqs 1..7
+    CHECK(*store->prune_events(1'000'000, 1000) == 7);
+  }
+  rig.reopen();
+  auto* store = rig.get();
+  CHECK(store->last_event_seq() == 7);
+  CHECK(store->event_bounds()->last_assigned == 7);
+  TwinWrite w = row("a", 2);
+  w.events = {event("a", "desired.updated", 300)};
+  write_and_wait(*store, std::move(w));
+  CHECK(store->events({0, 10, {}})->events.at(0).seq == 8);
+}
+
+// Regression (SQLite): a job's target query that SQLite could not run failed the whole group
+// commit, and device reports batched with it were never committed.
+TEST_CASE_TEMPLATE("a job-level write that fails, fails alone: the writes batched with it commit",
+                   Rig, DURABLE_RIGS) {
+  Rig rig;
+  auto* store = rig.get();
+  // Hold the writer in a callback so that what follows is queued into one batch.
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::promise<void> holding;
+  store->write(row("hold", 1), [&holding, released](const Status&) {
+    holding.set_value();
+    released.wait();
+  });
+  holding.get_future().wait();
+  store->fail_next_job_writes(1);
+  std::vector<std::future<Status>> twins_done;
+  std::vector<std::shared_ptr<std::promise<Status>>> promises;
+  auto queue = [&](auto w) {
+    auto p = std::make_shared<std::promise<Status>>();
+    twins_done.push_back(p->get_future());
+    store->write(std::move(w), [p](const Status& s) { p->set_value(s); });
+  };
+  queue(row("r-1", 1));
+  JobWrite job;
+  job.jobs.push_back(JobRecord{"j-1", JobStatus::kRunning, 1, 1, "{}"});
+  job.events.push_back(EventRecord{0, 1, "", "job.created", 0, R"({"job":"j-1"})"});
+  job.targets_job = "j-1";
+  job.targets_twins = {"r-1", "r-2"};
+  job.targets_at = 1;
+  queue(std::move(job));
+  queue(row("r-2", 1));
+  release.set_value();
+  CHECK(twins_done[0].get());
+  CHECK(twins_done[1].get().code() == StatusCode::kUnavailable);
+  CHECK(twins_done[2].get());
+  CHECK(store->load("r-1").value().has_value());
+  CHECK(store->load("r-2").value().has_value());
+  // Nothing of the failed write is left: no job, no executions, no counts.
+  CHECK_FALSE(store->job("j-1").value().has_value());
+  CHECK(store->executions("j-1", std::nullopt, "", 10).value().empty());
+  CHECK(store->job_counts("j-1").value().total() == 0);
+  auto kinds_of_events = [&] {
+    std::vector<std::string> kinds;
+    auto page = store->events({0, 100, {}});
+    REQUIRE(page);
+    for (const auto& e : page->events) kinds.push_back(e.kind);
+    return kinds;
+  };
+  // Nor its event (it was once written outside the savepoint and left behind).
+  CHECK(kinds_of_events().empty());
+  // And the next one goes through, with its event.
+  JobWrite again;
+  again.jobs.push_back(JobRecord{"j-1", JobStatus::kRunning, 1, 1, "{}"});
+  again.events.push_back(EventRecord{0, 2, "", "job.created", 0, R"({"job":"j-1"})"});
+  again.targets_job = "j-1";
+  again.targets_twins = {"r-1"};
+  write_and_wait(*store, std::move(again));
+  CHECK(store->job_counts("j-1").value().pending == 1);
+  CHECK(kinds_of_events() == std::vector<std::string>{"job.created"});
+}
+
+TEST_CASE_TEMPLATE("a write whose states did not change leaves the indexed state columns as stored",
+                   Rig, DURABLE_RIGS) {
+  Rig rig;
+  auto* store = rig.get();
+  auto with_states = [](uint64_t version, const std::string& liveness, bool changed) {
+    TwinWrite w = row("s-1", version);
+    w.twin->liveness = liveness;
+    w.twin->connection = liveness == "fresh" ? "online" : "offline";
+    w.twin->commands_queued = version;
+    w.twin->states_changed = changed;
+    return w;
+  };
+  auto ids_where = [&](const std::string& text) {
+    auto where = parse_query(text);
+    REQUIRE(where);
+    TwinQuery q;
+    q.where = where->get();
+    auto page = store->query(q);
+    REQUIRE(page);
+    std::vector<std::string> ids;
+    for (const auto& t : page->first) ids.push_back(t.twin.id);
+    return ids;
+  };
+  const std::vector<std::string> s1 = {"s-1"};
+  write_and_wait(*store, with_states(1, "fresh", true));
+  write_and_wait(*store, with_states(2, "stale", false));
+  // The states stay; every other column is rewritten.
+  CHECK(ids_where("liveness.state = 'fresh' AND connection.state = 'online'") == s1);
+  CHECK(ids_where("commands.queued = 2 AND version = 2") == s1);
+  write_and_wait(*store, with_states(3, "stale", true));
+  CHECK(ids_where("liveness.state = 'stale' AND connection.state = 'offline'") == s1);
 }

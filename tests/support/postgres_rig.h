@@ -16,9 +16,13 @@ inline PostgresServer& shared_postgres() {
 }
 
 struct PostgresRuntimeRig : RuntimeRig<storage::PostgresTwinStore> {
-  explicit PostgresRuntimeRig(std::vector<std::string> indexes = {}) {
+  // In a new database of the shared server.
+  explicit PostgresRuntimeRig(std::vector<std::string> indexes = {})
+      : PostgresRuntimeRig(shared_postgres().create_database(), std::move(indexes)) {}
+  // In the database `uri` (a restart: what a rig there before left).
+  explicit PostgresRuntimeRig(const std::string& uri, std::vector<std::string> indexes = {}) {
     storage::PostgresOptions o;
-    o.uri = shared_postgres().create_database();
+    o.uri = uri;
     o.indexes = std::move(indexes);
     start(storage::PostgresTwinStore::open(o, metrics));
   }

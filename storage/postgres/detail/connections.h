@@ -19,6 +19,9 @@ struct PostgresTwinStore::Writer {
   // Reconnecting: not before `retry_at`; the wait doubles per failed attempt, up to 5 s.
   std::chrono::steady_clock::time_point retry_at{};
   std::chrono::milliseconds backoff{100};
+  // The last failure was a batch refused while waiting to reconnect: said once, by the
+  // reconnect's own warning, not per batch.
+  bool waiting = false;
 
   // One array per twin row column (storage/twin_row.h), for the rows of one upsert statement.
   struct TwinColumns {

@@ -43,7 +43,10 @@ std::string explain(std::string_view sqlstate, std::string_view message) {
            "): free space on it; writes fail until then";
   }
   if (sqlstate.substr(0, 2) == "08" || sqlstate == "57P01" || sqlstate == "57P02" ||
-      sqlstate == "57P03" || (sqlstate.empty() && contains(message, "server closed"))) {
+      sqlstate == "57P03" ||
+      (sqlstate.empty() &&
+       (contains(message, "server closed") || contains(message, "shutting down") ||
+        contains(message, "starting up")))) {
     return "the connection to PostgreSQL was lost or refused (" + said +
            "); doppeld reconnects when the server is back";
   }
@@ -157,6 +160,9 @@ Result<Connection> Connection::open(const std::string& uri) {
   if (PQstatus(c) != CONNECTION_OK) {
     return Status(StatusCode::kUnavailable, explain("", PQerrorMessage(c)));
   }
+  // The server's notices ("already exists, skipping") are not doppeld's to print.
+  PQsetNoticeProcessor(
+      c, [](void*, const char*) {}, nullptr);
   return conn;
 }
 

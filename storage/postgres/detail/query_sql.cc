@@ -130,6 +130,18 @@ const sql::Dialect& postgres_dialect() {
   return kDialect;
 }
 
+void add_param(pg::Params& p, const sql::Value& v) {
+  if (const auto* i = std::get_if<int64_t>(&v)) {
+    p.integer(*i);
+  } else if (const auto* d = std::get_if<double>(&v)) {
+    p.text(twins::json(*d).dump());
+  } else if (const auto* s = std::get_if<std::string>(&v)) {
+    p.text(*s);
+  } else {
+    p.null();
+  }
+}
+
 std::string group_value_sql(const QueryField& f) {
   // JSON null groups with missing, as in SQLite (json_extract gives NULL for both).
   return is_json(f) ? "nullif(" + jsonb_of(f) + ", 'null'::jsonb)" : column_of(f);

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "storage/postgres/detail/pg.h"
 #include "storage/query_sql.h"
 #include "twins/query.h"
 
@@ -18,6 +19,9 @@ const sql::Dialect& postgres_dialect();
 inline sql::Filter query_filter(const twins::QueryExpr& expr, int first_param = 1) {
   return sql::build_filter(expr, postgres_dialect(), first_param);
 }
+
+// Appends a filter's parameter to `p` (as text, which its placeholder's cast reads).
+void add_param(pg::Params& p, const sql::Value& v);
 
 // A field's value as a group key (jsonb for a document's field, the column for a fixed one).
 std::string group_value_sql(const twins::QueryField& field);

@@ -97,12 +97,40 @@ CREATE FUNCTION doppel_sort_text(j jsonb) RETURNS text LANGUAGE sql IMMUTABLE PA
   AS $$ SELECT CASE jsonb_typeof(j) WHEN 'string' THEN j #>> '{}' WHEN 'object' THEN j::text
                     WHEN 'array' THEN j::text ELSE '' END $$;
 )sql";
+    case 3:  // jobs (twins/jobs.h): their rows, executions per twin written with the twin change
+             // each records, and their counts per status kept beside them by the writer
+      return R"sql(
+CREATE TABLE jobs (
+  id         text COLLATE "C" PRIMARY KEY,
+  status     text NOT NULL,
+  created_at bigint NOT NULL,
+  updated_at bigint NOT NULL,
+  spec       text NOT NULL
+);
+CREATE INDEX jobs_by_status ON jobs (status, id);
+CREATE TABLE job_executions (
+  job        text COLLATE "C" NOT NULL,
+  twin       text COLLATE "C" NOT NULL,
+  status     text NOT NULL,
+  attempts   bigint NOT NULL,
+  updated_at bigint NOT NULL,
+  detail     text NOT NULL,
+  PRIMARY KEY (job, twin)
+);
+CREATE INDEX job_executions_by_status ON job_executions (job, status, twin);
+CREATE TABLE job_counts (
+  job    text COLLATE "C" NOT NULL,
+  status text NOT NULL,
+  n      bigint NOT NULL,
+  PRIMARY KEY (job, status)
+);
+)sql";
     default:
       return {};
   }
 }
 
-constexpr int kSchemaVersion = 2;
+constexpr int kSchemaVersion = 3;
 
 }  // namespace
 
