@@ -21,7 +21,10 @@ void ready(const ApiContext& ctx, Exchange& x) {
     return x.json_body(200, body);
   }
   std::string detail = "not ready:";
-  if (!r.store_open) detail += " the store is not open;";
+  if (!r.store_open) {
+    detail +=
+        " the store is unavailable (closed, or its database server unreachable: reconnecting);";
+  }
   if (!r.broker_connected) {
     detail += " the broker is not connected (reconnecting";
     if (!r.broker_state.empty()) detail += "; embedded broker " + r.broker_state;

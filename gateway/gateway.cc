@@ -13,6 +13,7 @@
 #include "gateway/embedded_broker.h"
 #include "mqtt/channel.h"
 #include "mqtt/codec.h"
+#include "storage/postgres/postgres_store.h"
 #include "storage/sqlite/credential_store.h"
 #include "storage/sqlite/sqlite_store.h"
 #include "twins/log.h"
@@ -41,6 +42,19 @@ Gateway::Gateway(GatewayConfig config)
     : config_(std::move(config)), codec_(std::make_unique<mqtt::WireCodec>()) {}
 
 Gateway::~Gateway() { stop(); }
+
+std::string Gateway::store_name() const {
+  if (config_.store.empty()) return database_path();
+  // postgresql://user:password@host/db -> postgresql://user@host/db
+  std::string uri = config_.store;
+  const size_t scheme = uri.find("://");
+  const size_t at = uri.find('@');
+  if (scheme != std::string::npos && at != std::string::npos && at > scheme) {
+    const size_t colon = uri.find(':', scheme + 3);
+    if (colon != std::string::npos && colon < at) uri.erase(colon, at - colon);
+  }
+  return uri;
+}
 
 std::string Gateway::database_path() const {
   return (std::filesystem::path(config_.data_dir) / "doppel.db").string();
@@ -101,14 +115,26 @@ Status Gateway::start() {
   }
   if (Status s = lock_data_dir(); !s) return s;
 
-  storage::StoreOptions store_options;
-  store_options.path = database_path();
-  store_options.indexes = config_.query_indexes;
-  store_options.durability =
-      config_.durability_full ? storage::Durability::kFull : storage::Durability::kNormal;
-  auto store = storage::SqliteTwinStore::open(store_options, metrics_);
-  if (!store) return store.status();
-  store_ = std::move(*store);
+  if (config_.store.empty()) {
+    storage::StoreOptions store_options;
+    store_options.path = database_path();
+    store_options.indexes = config_.query_indexes;
+    store_options.durability =
+        config_.durability_full ? storage::Durability::kFull : storage::Durability::kNormal;
+    auto store = storage::SqliteTwinStore::open(store_options, metrics_);
+    if (!store) return store.status();
+    store_ = std::move(*store);
+  } else {
+    storage::PostgresOptions store_options;
+    store_options.uri = config_.store;
+    store_options.indexes = config_.query_indexes;
+    auto store = storage::PostgresTwinStore::open(store_options, metrics_);
+    if (!store) {
+      return Status(store.status().code(),
+                    "--store " + store_name() + ": " + store.status().message());
+    }
+    store_ = std::move(*store);
+  }
   // Change-feed streams wake on commits; the listener is set before any write.
   feed_ = std::make_unique<FeedHub>();
   store_->on_events([hub = feed_.get()](uint64_t, const std::vector<twins::EventRecord>& events) {
@@ -203,7 +229,7 @@ Status Gateway::start() {
   log_info(std::string("doppeld: serving the API on ") +
            (config_.http_server.tls_cert.empty() ? "http://" : "https://") + http_host + ":" +
            std::to_string(http_->port()) + ", devices on " + broker_uri_ + " (prefix '" +
-           config_.topic_prefix + "'), store " + database_path() + ", " +
+           config_.topic_prefix + "'), store " + store_name() + ", " +
            std::to_string(runtime_options.shards) + " shards");
   return Status::ok();
 }
@@ -255,7 +281,7 @@ void Gateway::prune_loop() {
 
 Readiness Gateway::readiness() const {
   Readiness r;
-  r.store_open = store_ && store_->is_open();
+  r.store_open = store_ && store_->available();
   r.broker_connected = channel_ && channel_->connected();
   r.broker_dropping = channel_ && channel_->broker_dropping();
   r.broker_dropped = channel_ ? channel_->broker_dropped() : 0;

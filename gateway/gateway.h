@@ -20,7 +20,6 @@
 
 namespace doppel::storage {
 class CredentialStore;
-class SqliteTwinStore;
 }  // namespace doppel::storage
 namespace doppel::mqtt {
 class MqttChannel;
@@ -52,6 +51,9 @@ struct GatewayConfig {
   HttpServerOptions http_server;        // connection limits and timeouts
   QueryOptions queries;                 // what one fleet query may cost (--query-*)
   std::string data_dir = "./doppel-data";
+  // Where twins are stored: empty for the SQLite file in data_dir, or a PostgreSQL URI
+  // (postgresql://user[:password]@host:port/db).
+  std::string store;
   bool durability_full = false;
   size_t shards = 0;  // 0: the number of cores
   double hibernate_after_s = 60;
@@ -78,6 +80,9 @@ class Gateway {
   int http_port() const;
   std::string broker_uri() const;
   std::string database_path() const;
+  // The store, as a log line may name it: the SQLite file, or the PostgreSQL URI without its
+  // password.
+  std::string store_name() const;
   Metrics& metrics() { return metrics_; }
 
  private:
@@ -90,7 +95,7 @@ class Gateway {
   int lock_fd_ = -1;
   std::string broker_uri_;
   std::unique_ptr<EmbeddedBroker> broker_;
-  std::unique_ptr<storage::SqliteTwinStore> store_;
+  std::unique_ptr<twins::TwinStore> store_;
   std::unique_ptr<storage::CredentialStore> credentials_;
   std::unique_ptr<DeviceAuth> device_auth_;
   std::unique_ptr<mqtt::MqttChannel> channel_;

@@ -129,9 +129,18 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   app.add_option("--data", cfg.data_dir, "data directory (SQLite file, broker config)")
       ->capture_default_str();
+  app.add_option("--store", cfg.store,
+                 "keep twins in PostgreSQL instead of the SQLite file in --data: a libpq URI, "
+                 "postgresql://user[:password]@host:port/db (the schema is created and migrated "
+                 "at start; put a password in a --config file or PGPASSWORD, not on the command "
+                 "line)")
+      ->check([](const std::string& uri) -> std::string {
+        if (uri.rfind("postgresql://", 0) == 0 || uri.rfind("postgres://", 0) == 0) return "";
+        return "--store takes a PostgreSQL URI, postgresql://user@host:port/db";
+      });
   app.add_option("--durability", durability,
                  "SQLite synchronous level: normal survives a process crash, full also an OS "
-                 "crash")
+                 "crash (PostgreSQL always commits synchronously)")
       ->capture_default_str()
       ->check(CLI::IsMember({"normal", "full"}));
   app.add_option("--shards", cfg.shards, "runtime shards (default: number of cores)");

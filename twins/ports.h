@@ -167,6 +167,11 @@ class TwinStore : public ShardStore, public EventLog, public FleetStore, public 
  public:
   using JobStore::write;
   using ShardStore::write;
+  // Commits what is queued and stops the writer; later writes fail. Idempotent.
+  virtual void close() = 0;
+  // Whether the store takes writes now: false once closed, and while a database server it needs
+  // is unreachable (it reconnects by itself). /readyz.
+  virtual bool available() const = 0;
 };
 
 // Sends messages to devices. publish() is thread-safe and must not block for long (it is called

@@ -98,9 +98,9 @@ class PostgresTwinStore final : public twins::TwinStore {
                                                 const std::string& after_id, size_t limit) override;
 
   // Commits what is queued and stops the writer. Later writes fail.
-  void close();
-  // Whether the writer is connected (false while the server is away): /readyz.
-  bool available() const { return available_.load(); }
+  void close() override;
+  // Whether the writer is connected (false while the server is away, and once closed).
+  bool available() const override { return available_.load() && !closed_.load(); }
   // Test hook: the next `n` group commits fail after writing, before COMMIT.
   void fail_next_commits(int n) { fail_next_commits_.store(n); }
   // Test hook: the next `n` job-level writes fail after applying (as a statement that cannot run).

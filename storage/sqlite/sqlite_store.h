@@ -92,8 +92,9 @@ class SqliteTwinStore final : public twins::TwinStore {
   Result<std::string> query_plan(const twins::TwinQuery& query);
 
   // Commits what is queued and stops the writer. Later writes fail.
-  void close();
+  void close() override;
   bool is_open() const { return !closed_.load(); }
+  bool available() const override { return is_open(); }
   // Test hook: the next `n` group commits fail after writing (as a full disk would).
   void fail_next_commits(int n) { fail_next_commits_.store(n); }
   // Test hook: the next `n` job-level writes fail after applying (as a statement that cannot run).

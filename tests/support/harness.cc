@@ -1,5 +1,11 @@
 #include "tests/support/harness.h"
 
+#include <cstdlib>
+#include <map>
+#include <mutex>
+
+#include "tests/support/postgres_server.h"
+
 #include <httplib.h>
 #include <signal.h>
 #include <unistd.h>
@@ -68,6 +74,26 @@ void Doppeld::start_with(const std::function<bool()>& up, std::chrono::milliseco
   REQUIRE_MESSAGE((ok && process_.running()), "doppeld did not come up:\n", log());
 }
 
+namespace {
+
+// With DOPPEL_TEST_STORE=postgres the integration tests run doppeld on PostgreSQL: one private
+// server per test process, one database per data directory (so that a restart finds its twins).
+std::string postgres_store_for(const std::string& data_dir) {
+  static std::mutex mu;
+  static std::map<std::string, std::string> databases;
+  std::lock_guard lock(mu);
+  auto it = databases.find(data_dir);
+  if (it != databases.end()) return it->second;
+  return databases[data_dir] = shared_postgres().create_database();
+}
+
+}  // namespace
+
+bool store_is_postgres() {
+  const char* store = std::getenv("DOPPEL_TEST_STORE");
+  return store != nullptr && std::string(store) == "postgres";
+}
+
 void Doppeld::launch() {
   std::vector<std::string> args = {
       DOPPELD_PATH,  "--data", data_dir_, "--http", "127.0.0.1:" + std::to_string(http_port_),
@@ -75,6 +101,10 @@ void Doppeld::launch() {
   if (!broker_uri_.empty()) {
     args.push_back("--broker");
     args.push_back(broker_uri_);
+  }
+  if (store_is_postgres()) {
+    args.push_back("--store");
+    args.push_back(postgres_store_for(data_dir_));
   }
   args.insert(args.end(), extra_.begin(), extra_.end());
   std::filesystem::create_directories(data_dir_);  // the log file goes there

@@ -58,6 +58,10 @@ struct HttpResult {
   std::string request_id;  // X-Request-Id
 };
 
+// Whether this run's doppelds keep their twins in PostgreSQL (DOPPEL_TEST_STORE=postgres: a
+// private server, a database per data directory) instead of SQLite.
+bool store_is_postgres();
+
 // The real doppeld, against `broker_uri` (empty: its embedded broker on `embedded_port`).
 class Doppeld {
  public:

@@ -9,12 +9,6 @@
 
 namespace doppel::testing {
 
-// The run's private server, started on first use and stopped at exit.
-inline PostgresServer& shared_postgres() {
-  static PostgresServer server;
-  return server;
-}
-
 struct PostgresRuntimeRig : RuntimeRig<storage::PostgresTwinStore> {
   // In a new database of the shared server.
   explicit PostgresRuntimeRig(std::vector<std::string> indexes = {})

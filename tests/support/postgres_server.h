@@ -124,4 +124,10 @@ class PostgresServer {
   bool running_ = false;
 };
 
+// The run's private server, started on first use and stopped at exit.
+inline PostgresServer& shared_postgres() {
+  static PostgresServer server;
+  return server;
+}
+
 }  // namespace doppel::testing
