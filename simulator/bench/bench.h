@@ -10,11 +10,14 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "simulator/bench/bench_util.h"
 #include "simulator/bench/load.h"
+#include "simulator/local_postgres.h"
 
 namespace doppel::bench {
 
@@ -47,6 +50,10 @@ struct BenchOptions {
   std::vector<std::string> doppeld_args;  // extra arguments for every doppeld
   double feed_rate = 10'000;              // feed: device updates/s during the measurement
   double feed_seconds = 10;               // feed: per phase
+  // "postgres": the scenarios that exercise the store run twice, on SQLite and on a private
+  // PostgreSQL server (started by the bench on this machine), and report PostgreSQL's figures as
+  // ratios to SQLite's.
+  std::string store = "sqlite";
 };
 
 // Set by SIGINT/SIGTERM: every scenario stops early and reports what it has.
@@ -113,6 +120,15 @@ class Bench {
   json jobs();
   json contention();
   json api();
+
+  // ---- bench_main.cc: the same scenario on PostgreSQL (--store postgres) ----
+  // Whether --store postgres runs scenario `name` a second time.
+  static bool store_scenario(const std::string& name);
+  // Runs `name` on the private PostgreSQL (in <work dir>/postgres), with the server's CPU time
+  // and WAL bytes, and its figures as ratios to `on_sqlite`'s.
+  json on_postgres(const Scenario& scenario, const json& on_sqlite);
+  std::unique_ptr<sim::LocalPostgres> postgres_;
+  std::map<std::string, std::string> databases_;  // data directory -> its database's URI
 
   // ---- bench_main.cc: helpers every scenario uses ----
   // A fresh work directory for `name` under --work-dir.

@@ -191,9 +191,86 @@ int Bench::run() {
     if (r.value("ok", true) == false) ok = false;
     result_["scenarios"][s] = r;
     save();
+    if (o_.store == "postgres" && scenario != nullptr && store_scenario(s) && !g_interrupted) {
+      std::printf("\n### %s on PostgreSQL\n", s.c_str());
+      std::fflush(stdout);
+      json p = on_postgres(*scenario, r);
+      if (p.value("ok", true) == false) ok = false;
+      result_["scenarios"][s + "@postgres"] = p;
+      save();
+    }
   }
   summary();
   return ok && !g_interrupted ? 0 : 1;
+}
+
+bool Bench::store_scenario(const std::string& name) {
+  for (const char* s : {"ingest", "latency", "restart", "api", "query", "jobs", "feed"}) {
+    if (name == s) return true;
+  }
+  return false;
+}
+
+namespace {
+
+// Every number in `a` (and one level of objects below it) with a counterpart in `b`: b / a.
+json ratios(const json& a, const json& b) {
+  json out = json::object();
+  for (const auto& [k, v] : a.items()) {
+    if (!b.contains(k)) continue;
+    if (v.is_number() && b[k].is_number() && v.get<double>() != 0 && k != "scenario_seconds") {
+      out[k] = std::round(b[k].get<double>() / v.get<double>() * 1000) / 1000;
+    } else if (v.is_object() && b[k].is_object()) {
+      json inner = ratios(v, b[k]);
+      for (const auto& [ik, iv] : inner.items()) {
+        if (iv.is_number()) out[k + "." + ik] = iv;
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+json Bench::on_postgres(const Scenario& scenario, const json& on_sqlite) {
+  const std::string sqlite_dir = o_.work_dir;
+  if (!postgres_) {
+    postgres_ = std::make_unique<sim::LocalPostgres>(sqlite_dir + "/postgres-server");
+    if (Status s = postgres_->start(); !s) return fail(s);
+    std::printf("private PostgreSQL on 127.0.0.1:%d (fsync on, synchronous_commit on)\n",
+                postgres_->port());
+  }
+  set_store_for([this](const std::string& data_dir) {
+    auto it = databases_.find(data_dir);
+    if (it != databases_.end()) return it->second;
+    auto uri = postgres_->create_database();
+    return databases_[data_dir] = uri ? *uri : std::string("postgresql://unavailable");
+  });
+  o_.work_dir = sqlite_dir + "/on-postgres";
+  std::filesystem::create_directories(o_.work_dir);
+  const double cpu0 = postgres_->cpu_seconds();
+  const double wal0 = postgres_->wal_bytes();
+  const auto t0 = Clock::now();
+  json r = (this->*(scenario.run))();
+  r["scenario_seconds"] = std::round(seconds_since(t0) * 10) / 10;
+  const double cpu = postgres_->cpu_seconds() - cpu0;
+  const double wal = postgres_->wal_bytes() - wal0;
+  set_store_for(nullptr);
+  o_.work_dir = sqlite_dir;
+  r["postgres_server_cpu_s"] = std::round(cpu * 100) / 100;
+  r["postgres_wal_bytes"] = wal;
+  r["ratio_to_sqlite"] = ratios(on_sqlite, r);
+  std::vector<std::pair<std::string, std::string>> rows;
+  rows.emplace_back("PostgreSQL server CPU",
+                    fmt(cpu, 2) + " s (" +
+                        fmt(cpu / std::max(0.1, r["scenario_seconds"].get<double>()), 2) +
+                        " cores over the scenario)");
+  rows.emplace_back("WAL written", fmt(wal / 1e6, 1) + " MB");
+  for (const auto& [k, v] : r["ratio_to_sqlite"].items()) {
+    rows.emplace_back(k + " (PostgreSQL / SQLite)", fmt(v.get<double>(), 3));
+  }
+  print_table(std::string(scenario.name) + ": PostgreSQL against SQLite, same run", rows);
+  return r;
 }
 
 void Bench::summary() {
@@ -439,6 +516,12 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--feed-seconds", o.feed_seconds, "feed: seconds per phase")
       ->capture_default_str();
+  app.add_option("--store", o.store,
+                 "postgres: run ingest, latency, restart, api, query, jobs and feed a second "
+                 "time on a private PostgreSQL server (started here, fsync on) and report its "
+                 "figures as ratios to SQLite's")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"sqlite", "postgres"}));
   app.add_option("--doppeld-arg", o.doppeld_args,
                  "one more argument for every doppeld started (repeatable), e.g. "
                  "--doppeld-arg=--history=false");

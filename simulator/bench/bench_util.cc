@@ -66,6 +66,15 @@ json percentiles_ms(std::vector<double> s) {
           {"max", std::round(s.back() * 1000) / 1000}};
 }
 
+namespace {
+StoreFor& store_for() {
+  static StoreFor f;
+  return f;
+}
+}  // namespace
+
+void set_store_for(StoreFor f) { store_for() = std::move(f); }
+
 Gateway::Gateway(std::string doppeld, std::string data_dir, std::string broker_uri,
                  std::vector<std::string> extra_args)
     : doppeld_(std::move(doppeld)),
@@ -92,6 +101,10 @@ double Gateway::start_with(const std::function<bool()>& up, std::chrono::seconds
   std::vector<std::string> argv = {
       doppeld_,   "--data",    data_dir_,     "--http", "127.0.0.1:" + std::to_string(port_),
       "--broker", broker_uri_, "--log-level", "warn"};
+  if (store_for()) {
+    argv.push_back("--store");
+    argv.push_back(store_for()(data_dir_));
+  }
   argv.insert(argv.end(), args_.begin(), args_.end());
   const auto t0 = Clock::now();
   process_ = sim::Process(argv, data_dir_ + "/doppeld-" + std::to_string(++starts_) + ".log");

@@ -45,6 +45,12 @@ json percentiles_ms(std::vector<double> samples_ms);
 json compact_reported_meta(const json& shown);
 
 // A doppeld child on a fresh HTTP port.
+// Where the doppelds started from now on keep their twins: empty (the SQLite file in their data
+// directory) or a function that gives the --store URI for a data directory (the same one each
+// time, so that a restart finds its twins).
+using StoreFor = std::function<std::string(const std::string& data_dir)>;
+void set_store_for(StoreFor store_for);
+
 class Gateway {
  public:
   Gateway(std::string doppeld, std::string data_dir, std::string broker_uri,
