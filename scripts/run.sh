@@ -2,7 +2,18 @@
 # Sets up (Debian packages, idempotent), builds, and runs the whole system: doppeld with its
 # embedded Mosquitto, plus a simulated fleet of 100 devices. Ctrl-C stops everything.
 #   DOPPEL_DEVICES=100 DOPPEL_HTTP=127.0.0.1:8080 DOPPEL_BROKER_PORT=1883 scripts/run.sh
+# With --postgres, the twins go to a private PostgreSQL server instead of SQLite: a cluster in
+# DOPPEL_PG_DIR (default ./doppel-postgres, kept between runs) on 127.0.0.1:DOPPEL_PG_PORT
+# (default 55432), started and stopped with the demo.
 set -euo pipefail
+postgres=0
+for arg in "$@"; do
+  case "$arg" in
+    --postgres) postgres=1 ;;
+    -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown argument '$arg' (see --help)" >&2; exit 2 ;;
+  esac
+done
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build_dir="${DOPPEL_BUILD_DIR:-$here/build}"
 devices="${DOPPEL_DEVICES:-100}"
@@ -14,17 +25,46 @@ data="${DOPPEL_DATA:-$here/doppel-data}"
 
 doppeld_pid=""
 sim_pid=""
+pg_stop=()
 cleanup() {
   [ -n "$sim_pid" ] && kill -INT "$sim_pid" 2>/dev/null && wait "$sim_pid" 2>/dev/null || true
   [ -n "$doppeld_pid" ] && kill -TERM "$doppeld_pid" 2>/dev/null && wait "$doppeld_pid" 2>/dev/null || true
+  if [ "${#pg_stop[@]}" -gt 0 ]; then "${pg_stop[@]}" >/dev/null 2>&1 || true; fi
 }
 trap cleanup EXIT
 trap 'exit 0' INT TERM
 
-echo "==> starting doppeld (HTTP $http, embedded broker on 127.0.0.1:$broker_port, data $data)"
+store_args=()
+if [ "$postgres" = 1 ]; then
+  # PostgreSQL refuses to run as root: as root, the cluster belongs to the postgres user.
+  pg_bin="$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)"
+  pg_dir="$(mkdir -p "${DOPPEL_PG_DIR:-$here/doppel-postgres}" && cd "${DOPPEL_PG_DIR:-$here/doppel-postgres}" && pwd)"
+  pg_port="${DOPPEL_PG_PORT:-55432}"
+  as=()
+  if [ "$(id -u)" = 0 ]; then
+    as=(runuser -u postgres --)
+    chown postgres:postgres "$pg_dir"
+  fi
+  if [ ! -f "$pg_dir/data/PG_VERSION" ]; then
+    echo "==> creating a PostgreSQL cluster in $pg_dir"
+    "${as[@]}" "$pg_bin/initdb" -D "$pg_dir/data" -U doppel -E UTF8 \
+      --auth-local=trust --auth-host=trust >"$pg_dir/initdb.log" 2>&1 ||
+      { echo "initdb failed (see $pg_dir/initdb.log; the postgres user needs access to $pg_dir)"; exit 1; }
+  fi
+  echo "==> starting PostgreSQL on 127.0.0.1:$pg_port"
+  "${as[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/server.log" -w \
+    -o "-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1" start >/dev/null ||
+    { echo "PostgreSQL did not start (see $pg_dir/server.log)"; exit 1; }
+  pg_stop=("${as[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -m fast -w stop)
+  "$pg_bin/createdb" -h "$pg_dir" -p "$pg_port" -U doppel doppel 2>/dev/null || true
+  store_args=(--store "postgresql://doppel@127.0.0.1:$pg_port/doppel")
+fi
+
+echo "==> starting doppeld (HTTP $http, embedded broker on 127.0.0.1:$broker_port, data $data${store_args[1]:+, store ${store_args[1]}})"
 # Own sessions (setsid): Ctrl-C reaches only this script, which stops the fleet first, then the
 # gateway, so the devices can say goodbye while the gateway still listens.
-setsid "$build_dir/gateway/doppeld" --http "$http" --broker-port "$broker_port" --data "$data" &
+setsid "$build_dir/gateway/doppeld" --http "$http" --broker-port "$broker_port" --data "$data" \
+  "${store_args[@]}" &
 doppeld_pid=$!
 for _ in $(seq 1 100); do
   if curl -fsS "http://$http/readyz" >/dev/null 2>&1; then break; fi
