@@ -57,6 +57,11 @@ void Doppeld::start_unready(std::chrono::milliseconds within) {
   REQUIRE_MESSAGE((up && process_.running()), "doppeld did not start:\n", log());
 }
 
+void Doppeld::start_expecting_exit(std::chrono::milliseconds within) {
+  launch();
+  REQUIRE_MESSAGE(process_.wait_exit(within), "doppeld kept running:\n", log());
+}
+
 void Doppeld::start(std::chrono::milliseconds ready_within) {
   launch();
   const bool ready = eventually(

@@ -69,6 +69,8 @@ class Doppeld {
   ~Doppeld();
   // Starts and waits until /readyz is OK (fails the test otherwise).
   void start(std::chrono::milliseconds ready_within = 20s);
+  // Starts a doppeld that must refuse to run (bad flags, an unusable store): waits for it to exit.
+  void start_expecting_exit(std::chrono::milliseconds within = 30s);
   // Starts and waits only until it serves HTTP (/healthz), ready or not.
   void start_unready(std::chrono::milliseconds within = 20s);
   // Starts and waits until `up()` (e.g. an HTTPS probe, which request() cannot make).
