@@ -23,7 +23,8 @@ void ready(const ApiContext& ctx, Exchange& x) {
   std::string detail = "not ready:";
   if (!r.store_open) {
     detail +=
-        " the store is unavailable (closed, or its database server unreachable: reconnecting);";
+        " the store is unavailable (closed; its database server unreachable: reconnecting; or "
+        "another doppeld claimed its database: see the log);";
   }
   if (!r.broker_connected) {
     detail += " the broker is not connected (reconnecting";

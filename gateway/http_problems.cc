@@ -25,6 +25,7 @@ int http_status(StatusCode code) {
       return 429;
     case StatusCode::kUnavailable:
     case StatusCode::kTimeout:
+    case StatusCode::kFenced:
       return 503;
     case StatusCode::kInternal:
       return 500;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <future>
 #include <iterator>
+#include <string>
 #include <utility>
 
 namespace doppel::storage {
@@ -119,6 +120,27 @@ void GroupCommitter::fail_one(Batch& batch, size_t i, const Status& status) {
   std::lock_guard lock(mu_);
   batch.statuses[i] = status;
   if (const twins::TwinWrite* twin = batch.ops[i].twin()) poisoned_.poison(twin->id);
+}
+
+size_t GroupCommitter::fence(Batch& batch,
+                             const std::function<uint64_t(uint32_t partition)>& current) {
+  size_t fenced = 0;
+  for (size_t i = 0; i < batch.ops.size(); ++i) {
+    const twins::TwinWrite* tw = batch.ops[i].twin();
+    if (tw == nullptr || !batch.statuses[i]) continue;
+    const uint64_t now = current(tw->partition);
+    if (tw->epoch == now) continue;
+    fail_one(
+        batch, i,
+        Status(StatusCode::kFenced,
+               "twin '" + tw->id + "' was written under ownership epoch " +
+                   std::to_string(tw->epoch) + " of partition " + std::to_string(tw->partition) +
+                   ", which is at epoch " + std::to_string(now) +
+                   " now: the partition changed owner since the twin was loaded, so this "
+                   "copy may be stale and was not written"));
+    ++fenced;
+  }
+  return fenced;
 }
 
 void GroupCommitter::complete(Batch& batch, const std::function<void()>& before_publish) {

@@ -94,6 +94,9 @@ class GroupCommitter {
   // Write `i` of the batch fails alone with `status` (a write the backend cannot apply), before
   // the batch is planned; its twin is poisoned as fail() poisons.
   void fail_one(Batch& batch, size_t i, const Status& status);
+  // Fails with kFenced, before the batch is planned, each twin write not failed yet whose epoch
+  // is not `current(partition)` (twins/partition.h). Returns how many it failed.
+  size_t fence(Batch& batch, const std::function<uint64_t(uint32_t partition)>& current);
   // Runs the batch's callbacks in sequence order, then `before_publish` (the store's listeners),
   // then moves committed_seq() past the batch and runs the commit waits it satisfies.
   void complete(Batch& batch, const std::function<void()>& before_publish = {});

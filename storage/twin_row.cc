@@ -1,5 +1,7 @@
 #include "storage/twin_row.h"
 
+#include "twins/partition.h"
+
 namespace doppel::storage {
 namespace {
 
@@ -27,6 +29,7 @@ constexpr std::array<RowColumn, kTwinRowColumns> kColumns = {{
     {"commands_queued", T::kInteger, false, false},
     {"commands_sent", T::kInteger, false, false},
     {"encoding", T::kText, false, false},
+    {"partition_id", T::kInteger, false, false},  // twins/partition.h
 }};
 
 RowValue text(std::string_view s) { return RowValue{false, 0, s}; }
@@ -60,6 +63,7 @@ std::array<RowValue, kTwinRowColumns> twin_row_values(const twins::TwinRecord& r
       integer(static_cast<int64_t>(r.commands_queued)),
       integer(static_cast<int64_t>(r.commands_sent)),
       text(r.encoding),
+      integer(twins::partition_of(r.id)),
   };
 }
 

@@ -23,8 +23,9 @@ struct RowColumn {
   bool state;
 };
 
-inline constexpr size_t kTwinRowColumns = 21;
-// The columns, in order: id first.
+inline constexpr size_t kTwinRowColumns = 22;
+// The columns, in order: id first; a column added later goes last (a backend's first schema
+// step made the ones before it).
 const std::array<RowColumn, kTwinRowColumns>& twin_row_columns();
 
 // One column's value: NULL, an integer, or text/bytes (a view into the record).

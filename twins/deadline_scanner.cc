@@ -59,7 +59,8 @@ void DeadlineScanner::scan() {
   Millis after_due = scanned_up_to_;
   std::string after_id = "\x7f";  // above every valid id: strictly after `after_due`
   while (true) {
-    auto page = store_.due(after_due, after_id, up_to, kDueScanPage);
+    // Every partition: this node holds them all (a cluster node scans those it owns).
+    auto page = store_.due(std::nullopt, after_due, after_id, up_to, kDueScanPage);
     if (!page) {
       log_warn("deadline scan failed, retrying: " + page.status().to_string());
       return;

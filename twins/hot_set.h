@@ -23,6 +23,7 @@ namespace doppel::twins {
 struct HotTwin {
   Twin twin;
   uint64_t last_write = 0;  // store sequence of this twin's latest write
+  uint64_t epoch = 0;       // the ownership epoch it was loaded under (TwinWrite::epoch)
   Millis last_access = 0;
   std::optional<Millis> scheduled;  // earliest timer entry the shard holds for it
   bool deleted = false;             // tombstone until the delete is committed

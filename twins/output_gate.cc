@@ -4,8 +4,21 @@
 
 #include "twins/as_of.h"
 #include "twins/log.h"
+#include "twins/partition.h"
 
 namespace doppel::twins {
+namespace {
+
+// A write of `h`, with the ownership it was loaded under.
+TwinWrite write_of(const HotTwin& h) {
+  TwinWrite w;
+  w.id = h.twin.id;
+  w.partition = partition_of(h.twin.id);
+  w.epoch = h.epoch;
+  return w;
+}
+
+}  // namespace
 
 OutputGate::OutputGate(ShardStore& store, DeviceChannel& channel, const DeviceCodec& codec,
                        RuntimeStats& stats, const DeadlineScanner& scanner, Hooks hooks,
@@ -85,8 +98,7 @@ void OutputGate::commit(HotTwin& h, Outcome& out, std::optional<Millis> deadline
 
   std::vector<EventRecord> events = events_of(h.twin, out);
   if (out.changed() || !events.empty()) {
-    TwinWrite w;
-    w.id = h.twin.id;
+    TwinWrite w = write_of(h);
     if (!events.empty()) {
       // Before to_record: the count is stored with the twin.
       h.twin.events_since_snapshot += static_cast<uint32_t>(events.size());
@@ -122,8 +134,7 @@ void OutputGate::commit(HotTwin& h, Outcome& out, std::optional<Millis> deadline
 }
 
 void OutputGate::remove(HotTwin& h, const Cause& cause, Millis now, CommitCallback after) {
-  TwinWrite w;
-  w.id = h.twin.id;
+  TwinWrite w = write_of(h);
   w.delete_twin = true;
   TwinLogic::abandon_jobs(h.twin, now, "the twin was deleted", w.executions);
   if (history_) {

@@ -18,6 +18,7 @@
 #include "twins/as_of.h"
 #include "twins/device_io.h"
 #include "twins/jobs.h"
+#include "twins/partition.h"
 #include "twins/query.h"
 #include "twins/record.h"
 #include "twins/status.h"
@@ -48,7 +49,15 @@ class ShardStore {
   //
   // A failed write poisons its twin: later writes of that twin fail too (they were made on top of
   // a change that never reached the disk) until discard() is called for it.
+  //
+  // A write whose `epoch` is not its partition's current one fails with kFenced and changes
+  // nothing (twins/partition.h): checked in the transaction that would apply it, so a write
+  // never lands after its partition changed owner.
   virtual uint64_t write(TwinWrite write, CommitCallback on_commit) = 0;
+
+  // The epoch under which this store holds `partition` now: what a twin loaded from now on
+  // writes with (read it before load()). Cheap.
+  virtual uint64_t epoch(uint32_t partition) const = 0;
 
   // The caller dropped its in-memory copy of twin `id` and will reload it: writes of `id` queued
   // before this call fail instead of applying, and writes queued after it apply again.
@@ -62,10 +71,11 @@ class ShardStore {
   // Blocks until every write queued so far is committed and its callback has run.
   virtual void flush() = 0;
 
-  // Up to `limit` twins whose next deadline is after (after_due, after_id) and at most `up_to`,
-  // ordered by (deadline, id): a paged scan of the deadline index.
-  virtual Result<std::vector<DueTwin>> due(Millis after_due, const std::string& after_id,
-                                           Millis up_to, size_t limit) = 0;
+  // Up to `limit` twins of `partitions` whose next deadline is after (after_due, after_id) and at
+  // most `up_to`, ordered by (deadline, id): a paged scan of the deadline index.
+  virtual Result<std::vector<DueTwin>> due(const PartitionFilter& partitions, Millis after_due,
+                                           const std::string& after_id, Millis up_to,
+                                           size_t limit) = 0;
 
   // How many twins there are, and stored commands per status ("queued" -> 12, ...): the
   // metrics at start-up.

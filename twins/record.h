@@ -61,6 +61,11 @@ struct StoredTwin {
 // One twin's changes from one step, applied atomically within a group commit.
 struct TwinWrite {
   std::string id;
+  // Ownership (twins/partition.h): partition_of(id), and the epoch under which the writer holds
+  // the twin (ShardStore::epoch when it was loaded). A store fails the write with kFenced when
+  // that epoch is no longer the partition's current one.
+  uint32_t partition = 0;
+  uint64_t epoch = 0;
   bool delete_twin = false;
   std::optional<TwinRecord> twin;
   std::vector<CommandRecord> upsert_commands;

@@ -15,6 +15,14 @@ Status not_found(const std::string& id) {
   return Status(StatusCode::kNotFound, "twin '" + id + "' does not exist");
 }
 
+// What a client is told when its change did not commit: retry later (kUnavailable), or, when
+// this node no longer owns the twin, kFenced.
+Status commit_failure(const Status& s, const std::string& what) {
+  const StatusCode code =
+      s.code() == StatusCode::kFenced ? StatusCode::kFenced : StatusCode::kUnavailable;
+  return Status(code, what + " could not be committed: " + s.message());
+}
+
 }  // namespace
 
 RequestHandlers::RequestHandlers(const TwinLogic& logic, RuntimeStats& stats, bool auto_provision,
@@ -84,8 +92,7 @@ void RequestHandlers::reply_after_commit(HotTwin& h, Outcome& out, const ReplyPr
     if (s.is_ok()) {
       (void)reply->send(std::move(r));
     } else {
-      (void)reply->send(ApiReply{
-          Status(StatusCode::kUnavailable, "the change could not be committed: " + s.message())});
+      (void)reply->send(ApiReply{commit_failure(s, "the change")});
     }
   });
 }
@@ -119,10 +126,8 @@ void RequestHandlers::remove(const std::string& id, HotTwin* h, const ReplyPromi
   }
   stats_.total->add(-1);
   host_.remove(*h, cause, [reply](const Status& s) {
-    (void)reply->send(s.is_ok()
-                          ? ApiReply{Status::ok(), ReplyKind::kNoContent}
-                          : ApiReply{Status(StatusCode::kUnavailable,
-                                            "the delete could not be committed: " + s.message())});
+    (void)reply->send(s.is_ok() ? ApiReply{Status::ok(), ReplyKind::kNoContent}
+                                : ApiReply{commit_failure(s, "the delete")});
   });
 }
 

@@ -3,6 +3,7 @@
 
 #include "twins/detail/shard.h"
 #include "twins/log.h"
+#include "twins/partition.h"
 
 namespace doppel::twins::detail {
 namespace {
@@ -90,6 +91,9 @@ void Shard::maybe_sweep() {
 
 Result<HotTwin*> Shard::find_or_load(const std::string& id) {
   if (HotTwin* h = hot_.find(id)) return h->deleted ? nullptr : h;
+  // The epoch before the state: if the partition changes owner in between, this copy's writes
+  // are fenced rather than applied over the new owner's.
+  const uint64_t epoch = deps_.store.epoch(partition_of(id));
   auto stored = deps_.store.load(id);
   if (!stored) return stored.status();
   if (!*stored) return nullptr;
@@ -99,11 +103,16 @@ Result<HotTwin*> Shard::find_or_load(const std::string& id) {
     return twin.status();
   }
   deps_.stats.wakes->inc();
-  return hot_.insert(std::move(*twin), now(), deps_.store.committed_seq());
+  HotTwin* h = hot_.insert(std::move(*twin), now(), deps_.store.committed_seq());
+  h->epoch = epoch;
+  return h;
 }
 
 HotTwin* Shard::adopt(Twin twin) {
-  return hot_.insert(std::move(twin), now(), deps_.store.committed_seq());
+  const uint64_t epoch = deps_.store.epoch(partition_of(twin.id));
+  HotTwin* h = hot_.insert(std::move(twin), now(), deps_.store.committed_seq());
+  h->epoch = epoch;
+  return h;
 }
 
 bool Shard::schedule(HotTwin& h, std::optional<Millis> due) {

@@ -3,8 +3,12 @@
 // store_events.cc.
 #include "storage/postgres/postgres_store.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <array>
 #include <chrono>
+#include <string>
 #include <utility>
 
 #include "storage/postgres/detail/connections.h"
@@ -14,6 +18,42 @@
 #include "twins/log.h"
 
 namespace doppel::storage {
+namespace {
+
+// Who claims: this host and process, as doppel_partitions.owner shows it to an operator.
+std::string owner_name() {
+  std::array<char, 256> host{};
+  if (gethostname(host.data(), host.size() - 1) != 0) host[0] = '\0';
+  return std::string(host.data()) + ":" + std::to_string(getpid());
+}
+
+// Takes every partition at a new epoch (twins/partition.h): writes made under an older one —
+// by a doppeld already running on this database — are fenced from this commit on.
+Result<std::array<uint64_t, twins::kPartitions>> claim_partitions(pg::Connection& db) {
+  try {
+    if (Status s = db.exec_script(postgres::kBeginLocked); !s) throw pg::Failure(s);
+    pg::Rows rows = db.must(
+        "UPDATE doppel_partitions SET epoch = epoch + 1, owner = $1, claimed_at = now() "
+        "RETURNING partition_id, epoch, owner",
+        pg::Params().text(owner_name()));
+    db.must("COMMIT");
+    std::array<uint64_t, twins::kPartitions> epochs{};
+    for (size_t r = 0; r < rows.size(); ++r) {
+      const auto p = static_cast<size_t>(rows.integer(r, 0));
+      if (p < epochs.size()) epochs[p] = static_cast<uint64_t>(rows.integer(r, 1));
+    }
+    if (rows.size() != twins::kPartitions) {
+      return Status(StatusCode::kInternal, "doppel_partitions has " + std::to_string(rows.size()) +
+                                               " rows, not " + std::to_string(twins::kPartitions));
+    }
+    return epochs;
+  } catch (const pg::Failure& f) {
+    (void)db.exec("ROLLBACK");
+    return Status(f.status().code(), "claiming the partitions: " + f.status().message());
+  }
+}
+
+}  // namespace
 
 PostgresTwinStore::PostgresTwinStore(PostgresOptions options, Metrics& metrics)
     : options_(std::move(options)),
@@ -47,6 +87,9 @@ Result<std::unique_ptr<PostgresTwinStore>> PostgresTwinStore::open(PostgresOptio
                         .count();
     log_info("store: index on " + name + " ready (" + std::to_string(ms) + " ms)");
   }
+  auto epochs = claim_partitions(*db);
+  if (!epochs) return epochs.status();
+  store->epochs_ = *epochs;
   auto last = db->exec("SELECT value FROM event_stats WHERE name = 'last_seq'");
   if (!last) return last.status();
   store->last_event_seq_.store(static_cast<uint64_t>(last->integer(0, 0)));
@@ -151,17 +194,27 @@ Result<std::optional<twins::StoredTwin>> PostgresTwinStore::load(const std::stri
       });
 }
 
-Result<std::vector<twins::DueTwin>> PostgresTwinStore::due(twins::Millis after_due,
+Result<std::vector<twins::DueTwin>> PostgresTwinStore::due(const twins::PartitionFilter& partitions,
+                                                           twins::Millis after_due,
                                                            const std::string& after_id,
                                                            twins::Millis up_to, size_t limit) {
+  pg::Params params = pg::Params().integer(after_due).text(after_id).integer(up_to).integer(
+      static_cast<int64_t>(limit));
+  if (partitions) {
+    pg::ArrayLiteral only;
+    for (uint32_t p : *partitions) only.integer(p);
+    params.array(only);
+  } else {
+    params.null();
+  }
   return with_reader("scanning deadlines",
                      [&](pg::Connection& db) -> Result<std::vector<twins::DueTwin>> {
                        pg::Rows rows = db.must(
                            "SELECT id, next_deadline FROM twins WHERE next_deadline IS NOT NULL "
                            "AND (next_deadline, id) > ($1, $2) AND next_deadline <= $3 "
+                           "AND ($5::bigint[] IS NULL OR partition_id = ANY($5::bigint[])) "
                            "ORDER BY next_deadline, id LIMIT $4",
-                           pg::Params().integer(after_due).text(after_id).integer(up_to).integer(
-                               static_cast<int64_t>(limit)));
+                           params);
                        std::vector<twins::DueTwin> out;
                        for (size_t r = 0; r < rows.size(); ++r) {
                          out.push_back({rows.text(r, 0), rows.integer(r, 1)});

@@ -17,6 +17,7 @@
 // Thread-safety: every public member is thread-safe. Callbacks run on the writer thread.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <memory>
@@ -60,7 +61,10 @@ class PostgresTwinStore final : public twins::TwinStore {
   void when_committed(uint64_t seq, twins::CommitCallback callback) override;
   uint64_t committed_seq() const override { return committer_.committed_seq(); }
   void flush() override;
-  Result<std::vector<twins::DueTwin>> due(twins::Millis after_due, const std::string& after_id,
+  // The epoch this store claimed the partition at when it opened.
+  uint64_t epoch(uint32_t partition) const override { return epochs_[partition % epochs_.size()]; }
+  Result<std::vector<twins::DueTwin>> due(const twins::PartitionFilter& partitions,
+                                          twins::Millis after_due, const std::string& after_id,
                                           twins::Millis up_to, size_t limit) override;
   Result<uint64_t> count() override;
   Result<std::vector<std::pair<std::string, uint64_t>>> command_counts() override;
@@ -99,8 +103,11 @@ class PostgresTwinStore final : public twins::TwinStore {
 
   // Commits what is queued and stops the writer. Later writes fail.
   void close() override;
-  // Whether the writer is connected (false while the server is away, and once closed).
-  bool available() const override { return available_.load() && !closed_.load(); }
+  // Whether the writer is connected (false while the server is away, and once closed), and no
+  // other doppeld has claimed the database's partitions since this one did.
+  bool available() const override {
+    return available_.load() && !closed_.load() && !fenced_.load();
+  }
   // Test hook: the next `n` group commits fail after writing, before COMMIT.
   void fail_next_commits(int n) { fail_next_commits_.store(n); }
   // Test hook: the next `n` job-level writes fail after applying (as a statement that cannot run).
@@ -111,6 +118,9 @@ class PostgresTwinStore final : public twins::TwinStore {
 
   PostgresTwinStore(PostgresOptions options, Metrics& metrics);
   void writer_loop();
+  // In the writer's transaction, after its lock: fails with kFenced the writes of `batch` whose
+  // epoch is not their partition's current one.
+  void fence(pg::Connection& db, GroupCommitter::Batch& batch);
   // Connects the writer if it is not (at most once per backoff interval); throws pg::Failure.
   void connect_writer();
   // Runs `read(connection)` on a pooled reader connection; a connection that failed is dropped
@@ -127,6 +137,10 @@ class PostgresTwinStore final : public twins::TwinStore {
   bool stopping_ = false;
   std::atomic<bool> closed_{false};
   std::atomic<bool> available_{false};
+  std::atomic<bool> fenced_{false};  // a write was fenced: another doppeld holds the partitions
+  // The epoch of each partition this store claimed at open (every one: a single node owns them
+  // all, and the newest doppeld started on a database fences the one before).
+  std::array<uint64_t, twins::kPartitions> epochs_{};
   std::atomic<int> fail_next_commits_{0};
   std::atomic<int> fail_next_job_writes_{0};
 

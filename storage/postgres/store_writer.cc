@@ -1,5 +1,6 @@
 // PostgresTwinStore's writer thread: a group commit as one transaction of multi-row statements
 // (postgres_store.h).
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <map>
@@ -272,6 +273,39 @@ Status apply_job_write(pg::Connection& db, const twins::JobWrite& jw, const Colu
 
 }  // namespace
 
+void PostgresTwinStore::fence(pg::Connection& db, GroupCommitter::Batch& batch) {
+  std::array<bool, twins::kPartitions> asked{};
+  pg::ArrayLiteral partitions;
+  for (size_t i = 0; i < batch.ops.size(); ++i) {
+    const twins::TwinWrite* tw = batch.ops[i].twin();
+    if (tw == nullptr || !batch.statuses[i] || tw->partition >= asked.size()) continue;
+    if (!asked[tw->partition]) partitions.integer(tw->partition);
+    asked[tw->partition] = true;
+  }
+  if (partitions.empty()) return;
+  // After the lock (kBeginLocked): a claim that committed before it is seen here.
+  pg::Rows rows = db.must(
+      "SELECT partition_id, epoch, owner FROM doppel_partitions "
+      "WHERE partition_id = ANY($1::bigint[])",
+      pg::Params().array(partitions));
+  std::array<uint64_t, twins::kPartitions> current{};  // 0: no such partition, fenced
+  std::string owner;
+  for (size_t r = 0; r < rows.size(); ++r) {
+    const auto p = static_cast<size_t>(rows.integer(r, 0));
+    if (p >= current.size()) continue;
+    current[p] = static_cast<uint64_t>(rows.integer(r, 1));
+    if (current[p] != epochs_[p]) owner = rows.text(r, 2);
+  }
+  const size_t fenced = committer_.fence(
+      batch, [&](uint32_t p) { return p < current.size() ? current[p] : uint64_t{0}; });
+  if (fenced > 0 && !fenced_.exchange(true)) {
+    log_error("store: another doppeld (" + owner +
+              ") claimed this PostgreSQL database's partitions after this one did; this one's "
+              "writes are refused from now on (503 fenced) and /readyz says so. Stop one of "
+              "the two: a database serves one doppeld");
+  }
+}
+
 void PostgresTwinStore::writer_loop() {
   GroupCommitter::Batch batch;
   BatchPlan plan;
@@ -288,6 +322,9 @@ void PostgresTwinStore::writer_loop() {
     uint64_t seq = last_event_seq_.load();
     try {
       connect_writer();
+      pg::Connection& db = *w.db;
+      if (Status s = db.exec_script(postgres::kBeginLocked); !s) throw pg::Failure(s);
+      fence(db, batch);
       plan.make(batch);
       BatchRows rows;
       all_states.clear();
@@ -365,9 +402,6 @@ void PostgresTwinStore::writer_loop() {
         }
       }
 
-      pg::Connection& db = *w.db;
-      db.must("BEGIN");
-      db.must("SELECT pg_advisory_xact_lock($1)", pg::Params().integer(postgres::kWriteLock));
       if (!rows.deleted.empty()) {
         pg::ArrayLiteral ids;
         for (auto id : rows.deleted) ids.text(id);

@@ -181,14 +181,25 @@ Result<std::vector<twins::StoredTwin>> SqliteTwinStore::list(const std::string& 
                      });
 }
 
-Result<std::vector<twins::DueTwin>> SqliteTwinStore::due(twins::Millis after_due,
+Result<std::vector<twins::DueTwin>> SqliteTwinStore::due(const twins::PartitionFilter& partitions,
+                                                         twins::Millis after_due,
                                                          const std::string& after_id,
                                                          twins::Millis up_to, size_t limit) {
+  std::string only;  // a JSON array of the partitions, for json_each
+  if (partitions) {
+    for (uint32_t p : *partitions) only += (only.empty() ? "[" : ",") + std::to_string(p);
+    only += only.empty() ? "[]" : "]";
+  }
   return with_reader(
       "scanning deadlines", [&](Reader& reader) -> Result<std::vector<twins::DueTwin>> {
         std::vector<twins::DueTwin> out;
         auto& q = reader.due_twins;
         q.bind(1, after_due).bind(2, after_id).bind(3, up_to).bind(4, static_cast<int64_t>(limit));
+        if (partitions) {
+          q.bind(5, std::string_view(only));
+        } else {
+          q.bind_null(5);
+        }
         while (q.step()) out.push_back({q.column_text(0), q.column_int(1)});
         q.reset();
         return out;

@@ -58,7 +58,10 @@ class SqliteTwinStore final : public twins::TwinStore {
   void when_committed(uint64_t seq, twins::CommitCallback callback) override;
   uint64_t committed_seq() const override { return committer_.committed_seq(); }
   Result<std::vector<twins::StoredTwin>> list(const std::string& after_id, size_t limit) override;
-  Result<std::vector<twins::DueTwin>> due(twins::Millis after_due, const std::string& after_id,
+  // One file has one owner: every partition stays at kFirstEpoch.
+  uint64_t epoch(uint32_t /*partition*/) const override { return twins::kFirstEpoch; }
+  Result<std::vector<twins::DueTwin>> due(const twins::PartitionFilter& partitions,
+                                          twins::Millis after_due, const std::string& after_id,
                                           twins::Millis up_to, size_t limit) override;
   Result<uint64_t> count() override;
   Result<std::vector<std::pair<std::string, uint64_t>>> command_counts() override;

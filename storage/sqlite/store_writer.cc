@@ -23,6 +23,7 @@ void SqliteTwinStore::writer_loop() {
 
     const auto started = std::chrono::steady_clock::now();
     try {
+      committer_.fence(batch, [this](uint32_t p) { return epoch(p); });
       plan.make(batch);
       Transaction tx(w.db, true);
       struct EventTally {

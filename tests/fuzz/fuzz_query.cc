@@ -14,6 +14,7 @@
 #include "storage/sqlite/sqlite_store.h"
 #include "tests/support/query_prepares.h"
 #include "tests/support/temp_dir.h"
+#include "twins/partition.h"
 #include "twins/query.h"
 #include "twins/query_eval.h"
 
@@ -70,6 +71,8 @@ storage::SqliteTwinStore& store() {
     for (const auto& r : fleet()) {
       twins::TwinWrite w;
       w.id = r.id;
+      w.partition = twins::partition_of(r.id);
+      w.epoch = (*opened)->epoch(w.partition);
       w.twin = r;
       (*opened)->write(std::move(w), nullptr);
     }

@@ -36,11 +36,26 @@ TEST_CASE("the OpenAPI document and the router describe the same routes") {
 TEST_CASE("every problem type the API answers with is in the document") {
   const json doc = json::parse(doppel::gateway::openapi_document());
   const json& types = doc["components"]["schemas"]["Problem"]["properties"]["type"]["enum"];
-  for (const char* code :
-       {"malformed", "invalid_argument", "invalid_id", "too_large", "too_deep", "not_found",
-        "precondition_failed", "conflict", "queue_full", "unavailable", "internal", "unauthorized",
-        "forbidden", "unsupported_media_type", "method_not_allowed", "headers_too_large",
-        "request_timeout", "gone", "invalid_query"}) {
+  for (const char* code : {"malformed",
+                           "invalid_argument",
+                           "invalid_id",
+                           "too_large",
+                           "too_deep",
+                           "not_found",
+                           "precondition_failed",
+                           "conflict",
+                           "queue_full",
+                           "unavailable",
+                           "internal",
+                           "unauthorized",
+                           "forbidden",
+                           "unsupported_media_type",
+                           "method_not_allowed",
+                           "headers_too_large",
+                           "request_timeout",
+                           "gone",
+                           "fenced",
+                           "invalid_query"}) {
     CHECK_MESSAGE(std::find(types.begin(), types.end(),
                             std::string("urn:doppel:problem:") + code) != types.end(),
                   code);

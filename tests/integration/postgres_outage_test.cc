@@ -112,3 +112,39 @@ TEST_CASE("PostgreSQL stopped for 5 s under 16 API writers: 503s, then recovery,
   for (const auto& [key, times] : seen) CHECK_MESSAGE(times == 1, key);
   MESSAGE(acked.size(), " PATCHes acknowledged; ", unavailable.load(), " answered 503");
 }
+
+TEST_CASE(
+    "a second doppeld on the same database fences the first: it answers 503, writes nothing") {
+  PostgresServer server;
+  TempDir dir("doppel-pg-it-");
+  TempDir broker_dir("doppel-pg-broker-");
+  Broker broker(broker_dir);
+  const std::string db = server.create_database();
+  Doppeld first(dir.file("first"), broker.uri(), {"--store", db});
+  first.start();
+  REQUIRE(first.request("PUT", "/v1/twins/f-1", "{}").status / 100 == 2);
+  REQUIRE(first.patch_desired("f-1", {{"x", 1}}).status == 200);
+
+  TempDir other_broker_dir("doppel-pg-broker-");
+  Broker other_broker(other_broker_dir);  // its own: one client id per broker
+  Doppeld second(dir.file("second"), other_broker.uri(), {"--store", db});
+  second.start();  // claims every partition
+
+  auto fenced = first.patch_desired("f-1", {{"x", 2}});
+  CHECK(fenced.status == 503);
+  CHECK(fenced.content_type == "application/problem+json");
+  CHECK(fenced.body["type"] == "urn:doppel:problem:fenced");
+  auto ready = first.get("/readyz");
+  CHECK(ready.status == 503);
+  CHECK(ready.body["detail"].get<std::string>().find("another doppeld") != std::string::npos);
+  CHECK(first.running());
+  CHECK(eventually([&] { return first.log().find("another doppeld") != std::string::npos; }, 10s,
+                   50ms));
+
+  // The second serves the twin as the first last committed it, and takes writes.
+  auto twin = second.get("/v1/twins/f-1");
+  REQUIRE(twin.status == 200);
+  CHECK(twin.body["desired"]["x"] == 1);
+  CHECK(second.patch_desired("f-1", {{"x", 3}}).status == 200);
+  CHECK(second.get("/readyz").status == 200);
+}

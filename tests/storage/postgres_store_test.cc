@@ -147,3 +147,40 @@ TEST_CASE("the server stopped for 5 s under writes: nothing acknowledged lost, n
   for (const auto& tag : acked_events) CHECK_MESSAGE(seen[tag] == 1, tag);
   for (const auto& [tag, n] : seen) CHECK_MESSAGE(n == 1, tag);
 }
+
+TEST_CASE("a second doppeld on the same database fences the first: its writes land nowhere") {
+  PostgresServer server;
+  Metrics m1, m2;
+  const std::string uri = server.create_database();
+  auto first = open_store(uri, m1);
+  REQUIRE_MESSAGE(first, first.status().to_string());
+  auto write = [](PostgresTwinStore& store, TwinWrite w) {
+    w.epoch = store.epoch(w.partition);
+    std::promise<Status> done;
+    store.write(std::move(w), [&](const Status& s) { done.set_value(s); });
+    return done.get_future().get();
+  };
+  REQUIRE(write(**first, row("a", 1)));
+  CHECK((*first)->available());
+
+  auto second = open_store(uri, m2);  // claims every partition at a later epoch
+  REQUIRE_MESSAGE(second, second.status().to_string());
+  CHECK((*second)->epoch(partition_of("a")) > (*first)->epoch(partition_of("a")));
+
+  const Status fenced = write(**first, row("a", 2));
+  CHECK(fenced.code() == StatusCode::kFenced);
+  CHECK_FALSE((*first)->available());  // /readyz says so
+  CHECK((*second)->load("a")->value().twin.version == 1);
+
+  REQUIRE(write(**second, row("a", 3)));
+  CHECK((*second)->load("a")->value().twin.version == 3);
+  CHECK((*second)->available());
+
+  // Who holds the partitions is on record for an operator.
+  auto db = storage::pg::Connection::open(uri);
+  REQUIRE(db);
+  auto owners = db->exec("SELECT count(DISTINCT owner), min(epoch) FROM doppel_partitions");
+  REQUIRE(owners);
+  CHECK(owners->integer(0, 0) == 1);
+  CHECK(owners->integer(0, 1) == 2);
+}

@@ -41,7 +41,7 @@ TEST_CASE("an empty file is migrated to the current schema") {
   Metrics m;
   auto store = open_store(dir.file("doppel.db"), m);
   const int store_schema_version = store->schema_version();
-  CHECK(store_schema_version == 7);
+  CHECK(store_schema_version == 8);
   store->close();
   sqlite3* db = nullptr;
   REQUIRE(sqlite3_open(dir.file("doppel.db").c_str(), &db) == SQLITE_OK);
@@ -55,6 +55,33 @@ TEST_CASE("an empty file is migrated to the current schema") {
   CHECK(std::string(reinterpret_cast<const char*>(sqlite3_column_text(st, 0))) == "wal");
   sqlite3_finalize(st);
   sqlite3_close(db);
+}
+
+TEST_CASE("a file from before partitions is migrated: every twin gets its partition") {
+  TempDir dir("doppel-store-");
+  {
+    Metrics m;
+    auto store = open_store(dir.file("doppel.db"), m);
+    for (int i = 0; i < 50; ++i) write_and_wait(*store, row("m" + std::to_string(i), 1, 1000 + i));
+    store->close();
+  }
+  // Back to schema 7: no partition column.
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open(dir.file("doppel.db").c_str(), &db) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(db, "ALTER TABLE twins DROP COLUMN partition_id; PRAGMA user_version = 7",
+                       nullptr, nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(db);
+
+  Metrics m;
+  auto store = open_store(dir.file("doppel.db"), m);
+  CHECK(store->schema_version() == 8);
+  const uint32_t p = partition_of("m7");
+  auto due = store->due(std::vector<uint32_t>{p}, 0, "", 5000, 100);
+  REQUIRE(due);
+  size_t want = 0;
+  for (int i = 0; i < 50; ++i) want += partition_of("m" + std::to_string(i)) == p ? 1 : 0;
+  CHECK(due->size() == want);
+  for (const auto& d : *due) CHECK(partition_of(d.id) == p);
 }
 
 TEST_CASE("a file from a newer doppeld is refused with a clear error") {

@@ -12,8 +12,10 @@
 #include <atomic>
 #include <future>
 #include <limits>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -156,15 +158,13 @@ TEST_CASE_TEMPLATE("deleting a twin deletes its commands; command deletes are pe
   TwinWrite w = row("a", 1);
   w.upsert_commands = {{1, "c1", "queued", "x"}, {2, "c2", "queued", "y"}, {3, "c3", "sent", "z"}};
   write_and_wait(*store, w);
-  TwinWrite prune;
-  prune.id = "a";
+  TwinWrite prune = testing::change("a");
   prune.delete_commands = {2};
   write_and_wait(*store, prune);
   auto got = store->load("a");
   REQUIRE((*got)->commands.size() == 2);
   CHECK((*got)->commands[1].id == "c3");
-  TwinWrite del;
-  del.id = "a";
+  TwinWrite del = testing::change("a");
   del.delete_twin = true;
   write_and_wait(*store, del);
   CHECK(!store->load("a")->has_value());
@@ -185,7 +185,7 @@ TEST_CASE_TEMPLATE("the deadline index pages through due twins in (deadline, id)
   Millis after = std::numeric_limits<Millis>::min();
   std::string after_id = "\x7f";
   while (true) {
-    auto page = store->due(after, after_id, 5000, 7);
+    auto page = store->due(std::nullopt, after, after_id, 5000, 7);
     REQUIRE(page);
     for (auto& d : *page) {
       after = d.due;
@@ -200,7 +200,62 @@ TEST_CASE_TEMPLATE("the deadline index pages through due twins in (deadline, id)
            (all[i - 1].due == all[i].due && all[i - 1].id < all[i].id)));
   }
   // Strictly after a horizon: nothing at or before it comes back.
-  CHECK(store->due(1010, "\x7f", 5000, 100)->size() == 10);
+  CHECK(store->due(std::nullopt, 1010, "\x7f", 5000, 100)->size() == 10);
+}
+
+TEST_CASE_TEMPLATE("a deadline scan can be asked for some partitions only", Rig, STORE_RIGS) {
+  Rig rig;
+  auto* store = rig.get();
+  std::map<uint32_t, std::set<std::string>> by_partition;
+  for (int i = 0; i < 40; ++i) {
+    const std::string id = "t" + std::to_string(i);
+    write_and_wait(*store, row(id, 1, 1000 + i));
+    by_partition[partition_of(id)].insert(id);
+  }
+  REQUIRE(by_partition.size() >= 3);
+  auto it = by_partition.begin();
+  const uint32_t a = it->first;
+  const uint32_t b = (++it)->first;
+  std::set<std::string> want = by_partition[a];
+  want.insert(by_partition[b].begin(), by_partition[b].end());
+  auto some = store->due(std::vector<uint32_t>{a, b}, 0, "", 5000, 100);
+  REQUIRE(some);
+  std::set<std::string> got;
+  for (const auto& d : *some) got.insert(d.id);
+  CHECK(got == want);
+  CHECK(store->due(std::vector<uint32_t>{}, 0, "", 5000, 100)->empty());
+  CHECK(store->due(std::nullopt, 0, "", 5000, 100)->size() == 40);
+}
+
+TEST_CASE_TEMPLATE("a write under an epoch that is not its partition's current one is fenced", Rig,
+                   STORE_RIGS) {
+  Rig rig;
+  auto* store = rig.get();
+  TwinWrite first = row("f-1", 1);
+  first.epoch = store->epoch(first.partition);
+  write_and_wait(*store, first);
+
+  TwinWrite stale = row("f-1", 2);
+  stale.epoch = store->epoch(stale.partition) + 1;  // not the current one, whichever way
+  stale.events = {event("f-1", "desired.updated", 50)};
+  std::promise<Status> fenced;
+  store->write(std::move(stale), [&](const Status& st) { fenced.set_value(st); });
+  const Status st = fenced.get_future().get();
+  CHECK(st.code() == StatusCode::kFenced);
+  CHECK(st.message().find("epoch") != std::string::npos);
+  // Nothing of it landed: the row, and its event.
+  CHECK(store->load("f-1")->value().twin.version == 1);
+  CHECK(store->events({0, 10, {}})->events.empty());
+
+  // Another twin's write in the same store commits; the fenced one, reloaded, writes again.
+  TwinWrite other = row("f-2", 1);
+  other.epoch = store->epoch(other.partition);
+  write_and_wait(*store, other);
+  store->discard("f-1");
+  TwinWrite again = row("f-1", 3);
+  again.epoch = store->epoch(again.partition);
+  write_and_wait(*store, again);
+  CHECK(store->load("f-1")->value().twin.version == 3);
 }
 
 TEST_CASE_TEMPLATE("concurrent writers and readers see consistent committed rows", Rig,
@@ -451,6 +506,7 @@ TEST_CASE_TEMPLATE("after pruning everything, a reopened store goes on after the
   CHECK(store->last_event_seq() == 7);
   CHECK(store->event_bounds()->last_assigned == 7);
   TwinWrite w = row("a", 2);
+  w.epoch = store->epoch(w.partition);  // a reopened store may hold a later one
   w.events = {event("a", "desired.updated", 300)};
   write_and_wait(*store, std::move(w));
   CHECK(store->events({0, 10, {}})->events.at(0).seq == 8);

@@ -51,6 +51,7 @@ void MemoryTwinStore::commit_pending(size_t max) {
   std::lock_guard commit(commit_mu_);
   storage::GroupCommitter::Batch batch;
   if (!committer_.take(batch, max, /*wait=*/false)) return;
+  committer_.fence(batch, [this](uint32_t p) { return epoch(p); });
   bool failed;
   {
     std::lock_guard lock(mu_);
@@ -77,12 +78,17 @@ void MemoryTwinStore::when_committed(uint64_t seq, CommitCallback callback) {
   committer_.when_committed(seq, std::move(callback));
 }
 
-Result<std::vector<DueTwin>> MemoryTwinStore::due(Millis after_due, const std::string& after_id,
+Result<std::vector<DueTwin>> MemoryTwinStore::due(const twins::PartitionFilter& partitions,
+                                                  Millis after_due, const std::string& after_id,
                                                   Millis up_to, size_t limit) {
   std::lock_guard lock(mu_);
   std::vector<DueTwin> out;
   for (const auto& [id, st] : twins_) {
     if (!st.twin.next_deadline) continue;
+    if (partitions && std::find(partitions->begin(), partitions->end(), twins::partition_of(id)) ==
+                          partitions->end()) {
+      continue;
+    }
     const Millis d = *st.twin.next_deadline;
     if (d > up_to) continue;
     if (d < after_due || (d == after_due && id <= after_id)) continue;

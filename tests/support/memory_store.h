@@ -34,7 +34,10 @@ class MemoryTwinStore final : public ShardStore, public EventLog {
   void discard(const std::string& id) override;
   void when_committed(uint64_t seq, CommitCallback callback) override;
   uint64_t committed_seq() const override { return committer_.committed_seq(); }
-  Result<std::vector<DueTwin>> due(Millis after_due, const std::string& after_id, Millis up_to,
+  // One lease that never changes, as SQLite's.
+  uint64_t epoch(uint32_t /*partition*/) const override { return twins::kFirstEpoch; }
+  Result<std::vector<DueTwin>> due(const twins::PartitionFilter& partitions, Millis after_due,
+                                   const std::string& after_id, Millis up_to,
                                    size_t limit) override;
   Result<uint64_t> count() override;
   Result<std::vector<std::pair<std::string, uint64_t>>> command_counts() override;

@@ -8,15 +8,26 @@
 #include <optional>
 #include <string>
 
+#include "twins/partition.h"
 #include "twins/record.h"
 
 namespace doppel::testing {
 
+// An empty write of twin `id`, under the first ownership epoch (set `epoch` from the store's
+// epoch() for one that claimed a later one: a reopened PostgreSQL store).
+inline twins::TwinWrite change(const std::string& id) {
+  twins::TwinWrite w;
+  w.id = id;
+  w.partition = twins::partition_of(id);
+  w.epoch = twins::kFirstEpoch;
+  return w;
+}
+
+// A write of twin `id` with every column a store keeps.
 inline twins::TwinWrite row(const std::string& id, uint64_t version,
                             std::optional<twins::Millis> deadline = {},
                             const std::string& reported = "{}") {
-  twins::TwinWrite w;
-  w.id = id;
+  twins::TwinWrite w = change(id);
   twins::TwinRecord r;
   r.id = id;
   r.version = version;

@@ -4,6 +4,7 @@
 
 #include "storage/twin_row.h"
 #include "twins/log.h"
+#include "twins/partition.h"
 
 namespace doppel::storage::postgres {
 namespace {
@@ -11,10 +12,12 @@ namespace {
 // Text compares bytewise everywhere ("C"), as in SQLite: ids page and sort the same on both.
 constexpr const char* kText = "text COLLATE \"C\"";
 
-// The twins table, from the one list of its columns (storage/twin_row.h).
-std::string twins_table() {
+// The twins table as its first schema step made it: the first `columns` of the one list of its
+// columns (storage/twin_row.h); later steps add the rest.
+std::string twins_table(size_t columns) {
   std::string sql = "CREATE TABLE twins (\n";
-  for (const RowColumn& c : twin_row_columns()) {
+  for (size_t i = 0; i < columns; ++i) {
+    const RowColumn& c = twin_row_columns()[i];
     sql += std::string("  ") + c.name + " " +
            (c.type == RowColumn::Type::kText    ? kText
             : c.type == RowColumn::Type::kBytes ? "bytea"
@@ -31,7 +34,7 @@ std::string twins_table() {
 std::string migration(int v) {
   switch (v) {
     case 1:  // twins, their command outboxes, the change feed, snapshots and retention's gaps
-      return twins_table() + R"sql(
+      return twins_table(21) + R"sql(
 CREATE INDEX twins_by_deadline ON twins (next_deadline, id) WHERE next_deadline IS NOT NULL;
 CREATE INDEX twins_by_liveness ON twins (liveness, id);
 CREATE INDEX twins_by_connection ON twins (connection, id);
@@ -125,12 +128,43 @@ CREATE TABLE job_counts (
   PRIMARY KEY (job, status)
 );
 )sql";
+    case 4: {  // ownership (twins/partition.h): each twin's partition (set for existing rows by
+               // backfill_partitions), and the epoch at which each partition is held and by whom
+      std::string sql = R"sql(
+ALTER TABLE twins ADD COLUMN partition_id bigint NOT NULL DEFAULT 0;
+CREATE TABLE doppel_partitions (
+  partition_id bigint PRIMARY KEY,
+  epoch        bigint NOT NULL,
+  owner        text NOT NULL,
+  claimed_at   timestamptz
+);
+)sql";
+      sql += "INSERT INTO doppel_partitions SELECT p, 0, '', NULL FROM generate_series(0, " +
+             std::to_string(twins::kPartitions - 1) + ") AS p;\n";
+      return sql;
+    }
     default:
       return {};
   }
 }
 
-constexpr int kSchemaVersion = 3;
+constexpr int kSchemaVersion = 4;
+
+// Step 4 added partition_id as 0: set each existing twin's (computed here: the hash is ours).
+void backfill_partitions(pg::Connection& db) {
+  pg::Rows ids = db.must("SELECT id FROM twins");
+  pg::ArrayLiteral id_array, partitions;
+  for (size_t r = 0; r < ids.size(); ++r) {
+    const std::string id = ids.text(r, 0);
+    id_array.text(id);
+    partitions.integer(twins::partition_of(id));
+  }
+  if (ids.size() == 0) return;
+  db.must(
+      "UPDATE twins SET partition_id = u.p FROM unnest($1::text[], $2::bigint[]) AS u(id, p) "
+      "WHERE twins.id = u.id",
+      pg::Params().array(id_array).array(partitions));
+}
 
 }  // namespace
 
@@ -154,6 +188,7 @@ Status migrate(pg::Connection& db) {
     }
     for (int v = have + 1; v <= kSchemaVersion; ++v) {
       if (Status s = db.exec_script(migration(v)); !s) throw pg::Failure(s);
+      if (v == 4) backfill_partitions(db);
       db.must("INSERT INTO doppel_schema_migrations (version) VALUES ($1)",
               pg::Params().integer(v));
       log_info("store: migrated the PostgreSQL database to schema version " + std::to_string(v));

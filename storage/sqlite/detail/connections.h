@@ -216,7 +216,9 @@ struct SqliteTwinStore::Reader {
         due_twins(db,
                   "SELECT id, next_deadline FROM twins WHERE next_deadline IS NOT NULL AND "
                   "(next_deadline > ?1 OR (next_deadline = ?1 AND id > ?2)) AND "
-                  "next_deadline <= ?3 ORDER BY next_deadline, id LIMIT ?4"),
+                  "next_deadline <= ?3 AND "
+                  "(?5 IS NULL OR partition_id IN (SELECT value FROM json_each(?5))) "
+                  "ORDER BY next_deadline, id LIMIT ?4"),
         count_twins(db, "SELECT count(*) FROM twins"),
         count_commands(db, "SELECT status, count(*) FROM commands GROUP BY status") {
     detail::configure(db, durability);

@@ -2,6 +2,7 @@
 
 #include "storage/sqlite/detail/twin_rows.h"
 #include "twins/log.h"
+#include "twins/partition.h"
 #include "twins/record.h"
 
 namespace doppel::storage::detail {
@@ -136,6 +137,12 @@ CREATE TABLE event_gaps (
 );
 CREATE INDEX event_gaps_by_end ON event_gaps(to_seq);
 )sql",
+    // 8: ownership (twins/partition.h). Each twin's partition, so that a deadline scan can be
+    // asked for some partitions (filled for existing rows by backfill_partitions). One file has
+    // one owner, so there is no lease table: every partition is at twins::kFirstEpoch for good.
+    R"sql(
+ALTER TABLE twins ADD COLUMN partition_id INTEGER NOT NULL DEFAULT 0;
+)sql",
 };
 
 constexpr int kSchemaVersion = static_cast<int>(sizeof(kMigrations) / sizeof(kMigrations[0]));
@@ -167,6 +174,17 @@ void backfill_query_columns(Database& db) {
   }
 }
 
+// Migration 8 added partition_id as 0: set each twin's.
+void backfill_partitions(Database& db) {
+  std::vector<std::string> ids;
+  {
+    Statement all(db, "SELECT id FROM twins");
+    while (all.step()) ids.push_back(all.column_text(0));
+  }
+  Statement set(db, "UPDATE twins SET partition_id = ?2 WHERE id = ?1");
+  for (const auto& id : ids) set.bind(1, id).bind(2, int64_t{twins::partition_of(id)}).run();
+}
+
 }  // namespace
 
 int schema_version() { return kSchemaVersion; }
@@ -179,14 +197,20 @@ Status migrate(Database& db, const std::string& path) {
                                                 std::to_string(kSchemaVersion) +
                                                 "); upgrade doppeld");
   }
-  for (int v = have; v < kSchemaVersion; ++v) {
-    Transaction tx(db, true);
-    db.exec(kMigrations[v]);
-    if (v + 1 == 5) backfill_query_columns(db);
-    db.exec(("PRAGMA user_version = " + std::to_string(v + 1)).c_str());
-    tx.commit();
-    log_info("store: migrated " + path + " to schema version " + std::to_string(v + 1));
+  if (have == kSchemaVersion) return Status::ok();
+  // Every step in one transaction, and the backfills after the last (they write whole rows in
+  // today's layout): a crash leaves the file as it was.
+  Transaction tx(db, true);
+  for (int v = have; v < kSchemaVersion; ++v) db.exec(kMigrations[v]);
+  if (have < 5) {
+    backfill_query_columns(db);  // the whole row, partition_id included
+  } else if (have < 8) {
+    backfill_partitions(db);
   }
+  db.exec(("PRAGMA user_version = " + std::to_string(kSchemaVersion)).c_str());
+  tx.commit();
+  log_info("store: migrated " + path + " from schema version " + std::to_string(have) + " to " +
+           std::to_string(kSchemaVersion));
   return Status::ok();
 }
 
