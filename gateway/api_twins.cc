@@ -291,6 +291,9 @@ void add_twin_routes(Router& router, const ApiContext* ctx) {
   router.add("GET", "/v1/twins", [ctx](const ExchangePtr& x) { list_twins(*ctx, x); });
   router.add("GET", "/v1/fleet/count", [ctx](const ExchangePtr& x) { count_twins(*ctx, x); });
   router.add("GET", "/v1/twins/{id}", twin(get_twin));
+  router.add("GET", "/v1/twins/{id}/explain", twin([](const ApiContext& c, const ExchangePtr& x) {
+               c.call(x, twins::ExplainTwin{});
+             }));
   router.add("PUT", "/v1/twins/{id}",
              twin([](const ApiContext& c, const ExchangePtr& x) { settings(c, x, false); }));
   router.add("PATCH", "/v1/twins/{id}",

@@ -206,6 +206,10 @@ TwinRecord to_record(Twin& twin, std::optional<Millis> next_deadline) {
   p.field("created", twin.created_at);
   p.field("snap", twin.events_since_snapshot);
   if (!twin.jobs.empty()) p.field("jobs", runs_json(twin.jobs));
+  if (const auto& e = twin.last_error) {
+    p.field("err",
+            json{{"at", e->at}, {"topic", e->topic}, {"code", e->code}, {"msg", e->message}});
+  }
   p.end_map();
   r.next_deadline = next_deadline;
   r.updated_at = twin.updated_at;
@@ -289,6 +293,11 @@ Result<Twin> from_record(const StoredTwin& stored) {
     t.events_since_snapshot = b.value("snap", kSnapshotEveryEvents);
     t.updated_at = r.updated_at;
     if (auto jobs = b.find("jobs"); jobs != b.end()) t.jobs = runs_from(*jobs);
+    if (auto err = b.find("err"); err != b.end()) {
+      t.last_error =
+          DeviceError{err->at("at").get<Millis>(), err->at("topic").get<std::string>(),
+                      err->at("code").get<std::string>(), err->at("msg").get<std::string>()};
+    }
     for (const auto& c : stored.commands) t.commands.push_back(command_from(c));
     return t;
   } catch (const std::exception& e) {

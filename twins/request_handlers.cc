@@ -3,6 +3,7 @@
 #include <type_traits>
 #include <variant>
 
+#include "twins/explain.h"
 #include "twins/jobs.h"
 #include "twins/overloaded.h"
 
@@ -38,6 +39,13 @@ void RequestHandlers::run(const std::string& id, ApiRequest& request, HotTwin* h
   std::visit(
       Overloaded{
           [&](GetTwin&) { get(id, h, reply); },
+          [&](ExplainTwin&) {
+            if (h == nullptr) return (void)reply->send(ApiReply{not_found(id)});
+            Outcome none;
+            reply_after_commit(
+                *h, none, reply,
+                ApiReply{Status::ok(), ReplyKind::kOk, explain(h->twin, logic_, host_.now())});
+          },
           [&](ProvisionTwin& req) {
             const ReplyKind kind = h == nullptr ? ReplyKind::kCreated : ReplyKind::kOk;
             mutate(id, h, true, reply, cause,

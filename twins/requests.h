@@ -43,6 +43,8 @@ Result<std::optional<uint64_t>> parse_if_match(std::string_view header);
 
 // Requests a shard can run against one twin.
 struct GetTwin {};
+// Why the twin has not converged, in plain words (explain.h).
+struct ExplainTwin {};
 struct ProvisionTwin {
   TwinSettings settings;
 };
@@ -74,8 +76,9 @@ struct JobSpec;
 struct RunJob {
   std::shared_ptr<const JobSpec> spec;
 };
-using ApiRequest = std::variant<GetTwin, ProvisionTwin, PatchTwin, DeleteTwin, UpdateDesired,
-                                EnqueueCommand, ListCommands, GetCommand, CancelCommand, RunJob>;
+using ApiRequest =
+    std::variant<GetTwin, ExplainTwin, ProvisionTwin, PatchTwin, DeleteTwin, UpdateDesired,
+                 EnqueueCommand, ListCommands, GetCommand, CancelCommand, RunJob>;
 
 enum class ReplyKind { kOk, kCreated, kAccepted, kNoContent };
 

@@ -180,6 +180,18 @@ void Shard::fire_timers() {
   }
 }
 
+void Shard::keep_refusal(HotTwin* h, const DeviceInput& in, const Status& status) {
+  if (h == nullptr) return;
+  const Millis t = now();
+  const std::string code(code_name(status.code()));
+  const auto& last = h->twin.last_error;
+  if (last && last->topic == in.topic && last->code == code && t - last->at < 1000) return;
+  h->twin.last_error = DeviceError{t, in.topic, code, status.message()};
+  Outcome out;
+  out.twin_changed = true;
+  commit(*h, out, nullptr);
+}
+
 void Shard::send_error(const DeviceInput& in, Encoding enc, const Status& status,
                        const std::string& token) {
   RuntimeStats& stats = deps_.stats;
@@ -209,6 +221,7 @@ void Shard::handle(DeviceInput& in) {
   const Encoding enc = in.content_encoding.value_or(h ? h->twin.encoding : Encoding::kJson);
   auto decoded = deps_.codec.decode(in.kind, in.payload, enc, logic.policy().limits);
   if (!decoded) {
+    keep_refusal(h, in, decoded.status());
     send_error(in, enc, decoded.status(), "");
     return;
   }
@@ -245,6 +258,7 @@ void Shard::handle(DeviceInput& in) {
       },
       msg);
   if (!result) {
+    if (h != nullptr) keep_refusal(h, in, result);
     send_error(in, enc, result, token);
     return;  // nothing changed (a new twin is simply not kept)
   }

@@ -89,6 +89,14 @@ struct JobRun {
   Millis deadline = 0;  // timed out at this time
 };
 
+// A message the gateway refused from a device, and why (its errors topic said the same).
+struct DeviceError {
+  Millis at = 0;
+  std::string topic;
+  std::string code;  // code_name() of the status
+  std::string message;
+};
+
 // How many change events a twin may gather before the store keeps another snapshot of its
 // history state (as_of.h): an as-of read replays at most about this many.
 inline constexpr uint32_t kSnapshotEveryEvents = 64;
@@ -132,6 +140,8 @@ struct Twin {
   uint32_t events_since_snapshot = kSnapshotEveryEvents;
   // Job executions in progress on this twin (jobs.h), ended by the twin's own steps.
   std::vector<JobRun> jobs;
+  // The last message refused from the device (explain.h), kept at most once a second per code.
+  std::optional<DeviceError> last_error;
 
   // Not persisted: upper bounds of the serialized sizes of desired/reported (exact after a load
   // or a write), so most updates pass the size limit without serializing anything.

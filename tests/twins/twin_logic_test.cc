@@ -2,6 +2,7 @@
 // limits, liveness and reconciliation (DESIGN §3, §7).
 #include <doctest/doctest.h>
 
+#include "tests/support/twin_steps.h"
 #include "twins/twin_logic.h"
 
 using doppel::StatusCode;
@@ -19,42 +20,8 @@ Policy test_policy() {
   return p;
 }
 
-struct Fixture {
-  TwinLogic logic{test_policy()};
-  Millis now = 1'000'000;
-  Twin twin;
-
-  Fixture() {
-    Outcome out;
-    twin = logic.create("pump-1", now, out);
-  }
-  Outcome report(const char* state) {
-    Outcome out;
-    REQUIRE(logic.on_reported(twin, ReportedMessage{j(state), "", std::nullopt}, now, out));
-    return out;
-  }
-  Outcome birth(std::optional<double> interval = std::nullopt) {
-    Outcome out;
-    logic.on_status(twin, StatusMessage{true, interval, std::nullopt}, Encoding::kJson, now, out);
-    return out;
-  }
-  Outcome offline() {
-    Outcome out;
-    logic.on_status(twin, StatusMessage{false, std::nullopt, std::nullopt}, Encoding::kJson, now,
-                    out);
-    return out;
-  }
-  Outcome desire(const char* patch, std::optional<uint64_t> if_match = std::nullopt) {
-    Outcome out;
-    REQUIRE(logic.update_desired(twin, UpdateDesired{j(patch), false, if_match}, now, out));
-    return out;
-  }
-  Outcome alarm() {
-    Outcome out;
-    logic.on_alarm(twin, now, out);
-    return out;
-  }
-  json doc() const { return twin_document(twin, logic.stale_after_ms(twin)); }
+struct Fixture : doppel::testing::TwinSteps {
+  Fixture() : TwinSteps(test_policy(), "pump-1", 1'000'000) {}
 };
 
 size_t deltas(const Outcome& out) {

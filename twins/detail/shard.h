@@ -112,6 +112,9 @@ class Shard final : private TwinHost {
   void fire_timers();
   // Holds a timer for the twin's deadline if it falls within the scanner's horizon.
   bool schedule(HotTwin& h, std::optional<Millis> due);
+  // Keeps a refused message on its twin (Twin::last_error), when the twin exists: at most once a
+  // second per topic and code, so a device that repeats a bad message costs few writes.
+  void keep_refusal(HotTwin* h, const DeviceInput& in, const Status& status);
   void send_error(const DeviceInput& in, Encoding enc, const Status& status,
                   const std::string& token);
 
