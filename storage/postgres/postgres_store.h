@@ -4,9 +4,11 @@
 //
 // Writes are group-committed as with SQLite (storage/group_commit.h, storage/batch_plan.h): one
 // writer connection takes everything queued and writes it in one transaction of multi-row
-// statements — each table's rows as arrays, INSERT ... SELECT FROM unnest(...) — so a batch costs
-// a handful of round trips whatever its size; then the commit callbacks run in order (the output
-// gate). Every connection commits synchronously (synchronous_commit = on, never off: a 2xx means
+// statements — each table's rows as arrays, INSERT ... SELECT FROM unnest(...) — sent in libpq's
+// pipeline mode: BEGIN, the write lock and the partitions' epochs in one round trip, then every
+// statement and COMMIT in a second (a batch that carries job executions or job-level writes takes
+// a few more, for their answers), whatever its size; then the commit callbacks run in order (the
+// output gate). Every connection commits synchronously (synchronous_commit = on, never off: a 2xx means
 // the server has the change on its disk).
 //
 // When the server goes away, the batch in flight fails (its twins reload their committed state),
@@ -36,7 +38,8 @@ namespace doppel::storage {
 
 namespace pg {
 class Connection;
-}
+class Rows;
+}  // namespace pg
 
 struct PostgresOptions {
   std::string uri;              // a libpq URI: postgresql://user[:password]@host:port/db
@@ -118,9 +121,9 @@ class PostgresTwinStore final : public twins::TwinStore {
 
   PostgresTwinStore(PostgresOptions options, Metrics& metrics);
   void writer_loop();
-  // In the writer's transaction, after its lock: fails with kFenced the writes of `batch` whose
-  // epoch is not their partition's current one.
-  void fence(pg::Connection& db, GroupCommitter::Batch& batch);
+  // Fails with kFenced the writes of `batch` whose epoch is not their partition's current one
+  // (`current`: partition_id, epoch, owner, read in the writer's transaction after its lock).
+  void fence(const pg::Rows& current, GroupCommitter::Batch& batch);
   // Connects the writer if it is not (at most once per backoff interval); throws pg::Failure.
   void connect_writer();
   // Runs `read(connection)` on a pooled reader connection; a connection that failed is dropped

@@ -1,5 +1,5 @@
-// PostgresTwinStore's writer thread: a group commit as one transaction of multi-row statements
-// (postgres_store.h).
+// PostgresTwinStore's writer thread: a group commit as one transaction of multi-row statements,
+// pipelined (postgres_store.h).
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -271,9 +271,13 @@ Status apply_job_write(pg::Connection& db, const twins::JobWrite& jw, const Colu
   }
 }
 
-}  // namespace
-
-void PostgresTwinStore::fence(pg::Connection& db, GroupCommitter::Batch& batch) {
+// BEGIN, the write lock, and the current epochs of the batch's partitions (read after the lock:
+// a claim that committed before it is seen), in one round trip; the epochs' rows are the last
+// result.
+std::vector<pg::Connection::Statement> begin_statements(const GroupCommitter::Batch& batch) {
+  std::vector<pg::Connection::Statement> out;
+  out.push_back({"BEGIN", {}});
+  out.push_back({"SELECT pg_advisory_xact_lock($1)", pg::Params().integer(postgres::kWriteLock)});
   std::array<bool, twins::kPartitions> asked{};
   pg::ArrayLiteral partitions;
   for (size_t i = 0; i < batch.ops.size(); ++i) {
@@ -282,12 +286,16 @@ void PostgresTwinStore::fence(pg::Connection& db, GroupCommitter::Batch& batch) 
     if (!asked[tw->partition]) partitions.integer(tw->partition);
     asked[tw->partition] = true;
   }
-  if (partitions.empty()) return;
-  // After the lock (kBeginLocked): a claim that committed before it is seen here.
-  pg::Rows rows = db.must(
-      "SELECT partition_id, epoch, owner FROM doppel_partitions "
-      "WHERE partition_id = ANY($1::bigint[])",
-      pg::Params().array(partitions));
+  out.push_back(
+      {"SELECT partition_id, epoch, owner FROM doppel_partitions "
+       "WHERE partition_id = ANY($1::bigint[])",
+       pg::Params().array(partitions)});
+  return out;
+}
+
+}  // namespace
+
+void PostgresTwinStore::fence(const pg::Rows& rows, GroupCommitter::Batch& batch) {
   std::array<uint64_t, twins::kPartitions> current{};  // 0: no such partition, fenced
   std::string owner;
   for (size_t r = 0; r < rows.size(); ++r) {
@@ -323,8 +331,7 @@ void PostgresTwinStore::writer_loop() {
     try {
       connect_writer();
       pg::Connection& db = *w.db;
-      if (Status s = db.exec_script(postgres::kBeginLocked); !s) throw pg::Failure(s);
-      fence(db, batch);
+      fence(db.pipeline(begin_statements(batch)).back(), batch);
       plan.make(batch);
       BatchRows rows;
       all_states.clear();
@@ -402,27 +409,32 @@ void PostgresTwinStore::writer_loop() {
         }
       }
 
+      // The batch's statements, sent together (pg.h, pipeline): one round trip, COMMIT included
+      // when no execution or job-level write needs an answer in between.
+      std::vector<pg::Connection::Statement> sts;
       if (!rows.deleted.empty()) {
         pg::ArrayLiteral ids;
         for (auto id : rows.deleted) ids.text(id);
         const pg::Params p = pg::Params().array(ids);
-        db.must("DELETE FROM twins WHERE id = ANY($1::text[])", p);
-        db.must("DELETE FROM commands WHERE twin_id = ANY($1::text[])", p);
-        db.must("DELETE FROM snapshots WHERE twin = ANY($1::text[])", p);
+        sts.push_back({"DELETE FROM twins WHERE id = ANY($1::text[])", p});
+        sts.push_back({"DELETE FROM commands WHERE twin_id = ANY($1::text[])", p});
+        sts.push_back({"DELETE FROM snapshots WHERE twin = ANY($1::text[])", p});
       }
-      if (!rows.events.empty()) {
-        db.must(kInsertEvents, rows.events.params());
-      }
+      if (!rows.events.empty()) sts.push_back({kInsertEvents, rows.events.params()});
       if (!rows.snapshots.empty()) {
-        db.must(
-            "INSERT INTO snapshots (twin, seq, step_seq, ts, version, state) SELECT * FROM "
-            "unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], "
-            "$6::text[]) ON CONFLICT (twin, seq) DO UPDATE SET step_seq = excluded.step_seq, "
-            "ts = excluded.ts, version = excluded.version, state = excluded.state",
-            rows.snapshots.params());
+        sts.push_back(
+            {"INSERT INTO snapshots (twin, seq, step_seq, ts, version, state) SELECT * FROM "
+             "unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], "
+             "$6::text[]) ON CONFLICT (twin, seq) DO UPDATE SET step_seq = excluded.step_seq, "
+             "ts = excluded.ts, version = excluded.version, state = excluded.state",
+             rows.snapshots.params()});
       }
-      if (all_states.rows > 0) db.must(postgres::upsert_twins_sql(true), all_states.params());
-      if (same_states.rows > 0) db.must(postgres::upsert_twins_sql(false), same_states.params());
+      if (all_states.rows > 0) {
+        sts.push_back({postgres::upsert_twins_sql(true), all_states.params()});
+      }
+      if (same_states.rows > 0) {
+        sts.push_back({postgres::upsert_twins_sql(false), same_states.params()});
+      }
       if (!rows.commands.empty()) {
         Columns<2> gone;
         Columns<5> put;
@@ -439,55 +451,67 @@ void PostgresTwinStore::writer_loop() {
           put.columns[4].bytes((*c)->body);
         }
         if (!gone.empty()) {
-          db.must(
-              "DELETE FROM commands WHERE (twin_id, seq) IN (SELECT * FROM unnest($1::text[], "
-              "$2::bigint[]))",
-              gone.params());
+          sts.push_back(
+              {"DELETE FROM commands WHERE (twin_id, seq) IN (SELECT * FROM unnest($1::text[], "
+               "$2::bigint[]))",
+               gone.params()});
         }
         if (!put.empty()) {
-          db.must(
-              "INSERT INTO commands (twin_id, seq, id, status, body) SELECT * FROM "
-              "unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bytea[]) "
-              "ON CONFLICT (twin_id, seq) DO UPDATE SET id = excluded.id, "
-              "status = excluded.status, body = excluded.body",
-              put.params());
+          sts.push_back(
+              {"INSERT INTO commands (twin_id, seq, id, status, body) SELECT * FROM "
+               "unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bytea[]) "
+               "ON CONFLICT (twin_id, seq) DO UPDATE SET id = excluded.id, "
+               "status = excluded.status, body = excluded.body",
+               put.params()});
         }
       }
-      // Executions and job-level writes in batch order (a job write may reset or cancel what
+      // Executions and job-level writes need answers (count changes, savepoints): the statements
+      // so far go first, then those in batch order (a job write may reset or cancel what
       // executions before it wrote); a job write that fails drops its own events only.
-      JobCountChanges counts;
-      Executions executions;
+      bool jobs_part = false;
+      for (size_t i = 0; i < n && !jobs_part; ++i) {
+        const twins::TwinWrite* tw = batch.ops[i].twin();
+        jobs_part = statuses[i] && (tw == nullptr || !tw->executions.empty());
+      }
       std::vector<bool> dropped(committed_events.size(), false);
-      for (size_t i = 0; i < n; ++i) {
-        if (!statuses[i]) continue;
-        if (const twins::TwinWrite* tw = batch.ops[i].twin()) {
-          executions.add(tw->executions);
-          continue;
+      if (jobs_part) {
+        if (!sts.empty()) db.pipeline(sts);
+        sts.clear();
+        JobCountChanges counts;
+        Executions executions;
+        for (size_t i = 0; i < n; ++i) {
+          if (!statuses[i]) continue;
+          if (const twins::TwinWrite* tw = batch.ops[i].twin()) {
+            executions.add(tw->executions);
+            continue;
+          }
+          executions.flush(db, counts);
+          const JobEvents& je = job_events[i];
+          Status s = apply_job_write(db, std::get<twins::JobWrite>(batch.ops[i].write), je.rows,
+                                     counts, fail_next_job_writes_);
+          if (!s) {
+            for (size_t e = je.from; e < je.to; ++e) dropped[e] = true;
+            statuses[i] = s;
+            log_warn("store: " + s.to_string() + " (the rest of the batch commits)");
+          }
         }
         executions.flush(db, counts);
-        const JobEvents& je = job_events[i];
-        Status s = apply_job_write(db, std::get<twins::JobWrite>(batch.ops[i].write), je.rows,
-                                   counts, fail_next_job_writes_);
-        if (!s) {
-          for (size_t e = je.from; e < je.to; ++e) dropped[e] = true;
-          statuses[i] = s;
-          log_warn("store: " + s.to_string() + " (the rest of the batch commits)");
-        }
+        counts.flush(db, counted_jobs);
       }
-      executions.flush(db, counts);
-      counts.flush(db, counted_jobs);
       if (seq > last_event_seq_.load()) {
         // The highest seq assigned (one a failed job write took is never used again).
-        db.must(
-            "UPDATE event_stats SET value = CASE name WHEN 'last_seq' THEN $1 "
-            "ELSE value + $2 END WHERE name IN ('last_seq', 'reported_events')",
-            pg::Params().integer(static_cast<int64_t>(seq)).integer(reported));
+        sts.push_back(
+            {"UPDATE event_stats SET value = CASE name WHEN 'last_seq' THEN $1 "
+             "ELSE value + $2 END WHERE name IN ('last_seq', 'reported_events')",
+             pg::Params().integer(static_cast<int64_t>(seq)).integer(reported)});
       }
       if (fail_next_commits_.load() > 0) {
         fail_next_commits_.fetch_sub(1);
+        if (!sts.empty()) db.pipeline(sts);
         throw pg::Failure(Status(StatusCode::kUnavailable, "injected commit failure (test hook)"));
       }
-      db.must("COMMIT");
+      sts.push_back({"COMMIT", {}});
+      db.pipeline(sts);
       size_t kept = 0;
       for (size_t e = 0; e < committed_events.size(); ++e) {
         if (dropped[e]) continue;

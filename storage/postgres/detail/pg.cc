@@ -17,6 +17,22 @@ std::string first_line(std::string_view message) {
   return std::string(message.substr(0, end));
 }
 
+// A statement's outcome: OK, or the Status its failure becomes (exec's rules, pg.h).
+Status status_of(const PGresult* r, pg_conn* c) {
+  const ExecStatusType st = PQresultStatus(r);
+  if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return Status::ok();
+  const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+  const std::string sqlstate = state != nullptr ? state : "";
+  const std::string message = PQresultErrorMessage(r);
+  if (sqlstate == "57014") {  // statement_timeout: a read's time budget (--query-timeout-s)
+    return Status(StatusCode::kTimeout, "stopped at its deadline");
+  }
+  // Class 42 (syntax, undefined objects) and 22 (data): the statement, not the server.
+  const bool refused = sqlstate.substr(0, 2) == "42" || sqlstate.substr(0, 2) == "22";
+  return Status(refused ? StatusCode::kInvalidArgument : StatusCode::kUnavailable,
+                explain(sqlstate, message.empty() ? PQerrorMessage(c) : message));
+}
+
 }  // namespace
 
 std::string explain(std::string_view sqlstate, std::string_view message) {
@@ -182,18 +198,65 @@ Result<Rows> Connection::exec(const std::string& sql, const Params& params) {
   if (rows.result_ == nullptr) {
     return Status(StatusCode::kUnavailable, explain("", PQerrorMessage(conn_.get())));
   }
-  const ExecStatusType st = PQresultStatus(rows.result_.get());
-  if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return rows;
-  const char* state = PQresultErrorField(rows.result_.get(), PG_DIAG_SQLSTATE);
-  const std::string sqlstate = state != nullptr ? state : "";
-  const std::string message = PQresultErrorMessage(rows.result_.get());
-  if (sqlstate == "57014") {  // statement_timeout: a read's time budget (--query-timeout-s)
-    return Status(StatusCode::kTimeout, "stopped at its deadline");
+  Status st = status_of(rows.result_.get(), conn_.get());
+  if (!st) return st;
+  return rows;
+}
+
+std::vector<Rows> Connection::pipeline(const std::vector<Statement>& statements) {
+  pg_conn* c = conn_.get();
+  if (PQenterPipelineMode(c) != 1) {
+    throw Failure(Status(StatusCode::kUnavailable, explain("", PQerrorMessage(c))));
   }
-  // Class 42 (syntax, undefined objects) and 22 (data): the statement, not the server.
-  const bool refused = sqlstate.substr(0, 2) == "42" || sqlstate.substr(0, 2) == "22";
-  return Status(refused ? StatusCode::kInvalidArgument : StatusCode::kUnavailable,
-                explain(sqlstate, message.empty() ? PQerrorMessage(conn_.get()) : message));
+  // Leaves pipeline mode however this ends; on a failure, what is left to read is drained first.
+  struct Leave {
+    pg_conn* c;
+    ~Leave() {
+      if (PQexitPipelineMode(c) == 1) return;
+      for (int spins = 0; spins < 1000 && PQpipelineStatus(c) != PQ_PIPELINE_OFF; ++spins) {
+        PGresult* r = PQgetResult(c);
+        if (r == nullptr && PQstatus(c) != CONNECTION_OK) break;
+        PQclear(r);
+        PQexitPipelineMode(c);
+      }
+    }
+  } leave{c};
+  for (const Statement& st : statements) {
+    std::vector<const char*> values;
+    std::vector<int> lengths;
+    for (const auto& v : st.params.values_) {
+      values.push_back(v ? v->data() : nullptr);
+      lengths.push_back(v ? static_cast<int>(v->size()) : 0);
+    }
+    if (PQsendQueryParams(c, st.sql.c_str(), static_cast<int>(values.size()), nullptr,
+                          values.data(), lengths.data(), st.params.binary_.data(), 0) != 1) {
+      throw Failure(Status(StatusCode::kUnavailable, explain("", PQerrorMessage(c))));
+    }
+  }
+  if (PQpipelineSync(c) != 1) {
+    throw Failure(Status(StatusCode::kUnavailable, explain("", PQerrorMessage(c))));
+  }
+  std::vector<Rows> out(statements.size());
+  std::optional<Status> failed;
+  for (size_t i = 0; i < statements.size(); ++i) {
+    // Each statement's result, then a NULL that ends it.
+    PGresult* r = PQgetResult(c);
+    if (r == nullptr) {
+      throw Failure(Status(StatusCode::kUnavailable, explain("", PQerrorMessage(c))));
+    }
+    out[i].result_.reset(r);
+    while (PGresult* extra = PQgetResult(c)) PQclear(extra);
+    if (!failed && PQresultStatus(r) != PGRES_PIPELINE_ABORTED) {
+      if (Status st = status_of(r, c); !st) failed = st;
+    }
+  }
+  // The sync's own result.
+  PGresult* sync = PQgetResult(c);
+  const bool synced = sync != nullptr && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
+  PQclear(sync);
+  if (failed) throw Failure(*failed);
+  if (!synced) throw Failure(Status(StatusCode::kUnavailable, explain("", PQerrorMessage(c))));
+  return out;
 }
 
 Rows Connection::must(const std::string& sql, const Params& params) {

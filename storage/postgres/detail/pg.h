@@ -110,6 +110,15 @@ class Connection {
   // exec() that throws Failure instead of returning it.
   Rows must(const std::string& sql, const Params& params = {});
 
+  // Statements sent together in libpq's pipeline mode: all of them, then a sync, in one round
+  // trip, and their results read in order. The first that fails throws Failure; the server skips
+  // the rest (inside a transaction block, the transaction is then aborted: roll it back).
+  struct Statement {
+    std::string sql;
+    Params params;
+  };
+  std::vector<Rows> pipeline(const std::vector<Statement>& statements);
+
   bool ok() const;  // still connected
 
  private:
