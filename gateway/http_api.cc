@@ -25,7 +25,7 @@ struct HttpApi::Impl {
   Impl(HttpOptions o, twins::Runtime& rt, twins::TwinStore& store, Metrics& metrics,
        std::function<Readiness()> readiness, DeviceAuth* device_auth)
       : options(std::move(o)),
-        auth(options.tokens, options.read_tokens),
+        auth(options.tokens, options.read_tokens, options.host),
         query_gate(options.queries.per_client),
         reads(store, rt.logic()) {
     HttpServerOptions so = options.server;

@@ -44,12 +44,51 @@ ApiAuth::Token ApiAuth::parse(const std::string& text) {
   return {"default", text};
 }
 
-ApiAuth::ApiAuth(std::vector<std::string> tokens, std::vector<std::string> read_tokens)
-    : tokens_(parse_all(tokens)), read_tokens_(parse_all(read_tokens)) {}
+ApiAuth::ApiAuth(std::vector<std::string> tokens, std::vector<std::string> read_tokens,
+                 std::string http_host)
+    : tokens_(parse_all(tokens)),
+      read_tokens_(parse_all(read_tokens)),
+      http_host_(host_of(http_host)) {}
+
+std::string ApiAuth::host_of(std::string_view header) {
+  std::string_view h = header;
+  if (!h.empty() && h.front() == '[') {  // [v6]:port
+    const size_t close = h.find(']');
+    h = close == std::string_view::npos ? h.substr(1) : h.substr(1, close - 1);
+  } else if (const size_t colon = h.find(':');
+             colon != std::string_view::npos && h.find(':', colon + 1) == std::string_view::npos) {
+    h = h.substr(0, colon);  // name:port (one colon; a bare IPv6 address has several)
+  }
+  std::string out(h);
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  if (!out.empty() && out.back() == '.') out.pop_back();  // "localhost." is localhost
+  return out;
+}
 
 std::optional<HttpResponse> ApiAuth::refuse(const HttpRequest& req, bool open_route,
                                             std::string& principal) const {
-  if (tokens_.empty() && read_tokens_.empty()) return std::nullopt;
+  if (tokens_.empty() && read_tokens_.empty()) {
+    const auto header = req.header("Host");
+    if (!header) return std::nullopt;
+    const std::string host = host_of(*header);
+    const bool local_name =
+        host == "localhost" ||
+        (host.size() > 10 && host.compare(host.size() - 10, 10, ".localhost") == 0);
+    const bool loopback_ip =
+        host == "::1" ||
+        (host.rfind("127.", 0) == 0 && host.find_first_not_of("0123456789.") == std::string::npos);
+    if (local_name || loopback_ip || host == http_host_) return std::nullopt;
+    return problem_response(
+        403, "forbidden",
+        "Host '" + host +
+            "' does not name this gateway: without --api-token doppeld answers only requests "
+            "for a loopback name or address (or the --http address), so that a web page cannot "
+            "reach the API by rebinding its own name (DNS rebinding). Use "
+            "http://127.0.0.1:<port>/, "
+            "or configure --api-token",
+        req.path);
+  }
   if (open_route) return std::nullopt;
   const std::string header = req.header("Authorization").value_or("");
   // The scheme is case-insensitive (RFC 9110 §11.1); spaces may stand after it.

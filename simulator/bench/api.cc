@@ -79,7 +79,7 @@ class IdleConnections {
       }
       fds_.push_back(fd);
     }
-    const std::string request = "GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n";
+    const std::string request = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
     for (int fd : fds_) (void)::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
     for (int fd : fds_) {
       pollfd p{fd, POLLIN, 0};
@@ -198,7 +198,7 @@ int shell(const std::string& command) {
 json measure_streams(int port, int readers, double seconds) {
   std::vector<int> fds;
   const std::string request =
-      "GET /v1/debug/ticks?pace=client&interval_ms=0&bytes=200 HTTP/1.1\r\nHost: bench\r\n\r\n";
+      "GET /v1/debug/ticks?pace=client&interval_ms=0&bytes=200 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
   for (int i = 0; i < readers; ++i) {
     const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in a{};

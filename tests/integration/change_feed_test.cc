@@ -30,7 +30,7 @@ std::vector<json> sse_events(const std::string& text) {
 
 std::string sse_request(const std::string& query, std::optional<uint64_t> last_event_id = {}) {
   std::string r =
-      "GET /v1/events" + query + " HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n";
+      "GET /v1/events" + query + " HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n";
   if (last_event_id) r += "Last-Event-ID: " + std::to_string(*last_event_id) + "\r\n";
   return r + "\r\n";
 }
@@ -229,7 +229,7 @@ TEST_CASE(
     CHECK(gw.get("/v1/events?after_seq=9223372036854775807").status == 400);
     Raw c(gw.http_port());
     REQUIRE(
-        c.send("GET /v1/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n"
+        c.send("GET /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
                "Last-Event-ID: 9223372036854775808\r\n\r\n"));
     CHECK(status_of(c.response(10s)) == 400);
     CHECK(gw.get("/v1/events?after_seq=" + std::to_string(newest)).status == 200);

@@ -43,32 +43,33 @@ TEST_CASE("Transfer-Encoding a server cannot frame is refused and the connection
   REQUIRE(gw.request("PUT", "/v1/twins/victim", "{}").status == 201);
   // A second request hidden in the first one's body: a server that reads the first as bodiless
   // and keeps the connection would run it.
-  const std::string smuggled = "DELETE /v1/twins/victim HTTP/1.1\r\nHost: x\r\n\r\n";
+  const std::string smuggled = "DELETE /v1/twins/victim HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
   for (const std::string te :
        {"gzip", "identity", "xchunked", "chunked, chunked", "chunked, gzip"}) {
     CAPTURE(te);
     auto [r, closed] = exchange_then_closed(
-        gw.http_port(), "POST /v1/twins/a/desired HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: " + te +
-                            "\r\nContent-Type: application/json\r\n\r\n" + smuggled);
+        gw.http_port(),
+        "POST /v1/twins/a/desired HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: " + te +
+            "\r\nContent-Type: application/json\r\n\r\n" + smuggled);
     CHECK(status_of(r) == 400);
     CHECK(body_of(r)["type"] == "urn:doppel:problem:malformed");
     CHECK(closed);
   }
   {  // A coding doppeld does not implement before chunked: 501, closed.
-    auto [r, closed] = exchange_then_closed(
-        gw.http_port(),
-        "POST /v1/twins/a/desired HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
-        "0\r\n\r\n" +
-            smuggled);
+    auto [r, closed] = exchange_then_closed(gw.http_port(),
+                                            "POST /v1/twins/a/desired HTTP/1.1\r\nHost: "
+                                            "127.0.0.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+                                            "0\r\n\r\n" +
+                                                smuggled);
     CHECK(status_of(r) == 501);
     CHECK(closed);
   }
   {  // Both framings at once.
-    auto [r, closed] =
-        exchange_then_closed(gw.http_port(),
-                             "POST /v1/twins/a/desired HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
-                             "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" +
-                                 smuggled);
+    auto [r, closed] = exchange_then_closed(
+        gw.http_port(),
+        "POST /v1/twins/a/desired HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" +
+            smuggled);
     CHECK(status_of(r) == 400);
     CHECK(closed);
   }
@@ -77,9 +78,9 @@ TEST_CASE("Transfer-Encoding a server cannot frame is refused and the connection
   // A well-framed chunked request still works (and the connection stays open).
   Raw c(gw.http_port());
   REQUIRE(
-      c.send("PATCH /v1/twins/victim/desired HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+      c.send("PATCH /v1/twins/victim/desired HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: "
              "chunked\r\nContent-Type: application/merge-patch+json\r\n\r\n7\r\n{\"m\":1}\r\n"
-             "0\r\n\r\nGET /v1/twins/victim HTTP/1.1\r\nHost: x\r\n\r\n"));
+             "0\r\n\r\nGET /v1/twins/victim HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
   CHECK(status_of(c.response(10s)) == 200);
   const std::string second = c.response(10s);
   CHECK(status_of(second) == 200);
@@ -96,11 +97,11 @@ TEST_CASE("HEAD, absolute-form targets, Host, Expect and the Bearer scheme as RF
   const std::string bearer = "Authorization: Bearer s3cret\r\n";
   {  // HEAD: GET's status and headers, no body; the connection goes on.
     Raw c(gw.http_port());
-    REQUIRE(c.send("GET /v1/twins/t-1 HTTP/1.1\r\nHost: x\r\n" + bearer + "\r\n"));
+    REQUIRE(c.send("GET /v1/twins/t-1 HTTP/1.1\r\nHost: 127.0.0.1\r\n" + bearer + "\r\n"));
     const std::string get = c.response(10s);
     REQUIRE(status_of(get) == 200);
-    REQUIRE(c.send("HEAD /v1/twins/t-1 HTTP/1.1\r\nHost: x\r\n" + bearer + "\r\n" +
-                   "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
+    REQUIRE(c.send("HEAD /v1/twins/t-1 HTTP/1.1\r\nHost: 127.0.0.1\r\n" + bearer + "\r\n" +
+                   "HEAD /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
     // Content-Length is GET's, but no body follows: read the headers alone.
     CHECK(c.fill(10s));
     const std::string& head = c.buffered();
@@ -117,15 +118,15 @@ TEST_CASE("HEAD, absolute-form targets, Host, Expect and the Bearer scheme as RF
     CHECK(after.rfind("HTTP/1.1 200", 0) == 0);
     // 405 answers name HEAD beside GET.
     Raw d(gw.http_port());
-    REQUIRE(d.send("PUT /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"));
+    REQUIRE(d.send("PUT /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n"));
     const std::string r = d.response(10s);
     CHECK(status_of(r) == 405);
     CHECK(header_of(r, "Allow").find("HEAD") != std::string::npos);
   }
   {  // Absolute form: routed by its path and query.
     Raw c(gw.http_port());
-    REQUIRE(c.send("GET http://127.0.0.1/v1/twins/t-1?fields=id HTTP/1.1\r\nHost: x\r\n" + bearer +
-                   "\r\n"));
+    REQUIRE(c.send("GET http://127.0.0.1/v1/twins/t-1?fields=id HTTP/1.1\r\nHost: 127.0.0.1\r\n" +
+                   bearer + "\r\n"));
     const std::string r = c.response(10s);
     CHECK(status_of(r) == 200);
     CHECK(body_of(r)["id"] == "t-1");
@@ -144,7 +145,7 @@ TEST_CASE("HEAD, absolute-form targets, Host, Expect and the Bearer scheme as RF
   {  // Expect: 100-continue gets 100 before the client sends the body; other expectations 417.
     Raw c(gw.http_port());
     const std::string body = "{\"e\":1}";
-    REQUIRE(c.send("PATCH /v1/twins/t-1/desired HTTP/1.1\r\nHost: x\r\n" + bearer +
+    REQUIRE(c.send("PATCH /v1/twins/t-1/desired HTTP/1.1\r\nHost: 127.0.0.1\r\n" + bearer +
                    "Content-Type: application/merge-patch+json\r\nExpect: 100-continue\r\n"
                    "Content-Length: " +
                    std::to_string(body.size()) + "\r\n\r\n"));
@@ -154,7 +155,7 @@ TEST_CASE("HEAD, absolute-form targets, Host, Expect and the Bearer scheme as RF
     REQUIRE(c.send(body));
     CHECK(status_of(c.response(10s)) == 200);
     auto [r, closed] = exchange_then_closed(
-        gw.http_port(), "GET /healthz HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\n\r\n");
+        gw.http_port(), "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: teapot\r\n\r\n");
     CHECK(status_of(r) == 417);
   }
   // The scheme's name is case-insensitive; the token is not.
@@ -164,6 +165,27 @@ TEST_CASE("HEAD, absolute-form targets, Host, Expect and the Bearer scheme as RF
   CHECK(gw.request("GET", "/v1/twins/t-1", "", {{"Authorization", "Bearer S3CRET"}}).status == 401);
   CHECK(gw.request("GET", "/v1/twins/t-1", "", {{"Authorization", "Bearers3cret"}}).status == 401);
   CHECK(gw.stop() == 0);
+}
+
+TEST_CASE(
+    "without a token, a Host that is not loopback is refused on every route (DNS rebinding)") {
+  Stack stack;  // no --api-token: the loopback default
+  auto& gw = stack.gateway;
+  for (const char* path : {"/healthz", "/v1/twins", "/v1/openapi.json"}) {
+    Raw c(gw.http_port());
+    REQUIRE(c.send(std::string("GET ") + path + " HTTP/1.1\r\nHost: evil.example:" +
+                   std::to_string(gw.http_port()) + "\r\n\r\n"));
+    const std::string evil = c.response(10s);
+    CHECK_MESSAGE(status_of(evil) == 403, path);
+    CHECK(header_of(evil, "Content-Type") == "application/problem+json");
+    CHECK(evil.find("DNS rebinding") != std::string::npos);
+  }
+  for (const std::string& host : {std::string("localhost:") + std::to_string(gw.http_port()),
+                                  std::string("[::1]"), std::string("127.0.0.1")}) {
+    Raw c(gw.http_port());
+    REQUIRE(c.send("GET /v1/twins HTTP/1.1\r\nHost: " + host + "\r\n\r\n"));
+    CHECK_MESSAGE(status_of(c.response(10s)) == 200, host);
+  }
 }
 
 TEST_CASE("query strings: '+' is a space, and a malformed escape is refused, never read as empty") {
@@ -177,7 +199,8 @@ TEST_CASE("query strings: '+' is a space, and a malformed escape is refused, nev
   // Form encoding (curl --data-urlencode, URLSearchParams): spaces as '+'. (Sent raw: the
   // harness's client would escape the '+'.)
   Raw c(gw.http_port());
-  REQUIRE(c.send("GET /v1/fleet/count?q=tags.site+%3D+%27a+b%27 HTTP/1.1\r\nHost: x\r\n\r\n"));
+  REQUIRE(
+      c.send("GET /v1/fleet/count?q=tags.site+%3D+%27a+b%27 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
   const std::string plus = c.response(10s);
   CHECK_MESSAGE(status_of(plus) == 200, plus);
   CHECK(body_of(plus)["count"] == 2);
@@ -203,7 +226,8 @@ TEST_CASE("query strings: '+' is a space, and a malformed escape is refused, nev
 TEST_CASE("streams are capped per client address and in all; a refused one changes nothing") {
   Stack stack({"--http-max-streams-per-ip", "2", "--http-max-streams", "3"});
   auto& gw = stack.gateway;
-  const std::string sse = "GET /v1/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n";
+  const std::string sse =
+      "GET /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n";
   auto open_stream = [&](const char* source) {
     auto c = std::make_unique<Raw>(gw.http_port(), source);
     REQUIRE(c->send(sse));
@@ -225,7 +249,7 @@ TEST_CASE("streams are capped per client address and in all; a refused one chang
     CHECK(status_of(r) == 429);
     CHECK(body_of(r)["type"] == "urn:doppel:problem:too_many_streams");
     CHECK(header_of(r, "Retry-After") == "5");
-    REQUIRE(c.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
+    REQUIRE(c.send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
     CHECK(status_of(c.response(10s)) == 200);
   }
   open.push_back(open_stream("127.0.0.3"));

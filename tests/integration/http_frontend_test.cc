@@ -33,7 +33,7 @@ TEST_CASE("oversized headers get 431 and do not inflate memory") {
   const long rss0 = doppel::sim::rss_kib(gw.pid());
   {  // Too many bytes: 28 MB of headers is cut off after 16 KiB.
     Raw c(gw.http_port());
-    REQUIRE(c.send("GET /healthz HTTP/1.1\r\nHost: x\r\n"));
+    REQUIRE(c.send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"));
     std::string batch;
     for (int i = 0; i < 64; ++i) batch += "X-Filler: " + std::string(1000, 'a') + "\r\n";
     // 28 MB in 64 KB batches, until the server has answered.
@@ -45,7 +45,7 @@ TEST_CASE("oversized headers get 431 and do not inflate memory") {
   }
   {  // Too many fields, each small.
     Raw c(gw.http_port());
-    std::string req = "GET /healthz HTTP/1.1\r\nHost: x\r\n";
+    std::string req = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n";
     for (int i = 0; i < 150; ++i) req += "X-" + std::to_string(i) + ": 1\r\n";
     REQUIRE(c.send(req + "\r\n"));
     const std::string r = c.response(10s);
@@ -63,7 +63,7 @@ TEST_CASE("bodies over the limit get 413 without being read, chunked or not") {
   {  // Content-Length says 64 MiB: refused on the headers alone.
     Raw c(gw.http_port());
     REQUIRE(
-        c.send("PATCH /v1/twins/b-1/desired HTTP/1.1\r\nHost: x\r\nContent-Type: "
+        c.send("PATCH /v1/twins/b-1/desired HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
                "application/json\r\nContent-Length: 67108864\r\n\r\n"));
     const std::string r = c.response(10s);
     CHECK(status_of(r) == 413);
@@ -73,7 +73,7 @@ TEST_CASE("bodies over the limit get 413 without being read, chunked or not") {
     Raw c(gw.http_port());
     c.set_send_buffer(64 * 1024);
     REQUIRE(
-        c.send("PATCH /v1/twins/b-1/desired HTTP/1.1\r\nHost: x\r\nContent-Type: "
+        c.send("PATCH /v1/twins/b-1/desired HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
                "application/json\r\nTransfer-Encoding: chunked\r\n\r\n"));
     const std::string chunk = "10000\r\n" + std::string(0x10000, 'x') + "\r\n";  // 64 KiB
     int sent = 0;
@@ -92,7 +92,7 @@ TEST_CASE("a slowloris client is closed at the header timeout while the API stay
   Raw slow(gw.http_port());
   REQUIRE(slow.connected());
   const auto t0 = Clock::now();
-  const std::string req = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: abcdefghijklmnop";
+  const std::string req = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: abcdefghijklmnop";
   bool cut = false;
   for (size_t i = 0; i < req.size() && !cut; ++i) {
     if (!slow.send(req.substr(i, 1))) break;
@@ -154,7 +154,7 @@ TEST_CASE("5000 idle connections are accepted and the API still answers") {
   CHECK(gw.patch_desired("busy-1", {{"a", 1}}).status == 200);
   CHECK(gw.get("/v1/twins/busy-1").status == 200);
   // Still idle and open: a request on one of them is answered.
-  REQUIRE(idle[4321].send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
+  REQUIRE(idle[4321].send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
   CHECK(status_of(idle[4321].response(10s)) == 200);
 }
 
@@ -165,7 +165,7 @@ TEST_CASE("one address cannot hold every slot: over the per-address limit, 503 p
   for (int i = 0; i < 10; ++i) {
     held.emplace_back(gw.http_port());
     // Answered, so accepted and counted.
-    REQUIRE(held.back().send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
+    REQUIRE(held.back().send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
     REQUIRE(status_of(held.back().response(10s)) == 200);
   }
   Raw extra(gw.http_port());
@@ -182,9 +182,9 @@ TEST_CASE("pipelined requests are answered in order; the raw path is routed, the
   REQUIRE(gw.patch_desired("p-1", {{"n", 1}}).status == 200);
   Raw c(gw.http_port());
   REQUIRE(
-      c.send("GET /v1/twins/p-1/desired HTTP/1.1\r\nHost: x\r\n\r\n"
-             "GET /v1/twins/nobody HTTP/1.1\r\nHost: x\r\n\r\n"
-             "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
+      c.send("GET /v1/twins/p-1/desired HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+             "GET /v1/twins/nobody HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+             "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
   const std::string first = c.response(10s);
   const std::string second = c.response(10s);
   const std::string third = c.response(10s);
@@ -216,7 +216,7 @@ TEST_CASE("a slow stream reader is cut off at its bound while a fast one keeps r
   auto& gw = stack.gateway;
   // 4 KiB ticks every millisecond, whatever the reader does: ~4 MB/s.
   const std::string request =
-      "GET /v1/debug/ticks?pace=fixed&interval_ms=1&bytes=4096 HTTP/1.1\r\nHost: x\r\n\r\n";
+      "GET /v1/debug/ticks?pace=fixed&interval_ms=1&bytes=4096 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
   Raw slow(gw.http_port(), nullptr, 4096);  // a small window, and it never reads
   REQUIRE(slow.connected());
   REQUIRE(slow.send(request));
@@ -264,7 +264,7 @@ TEST_CASE("a stream at the client's pace waits for a slow reader and misses noth
   Raw slow(gw.http_port(), nullptr, 4096);
   REQUIRE(
       slow.send("GET /v1/debug/ticks?pace=client&interval_ms=0&count=2000&bytes=4096 HTTP/1.1\r\n"
-                "Host: x\r\n\r\n"));
+                "Host: 127.0.0.1\r\n\r\n"));
   // Not reading for a while: the producer waits for the client instead of queueing without end.
   CHECK(!eventually(
       [&] {

@@ -33,8 +33,8 @@ TEST_CASE("a stream sends its events, then its final chunk, and frees its slot")
   Stack stack;
   auto& gw = stack.gateway;
   Raw c(gw.http_port());
-  REQUIRE(
-      c.send("GET /v1/debug/ticks?count=5&interval_ms=10&bytes=10 HTTP/1.1\r\nHost: x\r\n\r\n"));
+  REQUIRE(c.send(
+      "GET /v1/debug/ticks?count=5&interval_ms=10&bytes=10 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
   const std::string text = read_stream(c, 20s);
   CHECK(text.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
   CHECK(text.find("Content-Type: text/event-stream\r\n") != std::string::npos);
@@ -64,7 +64,7 @@ TEST_CASE("a client that leaves frees its stream at once, not at the next event"
   {
     Raw c(gw.http_port());
     // One event a minute: only noticing the closed connection ends this stream in time.
-    REQUIRE(c.send("GET /v1/debug/ticks?interval_ms=60000 HTTP/1.1\r\nHost: x\r\n\r\n"));
+    REQUIRE(c.send("GET /v1/debug/ticks?interval_ms=60000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
     CHECK(eventually([&] { return metric(gw.text("/metrics"), "doppel_http_streams") == 1; }, 10s));
   }
   CHECK(eventually([&] { return metric(gw.text("/metrics"), "doppel_http_streams") == 0; }, 10s));
@@ -74,7 +74,7 @@ TEST_CASE("stopping the server ends open streams cleanly, then exits") {
   Stack stack;
   auto& gw = stack.gateway;
   Raw c(gw.http_port());
-  REQUIRE(c.send("GET /v1/debug/ticks?interval_ms=50 HTTP/1.1\r\nHost: x\r\n\r\n"));
+  REQUIRE(c.send("GET /v1/debug/ticks?interval_ms=50 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
   REQUIRE(eventually([&] { return metric(gw.text("/metrics"), "doppel_http_streams") == 1; }, 10s));
   CHECK(gw.stop() == 0);
   const std::string text = read_stream(c, 10s);
