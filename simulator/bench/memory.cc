@@ -172,11 +172,21 @@ json Bench::restart() {
     if (t < 0) return fail_log("registration stalled", gw);
   }
   const double registered = gw.metric("doppel_twins");
-  // Twins whose alarms will fall due while the gateway is down.
+  // Twins whose alarms will fall due while the gateway is down (and not before it stops: the
+  // window is longer than provisioning them all takes, so none goes stale early and is not due
+  // again after the restart).
   httplib::Client http("127.0.0.1", gw.port());
+  constexpr double kStaleAfterS = 3;
+  const auto provisioning = Clock::now();
   for (uint64_t i = 0; i < o_.restart_overdue; ++i) {
-    http.Put("/v1/twins/overdue-" + std::to_string(i), R"({"stale_after_s":1})",
-             "application/json");
+    http.Put("/v1/twins/overdue-" + std::to_string(i),
+             "{\"stale_after_s\":" + fmt(kStaleAfterS) + "}", "application/json");
+  }
+  const auto last_provisioned = Clock::now();
+  if (last_provisioned - provisioning > std::chrono::duration<double>(kStaleAfterS)) {
+    return fail(Status(StatusCode::kUnavailable,
+                       "provisioning " + std::to_string(o_.restart_overdue) +
+                           " overdue twins took longer than their staleness window"));
   }
   const double twins = gw.metric("doppel_twins");
   gw.stop();
@@ -186,7 +196,9 @@ json Bench::restart() {
                         fmt(registered + static_cast<double>(o_.restart_overdue)),
                     gw);
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  // Down until every one of them is overdue.
+  std::this_thread::sleep_until(last_provisioned + std::chrono::duration<double>(kStaleAfterS) +
+                                std::chrono::milliseconds(500));
   const auto t0 = Clock::now();
   const double ready = gw.start();
   if (ready < 0) return fail_log("doppeld did not restart", gw);
