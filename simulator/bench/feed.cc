@@ -38,8 +38,8 @@ class Subscribers {
       a.sin_family = AF_INET;
       a.sin_port = htons(static_cast<uint16_t>(port));
       a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-      const std::string req =
-          "GET /v1/events" + q + " HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n";
+      const std::string req = "GET /v1/events" + q +
+                              " HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n";
       if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
           ::send(fd, req.data(), req.size(), MSG_NOSIGNAL) <= 0) {
         if (fd >= 0) ::close(fd);

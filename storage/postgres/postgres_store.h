@@ -8,8 +8,8 @@
 // pipeline mode: BEGIN, the write lock and the partitions' epochs in one round trip, then every
 // statement and COMMIT in a second (a batch that carries job executions or job-level writes takes
 // a few more, for their answers), whatever its size; then the commit callbacks run in order (the
-// output gate). Every connection commits synchronously (synchronous_commit = on, never off: a 2xx means
-// the server has the change on its disk).
+// output gate). Every connection commits synchronously (synchronous_commit = on, never off: a 2xx
+// means the server has the change on its disk).
 //
 // When the server goes away, the batch in flight fails (its twins reload their committed state),
 // later batches fail at once while the writer reconnects with backoff (100 ms doubling to 5 s),
