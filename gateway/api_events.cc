@@ -246,6 +246,9 @@ void feed(const ApiContext& ctx, const ExchangePtr& x) {
   r.content_type = "text/event-stream";
   r.headers.emplace_back("Cache-Control", "no-store");
   r.headers.emplace_back("X-Accel-Buffering", "no");
+  // Where the stream starts: a client that resumes from here after a drop misses nothing, even
+  // if no event came before the drop (the console does).
+  r.headers.emplace_back("Feed-Position", std::to_string(q.after_seq));
   r.stream = [&ctx, q](std::shared_ptr<HttpStream> s) {
     std::make_shared<Subscription>(ctx, std::move(s), q)->start();
   };

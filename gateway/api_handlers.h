@@ -6,6 +6,7 @@
 //   api_events.cc    /v1/events (the change feed), /v1/twins/{id}/history
 //   api_jobs.cc      /v1/jobs[/{id}[/twins|/cancel]]
 //   api_debug.cc     /v1/debug/ticks (the streaming example the tests use)
+//   api_console.cc   /, /console/... (the web console's files, compiled in)
 // A handler validates its request (ids, bodies, limits, content types), runs it against its twin
 // through the runtime and answers when the runtime does — after the change it caused is
 // committed, on the store's writer thread — so it never blocks a network thread. Store reads and
@@ -95,5 +96,6 @@ void add_command_routes(Router& router, const ApiContext* ctx);
 void add_debug_routes(Router& router, const ApiContext* ctx);
 void add_event_routes(Router& router, const ApiContext* ctx);
 void add_job_routes(Router& router, const ApiContext* ctx);
+void add_console_routes(Router& router);
 
 }  // namespace doppel::gateway

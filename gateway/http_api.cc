@@ -17,6 +17,7 @@ void add_all_routes(Router& router, const ApiContext* ctx) {
   add_debug_routes(router, ctx);
   add_event_routes(router, ctx);
   add_job_routes(router, ctx);
+  add_console_routes(router);
 }
 
 }  // namespace

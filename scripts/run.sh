@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up (Debian packages, idempotent), builds, and runs the whole system: doppeld with its
-# embedded Mosquitto, plus a simulated fleet of 100 devices. Ctrl-C stops everything.
+# embedded Mosquitto and web console, plus a simulated fleet of 100 devices; prints the
+# console's address first. Ctrl-C stops everything.
 #   DOPPEL_DEVICES=100 DOPPEL_HTTP=127.0.0.1:8080 DOPPEL_BROKER_PORT=1883 scripts/run.sh
 # With --postgres, the twins go to a private PostgreSQL server instead of SQLite: a cluster in
 # DOPPEL_PG_DIR (default ./doppel-postgres, kept between runs) on 127.0.0.1:DOPPEL_PG_PORT
@@ -79,7 +80,9 @@ sim_pid=$!
 
 cat <<INFO
 
-Doppel is running. Where to look:
+Doppel is running.
+  console:  http://$http/   (open it in a browser: the fleet, a twin, jobs, events, system)
+Where else to look:
   twins:    curl -s http://$http/v1/twins?limit=5
   one twin: curl -s http://$http/v1/twins/sim-000000
   desired:  curl -s -X PATCH -H 'Content-Type: application/merge-patch+json' \\

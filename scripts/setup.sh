@@ -28,7 +28,7 @@ packages=(
   build-essential cmake pkg-config git
   libpaho-mqttpp-dev libpaho-mqtt-dev libssl-dev
   mosquitto mosquitto-clients
-  libsqlite3-dev
+  libsqlite3-dev zlib1g-dev
   libpq-dev postgresql-15  # the PostgreSQL backend (libpq) and the private servers its tests start
   libprotobuf-dev protobuf-compiler
   doctest-dev nlohmann-json3-dev libcpp-httplib-dev libspdlog-dev libcli11-dev libboost1.81-dev
@@ -36,6 +36,7 @@ packages=(
   curl procps
   prometheus  # promtool, which checks the /metrics exposition in the test suite
   wrk         # the HTTP load generator of doppel-bench's api scenario
+  chromium    # the browser the console's tests drive (tests/console)
 )
 
 missing=()
@@ -68,6 +69,16 @@ if [ ${#missing[@]} -gt 0 ] && printf '%s\n' "${missing[@]}" | grep -qx mosquitt
     echo "==> note: the system mosquitto service is running on 1883; doppeld's embedded broker needs another port (--broker-port) or that service stopped"
   fi
 fi
+
+# The console's libraries (embedded into doppeld at build time) and its browser tests' drivers,
+# each pinned by its package-lock.json; installed again only when the lockfile changed.
+for dir in gateway/console tests/console; do
+  if [ ! -f "$here/$dir/node_modules/.package-lock.json" ] ||
+     [ "$here/$dir/package-lock.json" -nt "$here/$dir/node_modules/.package-lock.json" ]; then
+    echo "==> npm ci in $dir"
+    (cd "$here/$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+done
 
 if [ "$do_build" -eq 1 ]; then
   echo "==> configuring $build_dir ($build_type)"

@@ -47,7 +47,7 @@ if [ "$sanitizers" = "1" ]; then
   supp="$here/tests/sanitizers"
   # Sanitizer builds: the tests, the daemon and the simulator they start are all instrumented.
   # The benchmark harness test is left out: it measures nothing under a sanitizer; so are the
-  # tests on a private PostgreSQL server (plain pass only).
+  # tests on a private PostgreSQL server and the browser tests (plain pass only).
   for kind in address thread; do
     dir="$here/build-$kind"
     echo "==> building with DOPPEL_SANITIZE=$kind"
@@ -58,10 +58,10 @@ if [ "$sanitizers" = "1" ]; then
       ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" \
       LSAN_OPTIONS="suppressions=$supp/lsan.supp:print_suppressions=0" \
       UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
-        run_suite "$dir" "AddressSanitizer + UndefinedBehaviorSanitizer" -LE "bench|load|lint|postgres" "$@"
+        run_suite "$dir" "AddressSanitizer + UndefinedBehaviorSanitizer" -LE "bench|load|lint|postgres|browser" "$@"
     else
       TSAN_OPTIONS="suppressions=$supp/tsan.supp:halt_on_error=1:second_deadlock_stack=1" \
-        run_suite "$dir" "ThreadSanitizer" -LE "bench|load|lint|postgres" "$@"
+        run_suite "$dir" "ThreadSanitizer" -LE "bench|load|lint|postgres|browser" "$@"
     fi
   done
 

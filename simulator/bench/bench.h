@@ -39,6 +39,7 @@ struct BenchOptions {
   uint64_t hot_twins = 100'000;
   uint64_t alarm_twins = 1'000'000;
   uint64_t query_twins = 1'000'000;
+  uint64_t console_twins = 1'000'000;
   uint64_t job_twins = 100'000;
   double alarm_window_s = 120;  // the deadlines are spread over this long (0: as fast as possible)
   double alarm_after_s = 0;     // staleness window; 0: window + 30 s, so all are armed at once
@@ -119,6 +120,7 @@ class Bench {
   json query();
   json jobs();
   json contention();
+  json console();
   json api();
 
   // ---- bench_main.cc: the same scenario on PostgreSQL (--store postgres) ----

@@ -27,6 +27,7 @@
 #include "simulator/bench/api.h"
 #include "simulator/bench/bench.h"
 #include "simulator/bench/bench_util.h"
+#include "simulator/bench/console.h"
 #include "simulator/bench/feed.h"
 #include "simulator/bench/jobs.h"
 #include "simulator/bench/query.h"
@@ -374,6 +375,31 @@ json Bench::jobs() {
   return run_jobs_bench(j);
 }
 
+json Bench::console() {
+  // The browser side needs node and Chromium (scripts/setup.sh installs both, and the script's
+  // packages from tests/console/package-lock.json).
+  const std::string script = std::string(DOPPEL_SOURCE_DIR) + "/tests/console/measure.mjs";
+  if (std::system("command -v node >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1") != 0 ||
+      ::access((std::string(DOPPEL_SOURCE_DIR) + "/tests/console/node_modules").c_str(), R_OK) !=
+          0) {
+    std::printf(
+        "  skipped: needs node, chromium and tests/console/node_modules (scripts/setup.sh)\n");
+    return {{"ok", true}, {"skipped", true}};
+  }
+  ConsoleBenchOptions c;
+  c.doppeld = o_.doppeld;
+  c.script = script;
+  c.work_dir = dir("console");
+  c.gateway_args = gateway_args({});
+  c.twins = o_.console_twins;
+  c.connections = o_.connections;
+  if (o_.quick) {
+    c.live_seconds = 3;
+    c.loads = 1;
+  }
+  return run_console_bench(c);
+}
+
 json Bench::contention() {
   ContentionBenchOptions c;
   c.doppeld = o_.doppeld;
@@ -436,6 +462,9 @@ const std::vector<Scenario>& Bench::scenarios() {
       {"contention", &Bench::contention, true,
        "PATCH -> delta while 20 continuous jobs rescan 100k twins (unindexed);\n"
        "events-page and history latency while 8 clients loop full-scan queries"},
+      {"console", &Bench::console, true,
+       "the web console in Chromium over 1M twins: open -> first table and counts,\n"
+       "first-load bytes; report -> DOM with 10 twins on screen at 100 reports/s"},
       {"overload", &Bench::overload, false,
        "the rate doppeld sustains, and how long a burst above it lasts before the\n"
        "broker's queue overflows and drops (not in the default list)"},
@@ -509,6 +538,8 @@ int main(int argc, char** argv) {
   app.add_option("--api-idle", o.api_idle, "api: idle connections held open")
       ->capture_default_str();
   app.add_option("--query-twins", o.query_twins, "query: twins registered")->capture_default_str();
+  app.add_option("--console-twins", o.console_twins, "console: twins registered")
+      ->capture_default_str();
   app.add_option("--job-twins", o.job_twins, "jobs, contention: twins registered")
       ->capture_default_str();
   app.add_option("--shards", o.shards, "doppeld --shards (default: its own)");
@@ -545,6 +576,7 @@ int main(int argc, char** argv) {
     o.feed_rate = std::min(o.feed_rate, 500.0);
     o.feed_seconds = std::min(o.feed_seconds, 1.0);
     o.query_twins = std::min<uint64_t>(o.query_twins, 2000);
+    o.console_twins = std::min<uint64_t>(o.console_twins, 2000);
     o.job_twins = std::min<uint64_t>(o.job_twins, 2000);
   }
   std::stringstream list(scenarios);

@@ -1,0 +1,36 @@
+# Turns the console's files into the C++ source behind gateway/console_assets.h (byte arrays): run at
+# build time by gateway/CMakeLists.txt whenever one of them changes.
+#   cmake -DOUT=<file.cc> -DASSETS=<list file: a line "<name>|<path>" per file> -P embed_console.cmake
+# Arrays rather than string literals: compilers cap a literal's length, and the files are binary-safe
+# this way.
+if(NOT OUT OR NOT ASSETS)
+  message(FATAL_ERROR "embed_console.cmake: OUT and ASSETS are required")
+endif()
+set(code "// Generated at build time by gateway/embed_console.cmake from gateway/console/; edit those files.\n")
+string(APPEND code "#include \"gateway/console_assets.h\"\n\nnamespace doppel::gateway {\nnamespace {\n\n")
+file(STRINGS "${ASSETS}" entries)
+set(table "")
+set(index 0)
+foreach(entry IN LISTS entries)
+  string(REPLACE "|" ";" parts "${entry}")
+  list(GET parts 0 name)
+  list(GET parts 1 path)
+  if(NOT EXISTS "${path}")
+    message(FATAL_ERROR "console asset ${name}: ${path} is missing; run scripts/setup.sh (it runs npm ci in gateway/console)")
+  endif()
+  file(READ "${path}" hex HEX)
+  string(LENGTH "${hex}" hex_length)
+  math(EXPR size "${hex_length} / 2")
+  string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," bytes "${hex}")
+  # Line breaks every 32 bytes keep the generated file readable by tools.
+  string(REGEX REPLACE "((0x..,){32})" "\\1\n" bytes "${bytes}")
+  string(APPEND code "const unsigned char kAsset${index}[] = {\n${bytes}0x00};\n\n")
+  string(APPEND table "      {\"${name}\", std::string_view(reinterpret_cast<const char*>(kAsset${index}), ${size})},\n")
+  math(EXPR index "${index} + 1")
+endforeach()
+string(APPEND code "}  // namespace\n\nstd::span<const ConsoleAsset> console_assets() {\n")
+string(APPEND code "  static const ConsoleAsset kAssets[] = {\n${table}  };\n  return kAssets;\n}\n\n")
+string(APPEND code "}  // namespace doppel::gateway\n")
+file(WRITE "${OUT}.tmp" "${code}")
+file(COPY_FILE "${OUT}.tmp" "${OUT}" ONLY_IF_DIFFERENT)
+file(REMOVE "${OUT}.tmp")
