@@ -33,7 +33,8 @@ Result<std::array<uint64_t, twins::kPartitions>> claim_partitions(pg::Connection
   try {
     if (Status s = db.exec_script(postgres::kBeginLocked); !s) throw pg::Failure(s);
     pg::Rows rows = db.must(
-        "UPDATE doppel_partitions SET epoch = epoch + 1, owner = $1, claimed_at = now() "
+        "UPDATE doppel_partitions SET epoch = epoch + 1, owner = $1, claimed_at = now(), "
+        "expires_at = NULL "
         "RETURNING partition_id, epoch, owner",
         pg::Params().text(owner_name()));
     db.must("COMMIT");

@@ -287,8 +287,10 @@ std::vector<pg::Connection::Statement> begin_statements(const GroupCommitter::Ba
     asked[tw->partition] = true;
   }
   out.push_back(
+      // FOR SHARE: a cluster node that takes one of these partitions (an UPDATE of its row)
+      // waits for this transaction, or this one sees its new epoch: never both.
       {"SELECT partition_id, epoch, owner FROM doppel_partitions "
-       "WHERE partition_id = ANY($1::bigint[])",
+       "WHERE partition_id = ANY($1::bigint[]) FOR SHARE",
        pg::Params().array(partitions)});
   return out;
 }

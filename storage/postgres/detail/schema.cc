@@ -143,12 +143,23 @@ CREATE TABLE doppel_partitions (
              std::to_string(twins::kPartitions - 1) + ") AS p;\n";
       return sql;
     }
+    case 5:  // cluster leases (twins/leases.h): a partition's row is also its lease — when it
+             // ends by the database's clock (NULL: a single node's claim, which carries no lease
+             // and which a cluster node may take) — and the nodes alive, each until its
+             // heartbeat's lease ends
+      return R"sql(
+ALTER TABLE doppel_partitions ADD COLUMN expires_at timestamptz;
+CREATE TABLE doppel_nodes (
+  node        text COLLATE "C" PRIMARY KEY,
+  alive_until timestamptz NOT NULL
+);
+)sql";
     default:
       return {};
   }
 }
 
-constexpr int kSchemaVersion = 4;
+constexpr int kSchemaVersion = 5;
 
 // Step 4 added partition_id as 0: set each existing twin's (computed here: the hash is ours).
 void backfill_partitions(pg::Connection& db) {

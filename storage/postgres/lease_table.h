@@ -1,0 +1,52 @@
+// The cluster's lease table on PostgreSQL (twins/leases.h): each partition's row of
+// doppel_partitions is its lease (owner, epoch, expires_at by the server's clock), the row the
+// store's writer checks every write against (SELECT ... FOR SHARE in the write's transaction), and
+// doppel_nodes holds the membership. Every operation is one statement: a compare-and-set UPDATE
+// whose WHERE PostgreSQL re-checks against the row's latest version, so two nodes never both take
+// a row. It has a connection of its own (a lease round must not wait behind a group commit) with
+// statement_timeout and idle_in_transaction_session_timeout well under a lease, reconnecting on
+// the next call after a failure.
+//
+// Thread-safety: every method from any thread (one connection, one call at a time).
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "twins/leases.h"
+
+namespace doppel::storage {
+
+namespace pg {
+class Connection;
+}
+
+class PostgresLeaseTable : public twins::LeaseTable {
+ public:
+  // Connects to `uri` and brings its schema up to date (the store's migrations).
+  static Result<std::unique_ptr<PostgresLeaseTable>> open(const std::string& uri);
+  ~PostgresLeaseTable() override;
+
+  Result<std::vector<std::string>> heartbeat(const std::string& node, twins::Millis lease) override;
+  Result<std::vector<twins::HeldShard>> acquire(const std::string& node,
+                                                const std::vector<uint32_t>& shards,
+                                                twins::Millis lease) override;
+  Result<std::vector<uint32_t>> renew(const std::string& node,
+                                      const std::vector<twins::HeldShard>& held,
+                                      twins::Millis lease) override;
+  Status release(const std::string& node, const std::vector<twins::HeldShard>& held) override;
+  Status leave(const std::string& node) override;
+  Result<std::vector<twins::ShardLease>> leases() override;
+
+ private:
+  explicit PostgresLeaseTable(std::string uri);
+  Status connect();  // with mu_ held
+
+  const std::string uri_;
+  std::mutex mu_;
+  std::unique_ptr<pg::Connection> db_;
+};
+
+}  // namespace doppel::storage
