@@ -20,7 +20,9 @@
 
 namespace doppel::twins {
 
-inline constexpr uint32_t kPartitions = 256;
+// 1,024: the cluster's virtual shards (issue #22), enough to spread evenly over tens of nodes.
+// (256 until schema migrations 6 on PostgreSQL and 9 on SQLite, which re-partitioned.)
+inline constexpr uint32_t kPartitions = 1024;
 inline constexpr uint64_t kFirstEpoch = 1;
 
 constexpr uint32_t partition_of(std::string_view id) { return fnv1a32(id) % kPartitions; }

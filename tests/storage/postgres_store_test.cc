@@ -61,6 +61,35 @@ TEST_CASE("a wrong password, a missing database or a newer schema stop the store
   CHECK(newer.status().message().find("upgrade doppeld") != std::string::npos);
 }
 
+TEST_CASE(
+    "a database of 256 partitions is migrated to 1,024: rows added, every twin re-partitioned") {
+  const std::string uri = testing::shared_postgres().create_database();
+  Metrics m;
+  {
+    auto store = open_store(uri, m);
+    REQUIRE_MESSAGE(store, store.status().to_string());
+    for (int i = 0; i < 50; ++i)
+      testing::write_and_wait(**store, row("m" + std::to_string(i), 1, 1000 + i));
+  }
+  // Back to schema 5: 256 partitions, each twin's as fnv1a32(id) % 256.
+  auto db = storage::pg::Connection::open(uri);
+  REQUIRE(db);
+  REQUIRE(db->exec("DELETE FROM doppel_partitions WHERE partition_id >= 256"));
+  REQUIRE(db->exec("UPDATE twins SET partition_id = partition_id % 256"));
+  REQUIRE(db->exec("DELETE FROM doppel_schema_migrations WHERE version = 6"));
+  auto store = open_store(uri, m);
+  REQUIRE_MESSAGE(store, store.status().to_string());
+  CHECK(db->exec("SELECT count(*) FROM doppel_partitions")->integer(0, 0) == kPartitions);
+  auto rows = db->exec("SELECT id, partition_id FROM twins ORDER BY id");
+  REQUIRE(rows);
+  REQUIRE(rows->size() == 50);
+  for (size_t r = 0; r < rows->size(); ++r) {
+    CHECK(rows->integer(r, 1) == partition_of(rows->text(r, 0)));
+  }
+  // Every partition was claimed at open, the new ones too.
+  CHECK((*store)->epoch(kPartitions - 1) >= 1);
+}
+
 TEST_CASE("the server stopped for 5 s under writes: nothing acknowledged lost, nothing twice") {
   PostgresServer server;
   Metrics m;

@@ -13,6 +13,7 @@
 #include "storage/sqlite/sqlite_store.h"
 #include "tests/support/store_rows.h"
 #include "tests/support/temp_dir.h"
+#include "twins/fnv1a.h"
 #include "twins/query.h"
 
 using namespace doppel;
@@ -41,7 +42,7 @@ TEST_CASE("an empty file is migrated to the current schema") {
   Metrics m;
   auto store = open_store(dir.file("doppel.db"), m);
   const int store_schema_version = store->schema_version();
-  CHECK(store_schema_version == 8);
+  CHECK(store_schema_version == 9);
   store->close();
   sqlite3* db = nullptr;
   REQUIRE(sqlite3_open(dir.file("doppel.db").c_str(), &db) == SQLITE_OK);
@@ -57,31 +58,50 @@ TEST_CASE("an empty file is migrated to the current schema") {
   sqlite3_close(db);
 }
 
-TEST_CASE("a file from before partitions is migrated: every twin gets its partition") {
-  TempDir dir("doppel-store-");
-  {
+TEST_CASE(
+    "files from before partitions and from 256 partitions are migrated: every twin gets its "
+    "partition") {
+  for (const int from : {7, 8}) {
+    CAPTURE(from);
+    TempDir dir("doppel-store-");
+    {
+      Metrics m;
+      auto store = open_store(dir.file("doppel.db"), m);
+      for (int i = 0; i < 50; ++i)
+        write_and_wait(*store, row("m" + std::to_string(i), 1, 1000 + i));
+      store->close();
+    }
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(dir.file("doppel.db").c_str(), &db) == SQLITE_OK);
+    if (from == 7) {  // no partition column
+      REQUIRE(sqlite3_exec(db,
+                           "ALTER TABLE twins DROP COLUMN partition_id; PRAGMA user_version = 7",
+                           nullptr, nullptr, nullptr) == SQLITE_OK);
+    } else {  // 256 partitions: each twin's as fnv1a32(id) % 256
+      for (int i = 0; i < 50; ++i) {
+        const std::string id = "m" + std::to_string(i);
+        const std::string sql =
+            "UPDATE twins SET partition_id = " + std::to_string(doppel::twins::fnv1a32(id) % 256) +
+            " WHERE id = '" + id + "'";
+        REQUIRE(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr) == SQLITE_OK);
+      }
+      REQUIRE(sqlite3_exec(db, "PRAGMA user_version = 8", nullptr, nullptr, nullptr) == SQLITE_OK);
+    }
+    sqlite3_close(db);
+
     Metrics m;
     auto store = open_store(dir.file("doppel.db"), m);
-    for (int i = 0; i < 50; ++i) write_and_wait(*store, row("m" + std::to_string(i), 1, 1000 + i));
-    store->close();
+    CHECK(store->schema_version() == 9);
+    for (const char* probe : {"m7", "m31"}) {
+      const uint32_t p = partition_of(probe);
+      auto due = store->due(std::vector<uint32_t>{p}, 0, "", 5000, 100);
+      REQUIRE(due);
+      size_t want = 0;
+      for (int i = 0; i < 50; ++i) want += partition_of("m" + std::to_string(i)) == p ? 1 : 0;
+      CHECK(due->size() == want);
+      for (const auto& d : *due) CHECK(partition_of(d.id) == p);
+    }
   }
-  // Back to schema 7: no partition column.
-  sqlite3* db = nullptr;
-  REQUIRE(sqlite3_open(dir.file("doppel.db").c_str(), &db) == SQLITE_OK);
-  REQUIRE(sqlite3_exec(db, "ALTER TABLE twins DROP COLUMN partition_id; PRAGMA user_version = 7",
-                       nullptr, nullptr, nullptr) == SQLITE_OK);
-  sqlite3_close(db);
-
-  Metrics m;
-  auto store = open_store(dir.file("doppel.db"), m);
-  CHECK(store->schema_version() == 8);
-  const uint32_t p = partition_of("m7");
-  auto due = store->due(std::vector<uint32_t>{p}, 0, "", 5000, 100);
-  REQUIRE(due);
-  size_t want = 0;
-  for (int i = 0; i < 50; ++i) want += partition_of("m" + std::to_string(i)) == p ? 1 : 0;
-  CHECK(due->size() == want);
-  for (const auto& d : *due) CHECK(partition_of(d.id) == p);
 }
 
 TEST_CASE("a file from a newer doppeld is refused with a clear error") {

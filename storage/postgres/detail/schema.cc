@@ -139,8 +139,10 @@ CREATE TABLE doppel_partitions (
   claimed_at   timestamptz
 );
 )sql";
-      sql += "INSERT INTO doppel_partitions SELECT p, 0, '', NULL FROM generate_series(0, " +
-             std::to_string(twins::kPartitions - 1) + ") AS p;\n";
+      // (256 partitions as shipped; step 6 made them 1,024.)
+      sql +=
+          "INSERT INTO doppel_partitions SELECT p, 0, '', NULL FROM generate_series(0, 255) AS "
+          "p;\n";
       return sql;
     }
     case 5:  // cluster leases (twins/leases.h): a partition's row is also its lease — when it
@@ -154,14 +156,20 @@ CREATE TABLE doppel_nodes (
   alive_until timestamptz NOT NULL
 );
 )sql";
+    case 6:  // 1,024 partitions (the cluster's virtual shards): the new rows, and every twin's
+             // partition recomputed (backfill_partitions)
+      return "INSERT INTO doppel_partitions SELECT p, 0, '', NULL, NULL FROM "
+             "generate_series(256, " +
+             std::to_string(twins::kPartitions - 1) + ") AS p;\n";
     default:
       return {};
   }
 }
 
-constexpr int kSchemaVersion = 5;
+constexpr int kSchemaVersion = 6;
 
-// Step 4 added partition_id as 0: set each existing twin's (computed here: the hash is ours).
+// Steps 4 and 6 added partition_id as 0 and changed how many partitions there are: set each
+// existing twin's (computed here: the hash is ours).
 void backfill_partitions(pg::Connection& db) {
   pg::Rows ids = db.must("SELECT id FROM twins");
   pg::ArrayLiteral id_array, partitions;
@@ -199,11 +207,11 @@ Status migrate(pg::Connection& db) {
     }
     for (int v = have + 1; v <= kSchemaVersion; ++v) {
       if (Status s = db.exec_script(migration(v)); !s) throw pg::Failure(s);
-      if (v == 4) backfill_partitions(db);
       db.must("INSERT INTO doppel_schema_migrations (version) VALUES ($1)",
               pg::Params().integer(v));
       log_info("store: migrated the PostgreSQL database to schema version " + std::to_string(v));
     }
+    if (have < 6) backfill_partitions(db);
     db.must("COMMIT");
     return Status::ok();
   } catch (const pg::Failure& f) {

@@ -143,6 +143,11 @@ CREATE INDEX event_gaps_by_end ON event_gaps(to_seq);
     R"sql(
 ALTER TABLE twins ADD COLUMN partition_id INTEGER NOT NULL DEFAULT 0;
 )sql",
+    // 9: 1,024 partitions (the cluster's virtual shards, twins/partition.h): every twin's
+    // partition recomputed by backfill_partitions; no table changes.
+    R"sql(
+-- partition_id = fnv1a32(id) % 1024 from here on
+)sql",
 };
 
 constexpr int kSchemaVersion = static_cast<int>(sizeof(kMigrations) / sizeof(kMigrations[0]));
@@ -174,7 +179,8 @@ void backfill_query_columns(Database& db) {
   }
 }
 
-// Migration 8 added partition_id as 0: set each twin's.
+// Migration 8 added partition_id as 0 and 9 changed how many partitions there are: set each
+// twin's.
 void backfill_partitions(Database& db) {
   std::vector<std::string> ids;
   {
@@ -204,7 +210,7 @@ Status migrate(Database& db, const std::string& path) {
   for (int v = have; v < kSchemaVersion; ++v) db.exec(kMigrations[v]);
   if (have < 5) {
     backfill_query_columns(db);  // the whole row, partition_id included
-  } else if (have < 8) {
+  } else if (have < 9) {
     backfill_partitions(db);
   }
   db.exec(("PRAGMA user_version = " + std::to_string(kSchemaVersion)).c_str());
