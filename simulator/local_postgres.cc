@@ -64,9 +64,11 @@ Status LocalPostgres::start() {
     }
     initialised_ = true;
   }
-  const std::string settings = "-p " + std::to_string(port_) + " -k '" + dir_ +
+  std::string settings = "-p " + std::to_string(port_) + " -k '" + dir_ +
                                "' -c listen_addresses=127.0.0.1" +
                                (options_.fsync ? "" : " -c fsync=off");
+  // More server settings for an investigation, e.g. DOPPEL_PG_SETTINGS="-c log_checkpoints=on".
+  if (const char* extra = std::getenv("DOPPEL_PG_SETTINGS")) settings += std::string(" ") + extra;
   if (run(as_ + bin_ + "/pg_ctl -D '" + dir_ + "/data' -l '" + dir_ +
           "/server.log' -w -t 60 -o \"" + settings + "\" start > /dev/null") != 0) {
     return Status(StatusCode::kUnavailable,
