@@ -65,8 +65,9 @@ Status LocalPostgres::start() {
     initialised_ = true;
   }
   std::string settings = "-p " + std::to_string(port_) + " -k '" + dir_ +
-                               "' -c listen_addresses=127.0.0.1" +
-                               (options_.fsync ? "" : " -c fsync=off");
+                         "' -c listen_addresses=127.0.0.1" +
+                         (options_.fsync ? "" : " -c fsync=off") +
+                         (options_.steady_wal ? " -c wal_init_zero=off" : "");
   // More server settings for an investigation, e.g. DOPPEL_PG_SETTINGS="-c log_checkpoints=on".
   if (const char* extra = std::getenv("DOPPEL_PG_SETTINGS")) settings += std::string(" ") + extra;
   if (run(as_ + bin_ + "/pg_ctl -D '" + dir_ + "/data' -l '" + dir_ +

@@ -17,6 +17,11 @@ struct LocalPostgresOptions {
   // fsync off: for tests, where a machine crash is not what is tested. The bench keeps it on, so
   // that its figures include what a real server pays for a durable commit.
   bool fsync = true;
+  // wal_init_zero off: a new cluster creates each 16 MB WAL segment by writing zeros to it and
+  // syncing, which stalls the commits waiting behind it by tens of ms; a server in steady state
+  // recycles its segments instead. The bench turns this on so that its figures are the steady
+  // state's (docs/performance.md, 2026-12-05 fourth session), not a new cluster's first GB.
+  bool steady_wal = false;
 };
 
 class LocalPostgres {

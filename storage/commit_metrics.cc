@@ -2,7 +2,7 @@
 
 namespace doppel::storage {
 
-CommitMetrics::CommitMetrics(Metrics& metrics, const GroupCommitter& committer)
+CommitMetrics::CommitMetrics(Metrics& metrics, GroupCommitter& committer)
     : batch_size_(&metrics.histogram("doppel_store_commit_batch_size",
                                      "Twin writes per group commit",
                                      {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096})),
@@ -16,6 +16,9 @@ CommitMetrics::CommitMetrics(Metrics& metrics, const GroupCommitter& committer)
                                "Change events committed (the change feed)")) {
   metrics.gauge_fn("doppel_store_queue_depth", "Writes waiting for the next group commit",
                    [&committer] { return static_cast<double>(committer.queued()); });
+  committer.observe_stages(
+      &metrics.histogram(kStageMetric, kStageHelp, stage_bounds(), "stage=\"commit_queue\""),
+      &metrics.histogram(kStageMetric, kStageHelp, stage_bounds(), "stage=\"release\""));
 }
 
 void CommitMetrics::committed(size_t writes, size_t events) {

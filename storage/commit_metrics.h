@@ -11,7 +11,8 @@ namespace doppel::storage {
 
 class CommitMetrics {
  public:
-  CommitMetrics(Metrics& metrics, const GroupCommitter& committer);
+  // Also gives `committer` the doppel_stage_seconds histograms of its stages.
+  CommitMetrics(Metrics& metrics, GroupCommitter& committer);
 
   // A batch of `writes` committed, storing `events` change events.
   void committed(size_t writes, size_t events);

@@ -32,7 +32,7 @@ uint64_t GroupCommitter::enqueue(Write write, twins::CommitCallback on_commit) {
     if (on_commit) on_commit(Status(StatusCode::kUnavailable, "the store is closed"));
     return seq;
   }
-  queue_.push_back({seq, std::move(write), std::move(on_commit)});
+  queue_.push_back({seq, std::move(write), std::move(on_commit), std::chrono::steady_clock::now()});
   if (queue_.size() == 1) work_cv_.notify_one();
   return seq;
 }
@@ -91,7 +91,12 @@ bool GroupCommitter::take(Batch& batch, size_t max, bool wait) {
       return false;
     }
     const size_t n = std::min(queue_.size(), max);
+    const auto now = std::chrono::steady_clock::now();
     for (size_t i = 0; i < n; ++i) {
+      if (queued_stage_ != nullptr) {
+        queued_stage_->observe(
+            std::chrono::duration<double>(now - queue_.front().queued_at).count());
+      }
       batch.ops.push_back(std::move(queue_.front()));
       queue_.pop_front();
       // A write made on top of a change that failed to commit must not be applied.
@@ -146,8 +151,13 @@ size_t GroupCommitter::fence(Batch& batch,
 void GroupCommitter::complete(Batch& batch, const std::function<void()>& before_publish) {
   if (batch.ops.empty()) return;
   // Callbacks before committed_seq() moves, so whoever sees it moved has been told of failures.
+  const auto committed_at = std::chrono::steady_clock::now();
   for (size_t i = 0; i < batch.ops.size(); ++i) {
     if (batch.ops[i].callback) batch.ops[i].callback(batch.statuses[i]);
+    if (released_stage_ != nullptr) {
+      released_stage_->observe(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - committed_at).count());
+    }
   }
   if (before_publish) before_publish();
   auto status_of = [&](uint64_t seq) {  // the batch is in sequence order

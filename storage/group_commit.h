@@ -21,6 +21,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -34,6 +35,7 @@
 #include <variant>
 #include <vector>
 
+#include "twins/metrics.h"
 #include "twins/ports.h"
 
 namespace doppel::storage {
@@ -46,6 +48,7 @@ class GroupCommitter {
     uint64_t seq = 0;
     Write write;
     twins::CommitCallback callback;
+    std::chrono::steady_clock::time_point queued_at;  // when enqueue() took it
     // The twin this op writes, or nullptr for a job-level write.
     const twins::TwinWrite* twin() const { return std::get_if<twins::TwinWrite>(&write); }
   };
@@ -59,6 +62,14 @@ class GroupCommitter {
       statuses.clear();
     }
   };
+
+  // Where the time of each write goes (doppel_stage_seconds): waiting in the queue until its
+  // batch is taken, and from complete() until its callback has run. Either may be null. Set up
+  // before the first write.
+  void observe_stages(Histogram* queued, Histogram* released) {
+    queued_stage_ = queued;
+    released_stage_ = released;
+  }
 
   // `max_queued`: enqueue() waits while this many writes are queued (backpressure).
   explicit GroupCommitter(size_t max_queued = std::numeric_limits<size_t>::max())
@@ -102,6 +113,8 @@ class GroupCommitter {
   void complete(Batch& batch, const std::function<void()>& before_publish = {});
 
  private:
+  Histogram* queued_stage_ = nullptr;
+  Histogram* released_stage_ = nullptr;
   // Which twins' writes must fail: a failed write poisons its twin until discard(); writes queued
   // up to the discard were made on the dropped copy and fail too. Under mu_.
   class Poisoned {

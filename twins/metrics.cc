@@ -38,6 +38,10 @@ double Histogram::quantile_bound(double q) const {
   return bounds_.empty() ? 0 : bounds_.back();
 }
 
+std::vector<double> stage_bounds() {
+  return {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0};
+}
+
 Counter& Metrics::counter(const std::string& name, const std::string& help,
                           const std::string& labels) {
   std::lock_guard lock(mu_);
@@ -54,10 +58,10 @@ Gauge& Metrics::gauge(const std::string& name, const std::string& help, const st
 }
 
 Histogram& Metrics::histogram(const std::string& name, const std::string& help,
-                              std::vector<double> bounds) {
+                              std::vector<double> bounds, const std::string& labels) {
   std::lock_guard lock(mu_);
   Histogram& h = histograms_.emplace_back(std::move(bounds));
-  entries_.push_back({name, help, "", Type::kHistogram, nullptr, nullptr, &h, {}});
+  entries_.push_back({name, help, labels, Type::kHistogram, nullptr, nullptr, &h, {}});
   return h;
 }
 
@@ -101,15 +105,17 @@ std::string Metrics::render() const {
           break;
         case Type::kHistogram: {
           const Histogram& h = *e->histogram;
+          const std::string with = e->labels.empty() ? "" : e->labels + ",";
           uint64_t cumulative = 0;
           for (size_t i = 0; i < h.bounds().size(); ++i) {
             cumulative += h.bucket(i);
-            out << name << "_bucket{le=\"" << h.bounds()[i] << "\"} " << cumulative << '\n';
+            out << name << "_bucket{" << with << "le=\"" << h.bounds()[i] << "\"} " << cumulative
+                << '\n';
           }
           cumulative += h.bucket(h.bounds().size());
-          out << name << "_bucket{le=\"+Inf\"} " << cumulative << '\n';
-          out << name << "_sum " << h.sum() << '\n';
-          out << name << "_count " << h.count() << '\n';
+          out << name << "_bucket{" << with << "le=\"+Inf\"} " << cumulative << '\n';
+          out << name << "_sum" << lbl << ' ' << h.sum() << '\n';
+          out << name << "_count" << lbl << ' ' << h.count() << '\n';
           break;
         }
       }

@@ -58,6 +58,15 @@ class Histogram {
   std::atomic<uint64_t> sum_micros_{0};
 };
 
+// doppel_stage_seconds{stage}: where an update's time goes, by stage (registered by the runtime and
+// by the store's group commit under this one name and help).
+inline constexpr const char* kStageMetric = "doppel_stage_seconds";
+inline constexpr const char* kStageHelp =
+    "Time spent per stage: inbox (a message or request waiting for its shard), step (the shard "
+    "handling it), commit_queue (a write waiting for its group commit to start), release (from "
+    "its commit to its effects released: replies sent, publishes handed to the broker client)";
+std::vector<double> stage_bounds();
+
 class Metrics {
  public:
   // `labels` is preformatted, e.g. R"(kind="reported")"; the same name may be registered with
@@ -65,8 +74,8 @@ class Metrics {
   Counter& counter(const std::string& name, const std::string& help,
                    const std::string& labels = "");
   Gauge& gauge(const std::string& name, const std::string& help, const std::string& labels = "");
-  Histogram& histogram(const std::string& name, const std::string& help,
-                       std::vector<double> bounds);
+  Histogram& histogram(const std::string& name, const std::string& help, std::vector<double> bounds,
+                       const std::string& labels = "");
   // A gauge computed when scraped.
   void gauge_fn(const std::string& name, const std::string& help, std::function<double()> fn,
                 const std::string& labels = "");

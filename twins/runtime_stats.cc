@@ -31,6 +31,8 @@ RuntimeStats::RuntimeStats(Metrics& m) {
   lateness =
       &m.histogram("doppel_alarm_lateness_seconds", "How late alarms fired after their deadline",
                    {0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 5});
+  inbox_stage = &m.histogram(kStageMetric, kStageHelp, stage_bounds(), "stage=\"inbox\"");
+  step_stage = &m.histogram(kStageMetric, kStageHelp, stage_bounds(), "stage=\"step\"");
   m.gauge_fn("doppel_alarm_lateness_max_seconds", "The latest any alarm fired after its deadline",
              [this] { return static_cast<double>(lateness_max_ms.value()) / 1000.0; });
   early = &m.counter("doppel_alarms_early_total",

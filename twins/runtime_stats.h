@@ -28,7 +28,9 @@ struct RuntimeStats {
   Counter* evictions = nullptr;
   Counter* alarms = nullptr;
   Histogram* lateness = nullptr;
-  Gauge lateness_max_ms;  // rendered in seconds
+  Histogram* inbox_stage = nullptr;  // doppel_stage_seconds{stage="inbox"}
+  Histogram* step_stage = nullptr;   // {stage="step"}
+  Gauge lateness_max_ms;             // rendered in seconds
   Counter* early = nullptr;
   Counter* store_failures = nullptr;
   Counter* internal_errors = nullptr;

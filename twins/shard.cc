@@ -46,8 +46,19 @@ void Shard::run() {
     Millis wait = std::min<Millis>(next_sweep_ - t, kSweepIntervalMs);
     if (!timers_.empty()) wait = std::min(wait, timers_.top().due - t);
     wait = std::max<Millis>(wait, 0);
-    inbox_.pop_all(batch_, std::chrono::steady_clock::now() + std::chrono::milliseconds(wait));
-    for (auto& m : batch_) dispatch(m);
+    inbox_.pop_all(batch_, std::chrono::steady_clock::now() + std::chrono::milliseconds(wait),
+                   &batch_times_);
+    auto start = std::chrono::steady_clock::now();
+    for (size_t i = 0; i < batch_.size(); ++i) {
+      if (i < batch_times_.size()) {
+        deps_.stats.inbox_stage->observe(
+            std::chrono::duration<double>(start - batch_times_[i]).count());
+      }
+      dispatch(batch_[i]);
+      const auto end = std::chrono::steady_clock::now();
+      deps_.stats.step_stage->observe(std::chrono::duration<double>(end - start).count());
+      start = end;
+    }
     batch_.clear();
     drain_failures();
     fire_timers();

@@ -236,10 +236,14 @@ json ratios(const json& a, const json& b) {
 json Bench::on_postgres(const Scenario& scenario, const json& on_sqlite) {
   const std::string sqlite_dir = o_.work_dir;
   if (!postgres_) {
-    postgres_ = std::make_unique<sim::LocalPostgres>(sqlite_dir + "/postgres-server");
+    sim::LocalPostgresOptions po;
+    po.steady_wal = true;
+    postgres_ = std::make_unique<sim::LocalPostgres>(sqlite_dir + "/postgres-server", po);
     if (Status s = postgres_->start(); !s) return fail(s);
-    std::printf("private PostgreSQL on 127.0.0.1:%d (fsync on, synchronous_commit on)\n",
-                postgres_->port());
+    std::printf(
+        "private PostgreSQL on 127.0.0.1:%d (fsync on, synchronous_commit on, wal_init_zero "
+        "off: WAL segments as a server in steady state has them)\n",
+        postgres_->port());
   }
   set_store_for([this](const std::string& data_dir) {
     auto it = databases_.find(data_dir);

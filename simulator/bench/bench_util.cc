@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <thread>
 
@@ -167,6 +168,58 @@ void print_table(const std::string& title,
     std::printf("  %-*s  %s\n", static_cast<int>(width), k.c_str(), v.c_str());
   }
   std::fflush(stdout);
+}
+
+json stage_breakdown(const std::map<std::string, double>& before,
+                     const std::map<std::string, double>& after) {
+  // series -> le -> observations between the scrapes (cumulative buckets, as exposed)
+  std::map<std::string, std::vector<std::pair<double, double>>> buckets;
+  for (const auto& [key, value] : after) {
+    std::string series;
+    if (key.rfind("doppel_stage_seconds_bucket{stage=\"", 0) == 0) {
+      const size_t from = key.find('"') + 1;
+      series = key.substr(from, key.find('"', from) - from);
+    } else if (key.rfind("doppel_store_commit_seconds_bucket{", 0) == 0) {
+      series = "commit";
+    } else {
+      continue;
+    }
+    const size_t le = key.find("le=\"");
+    if (le == std::string::npos) continue;
+    const std::string bound = key.substr(le + 4, key.find('"', le + 4) - le - 4);
+    const double b = bound == "+Inf" ? std::numeric_limits<double>::infinity() : std::stod(bound);
+    const auto it = before.find(key);
+    buckets[series].emplace_back(b, value - (it == before.end() ? 0.0 : it->second));
+  }
+  json out = json::object();
+  for (auto& entry : buckets) {
+    const std::string& series = entry.first;
+    std::vector<std::pair<double, double>>& bs = entry.second;  // (a lambda below reads it)
+    std::sort(bs.begin(), bs.end());
+    const double total = bs.empty() ? 0 : bs.back().second;
+    auto bound_of = [&](double q) {
+      for (const auto& [b, n] : bs) {
+        if (n >= q * total) return std::isinf(b) ? -1.0 : b * 1000.0;
+      }
+      return -1.0;
+    };
+    out[series] = {{"count", total}, {"p50_ms", bound_of(0.5)}, {"p99_ms", bound_of(0.99)}};
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, std::string>> stage_rows(const json& breakdown) {
+  std::vector<std::pair<std::string, std::string>> rows;
+  auto ms = [](double v) { return v < 0 ? std::string("> 1000") : fmt(v, v < 1 ? 2 : 0); };
+  for (const char* stage : {"inbox", "step", "commit_queue", "commit", "release"}) {
+    if (!breakdown.contains(stage)) continue;
+    const json& b = breakdown[stage];
+    rows.emplace_back("  stage " + std::string(stage),
+                      "p50 <= " + ms(b["p50_ms"].get<double>()) + " ms, p99 <= " +
+                          ms(b["p99_ms"].get<double>()) + " ms (" + fmt(b["count"].get<double>()) +
+                          (std::string(stage) == "commit" ? " batches)" : ")"));
+  }
+  return rows;
 }
 
 std::string sibling_binary(const std::string& relative) {

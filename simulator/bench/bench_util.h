@@ -81,6 +81,15 @@ class Gateway {
 // Parses Prometheus text exposition.
 std::map<std::string, double> parse_metrics(const std::string& text);
 
+// Where the time went between two scrapes of /metrics (Gateway::metrics()): for each stage of
+// doppel_stage_seconds, and the batch commit (doppel_store_commit_seconds) as "commit", how many
+// were observed and the upper bounds of the buckets holding p50 and p99, in ms:
+// {"inbox": {"count", "p50_ms", "p99_ms"}, ...}.
+json stage_breakdown(const std::map<std::string, double>& before,
+                     const std::map<std::string, double>& after);
+// Rows for print_table: "stage: p50 <= x ms, p99 <= y ms (n)".
+std::vector<std::pair<std::string, std::string>> stage_rows(const json& breakdown);
+
 // A small two-column table printer.
 void print_table(const std::string& title,
                  const std::vector<std::pair<std::string, std::string>>& rows);

@@ -116,7 +116,9 @@ json Bench::latency() {
     }
     for (auto& s : senders) s.join();
   };
+  const auto stages_before = gw.metrics();
   drive(false, sent);
+  const json stages = stage_breakdown(stages_before, gw.metrics());
   const double bg_rate =
       (gw.metric("doppel_store_writes_total") - bg_before) / seconds_since(bg_t0);
   // No pause between the phases: after a second without messages, the measuring devices' Paho
@@ -143,6 +145,7 @@ json Bench::latency() {
             {"desired_to_device_ms", percentiles_ms(delta_ms)},
             {"patch_response_ms", percentiles_ms(http_ms)},
             {"command_to_device_ms", percentiles_ms(command_ms)},
+            {"stages_during_patches", stages},
             {"ok", delta_ms.size() >= patches && command_ms.size() >= patches}};
   auto row = [](const json& p) {
     return p.value("count", 0) == 0 ? std::string("none")
@@ -150,11 +153,15 @@ json Bench::latency() {
                                           "  p99 " + p["p99"].dump() + "  max " + p["max"].dump() +
                                           " ms (" + p["count"].dump() + ")";
   };
+  std::vector<std::pair<std::string, std::string>> rows = {
+      {"PATCH sent -> delta at device", row(r["desired_to_device_ms"])},
+      {"PATCH response", row(r["patch_response_ms"])},
+      {"POST command -> device", row(r["command_to_device_ms"])},
+      {"where the time went during the PATCHes (every update)", ""}};
+  for (auto& stage : stage_rows(stages)) rows.push_back(std::move(stage));
   print_table("latency (PATCH at " + fmt(o_.patch_rate) + "/s while ingesting " + fmt(bg_rate) +
                   " updates/s)",
-              {{"PATCH sent -> delta at device", row(r["desired_to_device_ms"])},
-               {"PATCH response", row(r["patch_response_ms"])},
-               {"POST command -> device", row(r["command_to_device_ms"])}});
+              rows);
   return r;
 }
 

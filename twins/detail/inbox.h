@@ -23,18 +23,27 @@ class Inbox {
       not_full_.wait(lock, [&] { return items_.size() < capacity_ || closed_; });
     }
     items_.push_back(std::move(item));
+    times_.push_back(std::chrono::steady_clock::now());
     if (items_.size() == 1) not_empty_.notify_one();
   }
 
   // Moves every queued item into `out` (which it clears first). Waits until `deadline` if there
   // is none. Returns false when nothing arrived.
-  bool pop_all(std::vector<T>& out, std::chrono::steady_clock::time_point deadline) {
+  // With `times`, also when each was pushed (same order).
+  bool pop_all(std::vector<T>& out, std::chrono::steady_clock::time_point deadline,
+               std::vector<std::chrono::steady_clock::time_point>* times = nullptr) {
     out.clear();
     std::unique_lock lock(mu_);
     not_empty_.wait_until(lock, deadline, [&] { return !items_.empty() || wake_; });
     wake_ = false;
     if (items_.empty()) return false;
     out.swap(items_);
+    if (times != nullptr) {
+      times->clear();
+      times->swap(times_);
+    } else {
+      times_.clear();
+    }
     not_full_.notify_all();
     return true;
   }
@@ -65,6 +74,7 @@ class Inbox {
   std::condition_variable not_empty_;
   std::condition_variable not_full_;
   std::vector<T> items_;
+  std::vector<std::chrono::steady_clock::time_point> times_;  // when each item was pushed
   bool wake_ = false;
   bool closed_ = false;
 };

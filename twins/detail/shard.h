@@ -127,6 +127,7 @@ class Shard final : private TwinHost {
   const size_t index_;
   ShardDeps deps_;
   Inbox<ShardMessage> inbox_;
+  std::vector<std::chrono::steady_clock::time_point> batch_times_;  // run(): when each was posted
   HotSet hot_;
   OutputGate gate_;
   RequestHandlers handlers_;
