@@ -2,8 +2,10 @@
 // real doppeld, its embedded broker and devices: every page loads clean and passes axe-core; a
 // device's report reaches the fleet table and the twin page without a reload; desired edits show
 // the delta, then convergence; a 412 is recovered from; each explain code shows on a twin put in
-// that state; jobs are created from a query, complete and are cancelled; the feed resumes after
-// doppeld restarts; the token flow; nothing a device or operator wrote runs as markup.
+// that state; commands are enqueued and cancelled; the history opens the as-of view; the events
+// page pauses; jobs are created from a query, complete and are cancelled; the feed resumes after
+// doppeld restarts; the token flow; nothing a device or operator wrote runs as markup; the
+// keyboard reaches every control.
 // Screenshots of every page go to $DOPPEL_SCREENSHOTS (docs/console/ when regenerating them).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -167,6 +169,47 @@ test('a device report appears in the fleet table and on the twin page without a 
   assert.equal(await page.evaluate(() => window.notReloaded), true, 'navigating to the twin did not reload');
   // The history and its plot follow too.
   await page.waitForFunction(() => [...document.querySelectorAll('.plots figcaption')].some((f) => f.textContent.startsWith('reported.temp')), { timeout: 20000 });
+  clean(page);
+  await page.close();
+});
+
+test('commands are enqueued and cancelled, the history opens the twin as of a version, the feed pauses', async () => {
+  await gw.api('/v1/twins/ghost-2', { method: 'PUT', body: {} });
+  const page = await openTab(browser);
+  await page.goto(`${gw.base}/console/twins/ghost-2`, { waitUntil: 'load' });
+  await page.waitForSelector('#cmd-name', { timeout: 20000 });
+  await page.type('#cmd-name', 'reboot');
+  await page.click('#commands-h ~ form button[type="submit"]');
+  await page.waitForSelector('[data-command] [data-status="queued"]', { timeout: 20000 });
+  await page.click('[data-command] button');
+  await page.waitForSelector('[data-command] [data-status="cancelled"]', { timeout: 20000 });
+  const cmds = (await gw.api('/v1/twins/ghost-2/commands')).body.items;
+  assert.equal(cmds.length, 1);
+  assert.equal(cmds[0].status, 'cancelled');
+
+  // live-1 reported temp 10, then 11.25, then 12.5: the version of the 11.25 report, as of then.
+  await page.goto(`${gw.base}/console/twins/live-1`, { waitUntil: 'load' });
+  await page.waitForSelector('table.history tbody tr', { timeout: 20000 });
+  const link = await page.$$eval('table.history tbody tr', (rows) => {
+    const row = rows.find((r) => r.textContent.includes('"temp":11.25'));
+    return row ? row.querySelector('a').getAttribute('href') : null;
+  });
+  assert.ok(link, 'the history lists the 11.25 report');
+  await page.click(`a[href="${link}"]`);
+  await page.waitForSelector('.banner', { timeout: 20000 });
+  await page.waitForFunction(() => document.querySelector('tr[data-path="temp"] td:nth-of-type(2)')?.textContent === '11.25', { timeout: 20000 });
+  assert.equal(await page.$('#desired-patch'), null, 'no editing as of a past version');
+
+  // Paused, the events page holds new events back and says how many.
+  await page.goto(`${gw.base}/console/events?twin=live-1`, { waitUntil: 'load' });
+  await page.waitForSelector('[data-feed="live"]', { timeout: 20000 });
+  await page.click('button[aria-pressed]');
+  await gw.publish('live-1', 'reported', { state: { temp: 13.75 } });
+  await page.waitForFunction(() => /Paused: 1 new event/.test(document.querySelector('main').textContent), { timeout: 20000 });
+  assert.ok(!(await page.evaluate(() => document.querySelector('main').textContent.includes('13.75'))));
+  await page.click('button[aria-pressed]');
+  await gw.publish('live-1', 'reported', { state: { temp: 14.5 } });
+  await page.waitForFunction(() => document.querySelector('main').textContent.includes('14.5'), { timeout: 20000 });
   clean(page);
   await page.close();
 });
