@@ -1,8 +1,12 @@
 #include <algorithm>
 #include <cctype>
+#include <chrono>
 #include <cstdint>
+#include <thread>
 
 #include "gateway/api_handlers.h"
+#include "gateway/cluster.h"
+#include "twins/partition.h"
 
 namespace doppel::gateway {
 namespace {
@@ -139,12 +143,53 @@ void ApiContext::query_failed(Exchange& x, const Status& s) const {
                 "fields it filters or sorts by (doppeld --index reported.fw)");
 }
 
-RouteHandler twin_route(const ApiContext* ctx, TwinHandler handler) {
+namespace {
+
+// A cluster node serves the twins of its partitions here, and sends the rest to their owner: a
+// request another node forwarded is answered here or refused (503, retry), never sent on again.
+void route_in_cluster(const ApiContext& ctx, const ExchangePtr& x, const TwinHandler& handler) {
+  const uint32_t partition = twins::partition_of(x->segments[2]);
+  const std::optional<bool> forwarded = ctx.cluster->forwarded(x->req, x->request_id);
+  if (forwarded && !*forwarded) {
+    return x->problem(403, "forbidden",
+                      "the request's Doppel-Forwarded signature does not verify: every node of a "
+                      "cluster must have the same --cluster-secret-file (and clocks within 60 s)");
+  }
+  if (ctx.cluster->serves(partition)) return handler(ctx, x);
+  auto not_owner = [x, partition] {
+    HttpResponse r = status_response(
+        Status(StatusCode::kNotOwner,
+               "twin '" + x->segments[2] + "' belongs to partition " + std::to_string(partition) +
+                   ", whose owner is changing (a node joined, left or failed); retry"),
+        x->req.path);
+    x->send(std::move(r));
+  };
+  if (forwarded) return not_owner();  // the sender retries
+  // To the owner; while the owner is changing (known to nobody, not up, or no longer serving),
+  // again every 100 ms for up to two leases, so that a hand-over costs the caller time, not an
+  // error. Then here, if this node took the partition meanwhile.
+  ctx.server->run_blocking([&ctx, x, partition, handler, not_owner] {
+    const auto give_up = std::chrono::steady_clock::now() + 2 * ctx.cluster->lease();
+    while (true) {
+      if (ctx.cluster->serves(partition)) return handler(ctx, x);
+      if (auto answer = ctx.cluster->forward(x->req, x->request_id, partition)) {
+        return x->send(std::move(*answer));
+      }
+      if (std::chrono::steady_clock::now() >= give_up) return not_owner();
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  });
+}
+
+}  // namespace
+
+RouteHandler twin_route(const ApiContext* ctx, TwinHandler handler, bool store_read) {
   if (ctx == nullptr) return nullptr;
-  return [ctx, handler = std::move(handler)](const ExchangePtr& x) {
+  return [ctx, handler = std::move(handler), store_read](const ExchangePtr& x) {
     if (Status s = twins::check_device_id(x->segments[2], ctx->limits()); !s) {
       return x->status(s);
     }
+    if (ctx->cluster != nullptr && !store_read) return route_in_cluster(*ctx, x, handler);
     handler(*ctx, x);
   };
 }

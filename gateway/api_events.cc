@@ -313,7 +313,7 @@ void history(const ApiContext& ctx, const ExchangePtr& x) {
 
 void add_event_routes(Router& router, const ApiContext* ctx) {
   router.add("GET", "/v1/events", [ctx](const ExchangePtr& x) { feed(*ctx, x); });
-  router.add("GET", "/v1/twins/{id}/history", twin_route(ctx, history));
+  router.add("GET", "/v1/twins/{id}/history", twin_route(ctx, history, /*store_read=*/true));
 }
 
 }  // namespace doppel::gateway

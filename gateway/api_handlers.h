@@ -35,6 +35,7 @@ class JobEngine;
 
 namespace doppel::gateway {
 
+class ClusterNode;
 class DeviceAuth;
 class FeedHub;
 struct Readiness;
@@ -48,6 +49,7 @@ struct ApiContext {
   HttpServer* server = nullptr;              // run_blocking()
   FeedHub* feed = nullptr;                   // wakes change-feed streams
   twins::JobEngine* jobs = nullptr;          // optional: /v1/jobs answers 503 without
+  ClusterNode* cluster = nullptr;            // a cluster node: forwards, /v1/cluster
   const twins::FleetReads* reads = nullptr;  // fleet query pages and as-of reads, as documents
   size_t stream_buffer_bytes = 1 << 20;
   QueryOptions queries;
@@ -79,10 +81,12 @@ struct ApiContext {
                                   bool allow_empty, size_t max_bytes = 0) const;
 };
 
-// A handler of a route below /v1/twins/{id}: the id is checked first (400 if invalid). With no
-// context (the route table only), an empty handler.
+// A handler of a route below /v1/twins/{id}: the id is checked first (400 if invalid). On a
+// cluster node, a request for a twin served by another node goes to that node, unless
+// `store_read` (the handler reads only the shared store, which any node may). With no context
+// (the route table only), an empty handler.
 using TwinHandler = std::function<void(const ApiContext&, const ExchangePtr&)>;
-RouteHandler twin_route(const ApiContext* ctx, TwinHandler handler);
+RouteHandler twin_route(const ApiContext* ctx, TwinHandler handler, bool store_read = false);
 
 // A decimal query parameter within [lo, hi], or nullopt.
 std::optional<size_t> parse_size(const std::string& s, size_t lo, size_t hi);

@@ -117,7 +117,11 @@ void add_job_routes(Router& router, const ApiContext* ctx) {
     if (ctx == nullptr) return {};
     return [ctx, f](const ExchangePtr& x) {
       if (ctx->jobs == nullptr) {
-        return x->problem(503, "unavailable", "this gateway runs no job engine");
+        return x->problem(503, "unavailable",
+                          ctx->cluster != nullptr
+                              ? "jobs do not run in a cluster yet (docs/scale-out.md): run them "
+                                "on a single doppeld"
+                              : "this gateway runs no job engine");
       }
       f(*ctx, x);
     };

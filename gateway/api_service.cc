@@ -1,5 +1,6 @@
 // The service's own resources: liveness, readiness, metrics and the API description.
 #include "gateway/api_handlers.h"
+#include "gateway/cluster.h"
 #include "gateway/http_api.h"
 #include "gateway/openapi.h"
 
@@ -13,6 +14,10 @@ void ready(const ApiContext& ctx, Exchange& x) {
                         {"store", "open"},
                         {"broker", "connected"},
                         {"broker_dropped_messages", r.broker_dropped}};
+    if (ctx.cluster != nullptr) {
+      body["cluster"] = {{"node", ctx.cluster->incarnation()},
+                         {"partitions", ctx.cluster->serving()}};
+    }
     if (r.broker_dropping) {
       body["detail"] =
           "the broker is dropping messages (its queue for a client is full): device reports are "
@@ -52,6 +57,14 @@ void add_service_routes(Router& router, const ApiContext* ctx) {
     r.content_type = "text/plain; version=0.0.4";
     r.body = ctx->metrics->render();
     x->send(std::move(r));
+  });
+  router.add("GET", "/v1/cluster", [ctx](const ExchangePtr& x) {
+    if (ctx->cluster == nullptr) {
+      return x->problem(
+          404, "not_found",
+          "this doppeld is not a cluster node (doppeld --cluster: docs/scale-out.md)");
+    }
+    x->json_body(200, ctx->cluster->describe());
   });
   router.add(
       "GET", "/v1/openapi.json",

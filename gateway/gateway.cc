@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "gateway/cluster.h"
 #include "gateway/device_auth.h"
 #include "gateway/embedded_broker.h"
 #include "mqtt/channel.h"
@@ -113,6 +114,14 @@ Status Gateway::start() {
     return Status(StatusCode::kInvalidArgument,
                   "--broker-tls-cert and --broker-tls-key go together");
   }
+  if (config_.cluster && config_.store.empty()) {
+    return Status(StatusCode::kInvalidArgument,
+                  "--cluster needs --store postgresql://...: every node of a cluster shares one "
+                  "PostgreSQL database (docs/scale-out.md)");
+  }
+  if (config_.cluster && config_.lease_s < 1) {
+    return Status(StatusCode::kInvalidArgument, "--lease-s must be at least 1 second");
+  }
   if (Status s = lock_data_dir(); !s) return s;
 
   if (config_.store.empty()) {
@@ -128,10 +137,23 @@ Status Gateway::start() {
     storage::PostgresOptions store_options;
     store_options.uri = config_.store;
     store_options.indexes = config_.query_indexes;
+    store_options.cluster = config_.cluster;
     auto store = storage::PostgresTwinStore::open(store_options, metrics_);
     if (!store) {
       return Status(store.status().code(),
                     "--store " + store_name() + ": " + store.status().message());
+    }
+    if (config_.cluster) {
+      ClusterConfig cluster;
+      cluster.node_id = config_.node_id;
+      cluster.advertise = config_.advertise;
+      cluster.secret = config_.cluster_secret;
+      cluster.leases.lease = static_cast<twins::Millis>(config_.lease_s * 1000);
+      cluster.leases.renew_every = cluster.leases.lease / 5;
+      cluster.leases.safety_margin = cluster.leases.lease / 5;
+      auto node = ClusterNode::open(cluster, config_.store, **store, metrics_);
+      if (!node) return node.status();
+      cluster_ = std::move(*node);
     }
     store_ = std::move(*store);
   }
@@ -183,7 +205,9 @@ Status Gateway::start() {
 
   mqtt::ChannelOptions channel_options;
   channel_options.client.uri = broker_uri_;
-  channel_options.client.client_id = config_.client_id;
+  // Every node has its own session on the shared broker, and receives every device message.
+  channel_options.client.client_id =
+      config_.cluster ? config_.client_id + "-" + config_.node_id : config_.client_id;
   channel_options.client.username = broker_user;
   channel_options.client.password = broker_password;
   if (tls) channel_options.client.tls = mqtt::TlsOptions{config_.broker_ca_file, "", ""};
@@ -202,9 +226,18 @@ Status Gateway::start() {
   runtime_options.hibernate_after_s = config_.hibernate_after_s;
   runtime_options.max_hot_twins = config_.max_hot_twins;
   runtime_options.auto_provision = config_.auto_provision;
+  runtime_options.ownership = cluster_.get();
   runtime_ = std::make_unique<twins::Runtime>(runtime_options, *store_, *channel_, *codec_, clock_,
                                               metrics_);
   if (Status s = runtime_->start(); !s) return s;
+  if (cluster_) {
+    // Its share of the free partitions first, so that devices and requests find them served.
+    auto drain = [rt = runtime_.get(), store = store_.get()] {
+      rt->barrier();   // every shard has handled what was posted before
+      store->flush();  // and it is committed
+    };
+    if (Status s = cluster_->start(drain); !s) return s;
+  }
   channel_->set_sink([rt = runtime_.get()](twins::DeviceInput in) { rt->deliver(std::move(in)); });
   channel_->start();
 
@@ -216,12 +249,19 @@ Status Gateway::start() {
   http_options.tokens = config_.api_tokens;
   http_options.read_tokens = config_.api_read_tokens;
   http_options.feed = feed_.get();
-  twins::JobEngineOptions job_options;
-  job_options.limits = config_.policy.limits;
-  job_options.record_changes = config_.policy.record_changes;
-  jobs_ = std::make_unique<twins::JobEngine>(job_options, *runtime_, *store_, clock_, metrics_);
-  if (Status s = jobs_->start(); !s) return s;
-  http_options.jobs = jobs_.get();
+  http_options.cluster = cluster_.get();
+  if (cluster_) {
+    // Forwarded requests wait on these threads for their owner's answer (or for a new owner).
+    http_options.server.blocking_threads = std::max(http_options.server.blocking_threads, 32);
+  } else {
+    // (A cluster runs no jobs yet: a job's executions would have to reach twins on every node.)
+    twins::JobEngineOptions job_options;
+    job_options.limits = config_.policy.limits;
+    job_options.record_changes = config_.policy.record_changes;
+    jobs_ = std::make_unique<twins::JobEngine>(job_options, *runtime_, *store_, clock_, metrics_);
+    if (Status s = jobs_->start(); !s) return s;
+    http_options.jobs = jobs_.get();
+  }
   http_ = std::make_unique<HttpApi>(
       http_options, *runtime_, *store_, metrics_, [this] { return readiness(); },
       device_auth_.get());
@@ -230,13 +270,17 @@ Status Gateway::start() {
            (config_.http_server.tls_cert.empty() ? "http://" : "https://") + http_host + ":" +
            std::to_string(http_->port()) + ", devices on " + broker_uri_ + " (prefix '" +
            config_.topic_prefix + "'), store " + store_name() + ", " +
-           std::to_string(runtime_options.shards) + " shards");
+           std::to_string(runtime_options.shards) + " shards" +
+           (cluster_ ? ", cluster node " + cluster_->incarnation() : std::string()));
   return Status::ok();
 }
 
 void Gateway::stop() {
   if (stopped_) return;
   stopped_ = true;
+  // A cluster node hands its partitions over first, while its API still answers (requests for
+  // them are refused as not_owner, and the node that forwarded them retries at the new owner).
+  if (cluster_) cluster_->stop();
   if (http_) http_->stop();
   {
     std::lock_guard lock(prune_mu_);

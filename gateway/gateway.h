@@ -28,6 +28,7 @@ class WireCodec;
 
 namespace doppel::gateway {
 
+class ClusterNode;
 class DeviceAuth;
 class EmbeddedBroker;
 class FeedHub;
@@ -64,6 +65,12 @@ struct GatewayConfig {
   uint64_t history_max_reported_events = 50'000'000;  // and reported.updated beyond this many
   // Fleet-query fields with an expression index (--index), e.g. "reported.fw".
   std::vector<std::string> query_indexes;
+  // A node of a cluster of doppelds on one PostgreSQL database (--cluster, docs/scale-out.md).
+  bool cluster = false;
+  std::string node_id;         // --node-id
+  std::string advertise;       // --advertise http://host:port
+  std::string cluster_secret;  // the contents of --cluster-secret-file
+  double lease_s = 5;          // --lease-s: a partition lease; renewed every fifth of it
 };
 
 class Gateway {
@@ -99,6 +106,7 @@ class Gateway {
   std::unique_ptr<storage::CredentialStore> credentials_;
   std::unique_ptr<DeviceAuth> device_auth_;
   std::unique_ptr<mqtt::MqttChannel> channel_;
+  std::unique_ptr<ClusterNode> cluster_;  // --cluster; before the runtime, which asks it
   std::unique_ptr<twins::Runtime> runtime_;
   std::unique_ptr<twins::JobEngine> jobs_;
   std::unique_ptr<HttpApi> http_;

@@ -47,6 +47,7 @@ struct HttpApi::Impl {
     ctx.readiness = std::move(readiness);
     ctx.device_auth = device_auth;
     ctx.jobs = options.jobs;
+    ctx.cluster = options.cluster;
     ctx.server = server.get();
     ctx.stream_buffer_bytes = so.stream_buffer_bytes;
     ctx.queries = options.queries;

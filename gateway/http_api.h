@@ -30,6 +30,8 @@ namespace doppel::gateway {
 class DeviceAuth;
 class FeedHub;
 
+class ClusterNode;
+
 struct Readiness {
   bool store_open = false;
   bool broker_connected = false;
@@ -51,6 +53,9 @@ struct HttpOptions {
   FeedHub* feed = nullptr;
   // Serves /v1/jobs (optional: 503 without).
   twins::JobEngine* jobs = nullptr;
+  // A cluster node (doppeld --cluster): requests for twins it does not serve go to their owner,
+  // and GET /v1/cluster describes the cluster. Null: this gateway serves every twin.
+  ClusterNode* cluster = nullptr;
   QueryOptions queries;  // what a fleet query may cost
 };
 

@@ -26,6 +26,7 @@ int http_status(StatusCode code) {
     case StatusCode::kUnavailable:
     case StatusCode::kTimeout:
     case StatusCode::kFenced:
+    case StatusCode::kNotOwner:
       return 503;
     case StatusCode::kInternal:
       return 500;
@@ -39,8 +40,12 @@ std::string problem_json(int status, std::string_view code, std::string_view det
 }
 
 HttpResponse status_response(const Status& status, std::string_view instance) {
-  return problem_response(http_status(status.code()), code_name(status.code()), status.message(),
-                          instance);
+  HttpResponse r = problem_response(http_status(status.code()), code_name(status.code()),
+                                    status.message(), instance);
+  // Everything answered 503 passes: the store back, a partition's new owner known (cluster).
+  if (r.status == 503) r.headers.emplace_back("Retry-After", "1");
+  if (status.code() == StatusCode::kNotOwner) r.headers.emplace_back(kNotOwnerHeader, "1");
+  return r;
 }
 
 HttpResponse json_response(int status, const twins::json& body) {

@@ -21,6 +21,10 @@ std::string problem_json(int status, std::string_view code, std::string_view det
                          std::string_view instance = {});
 // A Status (not OK) as a problem response.
 HttpResponse status_response(const Status& status, std::string_view instance = {});
+
+// On a 503 not_owner answer (StatusCode::kNotOwner): the twin's partition is not served by this
+// cluster node now; a node that forwarded the request may send it again.
+inline constexpr const char* kNotOwnerHeader = "Doppel-Not-Owner";
 // `body` as application/json.
 HttpResponse json_response(int status, const twins::json& body);
 

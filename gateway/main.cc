@@ -5,6 +5,9 @@
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
+#include <fstream>
+#include <iostream>
+#include <sstream>
 #include <thread>
 
 #include "gateway/gateway.h"
@@ -138,6 +141,28 @@ int main(int argc, char** argv) {
         if (uri.rfind("postgresql://", 0) == 0 || uri.rfind("postgres://", 0) == 0) return "";
         return "--store takes a PostgreSQL URI, postgresql://user@host:port/db";
       });
+  std::string cluster_secret_file;
+  app.add_flag("--cluster", cfg.cluster,
+               "run as one node of a cluster of doppelds sharing --store (PostgreSQL), the broker "
+               "and a secret: twins are spread over the nodes by partition leases, any node "
+               "answers any request (docs/scale-out.md); needs --node-id, --advertise and "
+               "--cluster-secret-file");
+  app.add_option("--node-id", cfg.node_id,
+                 "this node's name in the cluster (letters, digits, '-', '_', '.'), unique per "
+                 "node; it is also appended to --client-id");
+  app.add_option("--advertise", cfg.advertise,
+                 "http://HOST:PORT where the other nodes reach this node's API (they forward "
+                 "requests for its twins there)");
+  app.add_option("--cluster-secret-file", cluster_secret_file,
+                 "a file, the same on every node, whose contents (at least 16 bytes) sign the "
+                 "requests nodes forward to each other")
+      ->check(CLI::ExistingFile);
+  app.add_option("--lease-s", cfg.lease_s,
+                 "how long a node's hold on a partition lasts without renewal; renewed every "
+                 "fifth of it, and served until a fifth of it before its end (a failed node's "
+                 "twins move within about this long)")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 600.0));
   app.add_option("--durability", durability,
                  "SQLite synchronous level: normal survives a process crash, full also an OS "
                  "crash (PostgreSQL always commits synchronously)")
@@ -234,6 +259,24 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
   cfg.durability_full = durability == "full";
+  if (cfg.cluster) {
+    std::string missing;
+    if (cfg.node_id.empty()) missing += " --node-id";
+    if (cfg.advertise.empty()) missing += " --advertise";
+    if (cluster_secret_file.empty()) missing += " --cluster-secret-file";
+    if (!missing.empty()) {
+      std::cerr << "--cluster needs" << missing << " (docs/scale-out.md)\n";
+      return 2;
+    }
+    std::ifstream in(cluster_secret_file, std::ios::binary);
+    std::ostringstream secret;
+    secret << in.rdbuf();
+    cfg.cluster_secret = secret.str();
+    while (!cfg.cluster_secret.empty() &&
+           (cfg.cluster_secret.back() == '\n' || cfg.cluster_secret.back() == '\r')) {
+      cfg.cluster_secret.pop_back();
+    }
+  }
   hs.header_timeout = std::chrono::milliseconds(doppel::twins::seconds_to_ms(header_timeout_s));
   hs.idle_timeout = std::chrono::milliseconds(doppel::twins::seconds_to_ms(idle_timeout_s));
   hs.body_timeout = std::chrono::milliseconds(doppel::twins::seconds_to_ms(body_timeout_s));

@@ -55,8 +55,9 @@ for dir in twins storage gateway simulator; do
 done
 
 # Beast and Asio are slow to compile and large: only the HTTP server's implementation sees them
-# (http_server.cc, http_request.cc and gateway/detail/http_*), and no header outside detail/.
-http_impl='^gateway/(http_server\.cc|http_request\.cc|detail/http_[a-z_]+\.(cc|h))$'
+# (http_server.cc, http_request.cc and gateway/detail/http_*) and the cluster's forwarding client
+# (cluster.cc), and no header outside detail/.
+http_impl='^gateway/(http_server\.cc|http_request\.cc|cluster\.cc|detail/http_[a-z_]+\.(cc|h))$'
 for dir in twins storage mqtt simulator; do
   scan "$dir/*" 'boost/(beast|asio)' "Beast and Asio belong in the HTTP server's implementation only"
 done

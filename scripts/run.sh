@@ -37,28 +37,10 @@ trap 'exit 0' INT TERM
 
 store_args=()
 if [ "$postgres" = 1 ]; then
-  # PostgreSQL refuses to run as root: as root, the cluster belongs to the postgres user.
-  pg_bin="$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)"
-  pg_dir="$(mkdir -p "${DOPPEL_PG_DIR:-$here/doppel-postgres}" && cd "${DOPPEL_PG_DIR:-$here/doppel-postgres}" && pwd)"
-  pg_port="${DOPPEL_PG_PORT:-55432}"
-  as=()
-  if [ "$(id -u)" = 0 ]; then
-    as=(runuser -u postgres --)
-    chown postgres:postgres "$pg_dir"
-  fi
-  if [ ! -f "$pg_dir/data/PG_VERSION" ]; then
-    echo "==> creating a PostgreSQL cluster in $pg_dir"
-    "${as[@]}" "$pg_bin/initdb" -D "$pg_dir/data" -U doppel -E UTF8 \
-      --auth-local=trust --auth-host=trust >"$pg_dir/initdb.log" 2>&1 ||
-      { echo "initdb failed (see $pg_dir/initdb.log; the postgres user needs access to $pg_dir)"; exit 1; }
-  fi
-  echo "==> starting PostgreSQL on 127.0.0.1:$pg_port"
-  "${as[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/server.log" -w \
-    -o "-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1" start >/dev/null ||
-    { echo "PostgreSQL did not start (see $pg_dir/server.log)"; exit 1; }
-  pg_stop=("${as[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -m fast -w stop)
-  "$pg_bin/createdb" -h "$pg_dir" -p "$pg_port" -U doppel doppel 2>/dev/null || true
-  store_args=(--store "postgresql://doppel@127.0.0.1:$pg_port/doppel")
+  # shellcheck source=scripts/private-postgres.sh
+  . "$here/scripts/private-postgres.sh"
+  start_private_postgres "${DOPPEL_PG_DIR:-$here/doppel-postgres}" "${DOPPEL_PG_PORT:-55432}"
+  store_args=(--store "$store")
 fi
 
 echo "==> starting doppeld (HTTP $http, embedded broker on 127.0.0.1:$broker_port, data $data${store_args[1]:+, store ${store_args[1]}})"

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "twins/clock.h"
+#include "twins/ownership.h"
 #include "twins/ports.h"
 
 namespace doppel::twins {
@@ -23,8 +24,10 @@ namespace doppel::twins {
 class DeadlineScanner {
  public:
   using Sink = std::function<void(DueTwin due)>;
+  // With `ownership` (a cluster node), only the partitions it serves are scanned, and a partition
+  // it gains is scanned again from the beginning.
   DeadlineScanner(ShardStore& store, const Clock& clock, Millis horizon_ms, Millis interval_ms,
-                  Sink sink);
+                  Sink sink, Ownership* ownership = nullptr);
   ~DeadlineScanner();
   DeadlineScanner(const DeadlineScanner&) = delete;
   DeadlineScanner& operator=(const DeadlineScanner&) = delete;
@@ -40,12 +43,15 @@ class DeadlineScanner {
 
  private:
   void loop();
+  // Hands out the deadlines of `partitions` in (after, up_to]; false if the store failed.
+  bool scan_range(const PartitionFilter& partitions, Millis after, Millis up_to);
 
   ShardStore& store_;
   const Clock& clock_;
   const Millis horizon_ms_;
   const Millis interval_ms_;
   Sink sink_;
+  Ownership* const ownership_;
   std::atomic<Millis> horizon_;
   std::mutex scan_mu_;
   Millis scanned_up_to_;  // under scan_mu_

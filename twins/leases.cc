@@ -135,6 +135,15 @@ std::vector<uint32_t> LeaseKeeper::serving(Millis now) const {
   return out;
 }
 
+std::vector<std::pair<uint32_t, Millis>> LeaseKeeper::serving_until() const {
+  std::lock_guard lock(mu_);
+  std::vector<std::pair<uint32_t, Millis>> out;
+  for (const auto& [shard, h] : held_) {
+    if (!h.releasing) out.emplace_back(shard, h.valid_until);
+  }
+  return out;
+}
+
 Status LeaseKeeper::leave() {
   std::vector<HeldShard> all;
   {

@@ -100,6 +100,9 @@ class LeaseKeeper {
   std::optional<uint64_t> epoch(uint32_t shard) const;
   // The shards it may serve at `now`, in order.
   std::vector<uint32_t> serving(Millis now) const;
+  // Each shard held and not being given up, with the time (this node's clock) until which it may
+  // serve it: what a node copies where its threads can read it without this keeper's lock.
+  std::vector<std::pair<uint32_t, Millis>> serving_until() const;
   // Gives every shard back and leaves the membership (a graceful stop, after draining).
   Status leave();
 

@@ -4,6 +4,7 @@
 
 #include "twins/detail/shard.h"
 #include "twins/fnv1a.h"
+#include "twins/partition.h"
 
 namespace doppel::twins {
 
@@ -14,12 +15,14 @@ Runtime::Runtime(RuntimeOptions options, ShardStore& store, DeviceChannel& chann
       store_(store),
       clock_(clock),
       stats_(metrics),
-      scanner_(store, clock, options_.scan_horizon_ms, options_.scan_interval_ms,
-               [this](DueTwin d) {
-                 // Outside producers wait for room; inline, nobody would make any.
-                 shards_[shard_of(d.id)]->post(detail::WakeDue{std::move(d.id), d.due},
-                                               !options_.inline_shards);
-               }) {
+      scanner_(
+          store, clock, options_.scan_horizon_ms, options_.scan_interval_ms,
+          [this](DueTwin d) {
+            // Outside producers wait for room; inline, nobody would make any.
+            shards_[shard_of(d.id)]->post(detail::WakeDue{std::move(d.id), d.due},
+                                          !options_.inline_shards);
+          },
+          options_.ownership) {
   options_.shards = std::max<size_t>(1, options_.shards);
   const detail::ShardDeps deps{logic_,
                                store,
@@ -31,7 +34,8 @@ Runtime::Runtime(RuntimeOptions options, ShardStore& store, DeviceChannel& chann
                                options_.inbox_capacity,
                                std::max<size_t>(1, options_.max_hot_twins / options_.shards),
                                seconds_to_ms(options_.hibernate_after_s),
-                               options_.auto_provision};
+                               options_.auto_provision,
+                               options_.ownership};
   for (size_t i = 0; i < options_.shards; ++i) {
     shards_.push_back(std::make_unique<detail::Shard>(i, deps));
   }
@@ -92,6 +96,10 @@ void Runtime::run_inline() {
 void Runtime::scan_deadlines() { scanner_.scan(); }
 
 void Runtime::deliver(DeviceInput input) {
+  if (options_.ownership != nullptr && !options_.ownership->serves(partition_of(input.device_id))) {
+    stats_.foreign->inc();
+    return;
+  }
   const size_t shard = shard_of(input.device_id);
   shards_[shard]->post(std::move(input), !options_.inline_shards);
   run_inline();

@@ -25,6 +25,7 @@
 #include "twins/deadline_scanner.h"
 #include "twins/device_io.h"
 #include "twins/metrics.h"
+#include "twins/ownership.h"
 #include "twins/ports.h"
 #include "twins/requests.h"
 #include "twins/runtime_stats.h"
@@ -47,6 +48,9 @@ struct RuntimeOptions {
   Millis scan_interval_ms = 250;
   IdGenerator command_ids;     // empty: random_command_ids()
   bool inline_shards = false;  // no threads: the caller's thread runs everything (tests)
+  // A cluster node's partitions (twins/ownership.h); null: this node serves every twin. Must
+  // outlive the runtime.
+  Ownership* ownership = nullptr;
 };
 
 class Runtime {
@@ -63,7 +67,9 @@ class Runtime {
   // Processes what is queued, then stops the threads. Does not flush the store.
   void stop();
 
-  // A message from a device. May wait while the shard's inbox is full (backpressure).
+  // A message from a device. May wait while the shard's inbox is full (backpressure). A cluster
+  // node drops a message for a partition it does not serve: every node receives every device
+  // message, and the partition's owner applies it.
   void deliver(DeviceInput input);
   // An operator request against one twin. `done` runs once, after the change committed (on the
   // store's writer thread) or at once with an error that changed nothing (on the shard's or the

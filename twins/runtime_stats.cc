@@ -42,6 +42,9 @@ RuntimeStats::RuntimeStats(Metrics& m) {
                                "reloaded)");
   store_failures = &m.counter("doppel_store_failures_total",
                               "Twin changes the store failed to commit (twin reloaded)");
+  foreign = &m.counter("doppel_device_messages_foreign_total",
+                       "Device messages left to another cluster node: their twin's partition is "
+                       "not served here");
   ignored = &m.counter("doppel_device_messages_ignored_total",
                        "Device messages for unknown twins that create nothing (results, wills)");
   total = &m.gauge("doppel_twins", "Registered twins (in memory or hibernated)");

@@ -35,6 +35,7 @@ struct RuntimeStats {
   Counter* store_failures = nullptr;
   Counter* internal_errors = nullptr;
   Counter* ignored = nullptr;
+  Counter* foreign = nullptr;  // device messages for partitions this node does not serve
   Gauge* total = nullptr;
   Counter* transitions[kCommandStatusCount] = {};
   Gauge* unfinished[kCommandStatusCount] = {};

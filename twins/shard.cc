@@ -101,10 +101,17 @@ void Shard::maybe_sweep() {
 }
 
 Result<HotTwin*> Shard::find_or_load(const std::string& id) {
-  if (HotTwin* h = hot_.find(id)) return h->deleted ? nullptr : h;
   // The epoch before the state: if the partition changes owner in between, this copy's writes
   // are fenced rather than applied over the new owner's.
   const uint64_t epoch = deps_.store.epoch(partition_of(id));
+  if (HotTwin* h = hot_.find(id)) {
+    if (h->epoch == epoch) return h->deleted ? nullptr : h;
+    // Loaded under an epoch this node has since lost (a cluster node that gave the partition up
+    // and took it back): another node may have changed the twin meanwhile. Read it again; what
+    // this copy still has in flight is fenced.
+    hot_.evict(h);
+    deps_.store.discard(id);
+  }
   auto stored = deps_.store.load(id);
   if (!stored) return stored.status();
   if (!*stored) return nullptr;
@@ -157,6 +164,7 @@ void Shard::fire_timers() {
     if (timers_.top().due > t) return;
     Timer timer = timers_.top();
     timers_.pop();
+    if (!serves(timer.id)) continue;  // the partition's owner fires it now
     HotTwin* h = hot_.find(timer.id);
     if (h != nullptr) {
       if (h->deleted) continue;
@@ -221,6 +229,10 @@ void Shard::send_error(const DeviceInput& in, Encoding enc, const Status& status
 }
 
 void Shard::handle(DeviceInput& in) {
+  if (!serves(in.device_id)) {  // lost since it was delivered: the owner has it too
+    deps_.stats.foreign->inc();
+    return;
+  }
   deps_.stats.in[static_cast<size_t>(in.kind)]->inc();
   auto found = find_or_load(in.device_id);
   if (!found) {
@@ -280,6 +292,14 @@ void Shard::handle(DeviceInput& in) {
 
 void Shard::handle(ApiCall& call) {
   deps_.stats.api_calls->inc();
+  if (!serves(call.id)) {
+    (void)call.reply->send(ApiReply{
+        Status(StatusCode::kNotOwner, "twin '" + call.id + "' belongs to partition " +
+                                          std::to_string(partition_of(call.id)) +
+                                          ", which this node does not serve now; retry (any node "
+                                          "forwards it to the owner once the owner is known)")});
+    return;
+  }
   auto found = find_or_load(call.id);
   if (!found) {
     (void)call.reply->send(ApiReply{
@@ -293,6 +313,7 @@ void Shard::handle(ApiCall& call) {
 }
 
 void Shard::handle(WakeDue& w) {
+  if (!serves(w.id)) return;
   if (HotTwin* h = hot_.find(w.id)) {
     if (h->deleted || (h->scheduled && *h->scheduled <= w.due)) return;
     h->scheduled = w.due;

@@ -9,8 +9,8 @@ namespace {
 constexpr twins::NameTable<StatusCode, kStatusCodeCount> kCodeNames{
     {"ok", "malformed", "invalid_argument", "invalid_id", "too_large", "too_deep", "not_found",
      "precondition_failed", "conflict", "queue_full", "unavailable", "internal", "timeout", "gone",
-     "fenced"}};
-static_assert(kCodeNames.covers(StatusCode::kFenced));
+     "fenced", "not_owner"}};
+static_assert(kCodeNames.covers(StatusCode::kNotOwner));
 
 }  // namespace
 

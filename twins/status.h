@@ -27,8 +27,9 @@ enum class StatusCode {
   kTimeout,      // a read ran past its time budget (--query-timeout-s) and was stopped
   kGone,         // what was asked for existed but retention removed it (HTTP 410)
   kFenced,       // the write's ownership epoch is no longer current (twins/partition.h)
+  kNotOwner,     // a cluster node does not serve this twin's partition now (twins/ownership.h)
 };
-constexpr size_t kStatusCodeCount = static_cast<size_t>(StatusCode::kFenced) + 1;
+constexpr size_t kStatusCodeCount = static_cast<size_t>(StatusCode::kNotOwner) + 1;
 
 // A stable machine-readable name for a code ("too_large"); used in problem types and errors topics.
 std::string_view code_name(StatusCode code);

@@ -56,12 +56,13 @@ Result<std::vector<std::string>> PostgresLeaseTable::heartbeat(const std::string
   std::lock_guard lock(mu_);
   if (Status s = connect(); !s) return s;
   // The statement's snapshot does not see its own upsert: the node is added by the UNION.
-  auto rows = db_->exec(lease_sql("WITH up AS (INSERT INTO doppel_nodes (node, alive_until) "
-                                  "VALUES ($1, {until}) ON CONFLICT (node) DO UPDATE SET "
-                                  "alive_until = EXCLUDED.alive_until RETURNING node) "
+  auto rows = db_->exec(lease_sql("WITH up AS (INSERT INTO doppel_nodes (node, alive_until, "
+                                  "advertise) VALUES ($1, {until}, $3) ON CONFLICT (node) DO "
+                                  "UPDATE SET alive_until = EXCLUDED.alive_until, advertise = "
+                                  "EXCLUDED.advertise, heartbeat_at = now() RETURNING node) "
                                   "SELECT node FROM doppel_nodes WHERE alive_until > now() "
                                   "UNION SELECT node FROM up ORDER BY 1"),
-                        pg::Params().text(node).integer(lease));
+                        pg::Params().text(node).integer(lease).text(advertise_));
   if (!rows) return rows.status();
   std::vector<std::string> alive;
   for (size_t r = 0; r < rows->size(); ++r) alive.push_back(rows->text(r, 0));
@@ -138,6 +139,32 @@ Result<std::vector<twins::ShardLease>> PostgresLeaseTable::leases() {
   for (size_t r = 0; r < rows->size(); ++r) {
     out.push_back({static_cast<uint32_t>(rows->integer(r, 0)), rows->text(r, 1),
                    static_cast<uint64_t>(rows->integer(r, 2)), rows->text(r, 3) == "t"});
+  }
+  return out;
+}
+
+void PostgresLeaseTable::set_advertise(std::string url) {
+  std::lock_guard lock(mu_);
+  advertise_ = std::move(url);
+}
+
+Result<std::vector<ClusterMember>> PostgresLeaseTable::members() {
+  std::lock_guard lock(mu_);
+  if (Status s = connect(); !s) return s;
+  auto rows = db_->exec(
+      "SELECT node, advertise, alive_until > now(), "
+      "extract(epoch FROM now() - heartbeat_at)::float8::text, "
+      "extract(epoch FROM now() - started_at)::float8::text FROM doppel_nodes ORDER BY node");
+  if (!rows) return rows.status();
+  std::vector<ClusterMember> out;
+  for (size_t r = 0; r < rows->size(); ++r) {
+    ClusterMember m;
+    m.node = rows->text(r, 0);
+    m.advertise = rows->text(r, 1);
+    m.alive = rows->text(r, 2) == "t";
+    m.since_heartbeat_s = std::stod(rows->text(r, 3));
+    m.up_s = std::stod(rows->text(r, 4));
+    out.push_back(std::move(m));
   }
   return out;
 }

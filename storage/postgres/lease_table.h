@@ -23,6 +23,15 @@ namespace pg {
 class Connection;
 }
 
+// A cluster member as doppel_nodes has it.
+struct ClusterMember {
+  std::string node;       // its incarnation (node id and start-up nonce)
+  std::string advertise;  // where other nodes reach its HTTP API
+  bool alive = false;     // its heartbeat's lease has not run out (by the database's clock)
+  double since_heartbeat_s = 0;
+  double up_s = 0;  // since it joined
+};
+
 class PostgresLeaseTable : public twins::LeaseTable {
  public:
   // Connects to `uri` and brings its schema up to date (the store's migrations).
@@ -40,6 +49,11 @@ class PostgresLeaseTable : public twins::LeaseTable {
   Status leave(const std::string& node) override;
   Result<std::vector<twins::ShardLease>> leases() override;
 
+  // The address heartbeat() records for its node, from the next heartbeat on.
+  void set_advertise(std::string url);
+  // Every node in doppel_nodes, alive or not (a node that left gracefully is gone), by name.
+  Result<std::vector<ClusterMember>> members();
+
  private:
   explicit PostgresLeaseTable(std::string uri);
   Status connect();  // with mu_ held
@@ -47,6 +61,7 @@ class PostgresLeaseTable : public twins::LeaseTable {
   const std::string uri_;
   std::mutex mu_;
   std::unique_ptr<pg::Connection> db_;
+  std::string advertise_;  // under mu_
 };
 
 }  // namespace doppel::storage

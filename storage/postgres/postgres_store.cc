@@ -62,7 +62,11 @@ PostgresTwinStore::PostgresTwinStore(PostgresOptions options, Metrics& metrics)
       writer_(std::make_unique<Writer>()),
       commit_metrics_(metrics, committer_),
       reconnects_(&metrics.counter("doppel_store_reconnects_total",
-                                   "Times the store's writer connected again to PostgreSQL")) {
+                                   "Times the store's writer connected again to PostgreSQL")),
+      fenced_writes_(&metrics.counter(
+          "doppel_fenced_writes_total",
+          "Twin writes refused because their partition's ownership epoch was no longer current "
+          "(another node took the partition since the twin was loaded)")) {
   metrics.gauge_fn("doppel_store_available",
                    "1 while the store's writer is connected to its database, else 0",
                    [this] { return available_.load() ? 1.0 : 0.0; });
@@ -88,19 +92,64 @@ Result<std::unique_ptr<PostgresTwinStore>> PostgresTwinStore::open(PostgresOptio
                         .count();
     log_info("store: index on " + name + " ready (" + std::to_string(ms) + " ms)");
   }
-  auto epochs = claim_partitions(*db);
-  if (!epochs) return epochs.status();
-  store->epochs_ = *epochs;
+  if (!store->options_.cluster) {
+    auto epochs = claim_partitions(*db);
+    if (!epochs) return epochs.status();
+    for (size_t p = 0; p < epochs->size(); ++p) store->epochs_[p].store((*epochs)[p]);
+  }
   auto last = db->exec("SELECT value FROM event_stats WHERE name = 'last_seq'");
   if (!last) return last.status();
   store->last_event_seq_.store(static_cast<uint64_t>(last->integer(0, 0)));
   store->writer_->db = std::make_unique<pg::Connection>(std::move(*db));
   store->available_.store(true);
   store->thread_ = std::thread([s = store.get()] { s->writer_loop(); });
+  if (store->options_.cluster)
+    store->listener_ = std::thread([s = store.get()] { s->listen_loop(); });
   return store;
 }
 
 PostgresTwinStore::~PostgresTwinStore() { close(); }
+
+void PostgresTwinStore::listen_loop() {
+  std::unique_ptr<pg::Connection> db;
+  uint64_t delivered = last_event_seq_.load();
+  while (!listen_stop_.load()) {
+    if (!db || !db->ok()) {
+      db.reset();
+      auto opened = pg::Connection::open(options_.uri);
+      if (opened && opened->exec_script("LISTEN doppel_events")) {
+        db = std::make_unique<pg::Connection>(std::move(*opened));
+      } else {
+        for (int i = 0; i < 10 && !listen_stop_.load(); ++i) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+        continue;
+      }
+    }
+    if (auto woke = db->wait_notification(250); !woke) {
+      db.reset();
+      continue;
+    }
+    // What is new, notified or not: a notification sent while this connection was away is not
+    // sent again, so every round reads past what it has delivered (one indexed probe when idle).
+    while (!listen_stop_.load()) {
+      twins::EventQuery q;
+      q.after_seq = delivered;
+      q.limit = 1000;
+      auto page = events(q);
+      if (!page) break;
+      if (!page->events.empty()) {
+        uint64_t newest = page->events.back().seq;
+        for (uint64_t seen = last_event_seq_.load(); newest > seen;) {
+          if (last_event_seq_.compare_exchange_weak(seen, newest)) break;
+        }
+        if (events_listener_) events_listener_(last_event_seq_.load(), page->events);
+      }
+      delivered = std::max(delivered, page->scanned_to);
+      if (page->events.size() < q.limit) break;
+    }
+  }
+}
 
 void PostgresTwinStore::close() {
   {
@@ -110,6 +159,8 @@ void PostgresTwinStore::close() {
   }
   committer_.close();  // the writer commits what is queued, then stops
   if (thread_.joinable()) thread_.join();
+  listen_stop_.store(true);
+  if (listener_.joinable()) listener_.join();
   closed_.store(true);
   std::lock_guard lock(readers_mu_);
   readers_.clear();

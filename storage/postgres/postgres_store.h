@@ -47,6 +47,10 @@ struct PostgresOptions {
   size_t max_queued = 100'000;  // writers wait beyond this (backpressure)
   // Fleet-query fields to keep expression indexes on (--index), e.g. "reported.fw".
   std::vector<std::string> indexes;
+  // A node of a cluster (doppeld --cluster, issue #22): it claims no partition at open — each
+  // partition's epoch comes from set_epoch() as its lease is gained and lost — and the events
+  // other nodes commit reach on_events() too (LISTEN doppel_events, and a read of what is new).
+  bool cluster = false;
 };
 
 class PostgresTwinStore final : public twins::TwinStore {
@@ -64,8 +68,15 @@ class PostgresTwinStore final : public twins::TwinStore {
   void when_committed(uint64_t seq, twins::CommitCallback callback) override;
   uint64_t committed_seq() const override { return committer_.committed_seq(); }
   void flush() override;
-  // The epoch this store claimed the partition at when it opened.
-  uint64_t epoch(uint32_t partition) const override { return epochs_[partition % epochs_.size()]; }
+  // The epoch this store holds the partition at: claimed when it opened, or (a cluster node) the
+  // one its lease was acquired at; 0 while not held.
+  uint64_t epoch(uint32_t partition) const override {
+    return epochs_[partition % epochs_.size()].load();
+  }
+  // A cluster node's lease on `partition` was acquired at `epoch` (0: lost or given up).
+  void set_epoch(uint32_t partition, uint64_t epoch) {
+    epochs_[partition % epochs_.size()].store(epoch);
+  }
   Result<std::vector<twins::DueTwin>> due(const twins::PartitionFilter& partitions,
                                           twins::Millis after_due, const std::string& after_id,
                                           twins::Millis up_to, size_t limit) override;
@@ -121,6 +132,9 @@ class PostgresTwinStore final : public twins::TwinStore {
 
   PostgresTwinStore(PostgresOptions options, Metrics& metrics);
   void writer_loop();
+  // A cluster node's: hears other nodes' commits (LISTEN) and hands their events to the
+  // listener, as the writer does its own.
+  void listen_loop();
   // Fails with kFenced the writes of `batch` whose epoch is not their partition's current one
   // (`current`: partition_id, epoch, owner, read in the writer's transaction after its lock).
   void fence(const pg::Rows& current, GroupCommitter::Batch& batch);
@@ -141,9 +155,11 @@ class PostgresTwinStore final : public twins::TwinStore {
   std::atomic<bool> closed_{false};
   std::atomic<bool> available_{false};
   std::atomic<bool> fenced_{false};  // a write was fenced: another doppeld holds the partitions
-  // The epoch of each partition this store claimed at open (every one: a single node owns them
-  // all, and the newest doppeld started on a database fences the one before).
-  std::array<uint64_t, twins::kPartitions> epochs_{};
+  // The epoch of each partition: claimed at open (every one: a single node owns them all, and
+  // the newest doppeld started on a database fences the one before), or set by a cluster node.
+  std::array<std::atomic<uint64_t>, twins::kPartitions> epochs_{};
+  std::thread listener_;  // cluster: listen_loop()
+  std::atomic<bool> listen_stop_{false};
   std::atomic<int> fail_next_commits_{0};
   std::atomic<int> fail_next_job_writes_{0};
 
@@ -154,6 +170,7 @@ class PostgresTwinStore final : public twins::TwinStore {
 
   CommitMetrics commit_metrics_;
   Counter* reconnects_;
+  Counter* fenced_writes_;
 
   std::atomic<uint64_t> last_event_seq_{0};
   EventTail tail_;

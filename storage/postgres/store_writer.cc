@@ -271,13 +271,16 @@ Status apply_job_write(pg::Connection& db, const twins::JobWrite& jw, const Colu
   }
 }
 
-// BEGIN, the write lock, and the current epochs of the batch's partitions (read after the lock:
-// a claim that committed before it is seen), in one round trip; the epochs' rows are the last
-// result.
+// BEGIN, the write lock, the newest event seq, and the current epochs of the batch's partitions
+// (read after the lock: a claim that committed before it is seen), in one round trip; the seq is
+// the third result and the epochs' rows the last. The seq is read here, not remembered: in a
+// cluster the writers of other nodes number events too, one after the other under the lock, so
+// the feed's seq stays gap-free and in commit order across nodes.
 std::vector<pg::Connection::Statement> begin_statements(const GroupCommitter::Batch& batch) {
   std::vector<pg::Connection::Statement> out;
   out.push_back({"BEGIN", {}});
   out.push_back({"SELECT pg_advisory_xact_lock($1)", pg::Params().integer(postgres::kWriteLock)});
+  out.push_back({"SELECT value FROM event_stats WHERE name = 'last_seq'", {}});
   std::array<bool, twins::kPartitions> asked{};
   pg::ArrayLiteral partitions;
   for (size_t i = 0; i < batch.ops.size(); ++i) {
@@ -308,7 +311,10 @@ void PostgresTwinStore::fence(const pg::Rows& rows, GroupCommitter::Batch& batch
   }
   const size_t fenced = committer_.fence(
       batch, [&](uint32_t p) { return p < current.size() ? current[p] : uint64_t{0}; });
-  if (fenced > 0 && !fenced_.exchange(true)) {
+  fenced_writes_->inc(fenced);
+  // A cluster node loses partitions in the normal course (another node took them over): only
+  // those writes fail. A node on its own has been replaced by another doppeld.
+  if (fenced > 0 && !options_.cluster && !fenced_.exchange(true)) {
     log_error("store: another doppeld (" + owner +
               ") claimed this PostgreSQL database's partitions after this one did; this one's "
               "writes are refused from now on (503 fenced) and /readyz says so. Stop one of "
@@ -333,7 +339,10 @@ void PostgresTwinStore::writer_loop() {
     try {
       connect_writer();
       pg::Connection& db = *w.db;
-      fence(db.pipeline(begin_statements(batch)).back(), batch);
+      const std::vector<pg::Rows> begun = db.pipeline(begin_statements(batch));
+      seq = static_cast<uint64_t>(begun[2].integer(0, 0));
+      const uint64_t first_seq = seq;
+      fence(begun.back(), batch);
       plan.make(batch);
       BatchRows rows;
       all_states.clear();
@@ -500,7 +509,7 @@ void PostgresTwinStore::writer_loop() {
         executions.flush(db, counts);
         counts.flush(db, counted_jobs);
       }
-      if (seq > last_event_seq_.load()) {
+      if (seq > first_seq) {
         // The highest seq assigned (one a failed job write took is never used again).
         sts.push_back(
             {"UPDATE event_stats SET value = CASE name WHEN 'last_seq' THEN $1 "
@@ -511,6 +520,10 @@ void PostgresTwinStore::writer_loop() {
         fail_next_commits_.fetch_sub(1);
         if (!sts.empty()) db.pipeline(sts);
         throw pg::Failure(Status(StatusCode::kUnavailable, "injected commit failure (test hook)"));
+      }
+      if (options_.cluster && seq > first_seq) {
+        // Wakes the other nodes' change feeds (delivered at COMMIT, not before).
+        sts.push_back({"SELECT pg_notify('doppel_events', '')", {}});
       }
       sts.push_back({"COMMIT", {}});
       db.pipeline(sts);
@@ -525,7 +538,8 @@ void PostgresTwinStore::writer_loop() {
         // The newest seq first: a reader that has seen an event in the tail may resume after
         // it at once, and the feed refuses positions past last_event_seq().
         last_event_seq_.store(seq);
-        tail_.append(committed_events);
+        // A cluster node's own events have other nodes' between them: not a gap-free tail.
+        if (!options_.cluster) tail_.append(committed_events);
       }
       commit_metrics_.committed(n, committed_events.size());
     } catch (const pg::Failure& f) {

@@ -76,7 +76,10 @@ TEST_CASE(
   REQUIRE(db);
   REQUIRE(db->exec("DELETE FROM doppel_partitions WHERE partition_id >= 256"));
   REQUIRE(db->exec("UPDATE twins SET partition_id = partition_id % 256"));
-  REQUIRE(db->exec("DELETE FROM doppel_schema_migrations WHERE version = 6"));
+  REQUIRE(db->exec("DELETE FROM doppel_schema_migrations WHERE version >= 6"));
+  REQUIRE(
+      db->exec("ALTER TABLE doppel_nodes DROP COLUMN advertise, DROP COLUMN started_at, "
+               "DROP COLUMN heartbeat_at"));
   auto store = open_store(uri, m);
   REQUIRE_MESSAGE(store, store.status().to_string());
   CHECK(db->exec("SELECT count(*) FROM doppel_partitions")->integer(0, 0) == kPartitions);

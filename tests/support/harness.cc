@@ -111,7 +111,13 @@ void Doppeld::launch() {
     args.push_back("--store");
     args.push_back(postgres_store_for(data_dir_));
   }
-  args.insert(args.end(), extra_.begin(), extra_.end());
+  for (std::string arg : extra_) {  // "{http_port}": this doppeld's (e.g. in --advertise)
+    for (size_t at = arg.find("{http_port}"); at != std::string::npos;
+         at = arg.find("{http_port}")) {
+      arg.replace(at, 11, std::to_string(http_port_));
+    }
+    args.push_back(std::move(arg));
+  }
   std::filesystem::create_directories(data_dir_);  // the log file goes there
   process_ = Process(args, data_dir_ + "/doppeld-" + std::to_string(++starts_) + ".log");
 }

@@ -65,6 +65,7 @@ bool store_is_postgres();
 // The real doppeld, against `broker_uri` (empty: its embedded broker on `embedded_port`).
 class Doppeld {
  public:
+  // "{http_port}" in an argument becomes the doppeld's HTTP port.
   Doppeld(std::string data_dir, std::string broker_uri, std::vector<std::string> extra_args = {});
   ~Doppeld();
   // Starts and waits until /readyz is OK (fails the test otherwise).

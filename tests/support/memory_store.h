@@ -7,12 +7,15 @@
 // holding messages back. Thread-safe.
 #pragma once
 
+#include <array>
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <mutex>
 #include <vector>
 
 #include "storage/group_commit.h"
+#include "twins/partition.h"
 #include "twins/ports.h"
 
 namespace doppel::testing {
@@ -34,8 +37,15 @@ class MemoryTwinStore final : public ShardStore, public EventLog {
   void discard(const std::string& id) override;
   void when_committed(uint64_t seq, CommitCallback callback) override;
   uint64_t committed_seq() const override { return committer_.committed_seq(); }
-  // One lease that never changes, as SQLite's.
-  uint64_t epoch(uint32_t /*partition*/) const override { return twins::kFirstEpoch; }
+  // One lease that never changes, as SQLite's — unless a test moves it (a cluster node that lost
+  // or took a partition: set_epoch).
+  uint64_t epoch(uint32_t partition) const override {
+    const uint64_t set = epochs_[partition % twins::kPartitions].load();
+    return set == 0 ? twins::kFirstEpoch : set - 1;
+  }
+  void set_epoch(uint32_t partition, uint64_t epoch) {
+    epochs_[partition % twins::kPartitions].store(epoch + 1);
+  }
   Result<std::vector<DueTwin>> due(const twins::PartitionFilter& partitions, Millis after_due,
                                    const std::string& after_id, Millis up_to,
                                    size_t limit) override;
@@ -57,6 +67,8 @@ class MemoryTwinStore final : public ShardStore, public EventLog {
   void fail_next_commits(int n);
 
  private:
+  // epoch + 1 once set; 0: never set (kFirstEpoch).
+  std::array<std::atomic<uint64_t>, twins::kPartitions> epochs_{};
   void apply(TwinWrite& w);
 
   const bool auto_commit_;

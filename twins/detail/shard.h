@@ -25,6 +25,8 @@
 #include "twins/detail/inbox.h"
 #include "twins/hot_set.h"
 #include "twins/output_gate.h"
+#include "twins/ownership.h"
+#include "twins/partition.h"
 #include "twins/request_handlers.h"
 #include "twins/runtime_stats.h"
 #include "twins/twin_logic.h"
@@ -62,6 +64,7 @@ struct ShardDeps {
   size_t hot_cap;
   Millis hibernate_after_ms;
   bool auto_provision;
+  const Ownership* ownership;  // null: every twin is this node's
 };
 
 class Shard final : private TwinHost {
@@ -109,6 +112,10 @@ class Shard final : private TwinHost {
   void maybe_sweep();
 
   Result<HotTwin*> find_or_load(const std::string& id);
+  // Whether this node serves the twin's partition now (always, outside a cluster).
+  bool serves(const std::string& id) const {
+    return deps_.ownership == nullptr || deps_.ownership->serves(partition_of(id));
+  }
   void fire_timers();
   // Holds a timer for the twin's deadline if it falls within the scanner's horizon.
   bool schedule(HotTwin& h, std::optional<Millis> due);

@@ -1,6 +1,7 @@
 #include "storage/postgres/detail/pg.h"
 
 #include <libpq-fe.h>
+#include <poll.h>
 
 #include <cstdlib>
 
@@ -183,6 +184,30 @@ Result<Connection> Connection::open(const std::string& uri) {
 }
 
 bool Connection::ok() const { return PQstatus(conn_.get()) == CONNECTION_OK; }
+
+Result<bool> Connection::wait_notification(int timeout_ms) {
+  pg_conn* c = conn_.get();
+  auto take = [c] {
+    bool any = false;
+    while (PGnotify* n = PQnotifies(c)) {
+      any = true;
+      PQfreemem(n);
+    }
+    return any;
+  };
+  auto gone = [c] {
+    return Status(StatusCode::kUnavailable,
+                  std::string("PostgreSQL connection lost while listening: ") + PQerrorMessage(c));
+  };
+  if (PQconsumeInput(c) == 0) return gone();
+  if (take()) return true;
+  pollfd pfd{PQsocket(c), POLLIN, 0};
+  if (pfd.fd < 0) return gone();
+  const int ready = ::poll(&pfd, 1, timeout_ms);
+  if (ready <= 0) return false;  // timed out (or interrupted: the caller asks again)
+  if (PQconsumeInput(c) == 0) return gone();
+  return take();
+}
 
 Result<Rows> Connection::exec(const std::string& sql, const Params& params) {
   std::vector<const char*> values;

@@ -121,6 +121,11 @@ class Connection {
 
   bool ok() const;  // still connected
 
+  // LISTEN's side: waits up to `timeout_ms` for a notification on a channel this connection
+  // listens to, and consumes every one that arrived. True if any did; kUnavailable when the
+  // connection is gone.
+  Result<bool> wait_notification(int timeout_ms);
+
  private:
   struct Free {
     void operator()(pg_conn* c) const;

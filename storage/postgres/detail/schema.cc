@@ -161,12 +161,20 @@ CREATE TABLE doppel_nodes (
       return "INSERT INTO doppel_partitions SELECT p, 0, '', NULL, NULL FROM "
              "generate_series(256, " +
              std::to_string(twins::kPartitions - 1) + ") AS p;\n";
+    case 7:  // a cluster node's address (where the others forward its twins' requests), when it
+             // started and when it last sent a heartbeat (GET /v1/cluster)
+      return R"sql(
+ALTER TABLE doppel_nodes ADD COLUMN advertise text NOT NULL DEFAULT '';
+ALTER TABLE doppel_nodes ADD COLUMN started_at timestamptz NOT NULL DEFAULT now();
+ALTER TABLE doppel_nodes ADD COLUMN heartbeat_at timestamptz NOT NULL DEFAULT now();
+)sql";
     default:
       return {};
   }
 }
 
-constexpr int kSchemaVersion = 6;
+constexpr int kSchemaVersion = 7;
+constexpr int64_t kMigrateLock = 0x646f7070656d;  // "doppem"
 
 // Steps 4 and 6 added partition_id as 0 and changed how many partitions there are: set each
 // existing twin's (computed here: the hash is ours).
@@ -191,10 +199,14 @@ int schema_version() { return kSchemaVersion; }
 
 Status migrate(pg::Connection& db) {
   try {
+    // Nodes that start at once on a new database migrate one after the other: the advisory lock
+    // comes before even the bookkeeping table is created (two concurrent CREATE TABLE IF NOT
+    // EXISTS can both try to create it).
+    db.must("BEGIN");
+    db.must("SELECT pg_advisory_xact_lock($1)", pg::Params().integer(kMigrateLock));
     db.must(
         "CREATE TABLE IF NOT EXISTS doppel_schema_migrations (version integer PRIMARY KEY, "
         "applied_at timestamptz NOT NULL DEFAULT now())");
-    db.must("BEGIN");
     db.must("LOCK TABLE doppel_schema_migrations IN EXCLUSIVE MODE");
     const int have = static_cast<int>(
         db.must("SELECT coalesce(max(version), 0) FROM doppel_schema_migrations").integer(0, 0));

@@ -1,6 +1,6 @@
 // The PostgreSQL store's schema and its migrations, recorded in doppel_schema_migrations and
-// applied in one transaction at start (several nodes starting at once apply each step once: the
-// transaction locks that table first).
+// applied in one transaction at start (several nodes starting at once on a new database apply
+// each step once: the transaction takes an advisory lock before anything else).
 #pragma once
 
 #include "storage/postgres/detail/pg.h"
