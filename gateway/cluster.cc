@@ -245,11 +245,15 @@ void ClusterNode::round() {
     drained_.insert(drained_.end(), asked.begin(), asked.end());
   }
 
+  refresh(s);
+}
+
+void ClusterNode::refresh(const Status& round) {
   auto leases = table_->leases();
   auto members = table_->members();
   std::lock_guard lock(mu_);
-  if (!s || !leases || !members) {
-    const Status& failed = !s ? s : (!leases ? leases.status() : members.status());
+  if (!round || !leases || !members) {
+    const Status& failed = !round ? round : (!leases ? leases.status() : members.status());
     round_failures_->inc();
     if (last_error_ != failed.message()) {
       log_warn(
@@ -374,7 +378,16 @@ std::optional<HttpResponse> ClusterNode::forward(const HttpRequest& req,
       if (node == owner) address = addr;
     }
   }
-  if (owner.empty() || owner == incarnation_ || address.empty()) return std::nullopt;
+  if (owner.empty() || owner == incarnation_ || address.empty()) {
+    // A node that is leaving runs no more rounds: it reads who took its partitions itself.
+    bool leaving = false;
+    {
+      std::lock_guard lock(stop_mu_);
+      leaving = stopping_;
+    }
+    if (leaving) refresh(Status::ok());
+    return std::nullopt;
+  }
   std::string host, port;
   if (!parse_advertise(address, host, port)) return std::nullopt;
   forwards_->inc();

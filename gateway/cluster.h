@@ -104,6 +104,9 @@ class ClusterNode final : public twins::Ownership {
               storage::PostgresTwinStore& store, Metrics& metrics);
   void loop();
   void round();
+  // Reads the lease table and the membership into owner_ and members_ (after a round that
+  // answered `round`).
+  void refresh(const Status& round);
   std::string signature(const std::string& node, const std::string& at, const HttpRequest& req,
                         const std::string& request_id) const;
 

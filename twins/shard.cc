@@ -101,17 +101,19 @@ void Shard::maybe_sweep() {
 }
 
 Result<HotTwin*> Shard::find_or_load(const std::string& id) {
-  // The epoch before the state: if the partition changes owner in between, this copy's writes
-  // are fenced rather than applied over the new owner's.
-  const uint64_t epoch = deps_.store.epoch(partition_of(id));
   if (HotTwin* h = hot_.find(id)) {
-    if (h->epoch == epoch) return h->deleted ? nullptr : h;
-    // Loaded under an epoch this node has since lost (a cluster node that gave the partition up
+    // A cluster node's copy loaded under an epoch it has since lost (it gave the partition up
     // and took it back): another node may have changed the twin meanwhile. Read it again; what
-    // this copy still has in flight is fenced.
+    // this copy still has in flight is fenced. (A node on its own never changes its epochs.)
+    if (deps_.ownership == nullptr || h->epoch == deps_.store.epoch(partition_of(id))) {
+      return h->deleted ? nullptr : h;
+    }
     hot_.evict(h);
     deps_.store.discard(id);
   }
+  // The epoch before the state: if the partition changes owner in between, this copy's writes
+  // are fenced rather than applied over the new owner's.
+  const uint64_t epoch = deps_.store.epoch(partition_of(id));
   auto stored = deps_.store.load(id);
   if (!stored) return stored.status();
   if (!*stored) return nullptr;

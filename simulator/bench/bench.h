@@ -121,6 +121,7 @@ class Bench {
   json jobs();
   json contention();
   json console();
+  json cluster();
   json api();
 
   // ---- bench_main.cc: the same scenario on PostgreSQL (--store postgres) ----

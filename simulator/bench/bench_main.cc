@@ -27,6 +27,7 @@
 #include "simulator/bench/api.h"
 #include "simulator/bench/bench.h"
 #include "simulator/bench/bench_util.h"
+#include "simulator/bench/cluster.h"
 #include "simulator/bench/console.h"
 #include "simulator/bench/feed.h"
 #include "simulator/bench/jobs.h"
@@ -404,6 +405,21 @@ json Bench::console() {
   return run_console_bench(c);
 }
 
+json Bench::cluster() {
+  ClusterBenchOptions c;
+  c.doppeld = o_.doppeld;
+  c.work_dir = dir("cluster");
+  c.connections = o_.connections;
+  if (o_.quick) {
+    c.max_nodes = 2;
+    c.messages = 5000;
+    c.api_seconds = 1;
+    c.kills = 1;
+    c.lease_s = 2;
+  }
+  return run_cluster_bench(c);
+}
+
 json Bench::contention() {
   ContentionBenchOptions c;
   c.doppeld = o_.doppeld;
@@ -469,6 +485,9 @@ const std::vector<Scenario>& Bench::scenarios() {
       {"console", &Bench::console, true,
        "the web console in Chromium over 1M twins: open -> first table and counts,\n"
        "first-load bytes; report -> DOM with 10 twins on screen at 100 reports/s"},
+      {"cluster", &Bench::cluster, true,
+       "doppelds in cluster mode on one PostgreSQL: ingest and PATCH with 1, 2, 3 nodes\n"
+       "(ratios to one node), and the takeover window over 10 kill -9s"},
       {"overload", &Bench::overload, false,
        "the rate doppeld sustains, and how long a burst above it lasts before the\n"
        "broker's queue overflows and drops (not in the default list)"},

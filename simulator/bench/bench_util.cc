@@ -106,7 +106,13 @@ double Gateway::start_with(const std::function<bool()>& up, std::chrono::seconds
     argv.push_back("--store");
     argv.push_back(store_for()(data_dir_));
   }
-  argv.insert(argv.end(), args_.begin(), args_.end());
+  for (std::string arg : args_) {  // "{http_port}": this doppeld's (e.g. in --advertise)
+    for (size_t at = arg.find("{http_port}"); at != std::string::npos;
+         at = arg.find("{http_port}")) {
+      arg.replace(at, 11, std::to_string(port_));
+    }
+    argv.push_back(std::move(arg));
+  }
   const auto t0 = Clock::now();
   process_ = sim::Process(argv, data_dir_ + "/doppeld-" + std::to_string(++starts_) + ".log");
   while (seconds_since(t0) < static_cast<double>(within.count())) {

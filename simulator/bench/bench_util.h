@@ -53,6 +53,7 @@ void set_store_for(StoreFor store_for);
 
 class Gateway {
  public:
+  // "{http_port}" in an argument becomes the doppeld's HTTP port.
   Gateway(std::string doppeld, std::string data_dir, std::string broker_uri,
           std::vector<std::string> extra_args);
   ~Gateway();

@@ -72,4 +72,10 @@ TEST_CASE("doppel-bench --quick measures every scenario and its counts add up") 
   // feed: both phases delivered events to their subscribers.
   CHECK(s["feed"]["unfiltered"]["count"].get<double>() > 0);
   CHECK(s["feed"]["filtered"]["count"].get<double>() > 0);
+  // cluster: one and two nodes measured, PATCHes answered, the kill's twin served again.
+  for (const char* nodes : {"1", "2"}) {
+    CHECK(s["cluster"]["runs"][nodes]["ingest_updates_per_s"].get<double>() > 0);
+    CHECK(s["cluster"]["runs"][nodes]["api"]["patches_per_s"].get<double>() > 0);
+  }
+  CHECK(s["cluster"]["takeover_ms"]["count"] == 1);
 }

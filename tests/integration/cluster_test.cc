@@ -237,3 +237,76 @@ TEST_CASE("a node paused past its leases serves nothing when it resumes; the fen
   MESSAGE("writes fenced on the paused node: ",
           metric(b.text("/metrics"), "doppel_fenced_writes_total"));
 }
+
+TEST_CASE("a node joins and a node leaves (SIGTERM) under load: no 5xx, nothing lost") {
+  Cluster c;
+  Doppeld& a = c.add("n1");
+  Doppeld& b = c.add("n2");
+  REQUIRE(eventually([&] { return c.settled(a, 2); }, 30s, 100ms));
+
+  // 6 writers through n1, which forwards to whichever node owns each twin at that moment.
+  std::mutex mu;
+  std::map<std::string, int> acked;
+  std::map<int, int> other;  // status -> count, for anything but 200
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> writers;
+  for (int w = 0; w < 6; ++w) {
+    writers.emplace_back([&, w] {
+      for (int n = 1; !stop.load(); ++n) {
+        const std::string id = "j-" + std::to_string(w) + "-" + std::to_string(n % 10);
+        auto r = a.patch_desired(id, {{"n", n}});
+        std::lock_guard lock(mu);
+        if (r.status == 200) {
+          acked[id] = n;
+        } else {
+          ++other[r.status];
+          MESSAGE("answer ", r.status, ": ", r.body.dump());
+        }
+      }
+    });
+  }
+  std::this_thread::sleep_for(1s);
+  Doppeld& d = c.add("n3");  // joins: n1 and n2 hand it its share under load
+  REQUIRE(eventually([&] { return c.settled(a, 3); }, 30s, 100ms));
+  CHECK(served(d).size() >= 300);
+  std::this_thread::sleep_for(1s);
+  CHECK(b.stop() == 0);  // leaves: drains, gives its partitions back
+  REQUIRE(eventually([&] { return c.settled(a, 2); }, 30s, 100ms));
+  std::this_thread::sleep_for(1s);
+  stop.store(true);
+  for (auto& t : writers) t.join();
+  CHECK(other.empty());  // every request answered 200: forwarded, or retried at the new owner
+  for (const auto& [id, n] : acked) {
+    auto got = d.get("/v1/twins/" + id);
+    REQUIRE(got.status == 200);
+    CHECK_MESSAGE(got.body["desired"]["n"].get<int>() >= n, id);
+  }
+  CHECK(acked.size() == 60);
+  const std::string m = b.log();
+  CHECK(m.find("left; its partitions are free") != std::string::npos);
+}
+
+TEST_CASE("PostgreSQL restarted under the cluster: every node recovers without a restart") {
+  Cluster c;
+  Doppeld& a = c.add("n1");
+  Doppeld& b = c.add("n2");
+  REQUIRE(eventually([&] { return c.settled(a, 2); }, 30s, 100ms));
+  REQUIRE(a.request("PUT", "/v1/twins/pg-1", "{}").status / 100 == 2);
+  c.server.stop();
+  std::this_thread::sleep_for(3s);  // longer than a lease: every belief has ended
+  CHECK(a.patch_desired("pg-1", {{"v", 1}}).status == 503);
+  c.server.start();
+  // Both nodes take their partitions again and serve writes through either node.
+  REQUIRE_MESSAGE(eventually([&] { return c.settled(a, 2); }, 60s, 100ms),
+                  a.get("/v1/cluster").body.dump());
+  REQUIRE(eventually(
+      [&] {
+        return b.patch_desired("pg-1", {{"v", 2}}).status == 200;
+      },
+      30s, 100ms));
+  auto got = a.get("/v1/twins/pg-1");
+  REQUIRE(got.status == 200);
+  CHECK(got.body["desired"]["v"] == 2);
+  CHECK(a.running());
+  CHECK(b.running());
+}
