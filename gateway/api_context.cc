@@ -147,7 +147,32 @@ namespace {
 
 // A cluster node serves the twins of its partitions here, and sends the rest to their owner: a
 // request another node forwarded is answered here or refused (503, retry), never sent on again.
-void route_in_cluster(const ApiContext& ctx, const ExchangePtr& x, const TwinHandler& handler) {
+void route_in_cluster(const ApiContext& ctx, const ExchangePtr& x, const TwinHandler& handler,
+                      int attempt = 0);
+
+// Runs the handler here. The partition may stop being served before the twin's shard takes the
+// request (it was being handed over): the shard then answers not_owner, and a request a client
+// sent here directly is routed again — to the new owner — instead (at most a few times).
+void serve_here(const ApiContext& ctx, const ExchangePtr& x, const TwinHandler& handler,
+                bool forwarded, int attempt) {
+  if (!forwarded && attempt < 3) {
+    Responder original = x->respond;
+    std::weak_ptr<Exchange> weak = x;  // the responder must not keep its own exchange alive
+    x->respond = [&ctx, weak, handler, original, attempt](HttpResponse r) {
+      auto again = weak.lock();
+      const bool moved =
+          r.status == 503 && std::any_of(r.headers.begin(), r.headers.end(),
+                                         [](const auto& h) { return h.first == kNotOwnerHeader; });
+      if (!again || !moved) return original(std::move(r));
+      again->respond = original;
+      route_in_cluster(ctx, again, handler, attempt + 1);
+    };
+  }
+  handler(ctx, x);
+}
+
+void route_in_cluster(const ApiContext& ctx, const ExchangePtr& x, const TwinHandler& handler,
+                      int attempt) {
   const uint32_t partition = twins::partition_of(x->segments[2]);
   const std::optional<bool> forwarded = ctx.cluster->forwarded(x->req, x->request_id);
   if (forwarded && !*forwarded) {
@@ -155,7 +180,8 @@ void route_in_cluster(const ApiContext& ctx, const ExchangePtr& x, const TwinHan
                       "the request's Doppel-Forwarded signature does not verify: every node of a "
                       "cluster must have the same --cluster-secret-file (and clocks within 60 s)");
   }
-  if (ctx.cluster->serves(partition)) return handler(ctx, x);
+  if (ctx.cluster->serves(partition))
+    return serve_here(ctx, x, handler, forwarded.has_value(), attempt);
   auto not_owner = [x, partition] {
     HttpResponse r = status_response(
         Status(StatusCode::kNotOwner,
@@ -168,10 +194,10 @@ void route_in_cluster(const ApiContext& ctx, const ExchangePtr& x, const TwinHan
   // To the owner; while the owner is changing (known to nobody, not up, or no longer serving),
   // again every 100 ms for up to two leases, so that a hand-over costs the caller time, not an
   // error. Then here, if this node took the partition meanwhile.
-  ctx.server->run_blocking([&ctx, x, partition, handler, not_owner] {
+  ctx.server->run_blocking([&ctx, x, partition, handler, not_owner, attempt] {
     const auto give_up = std::chrono::steady_clock::now() + 2 * ctx.cluster->lease();
     while (true) {
-      if (ctx.cluster->serves(partition)) return handler(ctx, x);
+      if (ctx.cluster->serves(partition)) return serve_here(ctx, x, handler, false, attempt);
       if (auto answer = ctx.cluster->forward(x->req, x->request_id, partition)) {
         return x->send(std::move(*answer));
       }

@@ -310,6 +310,11 @@ void ClusterNode::stop() {
   } else {
     log_info("cluster: node " + incarnation_ + " left; its partitions are free for the others");
   }
+  // The API stays up two more rounds: the other nodes take the partitions and learn their new
+  // owners at their next round, and until then they still forward requests here, which this node
+  // now forwards on (or answers not_owner, which they retry). Closing at once would reset those
+  // connections, and a forward whose answer is lost cannot be retried safely.
+  std::this_thread::sleep_for(std::chrono::milliseconds(2 * config_.leases.renew_every));
 }
 
 bool ClusterNode::serves(uint32_t partition) const {

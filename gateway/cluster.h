@@ -70,7 +70,8 @@ class ClusterNode final : public twins::Ownership {
   // the lease thread. `drain` must return once everything posted to the runtime before the call
   // has been handled and committed.
   Status start(std::function<void()> drain);
-  // A graceful leave: stops serving, drains, gives every partition back, leaves the membership.
+  // A graceful leave: stops serving, drains, gives every partition back, leaves the membership,
+  // then waits two rounds for the other nodes to learn the new owners (the API still answers).
   void stop();
 
   // twins::Ownership

@@ -9,6 +9,18 @@ namespace {
 // "now() + lease": a lease in milliseconds as an interval, by the server's clock.
 constexpr const char* kUntil = "now() + $2::bigint * interval '1 millisecond'";
 
+// Every statement that changes partitions' rows first locks them in ascending partition order,
+// as the store's writer does with its FOR SHARE read: two transactions that lock rows in the same
+// order never deadlock (an UPDATE's own scan order follows the table's physical order, which many
+// updates shuffle). `locked(id)`: the rows named by the ids array, locked. ($3 holds the ids in
+// acquire and renew, $2 in release.)
+constexpr const char* kLockInOrder =
+    "WITH locked AS (SELECT partition_id AS id FROM doppel_partitions WHERE partition_id = "
+    "ANY($3::bigint[]) ORDER BY partition_id FOR UPDATE) ";
+constexpr const char* kLockInOrderRelease =
+    "WITH locked AS (SELECT partition_id AS id FROM doppel_partitions WHERE partition_id = "
+    "ANY($2::bigint[]) ORDER BY partition_id FOR UPDATE) ";
+
 std::string lease_sql(const std::string& sql) {
   std::string out = sql;
   for (size_t at = out.find("{until}"); at != std::string::npos; at = out.find("{until}")) {
@@ -76,9 +88,11 @@ Result<std::vector<twins::HeldShard>> PostgresLeaseTable::acquire(
   pg::ArrayLiteral ids;
   for (uint32_t s : shards) ids.integer(s);
   auto rows = db_->exec(
-      lease_sql("UPDATE doppel_partitions SET owner = $1, epoch = epoch + 1, expires_at = {until}, "
-                "claimed_at = now() WHERE partition_id = ANY($3::bigint[]) AND (owner = '' OR "
-                "expires_at IS NULL OR expires_at <= now()) RETURNING partition_id, epoch"),
+      lease_sql(std::string(kLockInOrder) +
+                "UPDATE doppel_partitions p SET owner = $1, epoch = p.epoch + 1, expires_at = "
+                "{until}, claimed_at = now() FROM locked WHERE p.partition_id = locked.id AND "
+                "(p.owner = '' OR p.expires_at IS NULL OR p.expires_at <= now()) RETURNING "
+                "p.partition_id, p.epoch"),
       pg::Params().text(node).integer(lease).array(ids));
   if (!rows) return rows.status();
   std::vector<twins::HeldShard> got;
@@ -96,9 +110,11 @@ Result<std::vector<uint32_t>> PostgresLeaseTable::renew(const std::string& node,
   if (Status s = connect(); !s) return s;
   const auto [ids, epochs] = held_arrays(held);
   auto rows = db_->exec(
-      lease_sql("UPDATE doppel_partitions p SET expires_at = {until} FROM unnest($3::bigint[], "
-                "$4::bigint[]) AS h(id, epoch) WHERE p.partition_id = h.id AND p.epoch = h.epoch "
-                "AND p.owner = $1 RETURNING p.partition_id"),
+      lease_sql(std::string(kLockInOrder) +
+                "UPDATE doppel_partitions p SET expires_at = {until} FROM locked, "
+                "unnest($3::bigint[], $4::bigint[]) AS h(id, epoch) WHERE p.partition_id = "
+                "locked.id AND p.partition_id = h.id AND p.epoch = h.epoch AND p.owner = $1 "
+                "RETURNING p.partition_id"),
       pg::Params().text(node).integer(lease).array(ids).array(epochs));
   if (!rows) return rows.status();
   std::vector<uint32_t> renewed;
@@ -114,9 +130,10 @@ Status PostgresLeaseTable::release(const std::string& node,
   if (Status s = connect(); !s) return s;
   const auto [ids, epochs] = held_arrays(held);
   auto rows = db_->exec(
-      "UPDATE doppel_partitions p SET owner = '', expires_at = now() FROM unnest($2::bigint[], "
-      "$3::bigint[]) AS h(id, epoch) WHERE p.partition_id = h.id AND p.epoch = h.epoch AND "
-      "p.owner = $1",
+      std::string(kLockInOrderRelease) +
+          "UPDATE doppel_partitions p SET owner = '', expires_at = now() FROM locked, "
+          "unnest($2::bigint[], $3::bigint[]) AS h(id, epoch) WHERE p.partition_id = locked.id "
+          "AND p.partition_id = h.id AND p.epoch = h.epoch AND p.owner = $1",
       pg::Params().text(node).array(ids).array(epochs));
   return rows ? Status::ok() : rows.status();
 }

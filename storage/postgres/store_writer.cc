@@ -293,9 +293,10 @@ std::vector<pg::Connection::Statement> begin_statements(const GroupCommitter::Ba
   }
   out.push_back(
       // FOR SHARE: a cluster node that takes one of these partitions (an UPDATE of its row)
-      // waits for this transaction, or this one sees its new epoch: never both.
+      // waits for this transaction, or this one sees its new epoch: never both. In partition
+      // order, as the lease table locks them, so the two never deadlock.
       {"SELECT partition_id, epoch, owner FROM doppel_partitions "
-       "WHERE partition_id = ANY($1::bigint[]) FOR SHARE",
+       "WHERE partition_id = ANY($1::bigint[]) ORDER BY partition_id FOR SHARE",
        pg::Params().array(partitions)});
   return out;
 }
