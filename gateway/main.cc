@@ -213,6 +213,10 @@ int main(int argc, char** argv) {
   app.add_option("--max-depth", p.limits.max_depth, "nesting limit of state documents")
       ->capture_default_str()
       ->check(CLI::Range(1, 64));
+  app.add_flag("--aws-documents", p.aws_documents,
+               "AWS-dialect devices: publish $aws/things/{id}/shadow/update/documents after every "
+               "update (off: the AWS SDKs do not subscribe to it; it costs about a third of their "
+               "ingest)");
   app.add_option("--history", p.record_changes,
                  "record every committed change in the change feed (GET /v1/events, history)")
       ->capture_default_str();

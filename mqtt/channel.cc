@@ -1,5 +1,7 @@
 #include "mqtt/channel.h"
 
+#include "mqtt/aws_codec.h"
+#include "mqtt/aws_topics.h"
 #include "mqtt/codec.h"
 #include "mqtt/topics.h"
 #include "twins/closed_set.h"
@@ -20,8 +22,8 @@ int64_t steady_ms() {
 }
 
 constexpr twins::NameTable<OutboundKind, twins::kOutboundKindCount> kOutboundNames{
-    {"delta", "twin", "command", "error"}};
-static_assert(kOutboundNames.covers(OutboundKind::kError));
+    {"delta", "twin", "command", "error", "reply"}};
+static_assert(kOutboundNames.covers(OutboundKind::kReply));
 
 }  // namespace
 
@@ -63,9 +65,9 @@ MqttChannel::MqttChannel(ChannelOptions options, Metrics& metrics)
   client_.on_connected([this] {
     log_info("connected to broker " + options_.client.uri + "; subscribing");
     // Re-subscribe after every (re)connect: a new or expired session has no subscriptions.
-    if (Status s = client_.subscribe(gateway_subscriptions(options_.prefix), 1,
-                                     std::chrono::milliseconds(0));
-        !s) {
+    std::vector<std::string> topics = gateway_subscriptions(options_.prefix);
+    for (auto& t : aws_gateway_subscriptions()) topics.push_back(std::move(t));
+    if (Status s = client_.subscribe(topics, 1, std::chrono::milliseconds(0)); !s) {
       log_error("subscribing failed: " + s.to_string());
     }
     // Separately: a broker that refuses $SYS must not cost the device subscriptions.
@@ -149,6 +151,7 @@ void MqttChannel::on_message(IncomingMessage&& msg) {
     if (log_enabled(LogLevel::kDebug)) log_debug("ignored retained message on " + msg.topic);
     return;
   }
+  if (is_aws_topic(msg.topic)) return on_aws_message(std::move(msg));
   auto topic = parse_inbound_topic(msg.topic, options_.prefix, options_.limits);
   std::optional<twins::Encoding> encoding;
   if (msg.content_type == kProtobufContentType) {
@@ -173,19 +176,68 @@ void MqttChannel::on_message(IncomingMessage&& msg) {
     }
     return;
   }
-  in_[static_cast<size_t>(topic->kind)]->inc();
+  deliver(std::move(*topic), std::move(msg), encoding, twins::Dialect::kDoppel);
+}
+
+void MqttChannel::deliver(InboundTopic&& topic, IncomingMessage&& msg,
+                          std::optional<twins::Encoding> encoding, twins::Dialect dialect) {
+  in_[static_cast<size_t>(topic.kind)]->inc();
   if (!sink_) return;
   twins::DeviceInput input;
-  input.device_id = std::move(topic->device_id);
-  input.kind = topic->kind;
-  input.command_id = std::move(topic->command_id);
+  input.device_id = std::move(topic.device_id);
+  input.kind = topic.kind;
+  input.command_id = std::move(topic.command_id);
   input.topic = std::move(msg.topic);
   input.payload = std::move(msg.payload);
   input.content_encoding = encoding;
+  input.dialect = dialect;
   sink_(std::move(input));
 }
 
+void MqttChannel::on_aws_message(IncomingMessage&& msg) {
+  auto topic = parse_aws_topic(msg.topic, options_.limits);
+  if (!topic) {
+    bad_topics_->inc();
+    if (log_enabled(LogLevel::kDebug)) log_debug("bad topic: " + topic.status().to_string());
+    // Answer on the request's rejected topic, as AWS does (a named shadow's: 404).
+    const std::string rejected = aws_rejected_topic(msg.topic);
+    if (!rejected.empty()) {
+      std::string token;
+      if (auto doc = twins::parse_json(msg.payload, options_.limits.max_payload_bytes(),
+                                       options_.limits.max_depth + 1);
+          doc && doc->is_object() && doc->contains("clientToken") &&
+          (*doc)["clientToken"].is_string() &&
+          (*doc)["clientToken"].get_ref<const std::string&>().size() <= kAwsMaxClientTokenBytes) {
+        token = (*doc)["clientToken"].get<std::string>();
+      }
+      const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                              std::chrono::system_clock::now().time_since_epoch())
+                              .count();
+      twins::ErrorOut err{msg.topic, std::string(code_name(topic.status().code())),
+                          topic.status().message(), token, now_ms};
+      (void)client_.publish(rejected, encode_aws(err), 0, std::string());
+      out_[static_cast<size_t>(OutboundKind::kError)]->inc();
+    }
+    return;
+  }
+  deliver(std::move(*topic), std::move(msg), std::nullopt, twins::Dialect::kAws);
+}
+
 void MqttChannel::publish(twins::Outbound message) {
+  if (message.dialect == twins::Dialect::kAws) {
+    // AWS devices subscribe at QoS 0, so answers go at QoS 0 (the delta, which reconciliation
+    // re-sends, included); only a job notice goes at QoS 1.
+    const std::string topic = aws_outbound_topic(message.device_id, message.kind, message.op);
+    const int qos = message.kind == OutboundKind::kCommand ? 1 : 0;
+    Status s = client_.publish(topic, std::move(message.payload), qos, std::string());
+    if (s) {
+      out_[static_cast<size_t>(message.kind)]->inc();
+    } else {
+      publish_failures_->inc();
+      log_warn("publish to " + topic + " failed: " + s.to_string());
+    }
+    return;
+  }
   const std::string topic =
       outbound_topic(options_.prefix, message.device_id, message.kind, message.command_id);
   const bool proto = message.encoding == twins::Encoding::kProtobuf;

@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "mqtt/client.h"
+#include "mqtt/topics.h"
 #include "twins/device_io.h"
 #include "twins/document.h"
 #include "twins/metrics.h"
@@ -61,6 +62,11 @@ class MqttChannel final : public twins::DeviceChannel {
 
  private:
   void on_message(IncomingMessage&& msg);
+  // A message on $aws/things/... (the AWS dialect, aws_topics.h).
+  void on_aws_message(IncomingMessage&& msg);
+  // Hands a parsed device message to the sink (the runtime).
+  void deliver(InboundTopic&& topic, IncomingMessage&& msg,
+               std::optional<twins::Encoding> encoding, twins::Dialect dialect);
   void on_broker_dropped(const std::string& payload);
   void poll_drop_counter();
 

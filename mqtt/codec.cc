@@ -3,6 +3,8 @@
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/stubs/logging.h>
 
+#include "mqtt/aws_codec.h"
+#include "mqtt/detail/json_fields.h"
 #include "mqtt/detail/struct_json.h"
 #include "mqtt/proto/doppel.pb.h"
 #include "twins/overloaded.h"
@@ -29,57 +31,13 @@ using twins::TwinOut;
 constexpr size_t kMaxTokenBytes = 256;
 constexpr size_t kMaxErrorBytes = 1024;
 
-Status malformed(const std::string& m) { return Status(StatusCode::kMalformed, m); }
-Status invalid(const std::string& m) { return Status(StatusCode::kInvalidArgument, m); }
+using detail::invalid;
+using detail::malformed;
+using detail::only_fields;
+using detail::optional_string;
+using detail::parse_envelope;
 
 // ---- JSON -------------------------------------------------------------------------------------
-
-Status only_fields(const json& obj, std::initializer_list<std::string_view> allowed,
-                   std::string_view what) {
-  for (const auto& [key, value] : obj.items()) {
-    bool ok = false;
-    for (auto a : allowed) ok |= key == a;
-    if (!ok) {
-      std::string list;
-      for (auto a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
-      return invalid("unknown field '" + key.substr(0, 64) + "' in " + std::string(what) +
-                     "; allowed: " + list);
-    }
-  }
-  return Status::ok();
-}
-
-Status optional_string(const json& obj, const char* field, size_t max, std::string& out) {
-  auto it = obj.find(field);
-  if (it == obj.end() || it->is_null()) return Status::ok();
-  if (!it->is_string()) {
-    return invalid(std::string("'") + field + "' must be a string, not " + it->type_name());
-  }
-  if (it->get_ref<const std::string&>().size() > max) {
-    return invalid(std::string("'") + field + "' is longer than " + std::to_string(max) + " bytes");
-  }
-  out = it->get<std::string>();
-  return Status::ok();
-}
-
-Result<json> parse_envelope(std::string_view payload, const Limits& limits, bool empty_ok) {
-  if (payload.empty()) {
-    if (empty_ok) return json::object();
-    return malformed("empty payload; expected a JSON object");
-  }
-  auto doc = twins::parse_json(payload, limits.max_payload_bytes(), limits.max_depth + 1);
-  if (!doc && doc.status().code() == StatusCode::kTooDeep) {
-    return Status(StatusCode::kTooDeep,
-                  "the message nests too deeply: state documents may nest "
-                  "at most " +
-                      std::to_string(limits.max_depth) + " levels");
-  }
-  if (!doc) return doc;
-  if (!doc->is_object()) {
-    return malformed(std::string("the message must be a JSON object, not ") + doc->type_name());
-  }
-  return doc;
-}
 
 Result<DeviceMessage> decode_json(InboundKind kind, std::string_view payload,
                                   const Limits& limits) {
@@ -155,6 +113,8 @@ Result<DeviceMessage> decode_json(InboundKind kind, std::string_view payload,
       if (Status s = optional_string(obj, "error", kMaxErrorBytes, m.error); !s) return s;
       return DeviceMessage(std::move(m));
     }
+    case InboundKind::kDelete:
+      break;
   }
   return malformed("unknown message kind");
 }
@@ -258,8 +218,17 @@ Result<DeviceMessage> decode_proto(InboundKind kind, std::string_view payload,
       m.error = p.error();
       return DeviceMessage(std::move(m));
     }
+    case InboundKind::kDelete:
+      break;
   }
   return malformed("unknown message kind");
+}
+
+DeltaOut delta_out(uint64_t version, json state) {
+  DeltaOut d;
+  d.version = version;
+  d.state = std::move(state);
+  return d;
 }
 
 }  // namespace
@@ -267,15 +236,22 @@ Result<DeviceMessage> decode_proto(InboundKind kind, std::string_view payload,
 WireCodec::WireCodec() { GOOGLE_PROTOBUF_VERIFY_VERSION; }
 
 Result<DeviceMessage> WireCodec::decode(InboundKind kind, std::string_view payload,
-                                        Encoding encoding, const Limits& limits) const {
-  return encoding == Encoding::kProtobuf ? decode_proto(kind, payload, limits)
-                                         : decode_json(kind, payload, limits);
+                                        twins::Wire wire, const Limits& limits) const {
+  if (wire.dialect == twins::Dialect::kAws) return decode_aws(kind, payload, limits);
+  if (kind == InboundKind::kDelete) return malformed("a delete exists in the AWS dialect only");
+  return wire.encoding == Encoding::kProtobuf ? decode_proto(kind, payload, limits)
+                                              : decode_json(kind, payload, limits);
 }
 
 using twins::Overloaded;  // a DeviceOutput alternative without an encoder fails to compile
 
-std::string WireCodec::encode(const DeviceOutput& output, Encoding encoding) const {
-  if (encoding == Encoding::kJson) {
+std::string WireCodec::encode(const DeviceOutput& output, twins::Wire wire) const {
+  if (wire.dialect == twins::Dialect::kAws) return encode_aws(output);
+  // A shadow answer exists in the AWS dialect only; its body is JSON whatever the encoding.
+  if (const auto* reply = std::get_if<twins::ShadowReply>(&output)) {
+    return twins::to_text(reply->body);
+  }
+  if (wire.encoding == Encoding::kJson) {
     const json j = std::visit(
         Overloaded{[](const DeltaOut& d) {
                      return json{{"version", d.version}, {"state", d.state}};
@@ -294,7 +270,8 @@ std::string WireCodec::encode(const DeviceOutput& output, Encoding encoding) con
                      json err = {{"topic", e.topic}, {"code", e.code}, {"message", e.message}};
                      if (!e.token.empty()) err["token"] = e.token;
                      return err;
-                   }},
+                   },
+                   [](const twins::ShadowReply& r) { return r.body; }},
         output);
     return twins::to_text(j);
   }
@@ -333,11 +310,13 @@ std::string WireCodec::encode(const DeviceOutput& output, Encoding encoding) con
                    p.set_message(e.message);
                    p.set_token(e.token);
                    return p.SerializeAsString();
-                 }},
+                 },
+                 [](const twins::ShadowReply& r) { return twins::to_text(r.body); }},
       output);
 }
 
 std::string WireCodec::encode_device(const DeviceMessage& message, Encoding encoding) const {
+  if (std::holds_alternative<twins::DeleteMessage>(message)) return encode_aws_device(message);
   if (encoding == Encoding::kJson) {
     json j;
     if (const auto* r = std::get_if<ReportedMessage>(&message)) {
@@ -398,7 +377,7 @@ Result<DeviceOutput> WireCodec::decode_device(OutboundKind kind, std::string_vie
     try {
       switch (kind) {
         case OutboundKind::kDelta:
-          return DeviceOutput(DeltaOut{j.at("version").get<uint64_t>(), j.at("state")});
+          return DeviceOutput(delta_out(j.at("version").get<uint64_t>(), j.at("state")));
         case OutboundKind::kTwin: {
           json document = j;
           std::string token = document.value("token", std::string());
@@ -413,7 +392,9 @@ Result<DeviceOutput> WireCodec::decode_device(OutboundKind kind, std::string_vie
         }
         case OutboundKind::kError:
           return DeviceOutput(ErrorOut{j.value("topic", ""), j.value("code", ""),
-                                       j.value("message", ""), j.value("token", "")});
+                                       j.value("message", ""), j.value("token", ""), 0});
+        case OutboundKind::kReply:
+          return DeviceOutput(twins::ShadowReply{twins::ShadowOp::kUpdate, j});
       }
     } catch (const json::exception& e) {
       return malformed(std::string("unexpected message shape: ") + e.what());
@@ -426,7 +407,7 @@ Result<DeviceOutput> WireCodec::decode_device(OutboundKind kind, std::string_vie
       if (Status s = parse_proto(payload, generous, p); !s) return s;
       auto state = detail::to_json(p.state());
       if (!state) return state.status();
-      return DeviceOutput(DeltaOut{p.version(), std::move(*state)});
+      return DeviceOutput(delta_out(p.version(), std::move(*state)));
     }
     case OutboundKind::kTwin: {
       wire::TwinDocument p;
@@ -456,8 +437,10 @@ Result<DeviceOutput> WireCodec::decode_device(OutboundKind kind, std::string_vie
     case OutboundKind::kError: {
       wire::Error p;
       if (Status s = parse_proto(payload, generous, p); !s) return s;
-      return DeviceOutput(ErrorOut{p.topic(), p.code(), p.message(), p.token()});
+      return DeviceOutput(ErrorOut{p.topic(), p.code(), p.message(), p.token(), 0});
     }
+    case OutboundKind::kReply:
+      break;
   }
   return malformed("unknown kind");
 }

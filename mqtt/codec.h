@@ -14,10 +14,10 @@ inline constexpr std::string_view kJsonContentType = "application/json";
 class WireCodec final : public twins::DeviceCodec {
  public:
   WireCodec();
+  // The AWS dialect (aws_codec.h) is JSON whatever `wire.encoding` says.
   Result<twins::DeviceMessage> decode(twins::InboundKind kind, std::string_view payload,
-                                      twins::Encoding encoding,
-                                      const twins::Limits& limits) const override;
-  std::string encode(const twins::DeviceOutput& output, twins::Encoding encoding) const override;
+                                      twins::Wire wire, const twins::Limits& limits) const override;
+  std::string encode(const twins::DeviceOutput& output, twins::Wire wire) const override;
 
   // The inverse pair, for devices (the simulator) and tests: encode what a device sends,
   // decode what it receives.

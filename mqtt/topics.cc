@@ -79,6 +79,9 @@ std::string outbound_topic(std::string_view prefix, std::string_view device_id, 
     case OutboundKind::kCommand:
       t.append("/commands/").append(command_id);
       break;
+    case OutboundKind::kReply:  // the AWS dialect's (aws_topics.h); never in this scheme
+      t += "/twin";
+      break;
   }
   return t;
 }
@@ -99,6 +102,9 @@ std::string device_topic(std::string_view prefix, std::string_view device_id, In
       break;
     case InboundKind::kCommandResult:
       t.append("/commands/").append(command_id).append("/result");
+      break;
+    case InboundKind::kDelete:  // the AWS dialect's (aws_topics.h); never in this scheme
+      t += "/delete";
       break;
   }
   return t;

@@ -28,6 +28,7 @@ packages=(
   build-essential cmake pkg-config git
   libpaho-mqttpp-dev libpaho-mqtt-dev libssl-dev
   mosquitto mosquitto-clients
+  mosquitto-dev  # the broker plugin headers (gateway/broker_plugin: presence and kicks)
   libsqlite3-dev zlib1g-dev
   libpq-dev postgresql-15  # the PostgreSQL backend (libpq) and the private servers its tests start
   libprotobuf-dev protobuf-compiler

@@ -10,6 +10,8 @@
 #include <thread>
 #include <unordered_set>
 
+#include "mqtt/aws_codec.h"
+#include "mqtt/aws_topics.h"
 #include "mqtt/client.h"
 #include "mqtt/codec.h"
 #include "mqtt/topics.h"
@@ -178,10 +180,12 @@ void Fleet::connect(Device& d) {
   const mqtt::WireCodec codec;
   twins::StatusMessage offline;
   offline.online = false;
-  o.will = mqtt::WillMessage{
-      mqtt::device_topic(options_.prefix, d.id, InboundKind::kStatus),
-      codec.encode_device(offline, d.encoding),
-      d.encoding == Encoding::kProtobuf ? std::string(mqtt::kProtobufContentType) : ""};
+  if (options_.dialect == twins::Dialect::kDoppel) {  // AWS ignores wills on its topics
+    o.will = mqtt::WillMessage{
+        mqtt::device_topic(options_.prefix, d.id, InboundKind::kStatus),
+        codec.encode_device(offline, d.encoding),
+        d.encoding == Encoding::kProtobuf ? std::string(mqtt::kProtobufContentType) : ""};
+  }
   auto client = std::make_shared<mqtt::Client>(o);
   client->on_connected([this, &d] { on_connected(d); });
   client->on_connection_lost([this, &d](const std::string&) {
@@ -210,14 +214,25 @@ void Fleet::on_connected(Device& d) {
   if (!client) return;
   d.connected.store(true);
   stats_.connects.fetch_add(1);
-  const std::string base = options_.prefix + "/" + d.id;
-  (void)client->subscribe({base + "/delta", base + "/twin", base + "/commands/+", base + "/errors"},
-                          1, std::chrono::milliseconds(0));
-  twins::StatusMessage birth;
-  birth.online = true;
-  birth.interval_s = options_.interval_s;
-  birth.encoding = d.encoding;
-  send(d, InboundKind::kStatus, twins::DeviceMessage(birth), d.encoding);
+  if (options_.dialect == twins::Dialect::kAws) {
+    // What the AWS SDK's thingShadow subscribes to (at QoS 0), and the get its firmware sends.
+    const std::string shadow = std::string(mqtt::kAwsThingsPrefix) + d.id + "/shadow/";
+    (void)client->subscribe(
+        {shadow + "update/delta", shadow + "update/accepted", shadow + "update/rejected",
+         shadow + "get/accepted", shadow + "get/rejected"},
+        0, std::chrono::milliseconds(0));
+    send(d, InboundKind::kGet, twins::DeviceMessage(twins::GetMessage{}), d.encoding);
+  } else {
+    const std::string base = options_.prefix + "/" + d.id;
+    (void)client->subscribe(
+        {base + "/delta", base + "/twin", base + "/commands/+", base + "/errors"}, 1,
+        std::chrono::milliseconds(0));
+    twins::StatusMessage birth;
+    birth.online = true;
+    birth.interval_s = options_.interval_s;
+    birth.encoding = d.encoding;
+    send(d, InboundKind::kStatus, twins::DeviceMessage(birth), d.encoding);
+  }
   stats_.births.fetch_add(1);
   json full;
   uint64_t generation;
@@ -265,6 +280,16 @@ bool Fleet::send(Device& d, InboundKind kind, const twins::DeviceMessage& messag
   auto client = client_of(d);
   if (!client) return false;
   const mqtt::WireCodec codec;
+  if (options_.dialect == twins::Dialect::kAws) {
+    if (kind == InboundKind::kStatus || kind == InboundKind::kCommandResult) return false;
+    const auto op = kind == InboundKind::kGet ? twins::ShadowOp::kGet : twins::ShadowOp::kUpdate;
+    const bool ok = client
+                        ->publish(mqtt::aws_device_topic(d.id, op),
+                                  mqtt::encode_aws_device(message), 1, std::string())
+                        .is_ok();
+    if (!ok) stats_.publish_failures.fetch_add(1);
+    return ok;
+  }
   const bool ok = client
                       ->publish(mqtt::device_topic(options_.prefix, d.id, kind, command_id),
                                 codec.encode_device(message, enc), 1,
@@ -324,8 +349,40 @@ void Fleet::go_offline(Device& d) {
   }
 }
 
+void Fleet::apply_delta(Device& d, const json& state) {
+  stats_.deltas_received.fetch_add(1);
+  if (d.ignores_deltas) {
+    stats_.deltas_ignored.fetch_add(1);
+    return;
+  }
+  scheduler_->after(options_.delta_delay_s, [this, &d, state] {
+    {
+      std::lock_guard lock(d.mu);
+      if (d.offline) return;
+      twins::apply_merge_patch(d.reported, state);
+    }
+    report(d, state);
+    stats_.deltas_applied.fetch_add(1);
+  });
+}
+
+void Fleet::on_aws_message(Device& d, const std::string& topic, const std::string& payload) {
+  const std::string shadow = std::string(mqtt::kAwsThingsPrefix) + d.id + "/shadow/";
+  if (topic.compare(0, shadow.size(), shadow) != 0) return;
+  const std::string rest = topic.substr(shadow.size());
+  if (rest == "update/delta") {
+    const json doc = json::parse(payload, nullptr, false);
+    if (doc.is_object() && doc.contains("state") && doc["state"].is_object()) {
+      apply_delta(d, doc["state"]);
+    }
+  } else if (rest.ends_with("/rejected")) {
+    stats_.errors_received.fetch_add(1);
+  }
+}
+
 void Fleet::on_message(Device& d, const std::string& topic, const std::string& payload,
                        const std::string& content_type) {
+  if (options_.dialect == twins::Dialect::kAws) return on_aws_message(d, topic, payload);
   const std::string base = options_.prefix + "/" + d.id + "/";
   if (topic.compare(0, base.size(), base) != 0) return;
   const std::string rest = topic.substr(base.size());
@@ -333,23 +390,9 @@ void Fleet::on_message(Device& d, const std::string& topic, const std::string& p
       content_type == mqtt::kProtobufContentType ? Encoding::kProtobuf : d.encoding;
   const mqtt::WireCodec codec;
   if (rest == "delta") {
-    stats_.deltas_received.fetch_add(1);
-    if (d.ignores_deltas) {
-      stats_.deltas_ignored.fetch_add(1);
-      return;
-    }
     auto out = codec.decode_device(OutboundKind::kDelta, payload, enc);
     if (!out) return;
-    json state = std::get<twins::DeltaOut>(*out).state;
-    scheduler_->after(options_.delta_delay_s, [this, &d, state] {
-      {
-        std::lock_guard lock(d.mu);
-        if (d.offline) return;
-        twins::apply_merge_patch(d.reported, state);
-      }
-      report(d, state);
-      stats_.deltas_applied.fetch_add(1);
-    });
+    apply_delta(d, std::get<twins::DeltaOut>(*out).state);
   } else if (rest == "errors") {
     stats_.errors_received.fetch_add(1);
   } else if (rest.rfind("commands/", 0) == 0 && rest.find('/', 9) == std::string::npos) {

@@ -29,8 +29,11 @@ struct FleetOptions {
   size_t devices = 100;
   size_t first_index = 0;  // device ids are <id_prefix><index, 6 digits>
   twins::Encoding encoding = twins::Encoding::kJson;
-  double protobuf_fraction = 0;        // with JSON encoding, this share speaks Protobuf
-  int mqtt_version = 5;                // 5, or 4 for MQTT 3.1.1 (JSON only)
+  double protobuf_fraction = 0;  // with JSON encoding, this share speaks Protobuf
+  int mqtt_version = 5;          // 5, or 4 for MQTT 3.1.1 (JSON only)
+  // kAws: devices speak AWS IoT's shadow topics (JSON, no birth or will; a get on connect, as
+  // firmware written for the AWS SDKs does).
+  twins::Dialect dialect = twins::Dialect::kDoppel;
   double interval_s = 5;               // report period (declared in the birth message)
   double delta_delay_s = 0.2;          // time to "apply" a delta before reporting it
   double command_delay_s = 0.1;        // time to execute a command
@@ -99,6 +102,9 @@ class Fleet {
 
   void connect(Device& d);
   void on_connected(Device& d);
+  // A delta's state, applied after --delta-delay-s and reported back.
+  void apply_delta(Device& d, const twins::json& state);
+  void on_aws_message(Device& d, const std::string& topic, const std::string& payload);
   void on_message(Device& d, const std::string& topic, const std::string& payload,
                   const std::string& content_type);
   void report(Device& d, const twins::json& state);

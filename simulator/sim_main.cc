@@ -19,6 +19,7 @@ void on_signal(int) { g_stop = 1; }
 int main(int argc, char** argv) {
   doppel::sim::FleetOptions o;
   std::string encoding = "json";
+  std::string dialect = "doppel";
   double duration_s = 0;
   double progress_s = 2;
   std::string summary_file;
@@ -39,6 +40,11 @@ int main(int argc, char** argv) {
   app.add_option("--encoding", encoding, "json or protobuf")
       ->capture_default_str()
       ->check(CLI::IsMember({"json", "protobuf"}));
+  app.add_option("--dialect", dialect,
+                 "doppel (Doppel's topics), or aws (AWS IoT's shadow topics: JSON, no birth or "
+                 "will, a get on connect)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"doppel", "aws"}));
   app.add_option("--protobuf-fraction", o.protobuf_fraction,
                  "with --encoding json: share of devices speaking Protobuf")
       ->check(CLI::Range(0.0, 1.0));
@@ -107,13 +113,18 @@ int main(int argc, char** argv) {
   }
   o.encoding =
       encoding == "protobuf" ? doppel::twins::Encoding::kProtobuf : doppel::twins::Encoding::kJson;
+  o.dialect = dialect == "aws" ? doppel::twins::Dialect::kAws : doppel::twins::Dialect::kDoppel;
+  if (o.dialect == doppel::twins::Dialect::kAws && o.encoding != doppel::twins::Encoding::kJson) {
+    std::fprintf(stderr, "--dialect aws speaks JSON only: drop --encoding protobuf\n");
+    return 2;
+  }
 
   signal(SIGINT, on_signal);
   signal(SIGTERM, on_signal);
   signal(SIGPIPE, SIG_IGN);
 
-  std::printf("doppel-sim: %zu devices (%s) against %s, reporting every %.3gs%s\n", o.devices,
-              encoding.c_str(), o.broker.c_str(), o.interval_s,
+  std::printf("doppel-sim: %zu devices (%s, %s dialect) against %s, reporting every %.3gs%s\n",
+              o.devices, encoding.c_str(), dialect.c_str(), o.broker.c_str(), o.interval_s,
               duration_s > 0 ? ", for a fixed duration" : "");
   std::fflush(stdout);
   doppel::sim::Fleet fleet(o);

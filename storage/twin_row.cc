@@ -30,6 +30,7 @@ constexpr std::array<RowColumn, kTwinRowColumns> kColumns = {{
     {"commands_sent", T::kInteger, false, false},
     {"encoding", T::kText, false, false},
     {"partition_id", T::kInteger, false, false},  // twins/partition.h
+    {"dialect", T::kText, false, false},
 }};
 
 RowValue text(std::string_view s) { return RowValue{false, 0, s}; }
@@ -64,6 +65,7 @@ std::array<RowValue, kTwinRowColumns> twin_row_values(const twins::TwinRecord& r
       integer(static_cast<int64_t>(r.commands_sent)),
       text(r.encoding),
       integer(twins::partition_of(r.id)),
+      text(r.dialect),
   };
 }
 

@@ -23,7 +23,7 @@ struct RowColumn {
   bool state;
 };
 
-inline constexpr size_t kTwinRowColumns = 22;
+inline constexpr size_t kTwinRowColumns = 23;
 // The columns, in order: id first; a column added later goes last (a backend's first schema
 // step made the ones before it).
 const std::array<RowColumn, kTwinRowColumns>& twin_row_columns();

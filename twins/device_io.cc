@@ -4,6 +4,8 @@
 
 namespace doppel::twins {
 
+static_assert(std::variant_size_v<DeviceOutput> == kOutboundKindCount);
+
 OutboundKind kind_of(const DeviceOutput& output) {
   switch (output.index()) {
     case 0:
@@ -12,16 +14,18 @@ OutboundKind kind_of(const DeviceOutput& output) {
       return OutboundKind::kTwin;
     case 2:
       return OutboundKind::kCommand;
-    default:
+    case 3:
       return OutboundKind::kError;
+    default:
+      return OutboundKind::kReply;
   }
 }
 
 namespace {
 
 constexpr NameTable<InboundKind, kInboundKindCount> kInboundNames{
-    {"reported", "get", "status", "command_result"}};
-static_assert(kInboundNames.covers(InboundKind::kCommandResult));
+    {"reported", "get", "status", "command_result", "delete"}};
+static_assert(kInboundNames.covers(InboundKind::kDelete));
 constexpr NameTable<ResultStatus, 4> kResultNames{
     {"succeeded", "failed", "rejected", "in_progress"}};
 static_assert(kResultNames.covers(ResultStatus::kInProgress));

@@ -13,17 +13,27 @@
 
 namespace doppel::twins {
 
-enum class InboundKind { kReported, kGet, kStatus, kCommandResult };
-constexpr size_t kInboundKindCount = static_cast<size_t>(InboundKind::kCommandResult) + 1;
+// kDelete exists in the AWS dialect only (a device deleting its shadow).
+enum class InboundKind { kReported, kGet, kStatus, kCommandResult, kDelete };
+constexpr size_t kInboundKindCount = static_cast<size_t>(InboundKind::kDelete) + 1;
 enum class ResultStatus { kSucceeded, kFailed, kRejected, kInProgress };
 
 struct ReportedMessage {
   json state = json::object();  // a merge patch
   std::string token;
   std::optional<Millis> device_ts;
+  // The AWS dialect's shadow update: a merge patch of desired from the device itself (AWS lets a
+  // device clear what it applied), and the document version the device expects (else 409).
+  std::optional<json> desired;
+  std::optional<uint64_t> expected_version;
 };
 struct GetMessage {
   std::string token;
+};
+// The AWS dialect: the device deletes its shadow (desired and reported cleared).
+struct DeleteMessage {
+  std::string token;
+  std::optional<uint64_t> expected_version;
 };
 struct StatusMessage {
   bool online = true;
@@ -36,14 +46,23 @@ struct CommandResultMessage {
   std::string error;
 };
 using DeviceMessage =
-    std::variant<ReportedMessage, GetMessage, StatusMessage, CommandResultMessage>;
+    std::variant<ReportedMessage, GetMessage, StatusMessage, CommandResultMessage, DeleteMessage>;
 
-enum class OutboundKind { kDelta, kTwin, kCommand, kError };
-constexpr size_t kOutboundKindCount = static_cast<size_t>(OutboundKind::kError) + 1;
+// kReply exists in the AWS dialect only: a shadow request's `accepted` answer or the
+// `update/documents` message.
+enum class OutboundKind { kDelta, kTwin, kCommand, kError, kReply };
+constexpr size_t kOutboundKindCount = static_cast<size_t>(OutboundKind::kReply) + 1;
+
+// The AWS dialect's shadow operations, which name its reply topics.
+enum class ShadowOp { kUpdate, kGet, kDelete, kDocuments };
 
 struct DeltaOut {
-  uint64_t version = 0;
+  uint64_t version = 0;  // the desired version
   json state = json::object();
+  // AWS dialect: the twin's document version, and the delta's metadata ({"timestamp": s} leaves).
+  uint64_t document_version = 0;
+  json metadata;
+  Millis at = 0;  // when it was sent
 };
 struct TwinOut {
   json document;  // device_twin_document()
@@ -60,8 +79,14 @@ struct ErrorOut {
   std::string code;
   std::string message;
   std::string token;
+  Millis at = 0;  // AWS dialect: its `timestamp`
 };
-using DeviceOutput = std::variant<DeltaOut, TwinOut, CommandOut, ErrorOut>;
+// AWS dialect: a shadow answer, built by twins/aws_shadow.h.
+struct ShadowReply {
+  ShadowOp op = ShadowOp::kUpdate;
+  json body;
+};
+using DeviceOutput = std::variant<DeltaOut, TwinOut, CommandOut, ErrorOut, ShadowReply>;
 
 OutboundKind kind_of(const DeviceOutput& output);
 std::string_view to_string(InboundKind kind);
@@ -78,6 +103,7 @@ struct DeviceInput {
   std::string payload;
   std::optional<Encoding> content_encoding;
   Millis received_at = 0;
+  Dialect dialect = Dialect::kDoppel;  // which topic scheme it came by
 };
 
 // A message ready for the wire.
@@ -87,6 +113,18 @@ struct Outbound {
   std::string command_id;  // for kCommand
   Encoding encoding = Encoding::kJson;
   std::string payload;
+  Dialect dialect = Dialect::kDoppel;
+  ShadowOp op = ShadowOp::kUpdate;  // AWS dialect, kReply and kError: which operation
+};
+
+// The wire form of a device's messages: its encoding and its topic scheme.
+struct Wire {
+  Encoding encoding = Encoding::kJson;
+  Dialect dialect = Dialect::kDoppel;
+  Wire() = default;
+  // NOLINTNEXTLINE(google-explicit-constructor): an encoding alone is Doppel's own dialect
+  Wire(Encoding e) : encoding(e) {}
+  Wire(Encoding e, Dialect d) : encoding(e), dialect(d) {}
 };
 
 }  // namespace doppel::twins

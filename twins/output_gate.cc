@@ -75,7 +75,9 @@ void OutputGate::commit(HotTwin& h, Outcome& out, std::optional<Millis> deadline
     msg.kind = kind_of(o);
     if (const auto* cmd = std::get_if<CommandOut>(&o)) msg.command_id = cmd->id;
     msg.encoding = h.twin.encoding;
-    msg.payload = codec_.encode(o, msg.encoding);
+    msg.dialect = h.twin.dialect;
+    if (const auto* reply = std::get_if<ShadowReply>(&o)) msg.op = reply->op;
+    msg.payload = codec_.encode(o, Wire(msg.encoding, msg.dialect));
     outbound.push_back(std::move(msg));
   }
   const bool needs_release = !outbound.empty() || after || (!scheduled && deadline);

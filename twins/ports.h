@@ -192,14 +192,15 @@ class DeviceChannel {
   virtual void publish(Outbound message) = 0;
 };
 
-// Turns payload bytes into device messages and back, in JSON or Protobuf. Thread-safe.
+// Turns payload bytes into device messages and back, in JSON or Protobuf, in Doppel's own dialect
+// or AWS IoT's (JSON only). Thread-safe.
 class DeviceCodec {
  public:
   virtual ~DeviceCodec() = default;
   // kMalformed / kTooLarge / kTooDeep / kInvalidArgument with a precise message on bad input.
-  virtual Result<DeviceMessage> decode(InboundKind kind, std::string_view payload,
-                                       Encoding encoding, const Limits& limits) const = 0;
-  virtual std::string encode(const DeviceOutput& output, Encoding encoding) const = 0;
+  virtual Result<DeviceMessage> decode(InboundKind kind, std::string_view payload, Wire wire,
+                                       const Limits& limits) const = 0;
+  virtual std::string encode(const DeviceOutput& output, Wire wire) const = 0;
 };
 
 }  // namespace doppel::twins

@@ -341,12 +341,13 @@ Result<QueryField> parse_query_field(std::string_view name) {
           : doc == "reported" ? QueryField::Doc::kReported
                               : QueryField::Doc::kNone;
   if (q.doc == QueryField::Doc::kNone) {
-    return Status(StatusCode::kInvalidArgument,
-                  "unknown field '" + std::string(name) +
-                      "' (fields: id, version, desired_version, reported_version, created_at, "
-                      "updated_at, liveness.state, liveness.last_seen, connection.state, "
-                      "reconcile.state, reconcile.attempts, commands.queued, commands.sent, "
-                      "device.encoding, tags.<path>, desired.<path>, reported.<path>)");
+    return Status(
+        StatusCode::kInvalidArgument,
+        "unknown field '" + std::string(name) +
+            "' (fields: id, version, desired_version, reported_version, created_at, "
+            "updated_at, liveness.state, liveness.last_seen, connection.state, "
+            "reconcile.state, reconcile.attempts, commands.queued, commands.sent, "
+            "device.encoding, device.dialect, tags.<path>, desired.<path>, reported.<path>)");
   }
   if (dot == std::string_view::npos || dot + 1 == name.size()) {
     return Status(StatusCode::kInvalidArgument,

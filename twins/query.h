@@ -14,11 +14,11 @@
 //
 // Keywords are case-insensitive. Fields: id, version, desired_version, reported_version,
 // created_at, updated_at, liveness.state, liveness.last_seen, connection.state, reconcile.state,
-// reconcile.attempts, commands.queued, commands.sent, device.encoding, and tags.<path>,
-// desired.<path>, reported.<path> (path segments of letters, digits, '_', '-' and ':', joined by
-// dots). Semantics: numbers compare as numbers, strings as strings (bytewise), booleans only with
-// booleans (false < true); a comparison with a missing value or one of another type is false and
-// NOT inverts that (two-valued logic). LIKE is case-sensitive; '%' matches any run of
+// reconcile.attempts, commands.queued, commands.sent, device.encoding, device.dialect and
+// tags.<path>, desired.<path>, reported.<path> (path segments of letters, digits, '_', '-' and ':',
+// joined by dots). Semantics: numbers compare as numbers, strings as strings (bytewise), booleans
+// only with booleans (false < true); a comparison with a missing value or one of another type is
+// false and NOT inverts that (two-valued logic). LIKE is case-sensitive; '%' matches any run of
 // characters, every other character only itself.
 //
 // Pure; thread-safe.

@@ -3,6 +3,8 @@
 // failed after the attempts allowed.
 #include "twins/twin_logic.h"
 
+#include "twins/aws_shadow.h"
+
 #include <algorithm>
 
 #include "twins/merge_patch.h"
@@ -59,7 +61,15 @@ void TwinLogic::send_delta(Twin& twin, const json& delta, Millis now, Outcome& o
   twin.reconcile_next_retry =
       now + backoff_ms(policy_.reconcile_timeout_s, twin.reconcile_attempts);
   out.twin_changed = true;
-  out.outputs.push_back(DeltaOut{twin.desired_version, delta});
+  DeltaOut msg;
+  msg.version = twin.desired_version;
+  msg.state = delta;
+  if (twin.dialect == Dialect::kAws) {
+    msg.document_version = twin.version;
+    msg.metadata = delta_metadata(delta, twin.desired_meta);
+    msg.at = now;
+  }
+  out.outputs.push_back(std::move(msg));
   out.events.push_back(TwinEvent::kReconcileSent);
 }
 

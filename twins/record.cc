@@ -196,6 +196,7 @@ TwinRecord to_record(Twin& twin, std::optional<Millis> next_deadline) {
   p.field("interval", twin.interval_s);
   p.field("stale_after", twin.stale_after_s);
   p.field("enc", to_string(twin.encoding));
+  if (twin.dialect != Dialect::kDoppel) p.field("dia", to_string(twin.dialect));
   p.field("rec", to_string(twin.reconcile));
   p.field("rec_att", twin.reconcile_attempts);
   p.field("rec_dv", twin.reconcile_desired_version);
@@ -226,6 +227,7 @@ TwinRecord to_record(Twin& twin, std::optional<Millis> next_deadline) {
   r.commands_queued = counts.queued;
   r.commands_sent = counts.sent;
   r.encoding = to_string(twin.encoding);
+  r.dialect = to_string(twin.dialect);
   return r;
 }
 
@@ -278,6 +280,9 @@ Result<Twin> from_record(const StoredTwin& stored) {
     t.interval_s = get_opt<double>(b, "interval");
     t.stale_after_s = get_opt<double>(b, "stale_after");
     t.encoding = parse_encoding(b.at("enc").get<std::string>()).value_or(Encoding::kJson);
+    if (auto dia = b.find("dia"); dia != b.end()) {
+      t.dialect = parse_dialect(dia->get<std::string>()).value_or(Dialect::kDoppel);
+    }
     const std::string rec = b.at("rec").get<std::string>();
     t.reconcile = rec == "pending"  ? ReconcileState::kPending
                   : rec == "failed" ? ReconcileState::kFailed

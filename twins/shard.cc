@@ -225,8 +225,13 @@ void Shard::send_error(const DeviceInput& in, Encoding enc, const Status& status
   msg.device_id = in.device_id;
   msg.kind = OutboundKind::kError;
   msg.encoding = enc;
+  msg.dialect = in.dialect;
+  msg.op = in.kind == InboundKind::kGet      ? ShadowOp::kGet
+           : in.kind == InboundKind::kDelete ? ShadowOp::kDelete
+                                             : ShadowOp::kUpdate;
   msg.payload = deps_.codec.encode(
-      ErrorOut{in.topic, std::string(code_name(status.code())), status.message(), token}, enc);
+      ErrorOut{in.topic, std::string(code_name(status.code())), status.message(), token, now()},
+      Wire(enc, in.dialect));
   deps_.channel.publish(std::move(msg));
 }
 
@@ -243,8 +248,11 @@ void Shard::handle(DeviceInput& in) {
   }
   HotTwin* h = *found;
   const TwinLogic& logic = deps_.logic;
-  const Encoding enc = in.content_encoding.value_or(h ? h->twin.encoding : Encoding::kJson);
-  auto decoded = deps_.codec.decode(in.kind, in.payload, enc, logic.policy().limits);
+  const Encoding enc = in.dialect == Dialect::kAws
+                           ? Encoding::kJson
+                           : in.content_encoding.value_or(h ? h->twin.encoding : Encoding::kJson);
+  auto decoded =
+      deps_.codec.decode(in.kind, in.payload, Wire(enc, in.dialect), logic.policy().limits);
   if (!decoded) {
     keep_refusal(h, in, decoded.status());
     send_error(in, enc, decoded.status(), "");
@@ -263,6 +271,10 @@ void Shard::handle(DeviceInput& in) {
   Twin fresh;
   Twin& twin = h != nullptr ? h->twin : (fresh = logic.create(in.device_id, t, out));
   out.begin(twin, t, Cause{CauseSource::kDevice, {}, {}, {}, {}});
+  // The dialect the device speaks is the one it last used (its replies go by it).
+  const Dialect dialect_before = twin.dialect;
+  twin.dialect = in.dialect;
+  if (in.dialect == Dialect::kAws) twin.encoding = Encoding::kJson;
   Status result;
   std::string token;
   std::visit(
@@ -273,7 +285,12 @@ void Shard::handle(DeviceInput& in) {
           out.cause.token = m.token;
           result = logic.on_reported(twin, m, t, out);
         } else if constexpr (std::is_same_v<T, GetMessage>) {
-          logic.on_get(twin, m, t, out);
+          token = m.token;
+          result = logic.on_get(twin, m, t, out);
+        } else if constexpr (std::is_same_v<T, DeleteMessage>) {
+          token = m.token;
+          out.cause.token = m.token;
+          result = logic.on_delete(twin, m, t, out);
         } else if constexpr (std::is_same_v<T, StatusMessage>) {
           logic.on_status(twin, m, enc, t, out);
         } else {
@@ -283,10 +300,12 @@ void Shard::handle(DeviceInput& in) {
       },
       msg);
   if (!result) {
+    twin.dialect = dialect_before;
     if (h != nullptr) keep_refusal(h, in, result);
     send_error(in, enc, result, token);
     return;  // nothing changed (a new twin is simply not kept)
   }
+  if (twin.dialect != dialect_before) out.twin_changed = true;
   if (h == nullptr) h = adopt(std::move(fresh));
   hot_.touch(*h, t);
   commit(*h, out, nullptr);

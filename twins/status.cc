@@ -15,6 +15,7 @@ static_assert(kCodeNames.covers(StatusCode::kNotOwner));
 }  // namespace
 
 std::string_view code_name(StatusCode code) { return kCodeNames.name(code); }
+std::optional<StatusCode> parse_code_name(std::string_view name) { return kCodeNames.parse(name); }
 
 std::string Status::to_string() const {
   if (is_ok()) return "ok";

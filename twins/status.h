@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -33,6 +34,8 @@ constexpr size_t kStatusCodeCount = static_cast<size_t>(StatusCode::kNotOwner) +
 
 // A stable machine-readable name for a code ("too_large"); used in problem types and errors topics.
 std::string_view code_name(StatusCode code);
+// The inverse of code_name().
+std::optional<StatusCode> parse_code_name(std::string_view name);
 
 class [[nodiscard]] Status {
  public:

@@ -14,6 +14,8 @@ namespace {
 
 constexpr NameTable<Encoding, 2> kEncodingNames{{"json", "protobuf"}};
 static_assert(kEncodingNames.covers(Encoding::kProtobuf));
+constexpr NameTable<Dialect, 2> kDialectNames{{"doppel", "aws"}};
+static_assert(kDialectNames.covers(Dialect::kAws));
 constexpr NameTable<ConnectionState, 3> kConnectionNames{{"unknown", "online", "offline"}};
 static_assert(kConnectionNames.covers(ConnectionState::kOffline));
 constexpr NameTable<LivenessState, 3> kLivenessNames{{"unknown", "fresh", "stale"}};
@@ -29,6 +31,7 @@ static_assert(kCommandStatusNames.covers(CommandStatus::kCancelled));
 }  // namespace
 
 std::string_view to_string(Encoding v) { return kEncodingNames.name(v); }
+std::string_view to_string(Dialect v) { return kDialectNames.name(v); }
 std::string_view to_string(ConnectionState v) { return kConnectionNames.name(v); }
 std::string_view to_string(LivenessState v) { return kLivenessNames.name(v); }
 std::string_view to_string(ReconcileState v) { return kReconcileNames.name(v); }
@@ -36,6 +39,7 @@ std::string_view to_string(CommandStrategy v) { return kStrategyNames.name(v); }
 std::string_view to_string(CommandStatus v) { return kCommandStatusNames.name(v); }
 
 std::optional<Encoding> parse_encoding(std::string_view s) { return kEncodingNames.parse(s); }
+std::optional<Dialect> parse_dialect(std::string_view s) { return kDialectNames.parse(s); }
 std::optional<CommandStrategy> parse_strategy(std::string_view s) {
   return kStrategyNames.parse(s);
 }
@@ -85,6 +89,7 @@ json twin_document(const Twin& twin, Millis stale_after_ms) {
                      {"queued", counts.queued},
                      {"sent", counts.sent}};
   doc["device"] = {{"encoding", to_string(twin.encoding)},
+                   {"dialect", to_string(twin.dialect)},
                    {"interval_s", twin.interval_s ? json(*twin.interval_s) : json()}};
   doc["stale_after_s"] = twin.stale_after_s ? json(*twin.stale_after_s) : json();
   doc["tags"] = twin.tags;

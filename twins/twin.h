@@ -15,6 +15,9 @@
 namespace doppel::twins {
 
 enum class Encoding { kJson, kProtobuf };
+// The topic scheme a device speaks (mqtt/topics.h): Doppel's own, or AWS IoT's Device Shadow and
+// Jobs topics (mqtt/aws_topics.h). Learned from the topics the device uses, like its encoding.
+enum class Dialect { kDoppel, kAws };
 enum class ConnectionState { kUnknown, kOnline, kOffline };
 // kUnknown: the device has never sent anything (provisioned by the API); it still becomes stale.
 enum class LivenessState { kUnknown, kFresh, kStale };
@@ -33,12 +36,14 @@ enum class CommandStatus {
 constexpr size_t kCommandStatusCount = static_cast<size_t>(CommandStatus::kCancelled) + 1;
 
 std::string_view to_string(Encoding v);
+std::string_view to_string(Dialect v);
 std::string_view to_string(ConnectionState v);
 std::string_view to_string(LivenessState v);
 std::string_view to_string(ReconcileState v);
 std::string_view to_string(CommandStrategy v);
 std::string_view to_string(CommandStatus v);
 std::optional<Encoding> parse_encoding(std::string_view s);
+std::optional<Dialect> parse_dialect(std::string_view s);
 std::optional<CommandStrategy> parse_strategy(std::string_view s);
 std::optional<CommandStatus> parse_command_status(std::string_view s);
 std::optional<ConnectionState> parse_connection_state(std::string_view s);
@@ -122,6 +127,7 @@ struct Twin {
   std::optional<double> interval_s;     // declared by the device's birth message
   std::optional<double> stale_after_s;  // the twin's own setting (API)
   Encoding encoding = Encoding::kJson;  // declared by the device's birth message
+  Dialect dialect = Dialect::kDoppel;   // the topics its device last used
 
   ReconcileState reconcile = ReconcileState::kConverged;
   uint32_t reconcile_attempts = 0;

@@ -38,6 +38,8 @@ constexpr TwinColumn kColumns[] = {
      [](const TwinRecord& r) { return number(r.commands_sent); }},
     {"device.encoding", "encoding", Type::kText, false,
      [](const TwinRecord& r) { return std::optional(json(r.encoding)); }},
+    {"device.dialect", "dialect", Type::kText, false,
+     [](const TwinRecord& r) { return std::optional(json(r.dialect)); }},
 };
 
 }  // namespace

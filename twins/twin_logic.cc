@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <random>
 
+#include "twins/aws_shadow.h"
 #include "twins/merge_patch.h"
 
 namespace doppel::twins {
@@ -96,13 +97,35 @@ Result<size_t> TwinLogic::check_merged_size(const json& current, size_t current_
                                            " bytes");
 }
 
+namespace {
+
+Status version_conflict(const Twin& twin, std::optional<uint64_t> expected) {
+  if (!expected || *expected == twin.version) return Status::ok();
+  return Status(StatusCode::kConflict, "Version conflict: the request names version " +
+                                           std::to_string(*expected) + " but the shadow is at " +
+                                           std::to_string(twin.version));
+}
+
+}  // namespace
+
 Status TwinLogic::on_reported(Twin& twin, const ReportedMessage& msg, Millis now,
                               Outcome& out) const {
+  if (Status s = version_conflict(twin, msg.expected_version); !s) return s;
   if (Status s = check_state_document(msg.state, policy_.limits, "reported state", false); !s)
     return s;
   auto bytes =
       check_merged_size(twin.reported, twin.reported_bytes, msg.state, false, "reported state");
   if (!bytes) return bytes.status();
+  std::optional<json> previous;  // AWS dialect: update/documents' `previous`
+  if (twin.dialect == Dialect::kAws && policy_.aws_documents) previous = shadow_state(twin);
+  if (msg.desired) {
+    // A device's own desired patch (AWS dialect), checked before anything changes.
+    if (Status s = check_state_document(*msg.desired, policy_.limits, "desired state", false); !s)
+      return s;
+    if (Status s = update_desired(twin, UpdateDesired{*msg.desired, false, std::nullopt}, now, out);
+        !s)
+      return s;
+  }
   twin.reported_bytes = *bytes;
   const json leaf = msg.device_ts ? json::array({now, *msg.device_ts}) : json(now);
   json changed = policy_.record_changes ? changed_leaves(twin.reported, msg.state) : json();
@@ -119,6 +142,14 @@ Status TwinLogic::on_reported(Twin& twin, const ReportedMessage& msg, Millis now
   out.twin_changed = true;
   const bool was_online = twin.connection == ConnectionState::kOnline;
   touch(twin, now, out);
+  if (twin.dialect == Dialect::kAws) {
+    out.outputs.push_back(ShadowReply{
+        ShadowOp::kUpdate, shadow_update_accepted(twin, msg.desired, msg.state, now, msg.token)});
+  }
+  if (previous) {
+    out.outputs.push_back(ShadowReply{
+        ShadowOp::kDocuments, shadow_documents(std::move(*previous), twin, now, msg.token)});
+  }
   if (!was_online) return Status::ok();  // go_online already (re)started reconciliation
 
   const bool converged = delta_is_empty(twin.desired, twin.reported);
@@ -134,9 +165,50 @@ Status TwinLogic::on_reported(Twin& twin, const ReportedMessage& msg, Millis now
   return Status::ok();
 }
 
-void TwinLogic::on_get(Twin& twin, const GetMessage& msg, Millis now, Outcome& out) const {
+Status TwinLogic::on_get(Twin& twin, const GetMessage& msg, Millis now, Outcome& out) const {
   touch(twin, now, out);
-  out.outputs.push_back(TwinOut{device_twin_document(twin), msg.token});
+  if (twin.dialect != Dialect::kAws) {
+    out.outputs.push_back(TwinOut{device_twin_document(twin), msg.token});
+    return Status::ok();
+  }
+  if (!has_shadow(twin)) return no_shadow(twin);
+  out.outputs.push_back(ShadowReply{ShadowOp::kGet, shadow_get_accepted(twin, now, msg.token)});
+  return Status::ok();
+}
+
+Status TwinLogic::no_shadow(const Twin& twin) {
+  return Status(StatusCode::kNotFound, "No shadow exists with name: '" + twin.id + "'");
+}
+
+Status TwinLogic::on_delete(Twin& twin, const DeleteMessage& msg, Millis now, Outcome& out) const {
+  if (!has_shadow(twin)) return no_shadow(twin);
+  if (Status s = version_conflict(twin, msg.expected_version); !s) return s;
+  // Desired goes as an operator's replacement would (its version bumps, reconciliation ends
+  // converged on the empty state); reported is cleared key by key, a patch the feed and history
+  // replay like any report.
+  if (Status s = update_desired(twin, UpdateDesired{json::object(), true, std::nullopt}, now, out);
+      !s)
+    return s;
+  if (!twin.reported.empty()) {
+    json patch = json::object();
+    for (const auto& [key, value] : twin.reported.items()) patch[key] = nullptr;
+    twin.reported = json::object();
+    twin.reported_meta = json::object();
+    twin.reported_bytes = 2;
+    ++twin.reported_version;
+    ++twin.version;
+    if (policy_.record_changes) {
+      out.changes.push_back(
+          {"reported.updated",
+           {{"reported_version", twin.reported_version}, {"patch", std::move(patch)}}});
+    }
+  }
+  twin.updated_at = now;
+  out.twin_changed = true;
+  touch(twin, now, out);
+  out.outputs.push_back(
+      ShadowReply{ShadowOp::kDelete, shadow_delete_accepted(twin, now, msg.token)});
+  return Status::ok();
 }
 
 void TwinLogic::on_status(Twin& twin, const StatusMessage& msg, Encoding arrived_as, Millis now,

@@ -29,6 +29,11 @@ struct Policy {
   size_t finished_commands_kept = 100;  // per twin, oldest dropped (--command-history)
   // Record change events (Outcome::changes): the change feed, history and as-of reads (--history).
   bool record_changes = true;
+  // AWS dialect: publish …/update/documents (previous and current state) after every update
+  // (--aws-documents). Off by default: devices built on the AWS SDKs do not subscribe to it, the
+  // change feed is what serves consumers on the operator's side, and building it costs about a
+  // third of AWS-dialect ingest (doppel-bench -s aws measures both).
+  bool aws_documents = false;
 };
 
 // Things worth a log line and a counter.
@@ -100,7 +105,12 @@ class TwinLogic {
 
   // Device messages. Errors (bad state documents) change nothing; the caller reports them.
   Status on_reported(Twin& twin, const ReportedMessage& msg, Millis now, Outcome& out) const;
-  void on_get(Twin& twin, const GetMessage& msg, Millis now, Outcome& out) const;
+  // AWS dialect: a get of a twin with an empty state is refused (kNotFound), as AWS refuses a
+  // shadow that does not exist.
+  Status on_get(Twin& twin, const GetMessage& msg, Millis now, Outcome& out) const;
+  // AWS dialect: the device deletes its shadow. Desired and reported are cleared (each version
+  // bumps, none is reset); tags, settings, commands and jobs are the operator's and stay.
+  Status on_delete(Twin& twin, const DeleteMessage& msg, Millis now, Outcome& out) const;
   // `arrived_as` is the encoding the birth itself used; it is the default declared encoding.
   void on_status(Twin& twin, const StatusMessage& msg, Encoding arrived_as, Millis now,
                  Outcome& out) const;
@@ -141,6 +151,7 @@ class TwinLogic {
                            std::vector<ExecutionRecord>& out);
 
  private:
+  static Status no_shadow(const Twin& twin);
   Millis backoff_ms(double base_s, uint32_t attempts) const;
   // An upper bound of the serialized size after the update (exact when it had to be computed),
   // or kTooLarge.

@@ -90,7 +90,10 @@ class Bench {
   json ceiling();
   json ceiling_run(int qos, const std::string& key);
   json ingest();
-  json ingest_run(int run);
+  json ingest_run(int run, twins::Dialect dialect = twins::Dialect::kDoppel,
+                  std::vector<std::string> extra_args = {});
+  // Ingest from AWS-dialect devices against Doppel's own, alternating, same transport (aws.cc).
+  json aws();
   json baseline();
   json baseline_run(int run);
   // Repetitions of ceiling, ingest and baseline (the best counts): 3, or 1 in quick mode.

@@ -488,6 +488,9 @@ const std::vector<Scenario>& Bench::scenarios() {
       {"cluster", &Bench::cluster, true,
        "doppelds in cluster mode on one PostgreSQL: ingest and PATCH with 1, 2, 3 nodes\n"
        "(ratios to one node), and the takeover window over 10 kill -9s"},
+      {"aws", &Bench::aws, true,
+       "ingest from AWS-dialect devices (shadow updates) against Doppel's own,\n"
+       "alternating runs through the same broker: the ratio (target >= 0.9)"},
       {"overload", &Bench::overload, false,
        "the rate doppeld sustains, and how long a burst above it lasts before the\n"
        "broker's queue overflows and drops (not in the default list)"},

@@ -5,9 +5,12 @@
 
 namespace doppel::bench {
 
-std::string report_payload(uint64_t n) {
+std::string report_payload(uint64_t n, twins::Dialect dialect) {
   char buf[128];
-  std::snprintf(buf, sizeof buf, R"({"state":{"temperature":%.1f,"battery":%u,"seq":%llu}})",
+  std::snprintf(buf, sizeof buf,
+                dialect == twins::Dialect::kAws
+                    ? R"({"state":{"reported":{"temperature":%.1f,"battery":%u,"seq":%llu}}})"
+                    : R"({"state":{"temperature":%.1f,"battery":%u,"seq":%llu}})",
                 18.0 + static_cast<double>(n % 80) / 10.0, static_cast<unsigned>(100 - n % 100),
                 static_cast<unsigned long long>(n));
   return buf;
@@ -44,8 +47,10 @@ void LoadGenerator::run(size_t index) {
   std::vector<std::string> topics;
   // This connection's devices: index, index + n, ...
   for (uint64_t d = index; d < options_.devices; d += n) {
-    topics.push_back("twins/" + device_name(options_.id_prefix, options_.first_device + d) +
-                     "/reported");
+    const std::string id = device_name(options_.id_prefix, options_.first_device + d);
+    topics.push_back(options_.dialect == twins::Dialect::kAws
+                         ? "$aws/things/" + id + "/shadow/update"
+                         : "twins/" + id + "/reported");
   }
   if (topics.empty()) return;
   const double per_connection_rate = options_.rate / static_cast<double>(n);
@@ -59,8 +64,8 @@ void LoadGenerator::run(size_t index) {
           std::chrono::duration_cast<std::chrono::steady_clock::duration>(
               std::chrono::duration<double>(static_cast<double>(sent) / per_connection_rate)));
     }
-    if (!client.publish(topics[sent % topics.size()], report_payload(m), options_.qos,
-                        options_.window)) {
+    if (!client.publish(topics[sent % topics.size()], report_payload(m, options_.dialect),
+                        options_.qos, options_.window)) {
       return;
     }
     if (per_connection_rate > 0 && !client.flush()) return;

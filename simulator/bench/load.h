@@ -12,6 +12,7 @@
 #include "simulator/bench/bench_util.h"
 #include "simulator/bench/raw_publisher.h"
 #include "twins/status.h"
+#include "twins/twin.h"
 
 namespace doppel::bench {
 
@@ -26,10 +27,14 @@ struct LoadOptions {
   int qos = 1;
   double rate = 0;         // messages/s over all connections; 0: as fast as possible
   uint64_t window = 2000;  // unacknowledged QoS 1 publishes per connection
+  // kAws: the same reports as AWS IoT shadow updates ($aws/things/{id}/shadow/update with
+  // {"state":{"reported":{...}}}).
+  twins::Dialect dialect = twins::Dialect::kDoppel;
 };
 
-// The payload of the n-th update: {"state":{"temperature":...,"battery":...,"seq":n}}.
-std::string report_payload(uint64_t n);
+// The payload of the n-th update: {"state":{"temperature":...,"battery":...,"seq":n}}, or in the
+// AWS dialect {"state":{"reported":{...}}}.
+std::string report_payload(uint64_t n, twins::Dialect dialect = twins::Dialect::kDoppel);
 std::string device_name(const std::string& prefix, uint64_t index);
 
 class LoadGenerator {

@@ -165,13 +165,18 @@ json Bench::ingest() {
   return r;
 }
 
-json Bench::ingest_run(int run) {
-  LocalBroker broker(dir("ingest-" + std::to_string(run)));
+json Bench::ingest_run(int run, twins::Dialect dialect, std::vector<std::string> extra_args) {
+  const std::string name =
+      std::string(dialect == twins::Dialect::kAws ? "ingest-aws-" : "ingest-") +
+      (extra_args.empty() ? "" : "x-") + std::to_string(run);
+  LocalBroker broker(dir(name));
   if (Status s = broker.start(); !s) return fail(s);
-  Gateway gw(o_.doppeld, o_.work_dir + "/ingest-" + std::to_string(run) + "/data", broker.uri(),
-             gateway_args({}));
+  Gateway gw(o_.doppeld, o_.work_dir + "/" + name + "/data", broker.uri(),
+             gateway_args(std::move(extra_args)));
   if (gw.start() < 0) return fail_log("doppeld did not start", gw);
-  LoadGenerator gen(load(broker.port(), o_.messages, o_.devices, 1));
+  LoadOptions lo = load(broker.port(), o_.messages, o_.devices, 1);
+  lo.dialect = dialect;
+  LoadGenerator gen(lo);
   if (Status s = gen.connect(); !s) return fail(s);
   CpuMeter cpu;
   cpu.add("broker", broker.pid());

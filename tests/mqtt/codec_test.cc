@@ -25,9 +25,9 @@ TEST_CASE("both codecs round-trip the same document in every device message") {
   const Limits limits;
   for (Encoding enc : {Encoding::kJson, Encoding::kProtobuf}) {
     CAPTURE(to_string(enc));
-    auto r = codec.decode(InboundKind::kReported,
-                          codec.encode_device(ReportedMessage{kDocument, "tok-1", 1234}, enc), enc,
-                          limits);
+    auto r = codec.decode(
+        InboundKind::kReported,
+        codec.encode_device(ReportedMessage{kDocument, "tok-1", 1234, {}, {}}, enc), enc, limits);
     REQUIRE(r);
     const auto& rep = std::get<ReportedMessage>(*r);
     CHECK(rep.state == kDocument);
@@ -62,8 +62,8 @@ TEST_CASE("both codecs round-trip every gateway message") {
   const WireCodec codec;
   for (Encoding enc : {Encoding::kJson, Encoding::kProtobuf}) {
     CAPTURE(to_string(enc));
-    auto d =
-        codec.decode_device(OutboundKind::kDelta, codec.encode(DeltaOut{7, kDocument}, enc), enc);
+    auto d = codec.decode_device(OutboundKind::kDelta,
+                                 codec.encode(DeltaOut{7, kDocument, 0, {}, 0}, enc), enc);
     REQUIRE(d);
     CHECK(std::get<DeltaOut>(*d).version == 7);
     CHECK(std::get<DeltaOut>(*d).state == kDocument);
@@ -87,8 +87,8 @@ TEST_CASE("both codecs round-trip every gateway message") {
     CHECK(std::get<CommandOut>(*c).args == kDocument);
     CHECK(std::get<CommandOut>(*c).expires_at == 99);
 
-    auto e = codec.decode_device(OutboundKind::kError,
-                                 codec.encode(ErrorOut{"t/x", "malformed", "bad", "tk"}, enc), enc);
+    auto e = codec.decode_device(
+        OutboundKind::kError, codec.encode(ErrorOut{"t/x", "malformed", "bad", "tk", 0}, enc), enc);
     REQUIRE(e);
     CHECK(std::get<ErrorOut>(*e).code == "malformed");
     CHECK(std::get<ErrorOut>(*e).topic == "t/x");

@@ -80,6 +80,7 @@ TEST_CASE(
   REQUIRE(
       db->exec("ALTER TABLE doppel_nodes DROP COLUMN advertise, DROP COLUMN started_at, "
                "DROP COLUMN heartbeat_at"));
+  REQUIRE(db->exec("ALTER TABLE twins DROP COLUMN dialect"));
   auto store = open_store(uri, m);
   REQUIRE_MESSAGE(store, store.status().to_string());
   CHECK(db->exec("SELECT count(*) FROM doppel_partitions")->integer(0, 0) == kPartitions);

@@ -18,7 +18,7 @@ namespace doppel::testing {
 class FakeCodec final : public twins::DeviceCodec {
  public:
   Result<twins::DeviceMessage> decode(twins::InboundKind kind, std::string_view payload,
-                                      twins::Encoding, const twins::Limits& limits) const override {
+                                      twins::Wire, const twins::Limits& limits) const override {
     auto parsed = twins::parse_json(payload.empty() ? std::string_view("{}") : payload,
                                     limits.max_payload_bytes(), limits.max_depth + 1);
     if (!parsed) return parsed.status();
@@ -35,10 +35,12 @@ class FakeCodec final : public twins::DeviceCodec {
         if (state == j.end() || !state->is_object()) {
           return Status(StatusCode::kInvalidArgument, "'state' must be an object");
         }
-        return twins::DeviceMessage(twins::ReportedMessage{*state, token, std::nullopt});
+        return twins::DeviceMessage(twins::ReportedMessage{*state, token, std::nullopt, {}, {}});
       }
       case twins::InboundKind::kGet:
         return twins::DeviceMessage(twins::GetMessage{token});
+      case twins::InboundKind::kDelete:
+        return twins::DeviceMessage(twins::DeleteMessage{token, std::nullopt});
       case twins::InboundKind::kStatus: {
         twins::StatusMessage s;
         s.online = j.value("state", std::string("online")) == "online";
@@ -59,7 +61,7 @@ class FakeCodec final : public twins::DeviceCodec {
     }
   }
 
-  std::string encode(const twins::DeviceOutput& output, twins::Encoding) const override {
+  std::string encode(const twins::DeviceOutput& output, twins::Wire) const override {
     return std::visit(
         twins::Overloaded{
             [](const twins::DeltaOut& d) {
@@ -77,7 +79,8 @@ class FakeCodec final : public twins::DeviceCodec {
               return twins::json{
                   {"topic", e.topic}, {"code", e.code}, {"message", e.message}, {"token", e.token}}
                   .dump();
-            }},
+            },
+            [](const twins::ShadowReply& r) { return r.body.dump(); }},
         output);
   }
 };

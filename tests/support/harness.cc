@@ -329,7 +329,11 @@ std::vector<std::string> TestDevice::received_on(const std::string& topic) {
 
 std::vector<std::string> TestDevice::wait_for(const std::string& suffix, size_t n,
                                               std::chrono::milliseconds timeout) {
-  const std::string topic = prefix_ + "/" + id_ + "/" + suffix;
+  return wait_on(prefix_ + "/" + id_ + "/" + suffix, n, timeout);
+}
+
+std::vector<std::string> TestDevice::wait_on(const std::string& topic, size_t n,
+                                             std::chrono::milliseconds timeout) {
   std::unique_lock lock(mu_);
   std::vector<std::string> out;
   cv_.wait_for(lock, timeout, [&] {

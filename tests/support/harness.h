@@ -161,6 +161,9 @@ class TestDevice {
   // Waits until at least `n` messages arrived on <suffix>; returns them.
   std::vector<std::string> wait_for(const std::string& suffix, size_t n,
                                     std::chrono::milliseconds timeout = 10s);
+  // The same for messages on exactly `topic` (e.g. the AWS dialect's $aws/things/<id>/...).
+  std::vector<std::string> wait_on(const std::string& topic, size_t n,
+                                   std::chrono::milliseconds timeout = 10s);
 
  private:
   std::string id_;

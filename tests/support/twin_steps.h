@@ -21,8 +21,8 @@ struct TwinSteps {
 
   twins::Outcome report(const char* state) {
     twins::Outcome out;
-    REQUIRE(logic.on_reported(twin, twins::ReportedMessage{twins::json::parse(state), "", {}}, now,
-                              out));
+    REQUIRE(logic.on_reported(
+        twin, twins::ReportedMessage{twins::json::parse(state), "", {}, {}, {}}, now, out));
     return out;
   }
   // The device's birth (online, optionally declaring its interval).

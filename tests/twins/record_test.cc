@@ -25,8 +25,8 @@ TEST_CASE("hibernate then wake keeps every field") {
   Twin t = logic.create("pump-0042", now, out);
   logic.on_status(t, StatusMessage{true, 12.5, Encoding::kProtobuf}, Encoding::kProtobuf, now, out);
   REQUIRE(logic.on_reported(
-      t, ReportedMessage{json::parse(R"({"fan":{"speed":1},"l":[1,2.5]})"), "tok", 42}, now + 1,
-      out));
+      t, ReportedMessage{json::parse(R"({"fan":{"speed":1},"l":[1,2.5]})"), "tok", 42, {}, {}},
+      now + 1, out));
   REQUIRE(logic.update_desired(t, UpdateDesired{json::parse(R"({"fan":{"speed":3}})"), false, {}},
                                now + 2, out));
   TwinSettings s;

@@ -223,12 +223,12 @@ TEST_CASE("a cancelled command stays cancelled across hibernation even when prun
 
 TEST_CASE("an unexpected exception in a shard fails that message and the shard keeps serving") {
   struct ThrowingCodec : DeviceCodec {
-    Result<DeviceMessage> decode(InboundKind kind, std::string_view payload, Encoding e,
+    Result<DeviceMessage> decode(InboundKind kind, std::string_view payload, Wire e,
                                  const Limits& limits) const override {
       if (payload == "boom") throw std::runtime_error("codec bug");
       return wire.decode(kind, payload, e, limits);
     }
-    std::string encode(const DeviceOutput& output, Encoding e) const override {
+    std::string encode(const DeviceOutput& output, Wire e) const override {
       return wire.encode(output, e);
     }
     doppel::testing::FakeCodec wire;

@@ -54,7 +54,8 @@ TEST_CASE("a reported change bumps reported_version and version, a no-op bumps n
 TEST_CASE("metadata records when each leaf was reported and which desired version set it") {
   Fixture f;
   Outcome out;
-  REQUIRE(f.logic.on_reported(f.twin, ReportedMessage{j(R"({"temp":20})"), "", 999}, f.now, out));
+  REQUIRE(f.logic.on_reported(f.twin, ReportedMessage{j(R"({"temp":20})"), "", 999, {}, {}}, f.now,
+                              out));
   CHECK(f.doc()["metadata"]["reported"]["temp"] == json{{"ts", f.now}, {"device_ts", 999}});
   f.report(R"({"fan":{"speed":1}})");
   CHECK(f.doc()["metadata"]["reported"]["fan"] == json{{"speed", {{"ts", f.now}}}});
@@ -94,16 +95,18 @@ TEST_CASE("an update that would exceed the document size is rejected and changes
   Outcome o;
   Twin t = logic.create("x", 1, o);
   REQUIRE(logic.on_reported(
-      t, ReportedMessage{j(R"({"a":"0123456789012345678901234567890123456789"})"), "", {}}, 2, o));
+      t, ReportedMessage{j(R"({"a":"0123456789012345678901234567890123456789"})"), "", {}, {}, {}},
+      2, o));
   const json before = twin_document(t, 1);
   Outcome out;
   json big = {{"b", std::string(70, 'y')}};
-  const auto s = logic.on_reported(t, ReportedMessage{big, "", {}}, 3, out);
+  const auto s = logic.on_reported(t, ReportedMessage{big, "", {}, {}, {}}, 3, out);
   CHECK(s.code() == StatusCode::kTooLarge);
   CHECK(s.message().find("limit is 100") != std::string::npos);
   CHECK(twin_document(t, 1) == before);
   // Replacing the big value with a small one is fine even though the sum is large.
-  REQUIRE(logic.on_reported(t, ReportedMessage{j(R"({"a":null,"b":"small"})"), "", {}}, 4, out));
+  REQUIRE(logic.on_reported(t, ReportedMessage{j(R"({"a":null,"b":"small"})"), "", {}, {}, {}}, 4,
+                            out));
 }
 
 TEST_CASE("too-deep and non-object patches are rejected and change nothing") {
@@ -114,7 +117,7 @@ TEST_CASE("too-deep and non-object patches are rejected and change nothing") {
   json* cur = &deep;
   for (int i = 0; i < 11; ++i) cur = &((*cur)["k"] = json::object());
   Outcome out;
-  CHECK(f.logic.on_reported(f.twin, ReportedMessage{deep, "", {}}, f.now, out).code() ==
+  CHECK(f.logic.on_reported(f.twin, ReportedMessage{deep, "", {}, {}, {}}, f.now, out).code() ==
         StatusCode::kTooDeep);
   CHECK(
       f.logic.update_desired(f.twin, UpdateDesired{json::array(), false, {}}, f.now, out).code() ==

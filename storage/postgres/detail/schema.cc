@@ -168,12 +168,14 @@ ALTER TABLE doppel_nodes ADD COLUMN advertise text NOT NULL DEFAULT '';
 ALTER TABLE doppel_nodes ADD COLUMN started_at timestamptz NOT NULL DEFAULT now();
 ALTER TABLE doppel_nodes ADD COLUMN heartbeat_at timestamptz NOT NULL DEFAULT now();
 )sql";
+    case 8:  // the topic scheme each twin's device speaks (twins::Dialect), for queries
+      return "ALTER TABLE twins ADD COLUMN dialect text COLLATE \"C\" NOT NULL DEFAULT 'doppel';\n";
     default:
       return {};
   }
 }
 
-constexpr int kSchemaVersion = 7;
+constexpr int kSchemaVersion = 8;
 constexpr int64_t kMigrateLock = 0x646f7070656d;  // "doppem"
 
 // Steps 4 and 6 added partition_id as 0 and changed how many partitions there are: set each

@@ -148,6 +148,10 @@ ALTER TABLE twins ADD COLUMN partition_id INTEGER NOT NULL DEFAULT 0;
     R"sql(
 -- partition_id = fnv1a32(id) % 1024 from here on
 )sql",
+    // 10: the topic scheme each twin's device speaks (twins::Dialect), for queries.
+    R"sql(
+ALTER TABLE twins ADD COLUMN dialect TEXT NOT NULL DEFAULT 'doppel';
+)sql",
 };
 
 constexpr int kSchemaVersion = static_cast<int>(sizeof(kMigrations) / sizeof(kMigrations[0]));

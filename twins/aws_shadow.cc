@@ -1,0 +1,116 @@
+#include "twins/aws_shadow.h"
+
+#include "twins/merge_patch.h"
+
+namespace doppel::twins {
+namespace {
+
+// A metadata leaf's time: desired leaves are {"ts": ms, "version": v}; reported leaves are ms or
+// [ms, device ms] (twin.h).
+Millis leaf_ms(const json& meta) {
+  if (meta.is_number()) return meta.get<Millis>();
+  if (meta.is_array() && !meta.empty() && meta[0].is_number()) return meta[0].get<Millis>();
+  if (meta.is_object()) {
+    auto ts = meta.find("ts");
+    if (ts != meta.end() && ts->is_number()) return ts->get<Millis>();
+  }
+  return 0;
+}
+
+// `state` mirrored with {"timestamp": s} leaves taken from `meta`.
+json aws_metadata(const json& state, const json& meta) {
+  if (!state.is_object()) return {{"timestamp", aws_seconds(leaf_ms(meta))}};
+  json out = json::object();
+  for (const auto& [key, value] : state.items()) {
+    static const json kNone;
+    auto it = meta.is_object() ? meta.find(key) : meta.end();
+    out[key] = aws_metadata(value, it != meta.end() ? *it : kNone);
+  }
+  return out;
+}
+
+// `section` mirrored with every leaf stamped `now`.
+json stamped(const json& section, int64_t seconds) {
+  if (!section.is_object()) return {{"timestamp", seconds}};
+  json out = json::object();
+  for (const auto& [key, value] : section.items()) out[key] = stamped(value, seconds);
+  return out;
+}
+
+void with_token(json& doc, const std::string& token) {
+  if (!token.empty()) doc["clientToken"] = token;
+}
+
+}  // namespace
+
+bool has_shadow(const Twin& twin) { return !twin.desired.empty() || !twin.reported.empty(); }
+
+json shadow_get_accepted(const Twin& twin, Millis now, const std::string& token) {
+  json state = json::object();
+  json metadata = json::object();
+  if (!twin.desired.empty()) {
+    state["desired"] = twin.desired;
+    metadata["desired"] = aws_metadata(twin.desired, twin.desired_meta);
+  }
+  if (!twin.reported.empty()) {
+    state["reported"] = twin.reported;
+    metadata["reported"] = aws_metadata(twin.reported, twin.reported_meta);
+  }
+  json delta = compute_delta(twin.desired, twin.reported);
+  if (!delta.empty()) state["delta"] = std::move(delta);
+  json doc = {{"state", std::move(state)},
+              {"metadata", std::move(metadata)},
+              {"version", twin.version},
+              {"timestamp", aws_seconds(now)}};
+  with_token(doc, token);
+  return doc;
+}
+
+json shadow_update_accepted(const Twin& twin, const std::optional<json>& desired,
+                            const json& reported, Millis now, const std::string& token) {
+  const int64_t s = aws_seconds(now);
+  json state = json::object();
+  json metadata = json::object();
+  if (desired) {
+    state["desired"] = *desired;
+    metadata["desired"] = stamped(*desired, s);
+  }
+  if (!reported.empty() || !desired) {
+    state["reported"] = reported;
+    metadata["reported"] = stamped(reported, s);
+  }
+  json doc = {{"state", std::move(state)},
+              {"metadata", std::move(metadata)},
+              {"version", twin.version},
+              {"timestamp", s}};
+  with_token(doc, token);
+  return doc;
+}
+
+json shadow_state(const Twin& twin) {
+  return {{"state", {{"desired", twin.desired}, {"reported", twin.reported}}},
+          {"metadata",
+           {{"desired", aws_metadata(twin.desired, twin.desired_meta)},
+            {"reported", aws_metadata(twin.reported, twin.reported_meta)}}},
+          {"version", twin.version}};
+}
+
+json shadow_documents(json previous, const Twin& twin, Millis now, const std::string& token) {
+  json doc = {{"previous", std::move(previous)},
+              {"current", shadow_state(twin)},
+              {"timestamp", aws_seconds(now)}};
+  with_token(doc, token);
+  return doc;
+}
+
+json shadow_delete_accepted(const Twin& twin, Millis now, const std::string& token) {
+  json doc = {{"version", twin.version}, {"timestamp", aws_seconds(now)}};
+  with_token(doc, token);
+  return doc;
+}
+
+json delta_metadata(const json& delta, const json& desired_meta) {
+  return aws_metadata(delta, desired_meta);
+}
+
+}  // namespace doppel::twins
