@@ -162,55 +162,118 @@ void count_twins(const ApiContext& ctx, const ExchangePtr& x) {
       BlockingPool::kQuery);
 }
 
-// PUT (provision, optionally with credentials) and PATCH (settings) of a twin.
+// What a PUT asks of the device's broker identity besides provisioning the twin.
+struct Identity {
+  bool password = false;     // {"credentials": true}: a new password
+  bool certificate = false;  // {"certificate": true | {"csr": ...}}: a new certificate
+  std::string csr;           // the device's own request, when it sent one
+  bool revoke = false;       // credentials or certificate false: revoke them all
+};
+
+// Reads "credentials" and "certificate" out of a PUT body (they are not twin settings).
+// Answers the problem itself and returns nullopt when either is malformed or not offered.
+std::optional<Identity> identity_of(const ApiContext& ctx, const ExchangePtr& x, twins::json& doc,
+                                    const std::string& id) {
+  Identity want;
+  if (!doc.is_object()) return want;
+  if (doc.contains("credentials")) {
+    const twins::json& c = doc["credentials"];
+    if (!c.is_boolean()) {
+      x->problem(400, "invalid_argument", "credentials must be true or false");
+      return std::nullopt;
+    }
+    want.password = c.get<bool>();
+    want.revoke |= !want.password;
+    doc.erase("credentials");
+  }
+  if (doc.contains("certificate")) {
+    const twins::json& c = doc["certificate"];
+    if (c.is_boolean()) {
+      want.certificate = c.get<bool>();
+      want.revoke |= !want.certificate;
+    } else if (c.is_object() && c.size() == 1 && c.contains("csr") && c["csr"].is_string()) {
+      want.certificate = true;
+      want.csr = c["csr"].get<std::string>();
+    } else {
+      x->problem(400, "invalid_argument",
+                 "certificate must be true (a new key pair and certificate), {\"csr\": \"<PEM "
+                 "certificate signing request, CN = the device id>\"} or false (revoke)");
+      return std::nullopt;
+    }
+    doc.erase("certificate");
+  }
+  if (want.revoke && ctx.device_auth == nullptr) want.revoke = false;  // nothing to revoke
+  if ((want.password || want.certificate) && ctx.device_auth == nullptr) {
+    x->problem(400, "invalid_argument",
+               "this gateway does not manage device credentials; start doppeld with "
+               "--device-auth (passwords) or --device-auth x509 (certificates), embedded broker");
+    return std::nullopt;
+  }
+  if (want.certificate && !ctx.device_auth->has_ca()) {
+    x->problem(400, "invalid_argument",
+               "this gateway issues passwords, not certificates; start doppeld with "
+               "--device-auth x509 (and --broker-tls-cert/--broker-tls-key)");
+    return std::nullopt;
+  }
+  // Refused before anything changes: a refused request must not create the twin.
+  if (want.password || want.certificate) {
+    if (Status s = ctx.device_auth->check_device(id); !s) {
+      x->status(s);
+      return std::nullopt;
+    }
+  }
+  return want;
+}
+
+// PUT (provision, optionally with credentials or a certificate) and PATCH (settings) of a twin.
 void settings(const ApiContext& ctx, const ExchangePtr& x, bool is_patch) {
   auto doc = ctx.body(*x, {"application/json", "application/merge-patch+json"}, true);
   if (!doc) return;
   const std::string id = x->segments[2];
-  bool credentials = false;
-  bool revoke = false;
-  if (!is_patch && doc->is_object() && doc->contains("credentials")) {
-    const twins::json& c = (*doc)["credentials"];
-    if (!c.is_boolean()) {
-      return x->problem(400, "invalid_argument", "credentials must be true or false");
-    }
-    credentials = c.get<bool>();
-    revoke = !credentials && ctx.device_auth != nullptr;
-    doc->erase("credentials");
-    if (credentials && ctx.device_auth == nullptr) {
-      return x->problem(400, "invalid_argument",
-                        "this gateway does not manage device credentials; start doppeld with "
-                        "--device-auth (embedded broker)");
-    }
-    // Refused before anything changes: a refused request must not create the twin.
-    if (credentials) {
-      if (Status s = ctx.device_auth->check_device(id); !s) return x->status(s);
-    }
+  Identity want;
+  if (!is_patch) {
+    auto got = identity_of(ctx, x, *doc, id);
+    if (!got) return;
+    want = std::move(*got);
   }
   auto s = twins::parse_twin_settings(*doc, is_patch, ctx.limits());
   if (!s) return x->status(s.status());
   if (is_patch) return ctx.call(x, twins::PatchTwin{std::move(*s)});
-  if (!credentials && !revoke) return ctx.call(x, twins::ProvisionTwin{std::move(*s)});
+  if (!want.password && !want.certificate && !want.revoke) {
+    return ctx.call(x, twins::ProvisionTwin{std::move(*s)});
+  }
   // Credentials are issued (or revoked) after the twin is committed, on the blocking pool:
-  // hashing and the password-file rewrite take milliseconds.
+  // hashing, key generation and the broker's file rewrites take milliseconds.
   ctx.call(
       x, twins::ProvisionTwin{std::move(*s)}, Etag::kVersion, nullptr,
-      [&ctx, credentials, id](const ExchangePtr& ex, twins::ApiReply r) {
+      [&ctx, want, id](const ExchangePtr& ex, twins::ApiReply r) {
         if (!r.status) {
           return ex->send(
               ApiContext::to_response(std::move(r), Etag::kVersion, nullptr, ex->req.path));
         }
-        ctx.server->run_blocking([&ctx, ex, credentials, id, r = std::move(r)]() mutable {
-          if (!credentials) {
+        ctx.server->run_blocking([&ctx, ex, want, id, r = std::move(r)]() mutable {
+          if (want.revoke) {
             if (Status st = ctx.device_auth->revoke(id); !st) return ex->status(st);
-            return ex->send(
-                ApiContext::to_response(std::move(r), Etag::kVersion, nullptr, ex->req.path));
           }
-          auto password = ctx.device_auth->issue(id);
-          if (!password) return ex->status(password.status());
-          // Shown here, once; kept only as a hash. A PUT with credentials on an existing
-          // twin replaces the password.
-          r.body["credentials"] = {{"username", id}, {"password", *password}};
+          if (want.password) {
+            auto password = ctx.device_auth->issue(id);
+            if (!password) return ex->status(password.status());
+            // Shown here, once; kept only as a hash. A PUT with credentials on an existing
+            // twin replaces the password.
+            r.body["credentials"] = {{"username", id}, {"password", *password}};
+          }
+          if (want.certificate) {
+            auto cert = ctx.device_auth->issue_certificate(id, want.csr);
+            if (!cert) return ex->status(cert.status());
+            // Shown here, once: the private key is not kept (and with a CSR never left the
+            // device). Earlier certificates of the device stay valid until revoked.
+            r.body["certificate"] = {{"certificate_pem", cert->certificate_pem},
+                                     {"ca_pem", cert->ca_pem},
+                                     {"serial", cert->serial}};
+            if (!cert->private_key_pem.empty()) {
+              r.body["certificate"]["private_key_pem"] = cert->private_key_pem;
+            }
+          }
           ex->send(ApiContext::to_response(std::move(r), Etag::kVersion, nullptr, ex->req.path));
         });
       });

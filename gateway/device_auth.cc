@@ -1,5 +1,8 @@
 #include "gateway/device_auth.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <sys/stat.h>
@@ -13,6 +16,12 @@
 namespace doppel::gateway {
 namespace {
 
+int64_t now_seconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 std::string base64(const unsigned char* data, size_t n) {
   std::string out(4 * ((n + 2) / 3) + 1, '\0');
   const int len =
@@ -21,21 +30,31 @@ std::string base64(const unsigned char* data, size_t n) {
   return out;
 }
 
+}  // namespace
+
 Status write_file_atomically(const std::string& path, const std::string& content) {
   const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << content;
-    if (!out) return Status(StatusCode::kUnavailable, "cannot write " + tmp);
+  // Owner-only from the first byte (keys and secrets pass through here).
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return Status(StatusCode::kUnavailable, "cannot write " + tmp);
+  ::fchmod(fd, 0600);
+  size_t done = 0;
+  while (done < content.size()) {
+    const ssize_t n = ::write(fd, content.data() + done, content.size() - done);
+    if (n <= 0) {
+      ::close(fd);
+      return Status(StatusCode::kUnavailable, "cannot write " + tmp);
+    }
+    done += static_cast<size_t>(n);
   }
-  ::chmod(tmp.c_str(), 0600);
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    return Status(StatusCode::kUnavailable, "cannot write " + tmp);
+  }
   std::error_code ec;
   std::filesystem::rename(tmp, path, ec);
   if (ec) return Status(StatusCode::kUnavailable, "cannot replace " + path + ": " + ec.message());
   return Status::ok();
 }
-
-}  // namespace
 
 std::string random_secret(size_t bytes) {
   std::string raw(bytes, '\0');
@@ -128,8 +147,21 @@ Status DeviceAuth::write_files() {
       << "topic readwrite " << options_.prefix << "/#\n"
       << "# The broker's drop counter, which doppeld exports and watches for overload.\n"
       << "topic read $SYS/broker/publish/messages/dropped\n\n"
-      << "# Every device (username = device id) reaches only its own twin's topics.\n"
-      << "pattern readwrite " << options_.prefix << "/%u/#\n";
+      << "topic readwrite $aws/#\n"
+      << "# The broker plugin's presence reports, and its control topic (kicks).\n"
+      << "topic read $doppel/presence/#\n"
+      << "topic write $CONTROL/doppel/#\n"
+      << "# Every device (username = device id) reaches only its own twin's topics, in either\n"
+      << "# dialect (Doppel's, and AWS IoT's shadow and jobs topics).\n"
+      << "pattern readwrite " << options_.prefix << "/%u/#\n"
+      << "pattern readwrite $aws/things/%u/#\n";
+  if (options_.ca != nullptr) {
+    auto revoked = store_.revoked_certificates();
+    if (!revoked) return revoked.status();
+    std::vector<RevokedCertificate> list;
+    for (auto& [serial, at] : *revoked) list.push_back({serial, at});
+    if (Status s = options_.ca->write_crl(list); !s) return s;
+  }
   if (Status s = write_file_atomically(password_file(), passwd.str()); !s) return s;
   if (Status s = write_file_atomically(acl_file(), acl.str()); !s) return s;
   if (reload_) reload_();
@@ -161,7 +193,35 @@ Result<std::string> DeviceAuth::issue(const std::string& device_id) {
   return password;
 }
 
+Result<IssuedCertificate> DeviceAuth::issue_certificate(const std::string& device_id,
+                                                        const std::string& csr_pem) {
+  if (options_.ca == nullptr) {
+    return Status(StatusCode::kInvalidArgument,
+                  "this gateway does not issue device certificates; start doppeld with "
+                  "--device-auth x509 (embedded broker, with --broker-tls-cert/--broker-tls-key)");
+  }
+  if (Status s = check_device(device_id); !s) return s;
+  auto cert =
+      csr_pem.empty() ? options_.ca->issue(device_id) : options_.ca->sign(device_id, csr_pem);
+  if (!cert) return cert;
+  if (Status s = store_.add_certificate(cert->serial, device_id, now_seconds()); !s) return s;
+  log_info("device certificate " + cert->serial + " issued for '" + device_id + "'" +
+           (csr_pem.empty() ? "" : " (from its CSR)"));
+  return cert;
+}
+
+Result<size_t> DeviceAuth::revoke_certificates(const std::string& device_id) {
+  if (options_.ca == nullptr) return size_t{0};
+  auto n = store_.revoke_certificates(device_id, now_seconds());
+  if (!n || *n == 0) return n;
+  if (Status s = publish_change(); !s) return s;
+  log_info("revoked " + std::to_string(*n) + " device certificate(s) of '" + device_id + "'");
+  if (revoked_) revoked_(device_id);
+  return n;
+}
+
 Status DeviceAuth::revoke(const std::string& device_id) {
+  if (auto certs = revoke_certificates(device_id); !certs) return certs.status();
   auto had = store_.has(device_id);
   if (!had) return had.status();
   if (!*had) return Status::ok();

@@ -18,6 +18,7 @@
 #include <mutex>
 #include <string>
 
+#include "gateway/device_ca.h"
 #include "storage/sqlite/credential_store.h"
 #include "twins/status.h"
 
@@ -27,6 +28,7 @@ struct DeviceAuthOptions {
   std::string dir;               // where mosquitto.passwd and mosquitto.acl are kept
   std::string prefix = "twins";  // topic prefix
   std::string gateway_user = "doppel-gateway";
+  DeviceCa* ca = nullptr;  // --device-auth x509: certificates instead of (beside) passwords
 };
 
 class DeviceAuth {
@@ -42,8 +44,20 @@ class DeviceAuth {
   Result<std::string> issue(const std::string& device_id);
   // Whether `device_id` may have credentials at all (not the gateway's account, no ':').
   Status check_device(const std::string& device_id) const;
-  // Removes the device's credentials; it can no longer connect (or act) once the broker reloads.
+  // Removes the device's credentials and revokes its certificates; it can no longer connect (or
+  // act) once the broker reloads.
   Status revoke(const std::string& device_id);
+
+  // --device-auth x509: a certificate for `device_id` (a new key pair, or the device's own CSR
+  // signed), recorded so it can be revoked. kFailedPrecondition-like kInvalidArgument without a CA.
+  Result<IssuedCertificate> issue_certificate(const std::string& device_id,
+                                              const std::string& csr_pem);
+  // Revokes every certificate of `device_id` (the CRL is rewritten and the broker reloads it);
+  // how many were revoked.
+  Result<size_t> revoke_certificates(const std::string& device_id);
+  bool has_ca() const { return options_.ca != nullptr; }
+  // Called with the device id after a revocation, to end its current connection.
+  void on_revoked(std::function<void(const std::string&)> fn) { revoked_ = std::move(fn); }
 
   const std::string& gateway_user() const { return options_.gateway_user; }
   const std::string& gateway_password() const { return gateway_password_; }
@@ -62,6 +76,7 @@ class DeviceAuth {
   DeviceAuthOptions options_;
   storage::CredentialStore& store_;
   std::function<void()> reload_;
+  std::function<void(const std::string&)> revoked_;
   std::string gateway_password_;
   mutable std::mutex mu_;
   std::condition_variable rewritten_;
@@ -73,6 +88,8 @@ class DeviceAuth {
 
 // Mosquitto's password-file hash ("$7$101$<salt>$<digest>", PBKDF2-HMAC-SHA512).
 std::string mosquitto_password_hash(const std::string& password);
+// Writes `content` to `path` through a temporary file (owner-only) and a rename.
+Status write_file_atomically(const std::string& path, const std::string& content);
 // `bytes` random bytes as URL-safe text (for passwords and secrets).
 std::string random_secret(size_t bytes);
 

@@ -24,6 +24,23 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// A port the kernel just handed out on 127.0.0.1 (free at this moment).
+int free_loopback_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return 0;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  int port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  ::close(fd);
+  return port;
+}
+
 bool can_connect(const std::string& host, int port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) return false;
@@ -83,6 +100,11 @@ std::string EmbeddedBroker::uri() const {
   return (tls ? "ssl://" : "tcp://") + options_.bind + ":" + std::to_string(options_.port);
 }
 
+std::string EmbeddedBroker::gateway_uri() const {
+  if (gateway_port_ == 0) return uri();
+  return "tcp://127.0.0.1:" + std::to_string(gateway_port_);
+}
+
 void EmbeddedBroker::reload() {
   if (const pid_t pid = pid_.load(); pid > 0) ::kill(pid, SIGHUP);
 }
@@ -113,22 +135,46 @@ Status EmbeddedBroker::start() {
   fs::create_directories(dir, ec);
   if (ec)
     return Status(StatusCode::kUnavailable, "cannot create " + dir.string() + ": " + ec.message());
+  const bool x509 = !options_.device_ca_file.empty();
+  if (x509 && gateway_port_ == 0) gateway_port_ = free_loopback_port();
   std::ofstream conf(config_path(), std::ios::trunc);
-  conf << "# Written by doppeld at every start; edits here are overwritten.\n"
-       << "listener " << options_.port << " " << options_.bind << "\n";
+  conf << "# Written by doppeld at every start; edits here are overwritten.\n";
+  if (!options_.password_file.empty()) {
+    conf << "allow_anonymous false\n"
+         << "password_file " << options_.password_file << "\n"
+         << "acl_file " << options_.acl_file << "\n";
+  } else {
+    conf << "allow_anonymous true\n";
+  }
+  if (!options_.plugin_file.empty()) {
+    conf << "# Reports disconnections to doppeld and disconnects revoked devices on its request.\n"
+         << "plugin " << options_.plugin_file << "\n";
+    if (!options_.gateway_user.empty()) {
+      conf << "plugin_opt_gateway_user " << options_.gateway_user << "\n";
+    }
+  }
+  conf << "listener " << options_.port << " " << options_.bind << "\n";
   if (!options_.tls_cert_file.empty()) {
     conf << "certfile " << options_.tls_cert_file << "\n"
          << "keyfile " << options_.tls_key_file << "\n";
   }
+  if (x509) {
+    conf << "# Devices authenticate with a certificate from the device CA; its CN is their\n"
+         << "# username. The CRL is re-read on reload (SIGHUP), as are the ACL and passwords.\n"
+         << "cafile " << options_.device_ca_file << "\n"
+         << "require_certificate true\n"
+         << "use_identity_as_username true\n"
+         << "crlfile " << options_.crl_file << "\n";
+  }
   if (!options_.password_file.empty()) {
-    conf << "allow_anonymous false\n"
-         << "password_file " << options_.password_file << "\n"
-         << "acl_file " << options_.acl_file << "\n"
-         << "# A client's id is its username, whatever it asks for: no device can take over the\n"
+    conf << "# A client's id is its username, whatever it asks for: no device can take over the\n"
          << "# gateway's or another device's session.\n"
          << "use_username_as_clientid true\n";
-  } else {
-    conf << "allow_anonymous true\n";
+  }
+  if (x509) {
+    conf << "# doppeld's own connection: loopback only, with its password.\n"
+         << "listener " << gateway_port_ << " 127.0.0.1\n"
+         << "use_username_as_clientid true\n";
   }
   conf << "user " << current_user() << "\n"
        << "persistence true\n"

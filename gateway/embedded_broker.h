@@ -33,6 +33,15 @@ struct BrokerOptions {
   // TLS on the listener: with both set, clients connect with ssl://.
   std::string tls_cert_file;
   std::string tls_key_file;
+  // --device-auth x509: devices must present a certificate signed by this CA (its CN becomes
+  // their username and client id) and not listed in the CRL. The gateway then connects through
+  // a second listener on 127.0.0.1 (a free port), with its password.
+  std::string device_ca_file;
+  std::string crl_file;
+  // The presence and kick plugin (gateway/broker_plugin), loaded when found; its control
+  // commands are taken from `gateway_user` only.
+  std::string plugin_file;
+  std::string gateway_user;
 };
 
 class EmbeddedBroker {
@@ -56,6 +65,8 @@ class EmbeddedBroker {
   // Restart attempts back off from 0.5 s, doubling, up to this.
   static constexpr std::chrono::milliseconds kMaxBackoff{30000};
   std::string uri() const;
+  // Where doppeld itself connects: uri(), or with device certificates the loopback listener.
+  std::string gateway_uri() const;
   std::string config_path() const;
   std::string log_path() const;
 
@@ -68,6 +79,7 @@ class EmbeddedBroker {
   void set_state(std::string state);
 
   BrokerOptions options_;
+  int gateway_port_ = 0;  // x509: the loopback listener for the gateway
   std::string mosquitto_;
   std::atomic<pid_t> pid_{-1};
   std::atomic<bool> stopping_{false};

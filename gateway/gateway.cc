@@ -11,6 +11,7 @@
 
 #include "gateway/cluster.h"
 #include "gateway/device_auth.h"
+#include "gateway/device_ca.h"
 #include "gateway/embedded_broker.h"
 #include "mqtt/channel.h"
 #include "mqtt/codec.h"
@@ -20,6 +21,18 @@
 #include "twins/log.h"
 
 namespace doppel::gateway {
+namespace {
+
+// The broker plugin (gateway/broker_plugin), built beside doppeld; empty when it is not there.
+std::string broker_plugin_path() {
+  std::error_code ec;
+  const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) return {};
+  const auto plugin = exe.parent_path() / "doppel_broker_plugin.so";
+  return std::filesystem::exists(plugin, ec) ? plugin.string() : std::string();
+}
+
+}  // namespace
 
 bool split_host_port(const std::string& address, std::string& host, int& port) {
   const size_t colon = address.rfind(':');
@@ -110,6 +123,20 @@ Status Gateway::start() {
                   "--device-auth manages the embedded broker's password and ACL files; with an "
                   "external broker, configure its authentication as docs/security.md describes");
   }
+  if (config_.broker.empty() && !is_loopback(config_.broker_bind) && !config_.device_auth) {
+    return Status(StatusCode::kInvalidArgument,
+                  "refusing to open the embedded broker on " + config_.broker_bind +
+                      " without device authentication: add --device-auth (passwords) or "
+                      "--device-auth x509 (certificates, with --broker-tls-cert/--broker-tls-key)");
+  }
+  if (config_.device_auth_x509 && config_.broker_tls_cert.empty()) {
+    return Status(StatusCode::kInvalidArgument,
+                  "--device-auth x509 needs the broker's own TLS certificate: devices present "
+                  "theirs over TLS; give --broker-tls-cert and --broker-tls-key");
+  }
+  if (config_.device_ca_cert.empty() != config_.device_ca_key.empty()) {
+    return Status(StatusCode::kInvalidArgument, "--device-ca-cert and --device-ca-key go together");
+  }
   if (config_.broker.empty() && config_.broker_tls_cert.empty() != config_.broker_tls_key.empty()) {
     return Status(StatusCode::kInvalidArgument,
                   "--broker-tls-cert and --broker-tls-key go together");
@@ -174,25 +201,47 @@ Status Gateway::start() {
                     "",
                     "",
                     config_.broker_tls_cert,
-                    config_.broker_tls_key};
+                    config_.broker_tls_key,
+                    "",
+                    "",
+                    "",
+                    ""};
     if (config_.device_auth) {
       auto creds = storage::CredentialStore::open(database_path());
       if (!creds) return creds.status();
       credentials_ = std::move(*creds);
+      if (config_.device_auth_x509) {
+        auto ca = DeviceCa::open(
+            DeviceCaOptions{(std::filesystem::path(config_.data_dir) / "device-ca").string(),
+                            config_.device_ca_cert, config_.device_ca_key});
+        if (!ca) return ca.status();
+        device_ca_ = std::move(*ca);
+      }
       device_auth_ = std::make_unique<DeviceAuth>(
           DeviceAuthOptions{(std::filesystem::path(config_.data_dir) / "mosquitto").string(),
-                            config_.topic_prefix, "doppel-gateway"},
+                            config_.topic_prefix, "doppel-gateway", device_ca_.get()},
           *credentials_);
       if (Status s = device_auth_->start(); !s) return s;
       b.password_file = device_auth_->password_file();
       b.acl_file = device_auth_->acl_file();
+      if (device_ca_) {
+        b.device_ca_file = device_ca_->ca_file();
+        b.crl_file = device_ca_->crl_file();
+      }
       broker_user = device_auth_->gateway_user();
       broker_password = device_auth_->gateway_password();
     }
+    b.plugin_file = broker_plugin_path();
+    if (b.plugin_file.empty()) {
+      log_warn(
+          "the broker plugin doppel_broker_plugin.so is not beside doppeld: devices that "
+          "send no last will are seen offline only when they go stale");
+    }
+    if (device_auth_) b.gateway_user = device_auth_->gateway_user();
     broker_ = std::make_unique<EmbeddedBroker>(b);
     if (Status s = broker_->start(); !s) return s;
     if (device_auth_) device_auth_->on_change([b = broker_.get()] { b->reload(); });
-    broker_uri_ = broker_->uri();
+    broker_uri_ = broker_->gateway_uri();
   } else {
     broker_uri_ = config_.broker;
   }
@@ -239,6 +288,10 @@ Status Gateway::start() {
     if (Status s = cluster_->start(drain); !s) return s;
   }
   channel_->set_sink([rt = runtime_.get()](twins::DeviceInput in) { rt->deliver(std::move(in)); });
+  if (device_auth_) {
+    // A revoked device's connection ends now, not only its next one.
+    device_auth_->on_revoked([ch = channel_.get()](const std::string& id) { ch->kick(id); });
+  }
   channel_->start();
 
   HttpOptions http_options;
@@ -268,10 +321,13 @@ Status Gateway::start() {
   if (Status s = http_->start(); !s) return s;
   log_info(std::string("doppeld: serving the API on ") +
            (config_.http_server.tls_cert.empty() ? "http://" : "https://") + http_host + ":" +
-           std::to_string(http_->port()) + ", devices on " + broker_uri_ + " (prefix '" +
-           config_.topic_prefix + "'), store " + store_name() + ", " +
-           std::to_string(runtime_options.shards) + " shards" +
-           (cluster_ ? ", cluster node " + cluster_->incarnation() : std::string()));
+           std::to_string(http_->port()) + ", devices on " +
+           (broker_ ? broker_->uri() : broker_uri_) + " (prefix '" + config_.topic_prefix +
+           "'), store " + store_name() + ", " + std::to_string(runtime_options.shards) + " shards" +
+           (cluster_ ? ", cluster node " + cluster_->incarnation() : std::string()) +
+           (device_ca_ ? "; devices authenticate with certificates from the device CA " +
+                             device_ca_->ca_file()
+                       : std::string()));
   return Status::ok();
 }
 
@@ -335,6 +391,6 @@ Readiness Gateway::readiness() const {
 
 int Gateway::http_port() const { return http_ ? http_->port() : -1; }
 
-std::string Gateway::broker_uri() const { return broker_uri_; }
+std::string Gateway::broker_uri() const { return broker_ ? broker_->uri() : broker_uri_; }
 
 }  // namespace doppel::gateway

@@ -30,6 +30,7 @@ namespace doppel::gateway {
 
 class ClusterNode;
 class DeviceAuth;
+class DeviceCa;
 class EmbeddedBroker;
 class FeedHub;
 
@@ -43,7 +44,10 @@ struct GatewayConfig {
   std::string broker_ca_file;   // trust for the broker's certificate (ssl://)
   std::string broker_tls_cert;  // embedded broker: TLS certificate and key
   std::string broker_tls_key;
-  bool device_auth = false;                  // embedded broker: per-device credentials and ACL
+  bool device_auth = false;       // embedded broker: per-device credentials and ACL
+  bool device_auth_x509 = false;  // ... as X.509 client certificates (--device-auth x509)
+  std::string device_ca_cert;     // x509: the device CA (else created in the data dir)
+  std::string device_ca_key;
   std::vector<std::string> api_tokens;       // bearer tokens with full access
   std::vector<std::string> api_read_tokens;  // bearer tokens for GET only
   std::string client_id = "doppel-gateway";
@@ -85,6 +89,7 @@ class Gateway {
 
   Readiness readiness() const;
   int http_port() const;
+  // Where devices connect (the embedded broker's device listener, or --broker).
   std::string broker_uri() const;
   std::string database_path() const;
   // The store, as a log line may name it: the SQLite file, or the PostgreSQL URI without its
@@ -104,6 +109,7 @@ class Gateway {
   std::unique_ptr<EmbeddedBroker> broker_;
   std::unique_ptr<twins::TwinStore> store_;
   std::unique_ptr<storage::CredentialStore> credentials_;
+  std::unique_ptr<DeviceCa> device_ca_;
   std::unique_ptr<DeviceAuth> device_auth_;
   std::unique_ptr<mqtt::MqttChannel> channel_;
   std::unique_ptr<ClusterNode> cluster_;  // --cluster; before the runtime, which asks it

@@ -72,6 +72,10 @@ int main(int argc, char** argv) {
   app.add_option("--broker", cfg.broker,
                  "external broker URL, tcp://host:port or ssl://host:port (default: embedded "
                  "Mosquitto)");
+  app.add_option("--broker-bind", cfg.broker_bind,
+                 "address the embedded broker listens on for devices (e.g. 0.0.0.0; anything "
+                 "but loopback needs --device-auth)")
+      ->capture_default_str();
   app.add_option("--broker-port", cfg.broker_port, "port of the embedded broker")
       ->capture_default_str()
       ->check(CLI::Range(1, 65535));
@@ -84,9 +88,20 @@ int main(int argc, char** argv) {
   app.add_option("--broker-tls-cert", cfg.broker_tls_cert,
                  "embedded broker: serve MQTT over TLS with this certificate (PEM) ...");
   app.add_option("--broker-tls-key", cfg.broker_tls_key, "... and this private key (PEM)");
-  app.add_flag("--device-auth", cfg.device_auth,
-               "embedded broker: refuse anonymous devices; PUT /v1/twins/{id} "
-               "{\"credentials\": true} issues each device a password (ACL twins/%u/#)");
+  std::string device_auth_mode;
+  auto* device_auth =
+      app.add_option("--device-auth", device_auth_mode,
+                     "embedded broker: refuse anonymous devices. password (the default): PUT "
+                     "/v1/twins/{id} {\"credentials\": true} issues a password; x509: devices "
+                     "connect over TLS (--broker-tls-cert/--broker-tls-key) with a client "
+                     "certificate from the device CA, PUT {\"certificate\": true} issues one. "
+                     "The ACL confines each device to twins/{id}/# and $aws/things/{id}/#")
+          ->expected(0, 1)
+          ->check(CLI::IsMember({"", "password", "x509"}));
+  app.add_option("--device-ca-cert", cfg.device_ca_cert,
+                 "--device-auth x509: the CA that signs device certificates (PEM; default: one "
+                 "created in <data>/device-ca at first start) ...");
+  app.add_option("--device-ca-key", cfg.device_ca_key, "... and its unencrypted private key");
   app.add_option("--api-token", cfg.api_tokens,
                  "bearer token with full API access (repeatable; better in a --config file)");
   app.add_option("--api-read-token", cfg.api_read_tokens,
@@ -263,6 +278,8 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
   cfg.durability_full = durability == "full";
+  cfg.device_auth = device_auth->count() > 0;
+  cfg.device_auth_x509 = device_auth_mode == "x509";
   if (cfg.cluster) {
     std::string missing;
     if (cfg.node_id.empty()) missing += " --node-id";

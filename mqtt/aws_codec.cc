@@ -71,7 +71,8 @@ Result<DeviceMessage> decode_aws(InboundKind kind, std::string_view payload,
     case InboundKind::kReported:
       return decode_update(obj);
     case InboundKind::kGet: {
-      if (Status s = only_fields(obj, {"clientToken"}, "a shadow get"); !s) return s;
+      // The SDKs send the version they know with every request; a get ignores it.
+      if (Status s = only_fields(obj, {"clientToken", "version"}, "a shadow get"); !s) return s;
       twins::GetMessage m;
       if (Status s = client_token(obj, m.token); !s) return s;
       return DeviceMessage(std::move(m));
@@ -88,6 +89,15 @@ Result<DeviceMessage> decode_aws(InboundKind kind, std::string_view payload,
       break;
   }
   return malformed("not a shadow request");
+}
+
+std::string aws_client_token(std::string_view payload, const twins::Limits& limits) {
+  auto doc = twins::parse_json(payload, limits.max_payload_bytes(), limits.max_depth + 1);
+  if (!doc || !doc->is_object()) return {};
+  auto it = doc->find("clientToken");
+  if (it == doc->end() || !it->is_string()) return {};
+  const auto& token = it->get_ref<const std::string&>();
+  return token.size() <= kAwsMaxClientTokenBytes ? token : std::string();
 }
 
 int aws_error_code(std::string_view code) {

@@ -22,6 +22,10 @@ Result<twins::DeviceMessage> decode_aws(twins::InboundKind kind, std::string_vie
 // "clientToken"}.
 std::string encode_aws(const twins::DeviceOutput& output);
 
+// The clientToken of a request that could not be decoded, when it has a usable one (so that the
+// refusal can name it: the SDKs match answers by token). Empty otherwise.
+std::string aws_client_token(std::string_view payload, const twins::Limits& limits);
+
 // AWS's code for a refusal: 400 bad request, 404, 409 version conflict, 413 too large, 429, 500.
 int aws_error_code(std::string_view doppel_code);
 

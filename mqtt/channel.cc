@@ -50,6 +50,9 @@ MqttChannel::MqttChannel(ChannelOptions options, Metrics& metrics)
   connect_failures_ = &metrics.counter(
       "doppel_mqtt_connect_failures_total",
       "Attempts to reach the broker before the first connection that failed (doppeld retries)");
+  presence_ = &metrics.counter(
+      "doppel_broker_disconnects_total",
+      "Device disconnections the embedded broker's plugin reported (each marks the twin offline)");
   retained_ignored_ = &metrics.counter(
       "doppel_mqtt_retained_ignored_total",
       "Retained device messages replayed by the broker and ignored (they are not news)");
@@ -67,6 +70,7 @@ MqttChannel::MqttChannel(ChannelOptions options, Metrics& metrics)
     // Re-subscribe after every (re)connect: a new or expired session has no subscriptions.
     std::vector<std::string> topics = gateway_subscriptions(options_.prefix);
     for (auto& t : aws_gateway_subscriptions()) topics.push_back(std::move(t));
+    topics.emplace_back(std::string(kPresencePrefix) + "+");
     if (Status s = client_.subscribe(topics, 1, std::chrono::milliseconds(0)); !s) {
       log_error("subscribing failed: " + s.to_string());
     }
@@ -152,6 +156,7 @@ void MqttChannel::on_message(IncomingMessage&& msg) {
     return;
   }
   if (is_aws_topic(msg.topic)) return on_aws_message(std::move(msg));
+  if (msg.topic.starts_with(kPresencePrefix)) return on_presence(std::move(msg));
   auto topic = parse_inbound_topic(msg.topic, options_.prefix, options_.limits);
   std::optional<twins::Encoding> encoding;
   if (msg.content_type == kProtobufContentType) {
@@ -194,6 +199,28 @@ void MqttChannel::deliver(InboundTopic&& topic, IncomingMessage&& msg,
   sink_(std::move(input));
 }
 
+void MqttChannel::on_presence(IncomingMessage&& msg) {
+  // The broker's plugin: "offline" when a device's connection ended (no will needed).
+  const std::string id = msg.topic.substr(kPresencePrefix.size());
+  if (msg.payload != "offline" || !twins::check_device_id(id, options_.limits)) return;
+  presence_->inc();
+  if (!sink_) return;
+  twins::DeviceInput input;
+  input.device_id = id;
+  input.kind = InboundKind::kStatus;
+  input.topic = std::move(msg.topic);
+  input.payload = R"({"state":"offline"})";
+  input.content_encoding = twins::Encoding::kJson;
+  input.from_broker = true;
+  sink_(std::move(input));
+}
+
+void MqttChannel::kick(const std::string& username) {
+  if (Status s = client_.publish(std::string(kBrokerControlTopic), "kick " + username, 1, {}); !s) {
+    log_warn("could not ask the broker to disconnect '" + username + "': " + s.to_string());
+  }
+}
+
 void MqttChannel::on_aws_message(IncomingMessage&& msg) {
   auto topic = parse_aws_topic(msg.topic, options_.limits);
   if (!topic) {
@@ -202,14 +229,7 @@ void MqttChannel::on_aws_message(IncomingMessage&& msg) {
     // Answer on the request's rejected topic, as AWS does (a named shadow's: 404).
     const std::string rejected = aws_rejected_topic(msg.topic);
     if (!rejected.empty()) {
-      std::string token;
-      if (auto doc = twins::parse_json(msg.payload, options_.limits.max_payload_bytes(),
-                                       options_.limits.max_depth + 1);
-          doc && doc->is_object() && doc->contains("clientToken") &&
-          (*doc)["clientToken"].is_string() &&
-          (*doc)["clientToken"].get_ref<const std::string&>().size() <= kAwsMaxClientTokenBytes) {
-        token = (*doc)["clientToken"].get<std::string>();
-      }
+      const std::string token = aws_client_token(msg.payload, options_.limits);
       const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                               std::chrono::system_clock::now().time_since_epoch())
                               .count();

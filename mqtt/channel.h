@@ -60,13 +60,21 @@ class MqttChannel final : public twins::DeviceChannel {
 
   void publish(twins::Outbound message) override;
 
+  // Where the embedded broker's plugin (gateway/broker_plugin) reports disconnections, and where
+  // it takes commands.
+  static constexpr std::string_view kPresencePrefix = "$doppel/presence/";
+  static constexpr std::string_view kBrokerControlTopic = "$CONTROL/doppel/v1";
+  // Asks the embedded broker to disconnect every connection of `username` (after a revocation).
+  void kick(const std::string& username);
+
  private:
   void on_message(IncomingMessage&& msg);
+  void on_presence(IncomingMessage&& msg);
   // A message on $aws/things/... (the AWS dialect, aws_topics.h).
   void on_aws_message(IncomingMessage&& msg);
   // Hands a parsed device message to the sink (the runtime).
-  void deliver(InboundTopic&& topic, IncomingMessage&& msg,
-               std::optional<twins::Encoding> encoding, twins::Dialect dialect);
+  void deliver(InboundTopic&& topic, IncomingMessage&& msg, std::optional<twins::Encoding> encoding,
+               twins::Dialect dialect);
   void on_broker_dropped(const std::string& payload);
   void poll_drop_counter();
 
@@ -80,6 +88,7 @@ class MqttChannel final : public twins::DeviceChannel {
   Counter* connection_losses_ = nullptr;
   Counter* connect_failures_ = nullptr;
   Counter* retained_ignored_ = nullptr;
+  Counter* presence_ = nullptr;
   Counter* broker_dropped_ = nullptr;
   std::atomic<int64_t> broker_reported_{-1};          // the broker's counter at its last report
   std::atomic<int64_t> last_drop_ms_{INT64_MIN / 2};  // steady clock, ms

@@ -245,6 +245,11 @@ Result<DeviceMessage> WireCodec::decode(InboundKind kind, std::string_view paylo
 
 using twins::Overloaded;  // a DeviceOutput alternative without an encoder fails to compile
 
+std::string WireCodec::refused_token(std::string_view payload, twins::Wire wire,
+                                     const Limits& limits) const {
+  return wire.dialect == twins::Dialect::kAws ? aws_client_token(payload, limits) : std::string();
+}
+
 std::string WireCodec::encode(const DeviceOutput& output, twins::Wire wire) const {
   if (wire.dialect == twins::Dialect::kAws) return encode_aws(output);
   // A shadow answer exists in the AWS dialect only; its body is JSON whatever the encoding.

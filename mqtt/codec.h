@@ -18,6 +18,8 @@ class WireCodec final : public twins::DeviceCodec {
   Result<twins::DeviceMessage> decode(twins::InboundKind kind, std::string_view payload,
                                       twins::Wire wire, const twins::Limits& limits) const override;
   std::string encode(const twins::DeviceOutput& output, twins::Wire wire) const override;
+  std::string refused_token(std::string_view payload, twins::Wire wire,
+                            const twins::Limits& limits) const override;
 
   // The inverse pair, for devices (the simulator) and tests: encode what a device sends,
   // decode what it receives.

@@ -28,7 +28,7 @@ packages=(
   build-essential cmake pkg-config git
   libpaho-mqttpp-dev libpaho-mqtt-dev libssl-dev
   mosquitto mosquitto-clients
-  mosquitto-dev  # the broker plugin headers (gateway/broker_plugin: presence and kicks)
+  mosquitto-dev libmosquitto-dev  # the broker plugin's headers (gateway/broker_plugin: presence, kicks)
   libsqlite3-dev zlib1g-dev
   libpq-dev postgresql-15  # the PostgreSQL backend (libpq) and the private servers its tests start
   libprotobuf-dev protobuf-compiler
@@ -73,7 +73,7 @@ fi
 
 # The console's libraries (embedded into doppeld at build time) and its browser tests' drivers,
 # each pinned by its package-lock.json; installed again only when the lockfile changed.
-for dir in gateway/console tests/console; do
+for dir in gateway/console tests/console tests/aws; do
   if [ ! -f "$here/$dir/node_modules/.package-lock.json" ] ||
      [ "$here/$dir/package-lock.json" -nt "$here/$dir/node_modules/.package-lock.json" ]; then
     echo "==> npm ci in $dir"

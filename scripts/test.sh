@@ -58,10 +58,10 @@ if [ "$sanitizers" = "1" ]; then
       ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" \
       LSAN_OPTIONS="suppressions=$supp/lsan.supp:print_suppressions=0" \
       UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
-        run_suite "$dir" "AddressSanitizer + UndefinedBehaviorSanitizer" -LE "bench|load|lint|postgres|browser" "$@"
+        run_suite "$dir" "AddressSanitizer + UndefinedBehaviorSanitizer" -LE "bench|load|lint|postgres|browser|aws" "$@"
     else
       TSAN_OPTIONS="suppressions=$supp/tsan.supp:halt_on_error=1:second_deadlock_stack=1" \
-        run_suite "$dir" "ThreadSanitizer" -LE "bench|load|lint|postgres|browser" "$@"
+        run_suite "$dir" "ThreadSanitizer" -LE "bench|load|lint|postgres|browser|aws" "$@"
     fi
   done
 

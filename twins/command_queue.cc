@@ -47,6 +47,15 @@ using detail::mark;
 
 Result<const Command*> TwinLogic::enqueue(Twin& twin, const CommandRequest& request, Millis now,
                                           Outcome& out) const {
+  if (twin.dialect == Dialect::kAws) {
+    // Refused rather than queued where the device would never look: AWS IoT firmware takes
+    // commands from the Jobs topics, which this version does not offer yet.
+    return Status(StatusCode::kConflict,
+                  "twin '" + twin.id +
+                      "' is a device that speaks the AWS IoT dialect; it takes commands through "
+                      "AWS IoT Jobs topics, which Doppel does not offer yet: change its desired "
+                      "state instead");
+  }
   if (!request.idempotency_key.empty()) {
     for (const auto& c : twin.commands) {
       if (c.idempotency_key == request.idempotency_key) return &c;

@@ -104,6 +104,9 @@ struct DeviceInput {
   std::optional<Encoding> content_encoding;
   Millis received_at = 0;
   Dialect dialect = Dialect::kDoppel;  // which topic scheme it came by
+  // From the broker, not the device (its presence plugin: the device disconnected). A Doppel
+  // status message; it says nothing about the device's dialect.
+  bool from_broker = false;
 };
 
 // A message ready for the wire.

@@ -201,6 +201,12 @@ class DeviceCodec {
   virtual Result<DeviceMessage> decode(InboundKind kind, std::string_view payload, Wire wire,
                                        const Limits& limits) const = 0;
   virtual std::string encode(const DeviceOutput& output, Wire wire) const = 0;
+  // The request's correlation token when decode() refused it, if one can be read (the AWS
+  // dialect's clientToken), so the refusal can carry it. Empty by default.
+  virtual std::string refused_token(std::string_view /*payload*/, Wire /*wire*/,
+                                    const Limits& /*limits*/) const {
+    return {};
+  }
 };
 
 }  // namespace doppel::twins

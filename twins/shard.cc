@@ -255,7 +255,8 @@ void Shard::handle(DeviceInput& in) {
       deps_.codec.decode(in.kind, in.payload, Wire(enc, in.dialect), logic.policy().limits);
   if (!decoded) {
     keep_refusal(h, in, decoded.status());
-    send_error(in, enc, decoded.status(), "");
+    send_error(in, enc, decoded.status(),
+               deps_.codec.refused_token(in.payload, Wire(enc, in.dialect), logic.policy().limits));
     return;
   }
   DeviceMessage& msg = *decoded;
@@ -273,8 +274,8 @@ void Shard::handle(DeviceInput& in) {
   out.begin(twin, t, Cause{CauseSource::kDevice, {}, {}, {}, {}});
   // The dialect the device speaks is the one it last used (its replies go by it).
   const Dialect dialect_before = twin.dialect;
-  twin.dialect = in.dialect;
-  if (in.dialect == Dialect::kAws) twin.encoding = Encoding::kJson;
+  if (!in.from_broker) twin.dialect = in.dialect;
+  if (twin.dialect == Dialect::kAws) twin.encoding = Encoding::kJson;
   Status result;
   std::string token;
   std::visit(

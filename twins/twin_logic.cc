@@ -173,6 +173,9 @@ Status TwinLogic::on_get(Twin& twin, const GetMessage& msg, Millis now, Outcome&
   }
   if (!has_shadow(twin)) return no_shadow(twin);
   out.outputs.push_back(ShadowReply{ShadowOp::kGet, shadow_get_accepted(twin, now, msg.token)});
+  // AWS firmware gets its shadow when it (re)connects, and sends no birth: the get is how the
+  // twin learns it is back, so a pending delta is sent again now rather than at the next retry.
+  if (twin.reconcile == ReconcileState::kPending) resume_reconcile(twin, now, out);
   return Status::ok();
 }
 

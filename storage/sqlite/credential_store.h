@@ -7,6 +7,8 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "twins/status.h"
 
@@ -24,6 +26,13 @@ class CredentialStore {
   Result<bool> has(const std::string& id);
   // Calls `fn(id, hash)` for every credential, in id order.
   Status for_each(const std::function<void(const std::string&, const std::string&)>& fn);
+
+  // Device certificates (--device-auth x509): the serial (hex) the device CA issued to `device`.
+  Status add_certificate(const std::string& serial, const std::string& device, int64_t issued_at_s);
+  // Marks every certificate of `device` not yet revoked as revoked at `at_s`; how many.
+  Result<size_t> revoke_certificates(const std::string& device, int64_t at_s);
+  // Every revoked certificate: serial and when (for the CRL).
+  Result<std::vector<std::pair<std::string, int64_t>>> revoked_certificates();
 
  private:
   struct Impl;

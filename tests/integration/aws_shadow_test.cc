@@ -184,37 +184,57 @@ TEST_CASE("one fleet, two dialects: each device is answered in its own") {
   CHECK(gw.stop() == 0);
 }
 
-TEST_CASE("doppel-sim --dialect aws: a simulated AWS fleet reports and converges") {
+TEST_CASE("a job rolls a desired change out to a mixed fleet: doppel-sim in both dialects") {
   Stack stack;
   auto& gw = stack.gateway;
-  Process sim = start_sim(stack.broker.uri(), stack.dir.file("sim.log"),
+  // Twenty devices in AWS IoT's dialect (sim-000000..019), twenty in Doppel's (sim-000020..039).
+  Process aws = start_sim(stack.broker.uri(), stack.dir.file("sim-aws.log"),
                           {"--devices", "20", "--interval-s", "2", "--delta-delay-s", "0.05",
                            "--progress-s", "0", "--dialect", "aws"});
+  Process own = start_sim(stack.broker.uri(), stack.dir.file("sim-own.log"),
+                          {"--devices", "20", "--first-index", "20", "--interval-s", "2",
+                           "--delta-delay-s", "0.05", "--progress-s", "0"});
   REQUIRE_MESSAGE(eventually(
                       [&] {
                         auto twins = gw.list_all();
-                        if (twins.size() != 20) return false;
+                        if (twins.size() != 40) return false;
                         for (auto& t : twins) {
-                          if (t["device"]["dialect"] != "aws") return false;
+                          const bool mine = std::stoi(t["id"].get<std::string>().substr(4)) < 20;
+                          if (t["device"]["dialect"] != (mine ? "aws" : "doppel")) return false;
                           if (!t["reported"].contains("battery")) return false;
                         }
                         return true;
                       },
                       30s),
-                  "the AWS-dialect fleet did not report; sim log:\n", sim.log());
-  for (int i = 0; i < 20; ++i)
-    REQUIRE(gw.patch_desired(sim_id(i), {{"setpoint", i}}).status == 200);
+                  "the fleet did not report in its two dialects; sim logs:\n", aws.log(),
+                  own.log());
+  auto q =
+      gw.get("/v1/twins?q=" + doppel::sim::percent_encode("device.dialect = 'aws'") + "&limit=100");
+  REQUIRE(q.status == 200);
+  CHECK(q.body["items"].size() == 20);
+
+  const json body = {{"id", "setpoint-1"},
+                     {"target", {{"query", "id LIKE 'sim-%'"}}},
+                     {"action", {{"desired", {{"setpoint", 21}}}}}};
+  auto created = gw.request("POST", "/v1/jobs", body.dump());
+  REQUIRE_MESSAGE(created.status == 201, created.body.dump());
+  CHECK(created.body["total"] == 40);
+  json job;
   CHECK_MESSAGE(eventually(
                     [&] {
-                      for (auto& t : gw.list_all()) {
-                        if (t["reconcile"]["state"] != "converged" || !t["delta"].empty())
-                          return false;
-                      }
-                      return true;
+                      job = gw.get("/v1/jobs/setpoint-1").body;
+                      return job["status"] == "completed";
                     },
-                    30s, 200ms),
-                "the AWS-dialect fleet did not converge; sim log:\n", sim.log());
-  sim.signal(SIGINT);
-  CHECK(sim.wait_exit(15s));
+                    60s, 200ms),
+                "the job did not complete: ", job.dump());
+  CHECK(job["counts"]["succeeded"] == 40);
+  for (auto& t : gw.list_all()) {
+    CHECK(t["reported"]["setpoint"] == 21);
+    CHECK(t["reconcile"]["state"] == "converged");
+  }
+  aws.signal(SIGINT);
+  own.signal(SIGINT);
+  CHECK(aws.wait_exit(15s));
+  CHECK(own.wait_exit(15s));
   CHECK(gw.stop() == 0);
 }

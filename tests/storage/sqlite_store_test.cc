@@ -42,7 +42,7 @@ TEST_CASE("an empty file is migrated to the current schema") {
   Metrics m;
   auto store = open_store(dir.file("doppel.db"), m);
   const int store_schema_version = store->schema_version();
-  CHECK(store_schema_version == 10);
+  CHECK(store_schema_version == 11);
   store->close();
   sqlite3* db = nullptr;
   REQUIRE(sqlite3_open(dir.file("doppel.db").c_str(), &db) == SQLITE_OK);
@@ -73,9 +73,10 @@ TEST_CASE(
     }
     sqlite3* db = nullptr;
     REQUIRE(sqlite3_open(dir.file("doppel.db").c_str(), &db) == SQLITE_OK);
-    // Neither had the dialect column (10).
-    REQUIRE(sqlite3_exec(db, "ALTER TABLE twins DROP COLUMN dialect", nullptr, nullptr, nullptr) ==
-            SQLITE_OK);
+    // Neither had the dialect column (10) or the certificates (11).
+    REQUIRE(sqlite3_exec(db,
+                         "ALTER TABLE twins DROP COLUMN dialect; DROP TABLE device_certificates",
+                         nullptr, nullptr, nullptr) == SQLITE_OK);
     if (from == 7) {  // no partition column
       REQUIRE(sqlite3_exec(db,
                            "ALTER TABLE twins DROP COLUMN partition_id; PRAGMA user_version = 7",
@@ -94,7 +95,7 @@ TEST_CASE(
 
     Metrics m;
     auto store = open_store(dir.file("doppel.db"), m);
-    CHECK(store->schema_version() == 10);
+    CHECK(store->schema_version() == 11);
     for (const char* probe : {"m7", "m31"}) {
       const uint32_t p = partition_of(probe);
       auto due = store->due(std::vector<uint32_t>{p}, 0, "", 5000, 100);

@@ -143,6 +143,17 @@ TEST_CASE("get and delete: 404 without a shadow; delete clears both and keeps co
   CHECK(cleared);
 }
 
+TEST_CASE("commands to an AWS-dialect twin are refused with 409, not queued where none look") {
+  AwsTwin t;
+  Outcome out;
+  CommandRequest request;
+  request.name = "reboot";
+  auto r = t.logic.enqueue(t.twin, request, t.now, out);
+  CHECK(r.status().code() == StatusCode::kConflict);
+  CHECK(t.twin.commands.empty());
+  CHECK_FALSE(out.changed());
+}
+
 TEST_CASE("a Doppel-dialect twin gets its own answers, never the shadow's") {
   doppel::testing::TwinSteps t(Policy{}, "own", 1000);
   Outcome out;

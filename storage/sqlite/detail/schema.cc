@@ -152,6 +152,17 @@ ALTER TABLE twins ADD COLUMN partition_id INTEGER NOT NULL DEFAULT 0;
     R"sql(
 ALTER TABLE twins ADD COLUMN dialect TEXT NOT NULL DEFAULT 'doppel';
 )sql",
+    // 11: device certificates (--device-auth x509): which serial the device CA issued to which
+    // device, and when it was revoked (the CRL lists those).
+    R"sql(
+CREATE TABLE device_certificates (
+  serial     TEXT PRIMARY KEY,
+  device     TEXT NOT NULL,
+  issued_at  INTEGER NOT NULL,
+  revoked_at INTEGER
+) WITHOUT ROWID;
+CREATE INDEX device_certificates_by_device ON device_certificates(device);
+)sql",
 };
 
 constexpr int kSchemaVersion = static_cast<int>(sizeof(kMigrations) / sizeof(kMigrations[0]));
