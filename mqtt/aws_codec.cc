@@ -60,6 +60,69 @@ Result<DeviceMessage> decode_update(json& obj) {
   return DeviceMessage(std::move(m));
 }
 
+// jobs/{id}/update: {"status", "statusDetails"?, "stepTimeoutInMinutes"?, "clientToken"?, ...}.
+Result<DeviceMessage> decode_job_update(json& obj) {
+  if (Status s = only_fields(
+          obj,
+          {"status", "statusDetails", "expectedVersion", "executionNumber",
+           "includeJobExecutionState", "includeJobDocument", "stepTimeoutInMinutes", "clientToken"},
+          "a job execution update");
+      !s)
+    return s;
+  twins::JobUpdateMessage m;
+  std::string status;
+  if (Status s = optional_string(obj, "status", 32, status); !s) return s;
+  if (status == "IN_PROGRESS") {
+    m.result.status = twins::ResultStatus::kInProgress;
+  } else if (status == "SUCCEEDED") {
+    m.result.status = twins::ResultStatus::kSucceeded;
+  } else if (status == "FAILED") {
+    m.result.status = twins::ResultStatus::kFailed;
+  } else if (status == "REJECTED") {
+    m.result.status = twins::ResultStatus::kRejected;
+  } else {
+    return invalid(
+        "'status' must be IN_PROGRESS, SUCCEEDED, FAILED or REJECTED (a device sets no other), "
+        "not '" +
+        status.substr(0, 32) + "'");
+  }
+  if (auto it = obj.find("statusDetails"); it != obj.end() && !it->is_null()) {
+    if (!it->is_object()) return invalid("'statusDetails' must be an object of strings");
+    for (const auto& [key, value] : it->items()) {
+      if (!value.is_string()) return invalid("'statusDetails' must be an object of strings");
+    }
+    m.result.result = *it;
+    if (m.result.status != twins::ResultStatus::kSucceeded && !it->empty()) {
+      m.result.error = twins::to_text(*it);
+    }
+  }
+  if (auto it = obj.find("stepTimeoutInMinutes"); it != obj.end() && !it->is_null()) {
+    if (!it->is_number() || it->get<double>() < 1 || it->get<double>() > 10080) {
+      return invalid("'stepTimeoutInMinutes' must be a number of minutes from 1 to 10080");
+    }
+    m.step_timeout_s = it->get<double>() * 60;
+  }
+  if (Status s = client_token(obj, m.token); !s) return s;
+  return DeviceMessage(std::move(m));
+}
+
+// AWS IoT Jobs' errors name their code: {"code": "InvalidRequest", "message", "timestamp",
+// "clientToken"}.
+json jobs_error(const twins::ErrorOut& e) {
+  const StatusCode c = parse_code_name(e.code).value_or(StatusCode::kInternal);
+  const bool bad_request = c == StatusCode::kMalformed || c == StatusCode::kInvalidArgument ||
+                           c == StatusCode::kInvalidId || c == StatusCode::kTooDeep ||
+                           c == StatusCode::kTooLarge;
+  const char* code = c == StatusCode::kNotFound             ? "ResourceNotFound"
+                     : c == StatusCode::kConflict           ? "InvalidStateTransition"
+                     : c == StatusCode::kPreconditionFailed ? "VersionMismatch"
+                     : bad_request                          ? "InvalidRequest"
+                                                            : "InternalError";
+  json err = {{"code", code}, {"message", e.message}, {"timestamp", twins::aws_seconds(e.at)}};
+  if (!e.token.empty()) err["clientToken"] = e.token;
+  return err;
+}
+
 }  // namespace
 
 Result<DeviceMessage> decode_aws(InboundKind kind, std::string_view payload,
@@ -84,11 +147,24 @@ Result<DeviceMessage> decode_aws(InboundKind kind, std::string_view payload,
       if (Status s = optional_version(obj, m.expected_version); !s) return s;
       return DeviceMessage(std::move(m));
     }
-    case InboundKind::kStatus:
+    case InboundKind::kJobsQuery: {
+      // AWS's optional fields of these requests; only the token matters here.
+      if (Status s = only_fields(obj,
+                                 {"clientToken", "includeJobDocument", "executionNumber",
+                                  "statusDetails", "stepTimeoutInMinutes", "thingName", "jobId"},
+                                 "a jobs request");
+          !s)
+        return s;
+      twins::JobsQueryMessage m;
+      if (Status s = client_token(obj, m.token); !s) return s;
+      return DeviceMessage(std::move(m));
+    }
     case InboundKind::kCommandResult:
+      return decode_job_update(obj);
+    case InboundKind::kStatus:
       break;
   }
-  return malformed("not a shadow request");
+  return malformed("not a shadow or jobs request");
 }
 
 std::string aws_client_token(std::string_view payload, const twins::Limits& limits) {
@@ -127,30 +203,31 @@ int aws_error_code(std::string_view code) {
 
 std::string encode_aws(const twins::DeviceOutput& output) {
   const json j = std::visit(
-      twins::Overloaded{[](const twins::DeltaOut& d) {
-                          return json{
-                              {"version", d.document_version},
-                              {"timestamp", twins::aws_seconds(d.at)},
-                              {"state", d.state},
-                              {"metadata", d.metadata.is_null() ? json::object() : d.metadata}};
-                        },
-                        [](const twins::ShadowReply& r) { return r.body; },
-                        [](const twins::TwinOut& t) { return t.document; },
-                        [](const twins::CommandOut& c) {
-                          json execution = {{"jobId", c.id},
-                                            {"status", "QUEUED"},
-                                            {"versionNumber", 1},
-                                            {"executionNumber", 1},
-                                            {"jobDocument", {{"name", c.name}, {"args", c.args}}}};
-                          return json{{"execution", std::move(execution)}};
-                        },
-                        [](const twins::ErrorOut& e) {
-                          json err = {{"code", aws_error_code(e.code)},
-                                      {"message", e.message},
-                                      {"timestamp", twins::aws_seconds(e.at)}};
-                          if (!e.token.empty()) err["clientToken"] = e.token;
-                          return err;
-                        }},
+      twins::Overloaded{
+          [](const twins::DeltaOut& d) {
+            return json{{"version", d.document_version},
+                        {"timestamp", twins::aws_seconds(d.at)},
+                        {"state", d.state},
+                        {"metadata", d.metadata.is_null() ? json::object() : d.metadata}};
+          },
+          [](const twins::ShadowReply& r) { return r.body; },
+          [](const twins::TwinOut& t) { return t.document; },
+          [](const twins::CommandOut& c) {
+            json execution = {{"jobId", c.id},
+                              {"status", "QUEUED"},
+                              {"versionNumber", 1},
+                              {"executionNumber", 1},
+                              {"jobDocument", {{"operation", c.name}, {"args", c.args}}}};
+            return json{{"execution", std::move(execution)}};
+          },
+          [](const twins::ErrorOut& e) {
+            if (e.topic.find("/jobs/") != std::string::npos) return jobs_error(e);
+            json err = {{"code", aws_error_code(e.code)},
+                        {"message", e.message},
+                        {"timestamp", twins::aws_seconds(e.at)}};
+            if (!e.token.empty()) err["clientToken"] = e.token;
+            return err;
+          }},
       output);
   return twins::to_text(j);
 }
@@ -169,6 +246,13 @@ std::string encode_aws_device(const DeviceMessage& message) {
   } else if (const auto* d = std::get_if<twins::DeleteMessage>(&message)) {
     token = d->token;
     version = d->expected_version;
+  } else if (const auto* q = std::get_if<twins::JobsQueryMessage>(&message)) {
+    token = q->token;
+  } else if (const auto* u = std::get_if<twins::JobUpdateMessage>(&message)) {
+    static constexpr const char* kStatus[] = {"SUCCEEDED", "FAILED", "REJECTED", "IN_PROGRESS"};
+    j["status"] = kStatus[static_cast<size_t>(u->result.status)];
+    if (u->result.result.is_object()) j["statusDetails"] = u->result.result;
+    token = u->token;
   }
   if (!token.empty()) j["clientToken"] = token;
   if (version) j["version"] = *version;

@@ -53,7 +53,31 @@ Result<InboundTopic> parse_aws_topic(std::string_view topic, const twins::Limits
                   "$aws/things/{thing}/shadow/...");
   }
   InboundTopic t;
-  if (rest == "shadow/update") {
+  if (rest.starts_with("jobs/")) {
+    // jobs/get, jobs/$next/get, jobs/start-next, jobs/{id}/get, jobs/{id}/update
+    const std::string_view jobs = rest.substr(5);
+    t.kind = InboundKind::kJobsQuery;
+    if (jobs == "get") {
+      t.command_id = "";
+    } else if (jobs == "start-next") {
+      t.command_id = std::string(kJobsStartNext);
+    } else {
+      const size_t cut = jobs.find('/');
+      const std::string_view id = jobs.substr(0, cut);
+      const std::string_view op = cut == std::string_view::npos ? "" : jobs.substr(cut + 1);
+      if (op != "get" && op != "update") return malformed(topic);
+      if (id == kJobsNext && op == "get") {
+        t.command_id = std::string(kJobsNext);
+      } else if (!twins::valid_command_id(id)) {
+        return Status(StatusCode::kInvalidId, "job id '" + std::string(id.substr(0, 64)) +
+                                                  "' is invalid: 1 to 64 of letters, digits, '.', "
+                                                  "'_', ':', '-'");
+      } else {
+        t.command_id = std::string(id);
+        if (op == "update") t.kind = InboundKind::kCommandResult;
+      }
+    }
+  } else if (rest == "shadow/update") {
     t.kind = InboundKind::kReported;
   } else if (rest == "shadow/get") {
     t.kind = InboundKind::kGet;
@@ -91,6 +115,10 @@ std::string aws_outbound_topic(std::string_view thing, OutboundKind kind, Shadow
   return t;
 }
 
+std::string aws_jobs_topic(std::string_view thing, std::string_view suffix) {
+  return std::string(kAwsThingsPrefix).append(thing).append("/jobs/").append(suffix);
+}
+
 std::string aws_device_topic(std::string_view thing, ShadowOp op) {
   return std::string(kAwsThingsPrefix).append(thing).append("/shadow/").append(op_name(op));
 }
@@ -112,8 +140,11 @@ std::string aws_rejected_topic(std::string_view topic) {
 
 std::vector<std::string> aws_gateway_subscriptions() {
   const std::string p(kAwsThingsPrefix);
-  return {p + "+/shadow/update",        p + "+/shadow/get",        p + "+/shadow/delete",
-          p + "+/shadow/name/+/update", p + "+/shadow/name/+/get", p + "+/shadow/name/+/delete"};
+  return {p + "+/shadow/update",     p + "+/shadow/get",
+          p + "+/shadow/delete",     p + "+/shadow/name/+/update",
+          p + "+/shadow/name/+/get", p + "+/shadow/name/+/delete",
+          p + "+/jobs/get",          p + "+/jobs/start-next",
+          p + "+/jobs/+/get",        p + "+/jobs/+/update"};
 }
 
 }  // namespace doppel::mqtt

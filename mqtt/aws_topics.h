@@ -12,6 +12,10 @@
 namespace doppel::mqtt {
 
 inline constexpr std::string_view kAwsThingsPrefix = "$aws/things/";
+// The command ids a kJobsQuery carries for jobs/$next/get and jobs/start-next (a real job id
+// never starts with '$'); jobs/get carries none.
+inline constexpr std::string_view kJobsNext = "$next";
+inline constexpr std::string_view kJobsStartNext = "$start-next";
 
 // True for topics under $aws/things/.
 bool is_aws_topic(std::string_view topic);
@@ -26,6 +30,9 @@ Result<InboundTopic> parse_aws_topic(std::string_view topic, const twins::Limits
 // …/update/documents. `kind` kTwin is answered as get/accepted.
 std::string aws_outbound_topic(std::string_view thing, twins::OutboundKind kind,
                                twins::ShadowOp op);
+
+// $aws/things/{thing}/jobs/{suffix}.
+std::string aws_jobs_topic(std::string_view thing, std::string_view suffix);
 
 // The topic a device publishes a shadow request on (for the simulator and tests).
 std::string aws_device_topic(std::string_view thing, twins::ShadowOp op);

@@ -247,7 +247,9 @@ void MqttChannel::publish(twins::Outbound message) {
   if (message.dialect == twins::Dialect::kAws) {
     // AWS devices subscribe at QoS 0, so answers go at QoS 0 (the delta, which reconciliation
     // re-sends, included); only a job notice goes at QoS 1.
-    const std::string topic = aws_outbound_topic(message.device_id, message.kind, message.op);
+    const std::string topic = message.jobs_topic.empty()
+                                  ? aws_outbound_topic(message.device_id, message.kind, message.op)
+                                  : aws_jobs_topic(message.device_id, message.jobs_topic);
     const int qos = message.kind == OutboundKind::kCommand ? 1 : 0;
     Status s = client_.publish(topic, std::move(message.payload), qos, std::string());
     if (s) {

@@ -114,6 +114,7 @@ Result<DeviceMessage> decode_json(InboundKind kind, std::string_view payload,
       return DeviceMessage(std::move(m));
     }
     case InboundKind::kDelete:
+    case InboundKind::kJobsQuery:
       break;
   }
   return malformed("unknown message kind");
@@ -219,6 +220,7 @@ Result<DeviceMessage> decode_proto(InboundKind kind, std::string_view payload,
       return DeviceMessage(std::move(m));
     }
     case InboundKind::kDelete:
+    case InboundKind::kJobsQuery:
       break;
   }
   return malformed("unknown message kind");
@@ -238,7 +240,9 @@ WireCodec::WireCodec() { GOOGLE_PROTOBUF_VERIFY_VERSION; }
 Result<DeviceMessage> WireCodec::decode(InboundKind kind, std::string_view payload,
                                         twins::Wire wire, const Limits& limits) const {
   if (wire.dialect == twins::Dialect::kAws) return decode_aws(kind, payload, limits);
-  if (kind == InboundKind::kDelete) return malformed("a delete exists in the AWS dialect only");
+  if (kind == InboundKind::kDelete || kind == InboundKind::kJobsQuery) {
+    return malformed("deletes and jobs requests exist in the AWS dialect only");
+  }
   return wire.encoding == Encoding::kProtobuf ? decode_proto(kind, payload, limits)
                                               : decode_json(kind, payload, limits);
 }
@@ -321,7 +325,11 @@ std::string WireCodec::encode(const DeviceOutput& output, twins::Wire wire) cons
 }
 
 std::string WireCodec::encode_device(const DeviceMessage& message, Encoding encoding) const {
-  if (std::holds_alternative<twins::DeleteMessage>(message)) return encode_aws_device(message);
+  if (std::holds_alternative<twins::DeleteMessage>(message) ||
+      std::holds_alternative<twins::JobsQueryMessage>(message) ||
+      std::holds_alternative<twins::JobUpdateMessage>(message)) {
+    return encode_aws_device(message);
+  }
   if (encoding == Encoding::kJson) {
     json j;
     if (const auto* r = std::get_if<ReportedMessage>(&message)) {
@@ -399,7 +407,7 @@ Result<DeviceOutput> WireCodec::decode_device(OutboundKind kind, std::string_vie
           return DeviceOutput(ErrorOut{j.value("topic", ""), j.value("code", ""),
                                        j.value("message", ""), j.value("token", ""), 0});
         case OutboundKind::kReply:
-          return DeviceOutput(twins::ShadowReply{twins::ShadowOp::kUpdate, j});
+          return DeviceOutput(twins::ShadowReply{twins::ShadowOp::kUpdate, j, {}});
       }
     } catch (const json::exception& e) {
       return malformed(std::string("unexpected message shape: ") + e.what());

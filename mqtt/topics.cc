@@ -106,6 +106,9 @@ std::string device_topic(std::string_view prefix, std::string_view device_id, In
     case InboundKind::kDelete:  // the AWS dialect's (aws_topics.h); never in this scheme
       t += "/delete";
       break;
+    case InboundKind::kJobsQuery:  // the same
+      t += "/jobs";
+      break;
   }
   return t;
 }

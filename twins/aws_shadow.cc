@@ -109,6 +109,61 @@ json shadow_delete_accepted(const Twin& twin, Millis now, const std::string& tok
   return doc;
 }
 
+std::string_view aws_job_status(CommandStatus status) {
+  switch (status) {
+    case CommandStatus::kQueued:
+      return "QUEUED";
+    case CommandStatus::kSent:
+      return "IN_PROGRESS";
+    case CommandStatus::kSucceeded:
+      return "SUCCEEDED";
+    case CommandStatus::kFailed:
+      return "FAILED";
+    case CommandStatus::kRejected:
+      return "REJECTED";
+    case CommandStatus::kExpired:
+    case CommandStatus::kTimedOut:
+      return "TIMED_OUT";
+    case CommandStatus::kCancelled:
+      break;
+  }
+  return "CANCELED";
+}
+
+namespace {
+
+Millis last_update(const Command& c) {
+  return c.history.empty() ? c.created_at : c.history.back().at;
+}
+
+std::optional<Millis> started(const Command& c) {
+  for (const auto& t : c.history) {
+    if (t.status == CommandStatus::kSent) return t.at;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+json job_summary(const Command& c) {
+  json s = {{"jobId", c.id},
+            {"queuedAt", aws_seconds(c.created_at)},
+            {"lastUpdatedAt", aws_seconds(last_update(c))},
+            {"versionNumber", c.history.size() + 1},
+            {"executionNumber", 1}};
+  if (auto at = started(c)) s["startedAt"] = aws_seconds(*at);
+  return s;
+}
+
+json job_execution(const Twin& twin, const Command& c, bool with_document) {
+  json e = job_summary(c);
+  e["thingName"] = twin.id;
+  e["status"] = aws_job_status(c.status);
+  if (c.result.is_object()) e["statusDetails"] = c.result;
+  if (with_document) e["jobDocument"] = {{"operation", c.name}, {"args", c.args}};
+  return e;
+}
+
 json delta_metadata(const json& delta, const json& desired_meta) {
   return aws_metadata(delta, desired_meta);
 }

@@ -38,6 +38,16 @@ json shadow_delete_accepted(const Twin& twin, Millis now, const std::string& tok
 // The metadata AWS sends with a delta: each of the delta's leaves with the time desired set it.
 json delta_metadata(const json& delta, const json& desired_meta);
 
+// AWS IoT Jobs, served from the twin's command queue: a command is a job execution whose job id
+// is the command id and whose job document is {"operation": name, "args": args}. Its status in
+// AWS's words: QUEUED, IN_PROGRESS (sent to the device), SUCCEEDED, FAILED, REJECTED, TIMED_OUT
+// (timed out or expired), CANCELED.
+std::string_view aws_job_status(CommandStatus status);
+// An execution as AWS describes it (with its job document when `with_document`).
+json job_execution(const Twin& twin, const Command& command, bool with_document);
+// Its summary, as jobs/get lists it.
+json job_summary(const Command& command);
+
 // Epoch milliseconds as AWS's timestamps: whole seconds.
 inline int64_t aws_seconds(Millis ms) { return ms / 1000; }
 

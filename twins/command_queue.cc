@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "twins/aws_shadow.h"
 #include "twins/detail/twin_rules.h"
 
 namespace doppel::twins {
@@ -47,15 +48,6 @@ using detail::mark;
 
 Result<const Command*> TwinLogic::enqueue(Twin& twin, const CommandRequest& request, Millis now,
                                           Outcome& out) const {
-  if (twin.dialect == Dialect::kAws) {
-    // Refused rather than queued where the device would never look: AWS IoT firmware takes
-    // commands from the Jobs topics, which this version does not offer yet.
-    return Status(StatusCode::kConflict,
-                  "twin '" + twin.id +
-                      "' is a device that speaks the AWS IoT dialect; it takes commands through "
-                      "AWS IoT Jobs topics, which Doppel does not offer yet: change its desired "
-                      "state instead");
-  }
   if (!request.idempotency_key.empty()) {
     for (const auto& c : twin.commands) {
       if (c.idempotency_key == request.idempotency_key) return &c;
@@ -140,8 +132,105 @@ void TwinLogic::deliver(Twin& twin, Command& c, Millis now, Outcome& out) const 
   mark(out, c);
   twin.updated_at = now;
   out.twin_changed = true;
-  out.outputs.push_back(CommandOut{c.id, c.name, c.args, c.expires_at});
+  if (twin.dialect == Dialect::kAws) {
+    // AWS IoT Jobs: the device hears of its next execution on notify-next.
+    out.outputs.push_back(
+        ShadowReply{ShadowOp::kUpdate,
+                    {{"timestamp", aws_seconds(now)}, {"execution", job_execution(twin, c, true)}},
+                    "notify-next"});
+  } else {
+    out.outputs.push_back(CommandOut{c.id, c.name, c.args, c.expires_at});
+  }
   out.events.push_back(TwinEvent::kCommandSent);
+}
+
+namespace {
+
+// The execution a device works on next: the first sent, else the first queued (by seq).
+Command* next_pending(Twin& twin) {
+  Command* queued = nullptr;
+  for (auto& c : twin.commands) {
+    if (c.status == CommandStatus::kSent) return &c;
+    if (c.status == CommandStatus::kQueued && queued == nullptr) queued = &c;
+  }
+  return queued;
+}
+
+void with_token(json& body, const std::string& token) {
+  if (!token.empty()) body["clientToken"] = token;
+}
+
+}  // namespace
+
+Status TwinLogic::on_jobs_query(Twin& twin, std::string_view target, const JobsQueryMessage& msg,
+                                Millis now, Outcome& out) const {
+  touch(twin, now, out);
+  json body = {{"timestamp", aws_seconds(now)}};
+  with_token(body, msg.token);
+  if (target.empty()) {  // jobs/get
+    json in_progress = json::array();
+    json queued = json::array();
+    for (const auto& c : twin.commands) {
+      if (c.status == CommandStatus::kSent) in_progress.push_back(job_summary(c));
+      if (c.status == CommandStatus::kQueued) queued.push_back(job_summary(c));
+    }
+    body["inProgressJobs"] = std::move(in_progress);
+    body["queuedJobs"] = std::move(queued);
+    out.outputs.push_back(ShadowReply{ShadowOp::kGet, std::move(body), "get/accepted"});
+    return Status::ok();
+  }
+  const bool start = target == "$start-next";
+  if (start || target == "$next") {
+    Command* c = next_pending(twin);
+    if (c != nullptr && start) {
+      // Started: a queued one is delivered now, a sent one gets its deadline renewed.
+      if (c->status == CommandStatus::kQueued) {
+        deliver(twin, *c, now, out);
+      } else {
+        c->ack_deadline = now + seconds_to_ms(policy_.command_ack_timeout_s);
+        mark(out, *c);
+      }
+    }
+    if (c != nullptr) body["execution"] = job_execution(twin, *c, true);
+    out.outputs.push_back(ShadowReply{ShadowOp::kGet, std::move(body),
+                                      start ? "start-next/accepted" : "$next/get/accepted"});
+    return Status::ok();
+  }
+  Command* c = find_command(twin, target);
+  if (c == nullptr) {
+    return Status(StatusCode::kNotFound,
+                  "no job execution '" + std::string(target) + "' for thing '" + twin.id + "'");
+  }
+  body["execution"] = job_execution(twin, *c, true);
+  out.outputs.push_back(
+      ShadowReply{ShadowOp::kGet, std::move(body), std::string(target) + "/get/accepted"});
+  return Status::ok();
+}
+
+Status TwinLogic::on_job_update(Twin& twin, std::string_view job_id, const JobUpdateMessage& msg,
+                                Millis now, Outcome& out) const {
+  Command* c = find_command(twin, job_id);
+  if (c == nullptr) {
+    return Status(StatusCode::kNotFound,
+                  "no job execution '" + std::string(job_id) + "' for thing '" + twin.id + "'");
+  }
+  if (c->status != CommandStatus::kSent && c->status != CommandStatus::kQueued) {
+    return Status(StatusCode::kConflict, "job execution '" + std::string(job_id) + "' is " +
+                                             std::string(aws_job_status(c->status)) +
+                                             " already; it cannot change");
+  }
+  if (c->status == CommandStatus::kQueued) deliver(twin, *c, now, out);  // it started it
+  on_command_result(twin, job_id, msg.result, now, out);  // may drop old finished commands
+  c = find_command(twin, job_id);
+  if (msg.step_timeout_s && c != nullptr && c->status == CommandStatus::kSent) {
+    c->ack_deadline = now + seconds_to_ms(*msg.step_timeout_s);
+    mark(out, *c);
+  }
+  json body = {{"timestamp", aws_seconds(now)}};
+  with_token(body, msg.token);
+  out.outputs.push_back(
+      ShadowReply{ShadowOp::kUpdate, std::move(body), std::string(job_id) + "/update/accepted"});
+  return Status::ok();
 }
 
 void TwinLogic::finish(Twin& twin, Command& c, CommandStatus status, Millis now,

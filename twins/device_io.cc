@@ -24,8 +24,8 @@ OutboundKind kind_of(const DeviceOutput& output) {
 namespace {
 
 constexpr NameTable<InboundKind, kInboundKindCount> kInboundNames{
-    {"reported", "get", "status", "command_result", "delete"}};
-static_assert(kInboundNames.covers(InboundKind::kDelete));
+    {"reported", "get", "status", "command_result", "delete", "jobs_query"}};
+static_assert(kInboundNames.covers(InboundKind::kJobsQuery));
 constexpr NameTable<ResultStatus, 4> kResultNames{
     {"succeeded", "failed", "rejected", "in_progress"}};
 static_assert(kResultNames.covers(ResultStatus::kInProgress));

@@ -13,9 +13,11 @@
 
 namespace doppel::twins {
 
-// kDelete exists in the AWS dialect only (a device deleting its shadow).
-enum class InboundKind { kReported, kGet, kStatus, kCommandResult, kDelete };
-constexpr size_t kInboundKindCount = static_cast<size_t>(InboundKind::kDelete) + 1;
+// kDelete and kJobsQuery exist in the AWS dialect only: a device deleting its shadow, and one
+// asking about its jobs (AWS IoT Jobs, which Doppel serves from the command queue). In that
+// dialect kCommandResult is a job execution update.
+enum class InboundKind { kReported, kGet, kStatus, kCommandResult, kDelete, kJobsQuery };
+constexpr size_t kInboundKindCount = static_cast<size_t>(InboundKind::kJobsQuery) + 1;
 enum class ResultStatus { kSucceeded, kFailed, kRejected, kInProgress };
 
 struct ReportedMessage {
@@ -45,8 +47,18 @@ struct CommandResultMessage {
   json result;  // null when absent
   std::string error;
 };
-using DeviceMessage =
-    std::variant<ReportedMessage, GetMessage, StatusMessage, CommandResultMessage, DeleteMessage>;
+// The AWS dialect's Jobs: a question about the device's jobs (which one the topic says), and an
+// update of one execution (its command's result, or IN_PROGRESS).
+struct JobsQueryMessage {
+  std::string token;
+};
+struct JobUpdateMessage {
+  CommandResultMessage result;
+  std::string token;
+  std::optional<double> step_timeout_s;  // stepTimeoutInMinutes: the next deadline
+};
+using DeviceMessage = std::variant<ReportedMessage, GetMessage, StatusMessage, CommandResultMessage,
+                                   DeleteMessage, JobsQueryMessage, JobUpdateMessage>;
 
 // kReply exists in the AWS dialect only: a shadow request's `accepted` answer or the
 // `update/documents` message.
@@ -85,6 +97,8 @@ struct ErrorOut {
 struct ShadowReply {
   ShadowOp op = ShadowOp::kUpdate;
   json body;
+  // An AWS IoT Jobs answer instead: the topic after $aws/things/{id}/jobs/.
+  std::string jobs_topic;
 };
 using DeviceOutput = std::variant<DeltaOut, TwinOut, CommandOut, ErrorOut, ShadowReply>;
 
@@ -118,6 +132,7 @@ struct Outbound {
   std::string payload;
   Dialect dialect = Dialect::kDoppel;
   ShadowOp op = ShadowOp::kUpdate;  // AWS dialect, kReply and kError: which operation
+  std::string jobs_topic;           // ... or which Jobs topic (after $aws/things/{id}/jobs/)
 };
 
 // The wire form of a device's messages: its encoding and its topic scheme.

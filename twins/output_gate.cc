@@ -76,7 +76,10 @@ void OutputGate::commit(HotTwin& h, Outcome& out, std::optional<Millis> deadline
     if (const auto* cmd = std::get_if<CommandOut>(&o)) msg.command_id = cmd->id;
     msg.encoding = h.twin.encoding;
     msg.dialect = h.twin.dialect;
-    if (const auto* reply = std::get_if<ShadowReply>(&o)) msg.op = reply->op;
+    if (const auto* reply = std::get_if<ShadowReply>(&o)) {
+      msg.op = reply->op;
+      msg.jobs_topic = reply->jobs_topic;
+    }
     msg.payload = codec_.encode(o, Wire(msg.encoding, msg.dialect));
     outbound.push_back(std::move(msg));
   }

@@ -229,6 +229,11 @@ void Shard::send_error(const DeviceInput& in, Encoding enc, const Status& status
   msg.op = in.kind == InboundKind::kGet      ? ShadowOp::kGet
            : in.kind == InboundKind::kDelete ? ShadowOp::kDelete
                                              : ShadowOp::kUpdate;
+  if (in.dialect == Dialect::kAws) {
+    // A Jobs request is refused on its own topic + /rejected.
+    const size_t jobs = in.topic.find("/jobs/");
+    if (jobs != std::string::npos) msg.jobs_topic = in.topic.substr(jobs + 6) + "/rejected";
+  }
   msg.payload = deps_.codec.encode(
       ErrorOut{in.topic, std::string(code_name(status.code())), status.message(), token, now()},
       Wire(enc, in.dialect));
@@ -294,6 +299,12 @@ void Shard::handle(DeviceInput& in) {
           result = logic.on_delete(twin, m, t, out);
         } else if constexpr (std::is_same_v<T, StatusMessage>) {
           logic.on_status(twin, m, enc, t, out);
+        } else if constexpr (std::is_same_v<T, JobsQueryMessage>) {
+          token = m.token;
+          result = logic.on_jobs_query(twin, in.command_id, m, t, out);
+        } else if constexpr (std::is_same_v<T, JobUpdateMessage>) {
+          token = m.token;
+          result = logic.on_job_update(twin, in.command_id, m, t, out);
         } else {
           static_assert(std::is_same_v<T, CommandResultMessage>, "a device message kind");
           logic.on_command_result(twin, in.command_id, m, t, out);

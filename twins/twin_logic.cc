@@ -143,12 +143,14 @@ Status TwinLogic::on_reported(Twin& twin, const ReportedMessage& msg, Millis now
   const bool was_online = twin.connection == ConnectionState::kOnline;
   touch(twin, now, out);
   if (twin.dialect == Dialect::kAws) {
-    out.outputs.push_back(ShadowReply{
-        ShadowOp::kUpdate, shadow_update_accepted(twin, msg.desired, msg.state, now, msg.token)});
+    out.outputs.push_back(
+        ShadowReply{ShadowOp::kUpdate,
+                    shadow_update_accepted(twin, msg.desired, msg.state, now, msg.token),
+                    {}});
   }
   if (previous) {
     out.outputs.push_back(ShadowReply{
-        ShadowOp::kDocuments, shadow_documents(std::move(*previous), twin, now, msg.token)});
+        ShadowOp::kDocuments, shadow_documents(std::move(*previous), twin, now, msg.token), {}});
   }
   if (!was_online) return Status::ok();  // go_online already (re)started reconciliation
 
@@ -172,7 +174,7 @@ Status TwinLogic::on_get(Twin& twin, const GetMessage& msg, Millis now, Outcome&
     return Status::ok();
   }
   if (!has_shadow(twin)) return no_shadow(twin);
-  out.outputs.push_back(ShadowReply{ShadowOp::kGet, shadow_get_accepted(twin, now, msg.token)});
+  out.outputs.push_back(ShadowReply{ShadowOp::kGet, shadow_get_accepted(twin, now, msg.token), {}});
   // AWS firmware gets its shadow when it (re)connects, and sends no birth: the get is how the
   // twin learns it is back, so a pending delta is sent again now rather than at the next retry.
   if (twin.reconcile == ReconcileState::kPending) resume_reconcile(twin, now, out);
@@ -210,7 +212,7 @@ Status TwinLogic::on_delete(Twin& twin, const DeleteMessage& msg, Millis now, Ou
   out.twin_changed = true;
   touch(twin, now, out);
   out.outputs.push_back(
-      ShadowReply{ShadowOp::kDelete, shadow_delete_accepted(twin, now, msg.token)});
+      ShadowReply{ShadowOp::kDelete, shadow_delete_accepted(twin, now, msg.token), {}});
   return Status::ok();
 }
 

@@ -111,6 +111,16 @@ class TwinLogic {
   // AWS dialect: the device deletes its shadow. Desired and reported are cleared (each version
   // bumps, none is reset); tags, settings, commands and jobs are the operator's and stay.
   Status on_delete(Twin& twin, const DeleteMessage& msg, Millis now, Outcome& out) const;
+  // AWS dialect, AWS IoT Jobs over the command queue (aws_shadow.h). `target`: "" (jobs/get:
+  // the list), "$next" (the next pending execution), "$start-next" (the same, started), or a
+  // job id (that execution; kNotFound when there is none).
+  Status on_jobs_query(Twin& twin, std::string_view target, const JobsQueryMessage& msg, Millis now,
+                       Outcome& out) const;
+  // AWS dialect: jobs/{id}/update, the command's result (or IN_PROGRESS, which extends its
+  // deadline by stepTimeoutInMinutes when given). kConflict for a command that is not waiting for
+  // one (AWS's InvalidStateTransition), kNotFound for an unknown one.
+  Status on_job_update(Twin& twin, std::string_view job_id, const JobUpdateMessage& msg, Millis now,
+                       Outcome& out) const;
   // `arrived_as` is the encoding the birth itself used; it is the default declared encoding.
   void on_status(Twin& twin, const StatusMessage& msg, Encoding arrived_as, Millis now,
                  Outcome& out) const;

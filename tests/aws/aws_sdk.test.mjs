@@ -245,3 +245,52 @@ test("a device reaches only its own topics; revoked and other things' certificat
   }
   assert.equal((await twin('aws-thing-5')).connection.state, 'offline');
 });
+
+test("the SDK's jobs class runs a command queued through the API: IN_PROGRESS, then SUCCEEDED", async () => {
+  const files = await provision('aws-thing-6');
+  const jobs = awsIot.jobs({
+    ...files, caPath: brokerCa, clientId: 'aws-thing-6', host: '127.0.0.1', port: gw.brokerPort,
+    protocol: 'mqtts', baseReconnectTimeMs: 250, maximumReconnectTimeMs: 1000,
+  });
+  const ran = [];
+  try {
+    await next(jobs, 'connect');
+    // Firmware as the SDK's examples write it: subscribe to an operation, then ask for the next
+    // job (that request is also how the twin learns it speaks the AWS dialect).
+    let inProgressSeen = false;
+    const finished = new Promise((resolve, reject) => {
+      jobs.subscribeToJobs('aws-thing-6', 'reboot', (err, job) => {
+        if (err) return reject(err);
+        ran.push(job.id);
+        job.inProgress({ step: 'rebooting' }, (e1) => {
+          if (e1) return reject(e1);
+          eventually(async () => {
+            const c = (await gw.api(`/v1/twins/aws-thing-6/commands/${job.id}`)).body;
+            return c.status === 'sent' && c.history.length > 0;
+          }, 'the command to stay in progress').then(() => {
+            inProgressSeen = true;
+            job.succeeded({ took: '1s' }, (e2) => (e2 ? reject(e2) : resolve(job)));
+          }, reject);
+        });
+      });
+    });
+    await new Promise((resolve, reject) => jobs.startJobNotifications('aws-thing-6', (err) => (err ? reject(err) : resolve())));
+    await eventually(async () => (await twin('aws-thing-6')).device.dialect === 'aws', 'the twin to learn the AWS dialect');
+
+    const queued = await gw.api('/v1/twins/aws-thing-6/commands', { method: 'POST', body: { name: 'reboot', args: { delay: 1 } } });
+    assert.ok(queued.status === 201 || queued.status === 202, JSON.stringify(queued.body));
+    const id = queued.body.id;
+    const job = await finished;
+    assert.equal(job.id, id);
+    assert.deepEqual(job.document, { operation: 'reboot', args: { delay: 1 } });
+    assert.ok(inProgressSeen);
+    const done = await eventually(async () => {
+      const c = (await gw.api(`/v1/twins/aws-thing-6/commands/${id}`)).body;
+      return c.status === 'succeeded' && c;
+    }, 'the API to show the command succeeded');
+    assert.deepEqual(done.result, { took: '1s' });
+    assert.deepEqual(ran, [id]);  // run once
+  } finally {
+    await new Promise((r) => jobs.end(true, r));
+  }
+});

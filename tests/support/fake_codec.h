@@ -41,6 +41,8 @@ class FakeCodec final : public twins::DeviceCodec {
         return twins::DeviceMessage(twins::GetMessage{token});
       case twins::InboundKind::kDelete:
         return twins::DeviceMessage(twins::DeleteMessage{token, std::nullopt});
+      case twins::InboundKind::kJobsQuery:
+        return twins::DeviceMessage(twins::JobsQueryMessage{token});
       case twins::InboundKind::kStatus: {
         twins::StatusMessage s;
         s.online = j.value("state", std::string("online")) == "online";

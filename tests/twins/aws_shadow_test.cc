@@ -143,15 +143,54 @@ TEST_CASE("get and delete: 404 without a shadow; delete clears both and keeps co
   CHECK(cleared);
 }
 
-TEST_CASE("commands to an AWS-dialect twin are refused with 409, not queued where none look") {
+TEST_CASE("AWS IoT Jobs over the command queue: notify-next, $next, start, update, refusals") {
   AwsTwin t;
-  Outcome out;
+  Outcome seen;
+  REQUIRE(t.update(R"({"a":1})", std::nullopt, std::nullopt, seen));  // online
+  Outcome queued;
   CommandRequest request;
   request.name = "reboot";
-  auto r = t.logic.enqueue(t.twin, request, t.now, out);
-  CHECK(r.status().code() == StatusCode::kConflict);
-  CHECK(t.twin.commands.empty());
-  CHECK_FALSE(out.changed());
+  request.args = j(R"({"delay":1})");
+  auto cmd = t.logic.enqueue(t.twin, request, t.now, queued);
+  REQUIRE(cmd);
+  const std::string id = (*cmd)->id;
+  // Delivered as notify-next with the job document.
+  const auto* notify = AwsTwin::find<ShadowReply>(queued, ShadowOp::kUpdate);
+  REQUIRE(notify != nullptr);
+  CHECK(notify->jobs_topic == "notify-next");
+  CHECK(notify->body["execution"]["jobId"] == id);
+  CHECK(notify->body["execution"]["jobDocument"] ==
+        j(R"({"operation":"reboot","args":{"delay":1}})"));
+  CHECK(notify->body["execution"]["status"] == "IN_PROGRESS");
+
+  Outcome next;
+  REQUIRE(t.logic.on_jobs_query(t.twin, "$next", JobsQueryMessage{"n"}, t.now, next));
+  const auto* answer = AwsTwin::find<ShadowReply>(next, ShadowOp::kGet);
+  REQUIRE(answer != nullptr);
+  CHECK(answer->jobs_topic == "$next/get/accepted");
+  CHECK(answer->body["execution"]["jobId"] == id);
+  CHECK(answer->body["clientToken"] == "n");
+
+  Outcome unknown;
+  CHECK(t.logic.on_jobs_query(t.twin, "nope", JobsQueryMessage{}, t.now, unknown).code() ==
+        StatusCode::kNotFound);
+
+  Outcome done;
+  JobUpdateMessage update;
+  update.result.status = ResultStatus::kSucceeded;
+  update.result.result = j(R"({"took":"1s"})");
+  REQUIRE(t.logic.on_job_update(t.twin, id, update, t.now, done));
+  CHECK(find_command(t.twin, id)->status == CommandStatus::kSucceeded);
+  const auto* accepted = AwsTwin::find<ShadowReply>(done, ShadowOp::kUpdate);
+  REQUIRE(accepted != nullptr);
+  CHECK(accepted->jobs_topic == id + "/update/accepted");
+  // A finished execution cannot change again: InvalidStateTransition.
+  Outcome again;
+  CHECK(t.logic.on_job_update(t.twin, id, update, t.now, again).code() == StatusCode::kConflict);
+  // Nothing pending now: $next answers without an execution.
+  Outcome empty;
+  REQUIRE(t.logic.on_jobs_query(t.twin, "$next", JobsQueryMessage{}, t.now, empty));
+  CHECK_FALSE(AwsTwin::find<ShadowReply>(empty, ShadowOp::kGet)->body.contains("execution"));
 }
 
 TEST_CASE("a Doppel-dialect twin gets its own answers, never the shadow's") {
