@@ -164,8 +164,13 @@ void serve_here(const ApiContext& ctx, const ExchangePtr& x, const TwinHandler& 
           r.status == 503 && std::any_of(r.headers.begin(), r.headers.end(),
                                          [](const auto& h) { return h.first == kNotOwnerHeader; });
       if (!again || !moved) return original(std::move(r));
+      // Restoring the responder destroys this closure, which is running: take what the next
+      // attempt needs out of it first (reading a capture afterwards crashed a node under load).
+      const ApiContext& context = ctx;
+      TwinHandler retry = handler;
+      const int next = attempt + 1;
       again->respond = original;
-      route_in_cluster(ctx, again, handler, attempt + 1);
+      route_in_cluster(context, again, retry, next);
     };
   }
   handler(ctx, x);
