@@ -217,9 +217,12 @@ void Fleet::on_connected(Device& d) {
   if (options_.dialect == twins::Dialect::kAws) {
     // What the AWS SDK's thingShadow subscribes to (at QoS 0), and the get its firmware sends.
     const std::string shadow = std::string(mqtt::kAwsThingsPrefix) + d.id + "/shadow/";
+    // And what its jobs client subscribes to: the next execution, and the answers to updates.
+    const std::string jobs = std::string(mqtt::kAwsThingsPrefix) + d.id + "/jobs/";
     (void)client->subscribe(
         {shadow + "update/delta", shadow + "update/accepted", shadow + "update/rejected",
-         shadow + "get/accepted", shadow + "get/rejected"},
+         shadow + "get/accepted", shadow + "get/rejected", jobs + "notify-next",
+         jobs + "+/update/rejected"},
         0, std::chrono::milliseconds(0));
     send(d, InboundKind::kGet, twins::DeviceMessage(twins::GetMessage{}), d.encoding);
   } else {
@@ -367,6 +370,12 @@ void Fleet::apply_delta(Device& d, const json& state) {
 }
 
 void Fleet::on_aws_message(Device& d, const std::string& topic, const std::string& payload) {
+  const std::string jobs = std::string(mqtt::kAwsThingsPrefix) + d.id + "/jobs/";
+  if (topic == jobs + "notify-next") return on_aws_job(d, payload);
+  if (topic.starts_with(jobs) && topic.ends_with("/rejected")) {
+    stats_.errors_received.fetch_add(1);
+    return;
+  }
   const std::string shadow = std::string(mqtt::kAwsThingsPrefix) + d.id + "/shadow/";
   if (topic.compare(0, shadow.size(), shadow) != 0) return;
   const std::string rest = topic.substr(shadow.size());
@@ -378,6 +387,49 @@ void Fleet::on_aws_message(Device& d, const std::string& topic, const std::strin
   } else if (rest.ends_with("/rejected")) {
     stats_.errors_received.fetch_add(1);
   }
+}
+
+void Fleet::on_aws_job(Device& d, const std::string& payload) {
+  // An AWS IoT Jobs execution announced on notify-next (none: no "execution"): run it like a
+  // command of Doppel's own dialect, and report SUCCEEDED or FAILED on jobs/{jobId}/update.
+  const json doc = json::parse(payload, nullptr, false);
+  if (!doc.is_object() || !doc.contains("execution") || !doc["execution"].is_object()) return;
+  const json& execution = doc["execution"];
+  if (!execution.contains("jobId") || !execution["jobId"].is_string()) return;
+  const std::string id = execution["jobId"].get<std::string>();
+  const std::string operation =
+      execution.contains("jobDocument") && execution["jobDocument"].is_object()
+          ? execution["jobDocument"].value("operation", std::string())
+          : std::string();
+  stats_.commands_received.fetch_add(1);
+  bool fail;
+  {
+    std::lock_guard lock(d.mu);
+    if (!d.seen_commands.insert(id).second) stats_.commands_duplicate.fetch_add(1);
+    fail = std::uniform_real_distribution<double>(0, 1)(d.rng) < options_.command_fail_fraction;
+  }
+  if (d.ignores_commands) {
+    stats_.commands_ignored.fetch_add(1);
+    return;
+  }
+  scheduler_->after(options_.command_delay_s, [this, &d, id, operation, fail] {
+    auto client = client_of(d);
+    if (!client) return;
+    // statusDetails values are strings, as AWS IoT Jobs requires.
+    const json update = {
+        {"status", fail ? "FAILED" : "SUCCEEDED"},
+        {"statusDetails",
+         fail ? json{{"error", "simulated failure"}}
+              : json{{"operation", operation}, {"completed_at", std::to_string(wall_ms())}}}};
+    const bool ok =
+        client->publish(mqtt::aws_jobs_topic(d.id, id + "/update"), update.dump(), 1, std::string())
+            .is_ok();
+    if (!ok) {
+      stats_.publish_failures.fetch_add(1);
+      return;
+    }
+    (fail ? stats_.commands_failed : stats_.commands_succeeded).fetch_add(1);
+  });
 }
 
 void Fleet::on_message(Device& d, const std::string& topic, const std::string& payload,

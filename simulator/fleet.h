@@ -105,6 +105,7 @@ class Fleet {
   // A delta's state, applied after --delta-delay-s and reported back.
   void apply_delta(Device& d, const twins::json& state);
   void on_aws_message(Device& d, const std::string& topic, const std::string& payload);
+  void on_aws_job(Device& d, const std::string& payload);
   void on_message(Device& d, const std::string& topic, const std::string& payload,
                   const std::string& content_type);
   void report(Device& d, const twins::json& state);

@@ -232,6 +232,27 @@ TEST_CASE("a job rolls a desired change out to a mixed fleet: doppel-sim in both
     CHECK(t["reported"]["setpoint"] == 21);
     CHECK(t["reconcile"]["state"] == "converged");
   }
+
+  // A command job: the AWS-dialect devices take it as an AWS IoT Jobs execution (notify-next,
+  // then jobs/{jobId}/update SUCCEEDED), Doppel's own on their commands topic.
+  const json reboot = {{"id", "reboot-1"},
+                       {"target", {{"query", "id LIKE 'sim-%'"}}},
+                       {"action", {{"command", {{"name", "reboot"}, {"args", {{"delay", 1}}}}}}}};
+  created = gw.request("POST", "/v1/jobs", reboot.dump());
+  REQUIRE_MESSAGE(created.status == 201, created.body.dump());
+  CHECK_MESSAGE(eventually(
+                    [&] {
+                      job = gw.get("/v1/jobs/reboot-1").body;
+                      return job["status"] == "completed";
+                    },
+                    60s, 200ms),
+                "the command job did not complete: ", job.dump());
+  CHECK(job["counts"]["succeeded"] == 40);
+  auto done = gw.get("/v1/twins/sim-000003/commands?status=succeeded");
+  REQUIRE(done.status == 200);
+  REQUIRE(done.body["items"].size() == 1);
+  CHECK(done.body["items"][0]["name"] == "reboot");
+  CHECK(done.body["items"][0]["result"]["operation"] == "reboot");
   aws.signal(SIGINT);
   own.signal(SIGINT);
   CHECK(aws.wait_exit(15s));
