@@ -4,6 +4,7 @@
 #include "gateway/api_handlers.h"
 #include "gateway/device_auth.h"
 #include "twins/fleet_reads.h"
+#include "twins/log.h"
 #include "twins/query.h"
 
 namespace doppel::gateway {
@@ -225,6 +226,35 @@ std::optional<Identity> identity_of(const ApiContext& ctx, const ExchangePtr& x,
   return want;
 }
 
+// A revocation as change events: the password, the certificates (how many).
+void revocation_changes(const DeviceAuth::Revoked& revoked,
+                        std::vector<twins::CredentialChange>& out) {
+  if (revoked.password) out.push_back({"password", "revoked", "", 1});
+  if (revoked.certificates > 0) {
+    out.push_back({"certificate", "revoked", "", revoked.certificates});
+  }
+}
+
+// Records `record` in the twin's feed, then sends `answer`. The credentials exist whether or not
+// the record commits (a key returned once must not be lost to a failed event write): a failure
+// is logged and the answer still sent.
+void answer_after_record(const ApiContext& ctx, const ExchangePtr& x,
+                         twins::RecordCredentials record, twins::ApiReply answer) {
+  auto send = [answer = std::move(answer)](const ExchangePtr& ex) mutable {
+    ex->send(ApiContext::to_response(std::move(answer), Etag::kVersion, nullptr, ex->req.path));
+  };
+  if (record.changes.empty()) return send(x);
+  ctx.call(x, std::move(record), Etag::kVersion, nullptr,
+           [send = std::move(send)](const ExchangePtr& ex, const twins::ApiReply& r) mutable {
+             if (!r.status) {
+               log_warn("the credentials of twin '" + ex->segments[2] +
+                        "' changed but could not be recorded in its change feed: " +
+                        r.status.to_string());
+             }
+             send(ex);
+           });
+}
+
 // PUT (provision, optionally with credentials or a certificate) and PATCH (settings) of a twin.
 void settings(const ApiContext& ctx, const ExchangePtr& x, bool is_patch) {
   auto doc = ctx.body(*x, {"application/json", "application/merge-patch+json"}, true);
@@ -243,49 +273,62 @@ void settings(const ApiContext& ctx, const ExchangePtr& x, bool is_patch) {
     return ctx.call(x, twins::ProvisionTwin{std::move(*s)});
   }
   // Credentials are issued (or revoked) after the twin is committed, on the blocking pool:
-  // hashing, key generation and the broker's file rewrites take milliseconds.
-  ctx.call(
-      x, twins::ProvisionTwin{std::move(*s)}, Etag::kVersion, nullptr,
-      [&ctx, want, id](const ExchangePtr& ex, twins::ApiReply r) {
-        if (!r.status) {
-          return ex->send(
-              ApiContext::to_response(std::move(r), Etag::kVersion, nullptr, ex->req.path));
-        }
-        ctx.server->run_blocking([&ctx, ex, want, id, r = std::move(r)]() mutable {
-          if (want.revoke) {
-            if (Status st = ctx.device_auth->revoke(id); !st) return ex->status(st);
-          }
-          if (want.password) {
-            auto password = ctx.device_auth->issue(id);
-            if (!password) return ex->status(password.status());
-            // Shown here, once; kept only as a hash. A PUT with credentials on an existing
-            // twin replaces the password.
-            r.body["credentials"] = {{"username", id}, {"password", *password}};
-          }
-          if (want.certificate) {
-            auto cert = ctx.device_auth->issue_certificate(id, want.csr);
-            if (!cert) return ex->status(cert.status());
-            // Shown here, once: the private key is not kept (and with a CSR never left the
-            // device). Earlier certificates of the device stay valid until revoked.
-            r.body["certificate"] = {{"certificate_pem", cert->certificate_pem},
-                                     {"ca_pem", cert->ca_pem},
-                                     {"serial", cert->serial}};
-            if (!cert->private_key_pem.empty()) {
-              r.body["certificate"]["private_key_pem"] = cert->private_key_pem;
-            }
-          }
-          ex->send(ApiContext::to_response(std::move(r), Etag::kVersion, nullptr, ex->req.path));
-        });
-      });
+  // hashing, key generation and the broker's file rewrites take milliseconds. What changed is
+  // then recorded in the twin's change feed (credentials.changed) before the answer.
+  ctx.call(x, twins::ProvisionTwin{std::move(*s)}, Etag::kVersion, nullptr,
+           [&ctx, want, id](const ExchangePtr& ex, twins::ApiReply r) {
+             if (!r.status) {
+               return ex->send(
+                   ApiContext::to_response(std::move(r), Etag::kVersion, nullptr, ex->req.path));
+             }
+             ctx.server->run_blocking([&ctx, ex, want, id, r = std::move(r)]() mutable {
+               twins::RecordCredentials record;
+               if (want.revoke) {
+                 auto revoked = ctx.device_auth->revoke(id);
+                 if (!revoked) return ex->status(revoked.status());
+                 revocation_changes(*revoked, record.changes);
+               }
+               if (want.password) {
+                 auto password = ctx.device_auth->issue(id);
+                 if (!password) return ex->status(password.status());
+                 // Shown here, once; kept only as a hash. A PUT with credentials on an existing
+                 // twin replaces the password.
+                 r.body["credentials"] = {{"username", id}, {"password", *password}};
+                 record.changes.push_back({"password", "issued", "", 1});
+               }
+               if (want.certificate) {
+                 auto cert = ctx.device_auth->issue_certificate(id, want.csr);
+                 if (!cert) return ex->status(cert.status());
+                 // Shown here, once: the private key is not kept (and with a CSR never left the
+                 // device). Earlier certificates of the device stay valid until revoked.
+                 r.body["certificate"] = {{"certificate_pem", cert->certificate_pem},
+                                          {"ca_pem", cert->ca_pem},
+                                          {"serial", cert->serial}};
+                 if (!cert->private_key_pem.empty()) {
+                   r.body["certificate"]["private_key_pem"] = cert->private_key_pem;
+                 }
+                 record.changes.push_back({"certificate", "issued", cert->serial, 1});
+               }
+               answer_after_record(ctx, ex, std::move(record), std::move(r));
+             });
+           });
 }
 
 void remove(const ApiContext& ctx, const ExchangePtr& x) {
   if (ctx.device_auth == nullptr) return ctx.call(x, twins::DeleteTwin{});
   // Credentials go first: a deprovisioned device must not keep access, even if the delete itself
-  // then fails and is retried.
+  // then fails and is retried. The revocation is in the feed before the twin.deleted event.
   ctx.server->run_blocking([&ctx, x] {
-    if (Status s = ctx.device_auth->revoke(x->segments[2]); !s) return x->status(s);
-    ctx.call(x, twins::DeleteTwin{});
+    auto revoked = ctx.device_auth->revoke(x->segments[2]);
+    if (!revoked) return x->status(revoked.status());
+    twins::RecordCredentials record;
+    revocation_changes(*revoked, record.changes);
+    if (record.changes.empty()) return ctx.call(x, twins::DeleteTwin{});
+    ctx.call(x, std::move(record), Etag::kVersion, nullptr,
+             [&ctx](const ExchangePtr& ex, const twins::ApiReply&) {
+               // Recorded or not (the twin may not exist), the delete decides the answer.
+               ctx.call(ex, twins::DeleteTwin{});
+             });
   });
 }
 

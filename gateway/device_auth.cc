@@ -145,8 +145,9 @@ Status DeviceAuth::write_files() {
   acl << "# Written by doppeld; edits are overwritten.\n"
       << "user " << options_.gateway_user << "\n"
       << "topic readwrite " << options_.prefix << "/#\n"
-      << "# The broker's drop counter, which doppeld exports and watches for overload.\n"
-      << "topic read $SYS/broker/publish/messages/dropped\n\n"
+      << "# The broker's drop counter (overload) and its notices (device connections).\n"
+      << "topic read $SYS/broker/publish/messages/dropped\n"
+      << "topic read $SYS/broker/log/N\n\n"
       << "topic readwrite $aws/#\n"
       << "# The broker plugin's presence reports, and its control topic (kicks).\n"
       << "topic read $doppel/presence/#\n"
@@ -220,15 +221,19 @@ Result<size_t> DeviceAuth::revoke_certificates(const std::string& device_id) {
   return n;
 }
 
-Status DeviceAuth::revoke(const std::string& device_id) {
-  if (auto certs = revoke_certificates(device_id); !certs) return certs.status();
+Result<DeviceAuth::Revoked> DeviceAuth::revoke(const std::string& device_id) {
+  Revoked out;
+  auto certs = revoke_certificates(device_id);
+  if (!certs) return certs.status();
+  out.certificates = *certs;
   auto had = store_.has(device_id);
   if (!had) return had.status();
-  if (!*had) return Status::ok();
+  if (!*had) return out;
   if (Status s = store_.remove(device_id); !s) return s;
   if (Status s = publish_change(); !s) return s;
   log_info("device credentials revoked for '" + device_id + "'");
-  return Status::ok();
+  out.password = true;
+  return out;
 }
 
 }  // namespace doppel::gateway

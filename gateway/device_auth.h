@@ -44,9 +44,14 @@ class DeviceAuth {
   Result<std::string> issue(const std::string& device_id);
   // Whether `device_id` may have credentials at all (not the gateway's account, no ':').
   Status check_device(const std::string& device_id) const;
+  // What revoke() took away.
+  struct Revoked {
+    bool password = false;
+    size_t certificates = 0;
+  };
   // Removes the device's credentials and revokes its certificates; it can no longer connect (or
   // act) once the broker reloads.
-  Status revoke(const std::string& device_id);
+  Result<Revoked> revoke(const std::string& device_id);
 
   // --device-auth x509: a certificate for `device_id` (a new key pair, or the device's own CSR
   // signed), recorded so it can be revoked. kFailedPrecondition-like kInvalidArgument without a CA.

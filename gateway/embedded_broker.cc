@@ -188,6 +188,8 @@ Status EmbeddedBroker::start() {
        << "# $SYS/broker/publish/messages/dropped tells doppeld when its queue overflows.\n"
        << "sys_interval " << kSysIntervalS << "\n"
        << "log_dest stderr\n"
+       // Its notices on $SYS/broker/log/N too: doppeld learns each device's connection there.
+       << "log_dest topic\n"
        << "log_type error\nlog_type warning\nlog_type notice\n";
   conf.close();
   if (!conf) return Status(StatusCode::kUnavailable, "cannot write " + config_path());

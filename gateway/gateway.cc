@@ -266,6 +266,7 @@ Status Gateway::start() {
   channel_options.client.max_inflight = 65535;
   channel_options.prefix = config_.topic_prefix;
   channel_options.limits = config_.policy.limits;
+  channel_options.broker_notices = broker_ != nullptr;
   channel_ = std::make_unique<mqtt::MqttChannel>(channel_options, metrics_);
 
   twins::RuntimeOptions runtime_options;

@@ -53,6 +53,9 @@ MqttChannel::MqttChannel(ChannelOptions options, Metrics& metrics)
   presence_ = &metrics.counter(
       "doppel_broker_disconnects_total",
       "Device disconnections the embedded broker's plugin reported (each marks the twin offline)");
+  connects_ = &metrics.counter(
+      "doppel_broker_connects_total",
+      "Device connections the embedded broker's notices reported (each marks the twin online)");
   retained_ignored_ = &metrics.counter(
       "doppel_mqtt_retained_ignored_total",
       "Retained device messages replayed by the broker and ignored (they are not news)");
@@ -71,6 +74,7 @@ MqttChannel::MqttChannel(ChannelOptions options, Metrics& metrics)
     std::vector<std::string> topics = gateway_subscriptions(options_.prefix);
     for (auto& t : aws_gateway_subscriptions()) topics.push_back(std::move(t));
     topics.emplace_back(std::string(kPresencePrefix) + "+");
+    if (options_.broker_notices) topics.emplace_back(kBrokerNoticeTopic);
     if (Status s = client_.subscribe(topics, 1, std::chrono::milliseconds(0)); !s) {
       log_error("subscribing failed: " + s.to_string());
     }
@@ -148,6 +152,7 @@ void MqttChannel::on_broker_dropped(const std::string& payload) {
 
 void MqttChannel::on_message(IncomingMessage&& msg) {
   if (msg.topic == kBrokerDroppedTopic) return on_broker_dropped(msg.payload);
+  if (msg.topic == kBrokerNoticeTopic) return on_broker_notice(msg.payload);
   if (msg.retained) {
     // A replay of the broker's retained store (after subscribing), not something the device
     // just said: applying it would roll a twin back to an old state or revive an offline one.
@@ -202,14 +207,34 @@ void MqttChannel::deliver(InboundTopic&& topic, IncomingMessage&& msg,
 void MqttChannel::on_presence(IncomingMessage&& msg) {
   // The broker's plugin: "offline" when a device's connection ended (no will needed).
   const std::string id = msg.topic.substr(kPresencePrefix.size());
-  if (msg.payload != "offline" || !twins::check_device_id(id, options_.limits)) return;
+  if (msg.payload != "offline") return;
   presence_->inc();
-  if (!sink_) return;
+  broker_presence(id, false, std::move(msg.topic));
+}
+
+void MqttChannel::on_broker_notice(const std::string& notice) {
+  // "<time>: New client connected from <address> as <client id> (p2, c1, k60[, u'<user>'])."
+  // With --device-auth the client id is the username (use_username_as_clientid); doppeld's own
+  // connection is not a device.
+  static constexpr std::string_view kConnected = ": New client connected from ";
+  const size_t at = notice.find(kConnected);
+  if (at == std::string::npos) return;
+  const size_t as = notice.find(" as ", at + kConnected.size());
+  const size_t props = notice.rfind(" (p");
+  if (as == std::string::npos || props == std::string::npos || props < as + 4) return;
+  const std::string id = notice.substr(as + 4, props - as - 4);
+  if (id == options_.client.client_id) return;
+  connects_->inc();
+  broker_presence(id, true, std::string(kBrokerNoticeTopic));
+}
+
+void MqttChannel::broker_presence(const std::string& id, bool online, std::string topic) {
+  if (!twins::check_device_id(id, options_.limits) || !sink_) return;
   twins::DeviceInput input;
   input.device_id = id;
   input.kind = InboundKind::kStatus;
-  input.topic = std::move(msg.topic);
-  input.payload = R"({"state":"offline"})";
+  input.topic = std::move(topic);
+  input.payload = online ? R"({"state":"online"})" : R"({"state":"offline"})";
   input.content_encoding = twins::Encoding::kJson;
   input.from_broker = true;
   sink_(std::move(input));

@@ -31,6 +31,9 @@ struct ChannelOptions {
   ClientOptions client;  // uri, client id, credentials, TLS
   std::string prefix = "twins";
   twins::Limits limits;
+  // The embedded broker publishes its notices on $SYS/broker/log/N (log_dest topic): each
+  // "New client connected ... as {id}" puts twin {id} online at once (no birth message needed).
+  bool broker_notices = false;
 };
 
 class MqttChannel final : public twins::DeviceChannel {
@@ -64,12 +67,16 @@ class MqttChannel final : public twins::DeviceChannel {
   // it takes commands.
   static constexpr std::string_view kPresencePrefix = "$doppel/presence/";
   static constexpr std::string_view kBrokerControlTopic = "$CONTROL/doppel/v1";
+  static constexpr std::string_view kBrokerNoticeTopic = "$SYS/broker/log/N";
   // Asks the embedded broker to disconnect every connection of `username` (after a revocation).
   void kick(const std::string& username);
 
  private:
   void on_message(IncomingMessage&& msg);
   void on_presence(IncomingMessage&& msg);
+  void on_broker_notice(const std::string& notice);
+  // Hands the broker's word that device `id` connected or disconnected to the sink.
+  void broker_presence(const std::string& id, bool online, std::string topic);
   // A message on $aws/things/... (the AWS dialect, aws_topics.h).
   void on_aws_message(IncomingMessage&& msg);
   // Hands a parsed device message to the sink (the runtime).
@@ -89,6 +96,7 @@ class MqttChannel final : public twins::DeviceChannel {
   Counter* connect_failures_ = nullptr;
   Counter* retained_ignored_ = nullptr;
   Counter* presence_ = nullptr;
+  Counter* connects_ = nullptr;
   Counter* broker_dropped_ = nullptr;
   std::atomic<int64_t> broker_reported_{-1};          // the broker's counter at its last report
   std::atomic<int64_t> last_drop_ms_{INT64_MIN / 2};  // steady clock, ms

@@ -14,7 +14,10 @@ Millis TwinLogic::stale_after_ms(const Twin& twin) const {
   return seconds_to_ms(policy_.default_stale_after_s);
 }
 
-void TwinLogic::touch(Twin& twin, Millis now, Outcome& out) const {
+namespace {
+
+// The device was seen now: fresh.
+void seen(Twin& twin, Millis now, Outcome& out) {
   twin.last_seen = now;
   out.twin_changed = true;
   if (twin.liveness != LivenessState::kFresh) {
@@ -22,8 +25,29 @@ void TwinLogic::touch(Twin& twin, Millis now, Outcome& out) const {
     twin.liveness = LivenessState::kFresh;
     twin.liveness_since = now;
   }
+}
+
+}  // namespace
+
+void TwinLogic::touch(Twin& twin, Millis now, Outcome& out) const {
+  seen(twin, now, out);
   // A device that speaks is connected, even if its birth message was lost or never sent.
-  if (twin.connection != ConnectionState::kOnline) go_online(twin, now, out);
+  if (twin.connection != ConnectionState::kOnline) {
+    go_online(twin, now, out);
+  } else if (twin.awaiting_first_message) {
+    twin.awaiting_first_message = false;
+    resume_deliveries(twin, now, out);
+  }
+}
+
+void TwinLogic::on_connected(Twin& twin, Millis now, Outcome& out) const {
+  seen(twin, now, out);
+  if (twin.connection != ConnectionState::kOnline) {
+    twin.connection = ConnectionState::kOnline;
+    twin.connection_since = now;
+    out.events.push_back(TwinEvent::kOnline);
+  }
+  twin.awaiting_first_message = true;
 }
 
 void TwinLogic::go_online(Twin& twin, Millis now, Outcome& out) const {
@@ -31,6 +55,11 @@ void TwinLogic::go_online(Twin& twin, Millis now, Outcome& out) const {
   twin.connection_since = now;
   out.twin_changed = true;
   out.events.push_back(TwinEvent::kOnline);
+  twin.awaiting_first_message = false;
+  resume_deliveries(twin, now, out);
+}
+
+void TwinLogic::resume_deliveries(Twin& twin, Millis now, Outcome& out) const {
   // A (re)connected device gets what it is owed at once: the delta and its pending commands.
   resume_reconcile(twin, now, out);
   for (auto& c : twin.commands) {

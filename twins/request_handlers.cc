@@ -90,6 +90,13 @@ void RequestHandlers::run(const std::string& id, ApiRequest& request, HotTwin* h
                      return ApiReply{Status::ok(), ReplyKind::kAccepted};
                    });
           },
+          [&](RecordCredentials& req) {
+            mutate(id, h, false, reply, cause,
+                   [&](Twin&, Millis, Outcome& out) -> Result<ApiReply> {
+                     logic_.record_credentials(req.changes, out);
+                     return ApiReply{Status::ok(), ReplyKind::kNoContent};
+                   });
+          },
       },
       request);
 }

@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 #include <variant>
+#include <vector>
 
 #include "twins/document.h"
 #include "twins/twin.h"
@@ -76,9 +77,20 @@ struct JobSpec;
 struct RunJob {
   std::shared_ptr<const JobSpec> spec;
 };
-using ApiRequest =
-    std::variant<GetTwin, ExplainTwin, ProvisionTwin, PatchTwin, DeleteTwin, UpdateDesired,
-                 EnqueueCommand, ListCommands, GetCommand, CancelCommand, RunJob>;
+// The device's credentials changed outside the twin (the gateway's DeviceAuth issued or revoked
+// them): recorded as credentials.changed events of the twin, nothing else changes.
+struct CredentialChange {
+  std::string credential;  // "password" or "certificate"
+  std::string action;      // "issued" or "revoked"
+  std::string serial;      // a certificate's serial (hex), when one was issued
+  size_t count = 1;        // revoked: how many
+};
+struct RecordCredentials {
+  std::vector<CredentialChange> changes;
+};
+using ApiRequest = std::variant<GetTwin, ExplainTwin, ProvisionTwin, PatchTwin, DeleteTwin,
+                                UpdateDesired, EnqueueCommand, ListCommands, GetCommand,
+                                CancelCommand, RunJob, RecordCredentials>;
 
 enum class ReplyKind { kOk, kCreated, kAccepted, kNoContent };
 

@@ -266,8 +266,10 @@ void Shard::handle(DeviceInput& in) {
   }
   DeviceMessage& msg = *decoded;
   if (h == nullptr) {
+    // The broker's word on a client that is no twin (yet) creates none: its first message may.
     const auto* status = std::get_if<StatusMessage>(&msg);
-    if (in.kind == InboundKind::kCommandResult || (status != nullptr && !status->online)) {
+    if (in.kind == InboundKind::kCommandResult || in.from_broker ||
+        (status != nullptr && !status->online)) {
       deps_.stats.ignored->inc();
       return;
     }
@@ -298,7 +300,11 @@ void Shard::handle(DeviceInput& in) {
           out.cause.token = m.token;
           result = logic.on_delete(twin, m, t, out);
         } else if constexpr (std::is_same_v<T, StatusMessage>) {
-          logic.on_status(twin, m, enc, t, out);
+          if (in.from_broker && m.online) {
+            logic.on_connected(twin, t, out);
+          } else {
+            logic.on_status(twin, m, enc, t, out);
+          }
         } else if constexpr (std::is_same_v<T, JobsQueryMessage>) {
           token = m.token;
           result = logic.on_jobs_query(twin, in.command_id, m, t, out);

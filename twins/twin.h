@@ -149,6 +149,11 @@ struct Twin {
   // The last message refused from the device (explain.h), kept at most once a second per code.
   std::optional<DeviceError> last_error;
 
+  // Not persisted: the broker reported this device's connection and it has not spoken since; its
+  // first message gets the delta and commands it is owed (it could not take them at connect,
+  // before subscribing). Lost with the twin's memory (hibernation, restart): then that first
+  // message is treated as any other.
+  bool awaiting_first_message = false;
   // Not persisted: upper bounds of the serialized sizes of desired/reported (exact after a load
   // or a write), so most updates pass the size limit without serializing anything.
   size_t desired_bytes = 2;

@@ -309,6 +309,17 @@ Status TwinLogic::apply_settings(Twin& twin, const TwinSettings& s, bool is_patc
   return Status::ok();
 }
 
+void TwinLogic::record_credentials(const std::vector<CredentialChange>& changes,
+                                   Outcome& out) const {
+  if (!policy_.record_changes) return;
+  for (const CredentialChange& c : changes) {
+    json fields = {{"credential", c.credential}, {"action", c.action}};
+    if (!c.serial.empty()) fields["serial"] = c.serial;
+    if (c.action == "revoked") fields["count"] = c.count;
+    out.changes.push_back({"credentials.changed", std::move(fields)});
+  }
+}
+
 Status TwinLogic::update_desired(Twin& twin, const UpdateDesired& request, Millis now,
                                  Outcome& out) const {
   if (request.if_match && *request.if_match != twin.desired_version) {

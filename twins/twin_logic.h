@@ -108,6 +108,9 @@ class TwinLogic {
   // AWS dialect: a get of a twin with an empty state is refused (kNotFound), as AWS refuses a
   // shadow that does not exist.
   Status on_get(Twin& twin, const GetMessage& msg, Millis now, Outcome& out) const;
+  // The broker saw the device connect (not a message of the device): online and fresh at once;
+  // what it is owed goes out with its first message, once it has subscribed.
+  void on_connected(Twin& twin, Millis now, Outcome& out) const;
   // AWS dialect: the device deletes its shadow. Desired and reported are cleared (each version
   // bumps, none is reset); tags, settings, commands and jobs are the operator's and stay.
   Status on_delete(Twin& twin, const DeleteMessage& msg, Millis now, Outcome& out) const;
@@ -146,6 +149,9 @@ class TwinLogic {
   // cancel itself is still in `out`, so it is committed: a dropped cancel never comes back as
   // queued).
   Result<json> cancel(Twin& twin, std::string_view command_id, Millis now, Outcome& out) const;
+  // The device's credentials changed (issued or revoked by the gateway): credentials.changed
+  // events, one per change, when changes are recorded. The twin itself does not change.
+  void record_credentials(const std::vector<CredentialChange>& changes, Outcome& out) const;
 
   // Jobs (jobs.h). Starts `spec`'s execution on the twin: applies its desired patch or enqueues
   // its command (idempotency key job:<id>:1) and records the execution in progress — or ended at
@@ -174,6 +180,8 @@ class TwinLogic {
   void command_alarms(Twin& twin, Millis now, Outcome& out) const;
   void touch(Twin& twin, Millis now, Outcome& out) const;
   void go_online(Twin& twin, Millis now, Outcome& out) const;
+  // What a (re)connected device is owed: the delta and its pending commands.
+  void resume_deliveries(Twin& twin, Millis now, Outcome& out) const;
   // A new reconcile cycle (new desired version, or drift after convergence): attempts from 0.
   void start_reconcile(Twin& twin, Millis now, Outcome& out) const;
   // The device (re)connected: send the delta again within the current cycle. Attempts count per

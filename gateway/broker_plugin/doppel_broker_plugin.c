@@ -4,8 +4,8 @@
  * - Presence: when a client other than doppeld disconnects (cleanly, by timeout, or because it
  *   was kicked), the plugin publishes "offline" on $doppel/presence/{client id}. Devices that send
  *   no last will (AWS IoT firmware: AWS ignores wills on its topics) still go offline in their
- *   twin, and Doppel's own devices that die without one too. (A client comes online in its twin
- *   with its first message, as before.)
+ *   twin, and Doppel's own devices that die without one too. (Mosquitto 2.0 has no connect event
+ *   for plugins: doppeld learns of connections from the broker's notices on $SYS/broker/log/N.)
  * - Kicks: doppeld publishes "kick {username}" on $CONTROL/doppel/v1 after revoking a device's
  *   credentials or certificate; the plugin disconnects that device's connection at once (the
  *   revocation already keeps it from connecting again). Only the user named by

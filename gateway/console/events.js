@@ -6,7 +6,8 @@ import { Link, localTime, show, twinPath } from './util.js';
 
 const KEEP = 500;
 const KINDS = ['', 'reported.updated', 'desired.updated', 'settings.updated', 'connection.changed',
-  'liveness.changed', 'reconcile.changed', 'command.changed', 'twin.created', 'twin.deleted', 'job.changed'];
+  'liveness.changed', 'reconcile.changed', 'command.changed', 'credentials.changed', 'twin.created', 'twin.deleted',
+  'job.changed'];
 
 export function EventsPage({ params }) {
   const [twin, setTwin] = useState(params.get('twin') || '');

@@ -216,6 +216,9 @@ function describe(ev) {
     case 'connection.changed': case 'liveness.changed': return `${ev.previous} → ${ev.state}`;
     case 'reconcile.changed': return `${ev.previous} → ${ev.state} (attempt ${ev.attempts})`;
     case 'command.changed': return `${ev.name}: ${ev.previous || 'new'} → ${ev.status}`;
+    case 'credentials.changed':
+      return ev.action === 'revoked' ? `${ev.credential} revoked (${ev.count})`
+        : `${ev.credential} issued${ev.serial ? ` (serial ${ev.serial})` : ''}`;
     default: return '';
   }
 }

@@ -28,6 +28,8 @@ function brokerCertificate(dir) {
   return { cert: join(dir, 'broker.pem'), key: join(dir, 'broker.key'), ca: join(dir, 'broker-ca.pem') };
 }
 
+const serials = new Map();  // the serial of each thing's newest certificate
+
 // PUT /v1/twins/{id} {"certificate": true}: the device's key and certificate, written to files.
 async function provision(id) {
   const r = await gw.api(`/v1/twins/${id}`, { method: 'PUT', body: { certificate: true } });
@@ -38,6 +40,7 @@ async function provision(id) {
   const files = { certPath: join(gw.dir, `${id}.pem`), keyPath: join(gw.dir, `${id}.key`) };
   writeFileSync(files.certPath, c.certificate_pem);
   writeFileSync(files.keyPath, c.private_key_pem, { mode: 0o600 });
+  serials.set(id, c.serial);
   return files;
 }
 
@@ -235,6 +238,9 @@ test("a device reaches only its own topics; revoked and other things' certificat
   victim.on('connect', () => { admitted += 1; });
   try {
     await eventually(() => admitted === 1, 'aws-thing-5 to connect');
+    // It has sent nothing (the SDK sends no birth): the broker told doppeld it connected.
+    await eventually(async () => (await twin('aws-thing-5')).connection.state === 'online',
+      'the broker to report the connection');
     const closed = next(victim, 'close', () => true, 10000);
     assert.equal((await gw.api('/v1/twins/aws-thing-5', { method: 'PUT', body: { certificate: false } })).status, 200);
     await closed;
@@ -244,6 +250,16 @@ test("a device reaches only its own topics; revoked and other things' certificat
     await new Promise((r) => victim.end(true, r));
   }
   assert.equal((await twin('aws-thing-5')).connection.state, 'offline');
+
+  // The twin's change feed tells the certificate's story: issued (with its serial), revoked.
+  const feed = (await gw.api('/v1/events?twin=aws-thing-5&kind=credentials.changed')).body.events;
+  assert.deepEqual(feed.map((e) => [e.credential, e.action]),
+    [['certificate', 'issued'], ['certificate', 'revoked']]);
+  assert.equal(feed[0].serial, serials.get('aws-thing-5'));
+  assert.equal(feed[1].count, 1);
+  assert.equal(feed[1].cause.source, 'api');
+  const connection = (await gw.api('/v1/events?twin=aws-thing-5&kind=connection.changed')).body.events;
+  assert.deepEqual(connection.map((e) => e.state), ['online', 'offline']);
 });
 
 test("the SDK's jobs class runs a command queued through the API: IN_PROGRESS, then SUCCEEDED", async () => {

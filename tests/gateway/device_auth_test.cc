@@ -85,10 +85,15 @@ TEST_CASE("issued credentials reach the password file hashed; revoked ones leave
   CHECK(file.find("doppel-gateway:$7$101$") != std::string::npos);
   CHECK(reloads == 1);
 
-  REQUIRE(f.auth->revoke("pump-1"));
+  auto revoked = f.auth->revoke("pump-1");
+  REQUIRE(revoked);
+  CHECK(revoked->password);
+  CHECK(revoked->certificates == 0);
   CHECK(f.password_file().find("pump-1:") == std::string::npos);
   CHECK(reloads == 2);
-  REQUIRE(f.auth->revoke("pump-1"));  // nothing left to revoke: no rewrite, no reload
+  revoked = f.auth->revoke("pump-1");  // nothing left to revoke: no rewrite, no reload
+  REQUIRE(revoked);
+  CHECK_FALSE(revoked->password);
   CHECK(reloads == 2);
 
   CHECK_FALSE(f.auth->issue("doppel-gateway"));  // the gateway's own account is not a device

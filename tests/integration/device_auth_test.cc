@@ -172,6 +172,19 @@ TEST_CASE("credentials: refused ids change nothing, false revokes, files are own
   CHECK(!off.body.contains("credentials"));
   TestDevice after("dev-r", uri, doppel::twins::Encoding::kJson, "twins", {"dev-r", pw, ""});
   CHECK(!after.try_connect());
+  // Both are in the twin's change feed, caused by the API.
+  auto feed = gw.get("/v1/events?twin=dev-r&kind=credentials.changed");
+  REQUIRE(feed.status == 200);
+  const auto& events = feed.body["events"];
+  REQUIRE(events.size() == 2);
+  CHECK(events[0]["credential"] == "password");
+  CHECK(events[0]["action"] == "issued");
+  CHECK(events[1]["action"] == "revoked");
+  CHECK(events[1]["count"] == 1);
+  CHECK(events[1]["cause"]["source"] == "api");
+  // Deleting the twin revokes what it has left (nothing now): no further credential event.
+  REQUIRE(gw.request("DELETE", "/v1/twins/dev-r").status == 204);
+  CHECK(gw.get("/v1/events?twin=dev-r&kind=credentials.changed").body["events"].size() == 2);
 
   namespace fs = std::filesystem;
   const auto mode = [](const std::string& p) {

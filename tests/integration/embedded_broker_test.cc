@@ -64,3 +64,44 @@ TEST_CASE("doppeld refuses a port that is taken and says what to do") {
   CHECK(WEXITSTATUS(status) == 1);
   CHECK(p.log().find("--broker-port") != std::string::npos);
 }
+
+TEST_CASE("the embedded broker says when a device connects and disconnects: no birth, no will") {
+  TempDir dir;
+  const int port = free_port();
+  Doppeld gateway(dir.file("data"), "", {"--broker-port", std::to_string(port)});
+  gateway.start();
+  REQUIRE(gateway.request("PUT", "/v1/twins/quiet-1", "{}").status == 201);
+  REQUIRE(gateway.request("PATCH", "/v1/twins/quiet-1/desired", R"({"mode":"eco"})").status == 200);
+  const auto state = [&](const std::string& id) {
+    auto r = gateway.get("/v1/twins/" + id);
+    return r.status == 200 ? r.body["connection"]["state"].get<std::string>() : "";
+  };
+  CHECK(state("quiet-1") == "unknown");
+  {
+    // A client that is no twin: the broker's notice of it creates none.
+    // (Client id = device id, as doppel-sim's devices and --device-auth's make it: the broker
+    // names clients by their client id.)
+    TestDevice stranger("stranger-1", "tcp://127.0.0.1:" + std::to_string(port),
+                        doppel::twins::Encoding::kJson, "twins", {"stranger-1", "", ""});
+    stranger.connect();
+    TestDevice dev("quiet-1", "tcp://127.0.0.1:" + std::to_string(port),
+                   doppel::twins::Encoding::kJson, "twins", {"quiet-1", "", ""});
+    dev.connect();  // and subscribes; it says nothing
+    CHECK(eventually([&] { return state("quiet-1") == "online"; }, 10s));
+    // What it is owed goes out with its first message, once it has subscribed.
+    CHECK(dev.received("delta").empty());
+    dev.publish("reported", R"({"state":{"mode":"normal"}})");
+    CHECK(dev.wait_for("delta", 1).size() == 1);
+    CHECK(gateway.get("/v1/twins/stranger-1").status == 404);
+  }
+  // Both disconnected without a will: the broker's plugin says so.
+  CHECK(eventually([&] { return state("quiet-1") == "offline"; }, 10s));
+  CHECK(gateway.get("/v1/twins/stranger-1").status == 404);
+  auto events = gateway.get("/v1/events?twin=quiet-1&kind=connection.changed").body["events"];
+  REQUIRE(events.size() == 2);
+  CHECK(events[0]["state"] == "online");
+  CHECK(events[0]["previous"] == "unknown");
+  CHECK(events[1]["state"] == "offline");
+  const std::string metrics = gateway.text("/metrics");
+  CHECK(metrics.find("doppel_broker_connects_total 2") != std::string::npos);
+}

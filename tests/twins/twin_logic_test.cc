@@ -217,6 +217,29 @@ TEST_CASE("a desired change in the middle of retries restarts the cycle") {
   CHECK(f.twin.reconcile_next_retry == f.now + 30'000);
 }
 
+TEST_CASE("a connection the broker reports: online at once, what is owed with the first message") {
+  Fixture f;
+  f.birth();
+  f.offline();
+  f.desire(R"({"mode":"eco"})");  // set while the device was away
+  f.now += 1000;
+  Outcome out;
+  f.logic.on_connected(f.twin, f.now, out);
+  CHECK(f.twin.connection == ConnectionState::kOnline);
+  CHECK(f.twin.connection_since == f.now);
+  CHECK(f.twin.last_seen == f.now);
+  CHECK(has_event(out, TwinEvent::kOnline));
+  CHECK(deltas(out) == 0);  // it has not subscribed yet: a delta now would be lost
+  // Its first message, whatever it is, gets the delta (once).
+  CHECK(deltas(f.report(R"({"temp":1})")) == 1);
+  CHECK(deltas(f.report(R"({"temp":2})")) == 0);
+  // A connection reported again (the session taken over) is owed again; no second online event.
+  Outcome again;
+  f.logic.on_connected(f.twin, f.now, again);
+  CHECK(!has_event(again, TwinEvent::kOnline));
+  CHECK(deltas(f.report(R"({"temp":3})")) == 1);
+}
+
 TEST_CASE("a birth re-sends the delta at once, and that send counts in the same cycle") {
   Fixture f;
   f.birth();
