@@ -136,9 +136,10 @@ Status DeviceAuth::publish_change() {
 
 Status DeviceAuth::write_files() {
   std::ostringstream passwd;
-  passwd << options_.gateway_user << ":" << mosquitto_password_hash(gateway_password_) << "\n";
+  passwd << options_.gateway_user << ":" << mosquitto_password_hash(gateway_password_) << "\n"
+         << batch_user() << ":" << mosquitto_password_hash(gateway_password_) << "\n";
   Status listed = store_.for_each([&](const std::string& id, const std::string& hash) {
-    if (id != options_.gateway_user) passwd << id << ":" << hash << "\n";
+    if (id != options_.gateway_user && id != batch_user()) passwd << id << ":" << hash << "\n";
   });
   if (!listed) return listed;
   std::ostringstream acl;
@@ -148,6 +149,10 @@ Status DeviceAuth::write_files() {
       << "# The broker's drop counter (overload) and its notices (device connections).\n"
       << "topic read $SYS/broker/publish/messages/dropped\n"
       << "topic read $SYS/broker/log/N\n\n"
+      << "# doppeld's second connection: QoS 0 answers to AWS-dialect devices, in batches.\n"
+      << "user " << batch_user() << "\n"
+      << "topic write $aws/things/#\n\n"
+      << "user " << options_.gateway_user << "\n"
       << "topic readwrite $aws/#\n"
       << "# The broker plugin's presence reports, and its control topic (kicks).\n"
       << "topic read $doppel/presence/#\n"
@@ -170,7 +175,7 @@ Status DeviceAuth::write_files() {
 }
 
 Status DeviceAuth::check_device(const std::string& device_id) const {
-  if (device_id == options_.gateway_user) {
+  if (device_id == options_.gateway_user || device_id == batch_user()) {
     return Status(StatusCode::kInvalidId, "'" + device_id +
                                               "' is the gateway's own broker account; a device "
                                               "with this id cannot have credentials");

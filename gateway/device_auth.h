@@ -65,6 +65,10 @@ class DeviceAuth {
   void on_revoked(std::function<void(const std::string&)> fn) { revoked_ = std::move(fn); }
 
   const std::string& gateway_user() const { return options_.gateway_user; }
+  // The account of doppeld's second connection (QoS 0 answers in batches, mqtt/batch_publisher.h):
+  // the gateway's password, allowed to publish to $aws/things/# only. A broker that makes the
+  // username the client id would otherwise make it take over the gateway's session.
+  std::string batch_user() const { return options_.gateway_user + "-qos0"; }
   const std::string& gateway_password() const { return gateway_password_; }
   std::string password_file() const;
   std::string acl_file() const;

@@ -6,6 +6,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <thread>
 
@@ -267,6 +268,23 @@ Status Gateway::start() {
   channel_options.prefix = config_.topic_prefix;
   channel_options.limits = config_.policy.limits;
   channel_options.broker_notices = broker_ != nullptr;
+  // A plain-TCP broker (the embedded broker's gateway listener, or --broker tcp://host:port)
+  // takes QoS 0 answers in batches on a second connection (mqtt/batch_publisher.h).
+  constexpr std::string_view kTcp = "tcp://";
+  if (broker_uri_.starts_with(kTcp)) {
+    const std::string hostport = broker_uri_.substr(kTcp.size());
+    const size_t colon = hostport.rfind(':');
+    const int port = colon == std::string::npos ? 1883 : std::atoi(hostport.c_str() + colon + 1);
+    std::string host = hostport.substr(0, colon);
+    if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+      host = host.substr(1, host.size() - 2);  // [::1]
+    }
+    if (port > 0 && !host.empty()) {
+      channel_options.batch_qos0_host = std::move(host);
+      channel_options.batch_qos0_port = port;
+      if (device_auth_) channel_options.batch_qos0_username = device_auth_->batch_user();
+    }
+  }
   channel_ = std::make_unique<mqtt::MqttChannel>(channel_options, metrics_);
 
   twins::RuntimeOptions runtime_options;

@@ -29,6 +29,16 @@ static_assert(kOutboundNames.covers(OutboundKind::kReply));
 
 MqttChannel::MqttChannel(ChannelOptions options, Metrics& metrics)
     : options_(std::move(options)), client_(options_.client) {
+  if (options_.batch_qos0_port > 0) {
+    BatchPublisherOptions b;
+    b.host = options_.batch_qos0_host;
+    b.port = options_.batch_qos0_port;
+    b.client_id = options_.client.client_id + std::string(kBatchSuffix);
+    b.username = options_.batch_qos0_username.empty() ? options_.client.username
+                                                      : options_.batch_qos0_username;
+    b.password = options_.client.password;
+    batch_ = std::make_unique<BatchPublisher>(std::move(b));
+  }
   for (size_t i = 0; i < twins::kInboundKindCount; ++i) {
     const auto k = static_cast<InboundKind>(i);
     in_[i] =
@@ -66,6 +76,10 @@ MqttChannel::MqttChannel(ChannelOptions options, Metrics& metrics)
                    [this] { return broker_dropping() ? 1.0 : 0.0; });
   metrics.gauge_fn("doppel_mqtt_connected", "1 when connected to the broker",
                    [this] { return connected() ? 1.0 : 0.0; });
+  metrics.gauge_fn(
+      "doppel_mqtt_batch_connected",
+      "1 when the second connection, for QoS 0 answers in batches, is up (plain-TCP brokers)",
+      [this] { return batch_ && batch_->connected() ? 1.0 : 0.0; });
 
   client_.on_message([this](IncomingMessage&& m) { on_message(std::move(m)); });
   client_.on_connected([this] {
@@ -99,6 +113,7 @@ void MqttChannel::set_sink(std::function<void(twins::DeviceInput)> sink) {
 }
 
 void MqttChannel::start() {
+  if (batch_) batch_->start();
   client_.connect_in_background();
   poller_ = std::thread([this] { poll_drop_counter(); });
 }
@@ -110,6 +125,7 @@ void MqttChannel::stop(std::chrono::milliseconds timeout) {
   }
   poll_cv_.notify_all();
   if (poller_.joinable()) poller_.join();
+  if (batch_) batch_->stop(timeout);
   (void)client_.disconnect(timeout);
 }
 
@@ -223,7 +239,11 @@ void MqttChannel::on_broker_notice(const std::string& notice) {
   const size_t props = notice.rfind(" (p");
   if (as == std::string::npos || props == std::string::npos || props < as + 4) return;
   const std::string id = notice.substr(as + 4, props - as - 4);
-  if (id == options_.client.client_id) return;
+  if (id == options_.client.client_id ||
+      id == options_.client.client_id + std::string(kBatchSuffix) ||
+      (!options_.batch_qos0_username.empty() && id == options_.batch_qos0_username)) {
+    return;  // doppeld's own connections
+  }
   connects_->inc();
   broker_presence(id, true, std::string(kBrokerNoticeTopic));
 }
@@ -276,6 +296,10 @@ void MqttChannel::publish(twins::Outbound message) {
                                   ? aws_outbound_topic(message.device_id, message.kind, message.op)
                                   : aws_jobs_topic(message.device_id, message.jobs_topic);
     const int qos = message.kind == OutboundKind::kCommand ? 1 : 0;
+    if (qos == 0 && batch_ && batch_->publish(topic, message.payload)) {
+      out_[static_cast<size_t>(message.kind)]->inc();
+      return;
+    }
     Status s = client_.publish(topic, std::move(message.payload), qos, std::string());
     if (s) {
       out_[static_cast<size_t>(message.kind)]->inc();

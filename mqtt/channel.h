@@ -18,6 +18,7 @@
 #include <string>
 #include <thread>
 
+#include "mqtt/batch_publisher.h"
 #include "mqtt/client.h"
 #include "mqtt/topics.h"
 #include "twins/device_io.h"
@@ -34,6 +35,12 @@ struct ChannelOptions {
   // The embedded broker publishes its notices on $SYS/broker/log/N (log_dest topic): each
   // "New client connected ... as {id}" puts twin {id} online at once (no birth message needed).
   bool broker_notices = false;
+  // QoS 0 answers (the AWS dialect's) go through a BatchPublisher (batch_publisher.h) to this
+  // plain-TCP broker, with the client's credentials; port 0: through Paho like everything else.
+  // Paho takes them whenever the batch connection is down.
+  std::string batch_qos0_host;
+  int batch_qos0_port = 0;
+  std::string batch_qos0_username;  // empty: the client's (the password is the client's)
 };
 
 class MqttChannel final : public twins::DeviceChannel {
@@ -68,6 +75,8 @@ class MqttChannel final : public twins::DeviceChannel {
   static constexpr std::string_view kPresencePrefix = "$doppel/presence/";
   static constexpr std::string_view kBrokerControlTopic = "$CONTROL/doppel/v1";
   static constexpr std::string_view kBrokerNoticeTopic = "$SYS/broker/log/N";
+  // The batch publisher's client id: the channel's with this suffix.
+  static constexpr std::string_view kBatchSuffix = "-qos0";
   // Asks the embedded broker to disconnect every connection of `username` (after a revocation).
   void kick(const std::string& username);
 
@@ -87,6 +96,7 @@ class MqttChannel final : public twins::DeviceChannel {
 
   ChannelOptions options_;
   Client client_;
+  std::unique_ptr<BatchPublisher> batch_;  // QoS 0 answers, when batch_qos0_port is set
   std::function<void(twins::DeviceInput)> sink_;
   Counter* in_[twins::kInboundKindCount] = {};
   Counter* out_[twins::kOutboundKindCount] = {};

@@ -9,49 +9,13 @@
 #include <cerrno>
 #include <cstring>
 
+#include "mqtt/mqtt311.h"
+
 namespace doppel::bench {
 namespace {
 
-void put_length(std::string& out, size_t n) {
-  do {
-    uint8_t byte = n % 128;
-    n /= 128;
-    if (n > 0) byte |= 0x80;
-    out.push_back(static_cast<char>(byte));
-  } while (n > 0);
-}
-
-void put_string(std::string& out, const std::string& s) {
-  out.push_back(static_cast<char>(s.size() >> 8));
-  out.push_back(static_cast<char>(s.size() & 0xff));
-  out += s;
-}
-
-bool write_all(int fd, const char* data, size_t n) {
-  while (n > 0) {
-    const ssize_t w = ::send(fd, data, n, MSG_NOSIGNAL);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    data += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
-}
-
-bool read_exact(int fd, char* data, size_t n) {
-  while (n > 0) {
-    const ssize_t r = ::recv(fd, data, n, 0);
-    if (r <= 0) {
-      if (r < 0 && errno == EINTR) continue;
-      return false;
-    }
-    data += r;
-    n -= static_cast<size_t>(r);
-  }
-  return true;
-}
+using mqtt::mqtt311::read_exact;
+using mqtt::mqtt311::write_all;
 
 constexpr size_t kFlushBytes = 64 * 1024;
 
@@ -71,16 +35,7 @@ Status RawPublisher::connect(int port, const std::string& client_id) {
   const int one = 1;
   ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   // CONNECT: MQTT 3.1.1, clean session, no keep-alive (the load is continuous and short).
-  std::string body;
-  put_string(body, "MQTT");
-  body.push_back(4);
-  body.push_back(0x02);
-  body.push_back(0);
-  body.push_back(0);
-  put_string(body, client_id);
-  std::string packet(1, static_cast<char>(0x10));
-  put_length(packet, body.size());
-  packet += body;
+  const std::string packet = mqtt::mqtt311::connect_packet(client_id, "", "", 0);
   if (!write_all(fd_, packet.data(), packet.size())) {
     return Status(StatusCode::kUnavailable, "CONNECT failed");
   }
@@ -128,16 +83,11 @@ Status RawPublisher::publish(const std::string& topic, const std::string& payloa
     }
     if (closed_.load()) return Status(StatusCode::kUnavailable, "connection closed");
   }
-  buffer_.push_back(static_cast<char>(qos > 0 ? 0x32 : 0x30));
-  put_length(buffer_, 2 + topic.size() + (qos > 0 ? 2 : 0) + payload.size());
-  put_string(buffer_, topic);
+  mqtt::mqtt311::append_publish(buffer_, topic, payload, qos, static_cast<uint16_t>(next_id_));
   if (qos > 0) {
-    buffer_.push_back(static_cast<char>(next_id_ >> 8));
-    buffer_.push_back(static_cast<char>(next_id_ & 0xff));
     next_id_ = next_id_ == 65535 ? 1 : next_id_ + 1;
     qos1_sent_.fetch_add(1, std::memory_order_relaxed);
   }
-  buffer_ += payload;
   sent_.fetch_add(1, std::memory_order_relaxed);
   if (buffer_.size() >= kFlushBytes) return flush();
   return Status::ok();

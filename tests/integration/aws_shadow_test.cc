@@ -52,6 +52,8 @@ TEST_CASE("an AWS-dialect device reports, converges, is refused stale versions a
   CHECK(acc["timestamp"].get<int64_t>() < before_s + 60);  // seconds, not milliseconds
   const uint64_t v1 = acc["version"].get<uint64_t>();
   CHECK(v1 >= 1);
+  // The answers came on doppeld's second connection (QoS 0, in batches).
+  CHECK(metric(gw.text("/metrics"), "doppel_mqtt_batch_connected") == 1);
   auto docs = dev.wait_on(kShadow + "update/documents", 1);
   REQUIRE(docs.size() == 1);
   CHECK(parse(docs[0])["current"]["state"]["reported"]["mode"] == "eco");

@@ -141,6 +141,8 @@ TEST_CASE("a device cannot take over the gateway's or another device's client id
     (void)thief.disconnect(1s);
   }
   CHECK(gw.get("/readyz").status == 200);
+  // doppeld's second connection has an account of its own: it takes over no session.
+  CHECK(metric(gw.text("/metrics"), "doppel_mqtt_batch_connected") == 1);
   CHECK(metric(gw.text("/metrics"), "doppel_mqtt_connection_losses_total") == 0);
   CHECK(gw.get("/v1/twins/dev-b").body["connection"]["state"] == "online");
   // The gateway still hears dev-b: its session was not taken.
