@@ -14,7 +14,9 @@ TEST_CASE("doppel-bench --quick measures every scenario and its counts add up") 
   Process bench({DOPPEL_BENCH_PATH, "--quick", "--out", out, "--work-dir", dir.file("work")},
                 dir.file("bench.log"));
   int status = -1;
-  REQUIRE_MESSAGE(bench.wait_exit(330s, &status), "doppel-bench --quick did not finish");
+  // On a hang, its log says which scenario (and which step) it was in.
+  REQUIRE_MESSAGE(bench.wait_exit(330s, &status), "doppel-bench --quick did not finish; its log:\n",
+                  bench.log());
   CHECK_MESSAGE(WEXITSTATUS(status) == 0, bench.log());
   std::ifstream in(out);
   REQUIRE(in);
