@@ -147,18 +147,18 @@ namespace {
 
 // A cluster node serves the twins of its partitions here, and sends the rest to their owner: a
 // request another node forwarded is answered here or refused (503, retry), never sent on again.
-void route_in_cluster(const ApiContext& ctx, const ExchangePtr& x, const TwinHandler& handler,
-                      int attempt = 0);
+void route_in_cluster(const ApiContext& ctx, const ExchangePtr& x, const std::string& key,
+                      const TwinHandler& handler, int attempt = 0);
 
 // Runs the handler here. The partition may stop being served before the twin's shard takes the
 // request (it was being handed over): the shard then answers not_owner, and a request a client
 // sent here directly is routed again — to the new owner — instead (at most a few times).
-void serve_here(const ApiContext& ctx, const ExchangePtr& x, const TwinHandler& handler,
-                bool forwarded, int attempt) {
+void serve_here(const ApiContext& ctx, const ExchangePtr& x, const std::string& key,
+                const TwinHandler& handler, bool forwarded, int attempt) {
   if (!forwarded && attempt < 3) {
     Responder original = x->respond;
     std::weak_ptr<Exchange> weak = x;  // the responder must not keep its own exchange alive
-    x->respond = [&ctx, weak, handler, original, attempt](HttpResponse r) {
+    x->respond = [&ctx, weak, key, handler, original, attempt](HttpResponse r) {
       auto again = weak.lock();
       const bool moved =
           r.status == 503 && std::any_of(r.headers.begin(), r.headers.end(),
@@ -168,17 +168,19 @@ void serve_here(const ApiContext& ctx, const ExchangePtr& x, const TwinHandler& 
       // attempt needs out of it first (reading a capture afterwards crashed a node under load).
       const ApiContext& context = ctx;
       TwinHandler retry = handler;
+      // NOLINTNEXTLINE(performance-unnecessary-copy-initialization): `key` dies with the closure
+      const std::string routed_by = key;
       const int next = attempt + 1;
       again->respond = original;
-      route_in_cluster(context, again, retry, next);
+      route_in_cluster(context, again, routed_by, retry, next);
     };
   }
   handler(ctx, x);
 }
 
-void route_in_cluster(const ApiContext& ctx, const ExchangePtr& x, const TwinHandler& handler,
-                      int attempt) {
-  const uint32_t partition = twins::partition_of(x->segments[2]);
+void route_in_cluster(const ApiContext& ctx, const ExchangePtr& x, const std::string& key,
+                      const TwinHandler& handler, int attempt) {
+  const uint32_t partition = twins::partition_of(key);
   const std::optional<bool> forwarded = ctx.cluster->forwarded(x->req, x->request_id);
   if (forwarded && !*forwarded) {
     return x->problem(403, "forbidden",
@@ -186,11 +188,11 @@ void route_in_cluster(const ApiContext& ctx, const ExchangePtr& x, const TwinHan
                       "cluster must have the same --cluster-secret-file (and clocks within 60 s)");
   }
   if (ctx.cluster->serves(partition))
-    return serve_here(ctx, x, handler, forwarded.has_value(), attempt);
-  auto not_owner = [x, partition] {
+    return serve_here(ctx, x, key, handler, forwarded.has_value(), attempt);
+  auto not_owner = [x, key, partition] {
     HttpResponse r = status_response(
         Status(StatusCode::kNotOwner,
-               "twin '" + x->segments[2] + "' belongs to partition " + std::to_string(partition) +
+               "'" + key + "' belongs to partition " + std::to_string(partition) +
                    ", whose owner is changing (a node joined, left or failed); retry"),
         x->req.path);
     x->send(std::move(r));
@@ -199,10 +201,10 @@ void route_in_cluster(const ApiContext& ctx, const ExchangePtr& x, const TwinHan
   // To the owner; while the owner is changing (known to nobody, not up, or no longer serving),
   // again every 100 ms for up to two leases, so that a hand-over costs the caller time, not an
   // error. Then here, if this node took the partition meanwhile.
-  ctx.server->run_blocking([&ctx, x, partition, handler, not_owner, attempt] {
+  ctx.server->run_blocking([&ctx, x, key, partition, handler, not_owner, attempt] {
     const auto give_up = std::chrono::steady_clock::now() + 2 * ctx.cluster->lease();
     while (true) {
-      if (ctx.cluster->serves(partition)) return serve_here(ctx, x, handler, false, attempt);
+      if (ctx.cluster->serves(partition)) return serve_here(ctx, x, key, handler, false, attempt);
       if (auto answer = ctx.cluster->forward(x->req, x->request_id, partition)) {
         return x->send(std::move(*answer));
       }
@@ -220,9 +222,17 @@ RouteHandler twin_route(const ApiContext* ctx, TwinHandler handler, bool store_r
     if (Status s = twins::check_device_id(x->segments[2], ctx->limits()); !s) {
       return x->status(s);
     }
-    if (ctx->cluster != nullptr && !store_read) return route_in_cluster(*ctx, x, handler);
+    if (ctx->cluster != nullptr && !store_read) {
+      return route_in_cluster(*ctx, x, x->segments[2], handler);
+    }
     handler(*ctx, x);
   };
+}
+
+void route_to_owner(const ApiContext& ctx, const ExchangePtr& x, const std::string& key,
+                    const TwinHandler& handler) {
+  if (ctx.cluster == nullptr) return handler(ctx, x);
+  route_in_cluster(ctx, x, key, handler);
 }
 
 }  // namespace doppel::gateway

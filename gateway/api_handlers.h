@@ -87,6 +87,10 @@ struct ApiContext {
 // (the route table only), an empty handler.
 using TwinHandler = std::function<void(const ApiContext&, const ExchangePtr&)>;
 RouteHandler twin_route(const ApiContext* ctx, TwinHandler handler, bool store_read = false);
+// Runs `handler` where the partition of `key` (a twin's or a job's id) is served: here outside a
+// cluster; in one, here or forwarded to its owner as twin_route does.
+void route_to_owner(const ApiContext& ctx, const ExchangePtr& x, const std::string& key,
+                    const TwinHandler& handler);
 
 // A decimal query parameter within [lo, hi], or nullopt.
 std::optional<size_t> parse_size(const std::string& s, size_t lo, size_t hi);

@@ -1,7 +1,12 @@
 // Jobs: create, list, read, their executions, cancel (README, "Jobs"). Every handler reads or
 // writes the store, so all of them run on the server's blocking pools (creation by a target
-// query on the fleet-query pool, as a fleet query).
+// query on the fleet-query pool, as a fleet query). In a cluster a job belongs to the node that
+// serves the partition of its id: creation and cancelling go there (forwarded like a twin's
+// requests), reads come from the shared store on any node, and the owner's engine sends the
+// actions for other nodes' twins through POST /v1/cluster/jobs/{id}/run (cluster_jobs.h).
 #include "gateway/api_handlers.h"
+#include "gateway/cluster.h"
+#include "gateway/cluster_jobs.h"
 #include "twins/job_engine.h"
 #include "twins/jobs.h"
 
@@ -52,16 +57,27 @@ void create(const ApiContext& ctx, const ExchangePtr& x) {
   }
   auto spec = twins::parse_job_spec(*doc, ctx.limits());
   if (!spec) return x->status(spec.status());
-  // A target query reads the fleet: it waits with the fleet queries, not before the feed.
-  std::shared_ptr<void> ticket;
-  if (spec->where && !(ticket = ctx.admit_query(*x))) return;
-  ctx.server->run_blocking(
-      [&ctx, x, spec = std::move(*spec), ticket]() mutable {
-        auto created = ctx.jobs->create(std::move(spec), cause_of(*x));
-        ticket.reset();
-        answer(x, created, 201);
-      },
-      ticket ? BlockingPool::kQuery : BlockingPool::kGeneral);
+  if (ctx.cluster != nullptr && spec->id.empty()) {
+    // The id decides the node that runs the job: chosen here, and sent along if forwarded.
+    spec->id = twins::random_command_ids()();
+    (*doc)["id"] = spec->id;
+    x->req.body = twins::to_text(*doc);
+  }
+  const std::string id = spec->id;
+  auto here = [spec = std::make_shared<twins::JobSpec>(std::move(*spec))](const ApiContext& c,
+                                                                          const ExchangePtr& ex) {
+    // A target query reads the fleet: it waits with the fleet queries, not before the feed.
+    std::shared_ptr<void> ticket;
+    if (spec->where && !(ticket = c.admit_query(*ex))) return;
+    c.server->run_blocking(
+        [&c, ex, spec, ticket]() mutable {
+          auto created = c.jobs->create(*spec, cause_of(*ex));
+          ticket.reset();
+          answer(ex, created, 201);
+        },
+        ticket ? BlockingPool::kQuery : BlockingPool::kGeneral);
+  };
+  route_to_owner(ctx, x, id, here);
 }
 
 void list(const ApiContext& ctx, const ExchangePtr& x) {
@@ -106,8 +122,45 @@ void executions(const ApiContext& ctx, const ExchangePtr& x) {
 
 void cancel(const ApiContext& ctx, const ExchangePtr& x) {
   if (!job_id(x)) return;
-  ctx.server->run_blocking(
-      [&ctx, x] { answer(x, ctx.jobs->cancel(x->segments[2], cause_of(*x))); });
+  route_to_owner(ctx, x, x->segments[2], [](const ApiContext& c, const ExchangePtr& ex) {
+    c.server->run_blocking(
+        [&c, ex] { answer(ex, c.jobs->cancel(ex->segments[2], cause_of(*ex))); });
+  });
+}
+
+// Another node's dispatch of its job to twins this node serves (cluster_jobs.h): only with the
+// cluster's signature. {"created_at", "twins": [...]} -> {"results": [{"twin", "code",
+// "message"}]}, once every twin's shard has answered.
+void run_for_peer(const ApiContext& ctx, const ExchangePtr& x) {
+  if (ctx.cluster == nullptr) {
+    return x->problem(404, "not_found", "this doppeld is not a cluster node");
+  }
+  if (ctx.cluster->forwarded(x->req, x->request_id) != std::optional<bool>(true)) {
+    return x->problem(403, "forbidden",
+                      "only another node of this cluster may dispatch a job here (a "
+                      "Doppel-Forwarded signature made with the cluster's secret)");
+  }
+  if (!twins::valid_job_id(x->segments[3])) {
+    return x->problem(400, "invalid_id", "a job id is 1 to 64 characters of A-Z a-z 0-9 . _ : -");
+  }
+  const twins::json doc = twins::json::parse(x->req.body, nullptr, false);
+  if (!doc.is_object() || !doc.contains("created_at") || !doc["created_at"].is_number_integer() ||
+      !doc.contains("twins") || !doc["twins"].is_array() || doc["twins"].size() > 10000) {
+    return x->problem(400, "malformed",
+                      "expected {\"created_at\": integer, \"twins\": [at most 10,000 ids]}");
+  }
+  std::vector<std::string> twins;
+  for (const auto& t : doc["twins"]) {
+    if (!t.is_string()) return x->problem(400, "malformed", "twins: ids are strings");
+    twins.push_back(t.get<std::string>());
+  }
+  ctx.server->run_blocking([&ctx, x, created_at = doc["created_at"].get<twins::Millis>(),
+                            twins = std::move(twins)]() mutable {
+    ctx.jobs->run_for_peer(x->segments[3], created_at, std::move(twins),
+                           [x](const twins::JobEngine::PeerResults& results) {
+                             x->json_body(200, peer_results_json(results));
+                           });
+  });
 }
 
 }  // namespace
@@ -117,11 +170,7 @@ void add_job_routes(Router& router, const ApiContext* ctx) {
     if (ctx == nullptr) return {};
     return [ctx, f](const ExchangePtr& x) {
       if (ctx->jobs == nullptr) {
-        return x->problem(503, "unavailable",
-                          ctx->cluster != nullptr
-                              ? "jobs do not run in a cluster yet (docs/scale-out.md): run them "
-                                "on a single doppeld"
-                              : "this gateway runs no job engine");
+        return x->problem(503, "unavailable", "this gateway runs no job engine");
       }
       f(*ctx, x);
     };
@@ -131,6 +180,8 @@ void add_job_routes(Router& router, const ApiContext* ctx) {
   router.add("GET", "/v1/jobs/{id}", route(get));
   router.add("GET", "/v1/jobs/{id}/twins", route(executions));
   router.add("POST", "/v1/jobs/{id}/cancel", route(cancel));
+  // Open to the router: the handler accepts nothing but the cluster's signature.
+  router.add("POST", "/v1/cluster/jobs/{id}/run", route(run_for_peer), Router::Access::kOpen);
 }
 
 }  // namespace doppel::gateway

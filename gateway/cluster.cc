@@ -372,6 +372,11 @@ std::optional<bool> ClusterNode::forwarded(const HttpRequest& req,
   return want.size() == mac.size() && CRYPTO_memcmp(want.data(), mac.data(), want.size()) == 0;
 }
 
+std::string ClusterNode::owner_of(uint32_t partition) const {
+  std::lock_guard lock(mu_);
+  return partition < owner_.size() ? owner_[partition] : std::string();
+}
+
 std::optional<HttpResponse> ClusterNode::forward(const HttpRequest& req,
                                                  const std::string& request_id,
                                                  uint32_t partition) {

@@ -87,6 +87,9 @@ class ClusterNode final : public twins::Ownership {
   // pool.
   std::optional<HttpResponse> forward(const HttpRequest& req, const std::string& request_id,
                                       uint32_t partition);
+  // The incarnation that owns `partition` by the last round's read of the lease table; empty
+  // when none is known.
+  std::string owner_of(uint32_t partition) const;
   // Whether `req` came from another node of this cluster: a valid signature, at most 60 s old.
   // nullopt when it carries none; false for a bad one.
   std::optional<bool> forwarded(const HttpRequest& req, const std::string& request_id) const;

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "gateway/cluster.h"
+#include "gateway/cluster_jobs.h"
 #include "gateway/device_auth.h"
 #include "gateway/device_ca.h"
 #include "gateway/embedded_broker.h"
@@ -322,18 +323,19 @@ Status Gateway::start() {
   http_options.read_tokens = config_.api_read_tokens;
   http_options.feed = feed_.get();
   http_options.cluster = cluster_.get();
+  twins::JobEngineOptions job_options;
+  job_options.limits = config_.policy.limits;
+  job_options.record_changes = config_.policy.record_changes;
   if (cluster_) {
     // Forwarded requests wait on these threads for their owner's answer (or for a new owner).
     http_options.server.blocking_threads = std::max(http_options.server.blocking_threads, 32);
-  } else {
-    // (A cluster runs no jobs yet: a job's executions would have to reach twins on every node.)
-    twins::JobEngineOptions job_options;
-    job_options.limits = config_.policy.limits;
-    job_options.record_changes = config_.policy.record_changes;
-    jobs_ = std::make_unique<twins::JobEngine>(job_options, *runtime_, *store_, clock_, metrics_);
-    if (Status s = jobs_->start(); !s) return s;
-    http_options.jobs = jobs_.get();
+    // Each job runs on the node of its id's partition and reaches other nodes' twins through them.
+    cluster_jobs_ = std::make_unique<ClusterJobs>(*cluster_);
+    job_options.cluster = {cluster_.get(), store_.get(), cluster_jobs_.get()};
   }
+  jobs_ = std::make_unique<twins::JobEngine>(job_options, *runtime_, *store_, clock_, metrics_);
+  if (Status s = jobs_->start(); !s) return s;
+  http_options.jobs = jobs_.get();
   http_ = std::make_unique<HttpApi>(
       http_options, *runtime_, *store_, metrics_, [this] { return readiness(); },
       device_auth_.get());
@@ -364,6 +366,7 @@ void Gateway::stop() {
   prune_cv_.notify_all();
   if (pruner_.joinable()) pruner_.join();
   if (jobs_) jobs_->stop();  // no dispatch after this; what it sent is committed below
+  if (cluster_jobs_) cluster_jobs_->stop();
   if (runtime_) runtime_->barrier();
   if (store_) store_->flush();  // commits, and hands the last publishes to the MQTT client
   if (channel_) channel_->stop(std::chrono::milliseconds(2000));

@@ -29,6 +29,7 @@ class WireCodec;
 namespace doppel::gateway {
 
 class ClusterNode;
+class ClusterJobs;
 class DeviceAuth;
 class DeviceCa;
 class EmbeddedBroker;
@@ -114,6 +115,7 @@ class Gateway {
   std::unique_ptr<mqtt::MqttChannel> channel_;
   std::unique_ptr<ClusterNode> cluster_;  // --cluster; before the runtime, which asks it
   std::unique_ptr<twins::Runtime> runtime_;
+  std::unique_ptr<ClusterJobs> cluster_jobs_;  // --cluster: the job engine's way to other nodes
   std::unique_ptr<twins::JobEngine> jobs_;
   std::unique_ptr<HttpApi> http_;
   std::unique_ptr<FeedHub> feed_;

@@ -127,22 +127,30 @@ void GroupCommitter::fail_one(Batch& batch, size_t i, const Status& status) {
   if (const twins::TwinWrite* twin = batch.ops[i].twin()) poisoned_.poison(twin->id);
 }
 
+std::optional<uint32_t> GroupCommitter::Op::fenced_partition() const {
+  if (const twins::TwinWrite* tw = twin()) return tw->partition;
+  return std::get<twins::JobWrite>(write).partition;
+}
+
 size_t GroupCommitter::fence(Batch& batch,
                              const std::function<uint64_t(uint32_t partition)>& current) {
   size_t fenced = 0;
   for (size_t i = 0; i < batch.ops.size(); ++i) {
-    const twins::TwinWrite* tw = batch.ops[i].twin();
-    if (tw == nullptr || !batch.statuses[i]) continue;
-    const uint64_t now = current(tw->partition);
-    if (tw->epoch == now) continue;
-    fail_one(
-        batch, i,
-        Status(StatusCode::kFenced,
-               "twin '" + tw->id + "' was written under ownership epoch " +
-                   std::to_string(tw->epoch) + " of partition " + std::to_string(tw->partition) +
-                   ", which is at epoch " + std::to_string(now) +
-                   " now: the partition changed owner since the twin was loaded, so this "
-                   "copy may be stale and was not written"));
+    const Op& op = batch.ops[i];
+    const std::optional<uint32_t> partition = op.fenced_partition();
+    if (!partition || !batch.statuses[i]) continue;
+    const uint64_t now = current(*partition);
+    const twins::TwinWrite* tw = op.twin();
+    const uint64_t epoch = tw != nullptr ? tw->epoch : std::get<twins::JobWrite>(op.write).epoch;
+    if (epoch == now) continue;
+    const std::string what = tw != nullptr ? "twin '" + tw->id + "'" : "a write of a job";
+    fail_one(batch, i,
+             Status(StatusCode::kFenced,
+                    what + " was made under ownership epoch " + std::to_string(epoch) +
+                        " of partition " + std::to_string(*partition) + ", which is at epoch " +
+                        std::to_string(now) +
+                        " now: the partition changed owner since, so this copy may be stale "
+                        "and was not written"));
     ++fenced;
   }
   return fenced;

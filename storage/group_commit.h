@@ -30,6 +30,7 @@
 #include <limits>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <variant>
@@ -51,6 +52,9 @@ class GroupCommitter {
     std::chrono::steady_clock::time_point queued_at;  // when enqueue() took it
     // The twin this op writes, or nullptr for a job-level write.
     const twins::TwinWrite* twin() const { return std::get_if<twins::TwinWrite>(&write); }
+    // The partition whose ownership epoch this op was made under, if it is fenced: every twin
+    // write; a job-level write when its job's owner set one (a cluster's).
+    std::optional<uint32_t> fenced_partition() const;
   };
   // The writes of one commit, in sequence order, and the outcome of each (ok until something
   // fails it; a write that poisoning refuses starts failed and must not be applied).
@@ -105,8 +109,9 @@ class GroupCommitter {
   // Write `i` of the batch fails alone with `status` (a write the backend cannot apply), before
   // the batch is planned; its twin is poisoned as fail() poisons.
   void fail_one(Batch& batch, size_t i, const Status& status);
-  // Fails with kFenced, before the batch is planned, each twin write not failed yet whose epoch
-  // is not `current(partition)` (twins/partition.h). Returns how many it failed.
+  // Fails with kFenced, before the batch is planned, each fenced write (Op::fenced_partition) not
+  // failed yet whose epoch is not `current(partition)` (twins/partition.h). Returns how many it
+  // failed.
   size_t fence(Batch& batch, const std::function<uint64_t(uint32_t partition)>& current);
   // Runs the batch's callbacks in sequence order, then `before_publish` (the store's listeners),
   // then moves committed_seq() past the batch and runs the commit waits it satisfies.

@@ -5,6 +5,7 @@
 #include <future>
 
 #include "twins/log.h"
+#include "twins/partition.h"
 
 namespace doppel::twins {
 namespace {
@@ -62,22 +63,39 @@ Result<std::shared_ptr<const JobSpec>> JobEngine::spec_of(const JobRecord& recor
   return std::make_shared<const JobSpec>(std::move(*spec));
 }
 
+Result<JobEngine::Job> JobEngine::load(JobRecord record, Millis now) const {
+  auto spec = spec_of(record);
+  if (!spec) return spec.status();
+  Job job;
+  job.spec = std::move(*spec);
+  job.epoch = epoch_of(record.id);
+  job.record = std::move(record);
+  job.last_refill = now;  // the bucket starts empty: the rate holds across a restart
+  return job;
+}
+
+uint64_t JobEngine::epoch_of(const std::string& job) const {
+  return clustered() ? options_.cluster.epochs->epoch(partition_of(job)) : 0;
+}
+
+void JobEngine::fence(JobWrite& w, const std::string& job, uint64_t epoch) const {
+  if (!clustered()) return;
+  w.partition = partition_of(job);
+  w.epoch = epoch;
+}
+
 Status JobEngine::start() {
+  // A cluster node takes the jobs of its partitions as it holds them (adopt()).
   std::string after;
-  while (true) {
+  while (!clustered()) {
     auto page = store_.jobs(JobStatus::kRunning, after, 500);
     if (!page) return page.status();
     for (JobRecord& r : *page) {
-      auto spec = spec_of(r);
-      if (!spec) return spec.status();
-      const Millis now = clock_.now_ms();
-      Job job;
-      job.spec = std::move(*spec);
-      job.record = std::move(r);
-      job.last_refill = now;  // the bucket starts empty: the rate holds across a restart
-      after = job.record.id;
+      after = r.id;
+      auto job = load(std::move(r), clock_.now_ms());
+      if (!job) return job.status();
       std::lock_guard lock(mu_);
-      jobs_.emplace(job.record.id, std::move(job));
+      jobs_.emplace(job->record.id, std::move(*job));
     }
     if (page->size() < 500) break;
   }
@@ -122,10 +140,15 @@ void JobEngine::run() {
     }
     lock.lock();
     // A round every tick_ms while some job has work; otherwise only when something changes
-    // (a count, a reply, a new job): idle jobs cost nothing.
+    // (a count, a reply, a new job): idle jobs cost nothing. A cluster node also looks for the
+    // jobs of partitions it gained, and other nodes' progress on its own, every adopt_every_ms.
     if (more) {
       stop_cv_.wait_for(lock, std::chrono::milliseconds(options_.tick_ms),
                         [this] { return stopping_; });
+    } else if (clustered()) {
+      stop_cv_.wait_for(lock,
+                        std::chrono::milliseconds(std::max<Millis>(1, options_.adopt_every_ms)),
+                        [this] { return stopping_ || wake_; });
     } else {
       stop_cv_.wait(lock, [this] { return stopping_ || wake_; });
     }
@@ -156,6 +179,7 @@ bool JobEngine::rescan_one() {
   const Millis now = clock_.now_ms();
   std::string id;
   std::shared_ptr<const JobSpec> spec;
+  uint64_t epoch = 0;
   {
     std::lock_guard lock(mu_);
     if (now < next_any_scan_) return false;
@@ -166,11 +190,12 @@ bool JobEngine::rescan_one() {
         id = job_id;
         due = job.next_scan;
         spec = job.spec;
+        epoch = job.epoch;
       }
     }
   }
   if (id.empty()) return false;
-  auto added = target(id, *spec->where, false, now);
+  auto added = target(id, *spec->where, false, now, epoch);
   const Millis ended = clock_.now_ms();
   const Millis took_ms = std::max<Millis>(0, ended - now);
   if (!added) {
@@ -188,7 +213,7 @@ bool JobEngine::rescan_one() {
 }
 
 Result<uint64_t> JobEngine::target(const std::string& id, const QueryExpr& where, bool reset,
-                                   Millis now) {
+                                   Millis now, uint64_t epoch) {
   // Chunks are written one after another without waiting; the last one is waited for, and a
   // failure of any of them is an error (the chunks before it stay: pending twins of the job, or
   // what the next creation of that id resets).
@@ -210,6 +235,7 @@ Result<uint64_t> JobEngine::target(const std::string& id, const QueryExpr& where
       added += page->size();
       if (!page->empty()) after = page->back();
       w.targets_twins = std::move(*page);
+      fence(w, id, epoch);
       if (last) {
         if (Status s = write_and_wait(std::move(w)); !s) return s;
       } else {
@@ -257,11 +283,17 @@ Result<json> JobEngine::create(JobSpec spec, const Cause& cause) {
                                              spec.id + " shows it, or choose another id");
   }
   const Millis now = clock_.now_ms();
+  // In a cluster the request reached the partition's owner: its writes are fenced by the epoch
+  // under which it holds the partition now.
+  const uint64_t epoch = epoch_of(spec.id);
   JobRecord record{spec.id, JobStatus::kRunning, now, now, to_text(job_spec_json(spec))};
   JobWrite w;
+  fence(w, spec.id, epoch);
   if (spec.where) {
     // The targets first (read on a reader, written in chunks), the job row when they are all in.
-    if (auto added = target(spec.id, *spec.where, true, now); !added) return added.status();
+    if (auto added = target(spec.id, *spec.where, true, now, epoch); !added) {
+      return added.status();
+    }
   } else {
     w.targets_job = spec.id;
     w.reset_targets = true;
@@ -276,6 +308,7 @@ Result<json> JobEngine::create(JobSpec spec, const Cause& cause) {
   Job job;
   job.record = record;
   job.spec = std::make_shared<const JobSpec>(std::move(spec));
+  job.epoch = epoch;
   job.last_refill = now;
   job.next_scan = now + options_.rescan_every_ms;
   job.counts = *counts;
@@ -334,6 +367,12 @@ Result<json> JobEngine::cancel(const std::string& id, const Cause& cause) {
   std::lock_guard create_lock(create_mu_);
   {
     std::lock_guard lock(mu_);
+    if (clustered()) {
+      // The request reached the owner of the job's partition, which may have gained it since
+      // its last look: look now, so that the job is found here.
+      next_adopt_ = 0;
+      adopt(clock_.now_ms());
+    }
     auto it = jobs_.find(id);
     if (it != jobs_.end()) {
       Job job = std::move(it->second);
@@ -362,6 +401,7 @@ Status JobEngine::end_job(Job& job, JobStatus status, const Cause& cause, Millis
   job.record.status = status;
   job.record.updated_at = now;
   JobWrite w;
+  fence(w, job.record.id, job.epoch);
   w.jobs.push_back(job.record);
   if (status != JobStatus::kCompleted) {
     w.cancel_pending_job = job.record.id;
@@ -398,6 +438,7 @@ void JobEngine::drain_done() {
       // Recorded by the engine: there is no twin to write it with. The twin stays in flight
       // until this commits, so it is not dispatched again meanwhile.
       JobWrite w;
+      fence(w, d.job, job.epoch);
       w.executions.push_back({d.job, d.twin, ExecStatus::kFailed, 0, clock_.now_ms(), "not_found"});
       store_.write(std::move(w), [this, job_id = d.job, twin = d.twin](const Status& s) {
         std::lock_guard lock(done_mu_);
@@ -423,6 +464,7 @@ void JobEngine::tick() {
     recount.swap(recount_);
   }
   std::lock_guard lock(mu_);
+  if (clustered()) adopt(now);
   drain_done();
   for (auto it = jobs_.begin(); it != jobs_.end();) {
     Job& job = it->second;
@@ -466,6 +508,7 @@ void JobEngine::dispatch(Job& job, Millis now) {
   const size_t room =
       options_.max_in_flight - std::min(options_.max_in_flight, job.in_flight.size());
   size_t want = std::min(static_cast<size_t>(job.tokens), room);
+  std::vector<std::string> remote;  // a cluster's twins served by other nodes
   // A few pages at most per round: those in flight are skipped without spending tokens.
   for (int page = 0; want > 0 && page < 4; ++page) {
     const size_t limit = want + (job.cursor.empty() ? job.in_flight.size() : 0);
@@ -482,6 +525,10 @@ void JobEngine::dispatch(Job& job, Millis now) {
       --want;
       job.tokens -= 1;
       dispatched_->inc();
+      if (clustered() && !options_.cluster.ownership->serves(partition_of(e.twin))) {
+        remote.push_back(e.twin);
+        continue;
+      }
       runtime_.call(
           e.twin, RunJob{job.spec},
           [this, job_id = job.record.id, twin = e.twin](ApiReply r) {
@@ -494,6 +541,125 @@ void JobEngine::dispatch(Job& job, Millis now) {
       job.cursor.clear();  // reached the end: the next pass starts over
       break;
     }
+  }
+  if (!remote.empty()) {
+    options_.cluster.remote->run(
+        job.record, std::move(remote),
+        [this, job_id = job.record.id](const std::string& twin, const Status& s) {
+          std::lock_guard lock(done_mu_);
+          done_.push_back({job_id, twin, s});
+        });
+  }
+}
+
+void JobEngine::adopt(Millis now) {
+  // Dropped at once: a job whose partition is no longer held at the epoch it was taken under.
+  // Its dispatches still in flight are answered into nothing; what they committed is read by the
+  // next owner from the store.
+  for (auto it = jobs_.begin(); it != jobs_.end();) {
+    const uint32_t p = partition_of(it->first);
+    if (!options_.cluster.ownership->serves(p) ||
+        options_.cluster.epochs->epoch(p) != it->second.epoch) {
+      log_info("job " + it->first + ": partition " + std::to_string(p) +
+               " is no longer held here; its new owner runs it");
+      it = jobs_.erase(it);
+      continue;
+    }
+    ++it;
+  }
+  if (now < next_adopt_) return;
+  next_adopt_ = now + options_.adopt_every_ms;
+  std::string after;
+  while (true) {
+    auto page = store_.jobs(JobStatus::kRunning, after, 500);
+    if (!page) {
+      log_warn("jobs: reading the running jobs failed (tried again shortly): " +
+               page.status().message());
+      return;
+    }
+    for (JobRecord& r : *page) {
+      after = r.id;
+      if (jobs_.count(r.id) != 0 || !options_.cluster.ownership->serves(partition_of(r.id))) {
+        continue;
+      }
+      auto job = load(std::move(r), now);
+      if (!job) {
+        log_error("jobs: " + job.status().message());
+        continue;
+      }
+      log_info("job " + job->record.id + ": taken over (partition " +
+               std::to_string(partition_of(job->record.id)) + ")");
+      jobs_.emplace(job->record.id, std::move(*job));
+    }
+    if (page->size() < 500) break;
+  }
+  // Executions are committed by the twins' owners, which this node's store does not hear of.
+  for (auto& [id, job] : jobs_) job.recount = true;
+}
+
+void JobEngine::run_for_peer(const std::string& id, Millis created_at,
+                             std::vector<std::string> twins,
+                             std::function<void(PeerResults)> done) {
+  // The spec of a job never changes (an id is taken once; created_at tells a new job of a
+  // pruned id apart): read once per job.
+  std::shared_ptr<const JobSpec> spec;
+  {
+    std::lock_guard lock(peer_mu_);
+    if (auto it = peer_specs_.find({id, created_at}); it != peer_specs_.end()) spec = it->second;
+  }
+  if (!spec) {
+    Status why = Status::ok();
+    auto record = store_.job(id);
+    if (!record) {
+      why = record.status();
+    } else if (!*record || (*record)->created_at != created_at ||
+               (*record)->status != JobStatus::kRunning) {
+      why = Status(StatusCode::kUnavailable, "job '" + id + "' is not running");
+    } else if (auto parsed = spec_of(**record); !parsed) {
+      why = parsed.status();
+    } else {
+      spec = *parsed;
+      std::lock_guard lock(peer_mu_);
+      if (peer_specs_.size() >= 1000) peer_specs_.clear();
+      peer_specs_[{id, created_at}] = spec;
+    }
+    if (!why) {
+      PeerResults results;
+      for (std::string& t : twins) results.emplace_back(std::move(t), why);
+      return done(std::move(results));
+    }
+  }
+  // Answered once every twin's shard has: the last reply hands the results on.
+  struct Pending {
+    std::mutex mu;
+    PeerResults results;
+    size_t left = 0;
+    std::function<void(PeerResults)> done;
+  };
+  auto pending = std::make_shared<Pending>();
+  pending->left = twins.size();
+  pending->done = std::move(done);
+  auto reply = [pending](std::string twin, Status s) {
+    std::function<void(PeerResults)> finish;
+    PeerResults results;
+    {
+      std::lock_guard lock(pending->mu);
+      pending->results.emplace_back(std::move(twin), std::move(s));
+      if (--pending->left > 0) return;
+      finish = std::move(pending->done);
+      results = std::move(pending->results);
+    }
+    finish(std::move(results));
+  };
+  if (twins.empty()) return pending->done({});
+  for (std::string& twin : twins) {
+    if (clustered() && !options_.cluster.ownership->serves(partition_of(twin))) {
+      reply(std::move(twin), Status(StatusCode::kNotOwner, "not served here"));
+      continue;
+    }
+    runtime_.call(
+        twin, RunJob{spec}, [reply, twin](ApiReply r) { reply(twin, std::move(r.status)); },
+        Cause{CauseSource::kJob, {}, {}, {}, id});
   }
 }
 

@@ -89,7 +89,10 @@ struct TwinWrite {
 // `reset_targets`, first whatever executions and counts `targets_job` has (left by a creation
 // that did not finish); and a job whose pending executions all become cancelled with
 // `cancel_detail`. A store applies it apart from the twin writes batched with it: if it fails, it
-// fails alone, and they commit.
+// fails alone, and they commit. In a cluster the job's owner sets `partition` (the job id's) and
+// the `epoch` under which it runs the job: the write is then fenced as a twin's is (kFenced once
+// the partition changed owner), so a paused former owner cannot end or cancel a job another node
+// runs now.
 struct JobWrite {
   std::vector<JobRecord> jobs;
   std::vector<EventRecord> events;  // job.* change events, stored with the write (or not at all)
@@ -100,6 +103,8 @@ struct JobWrite {
   Millis targets_at = 0;
   std::string cancel_pending_job;
   std::string cancel_detail;
+  std::optional<uint32_t> partition;
+  uint64_t epoch = 0;
 };
 
 // Serializes the twin; also refreshes twin.desired_bytes / reported_bytes and the cached

@@ -129,6 +129,40 @@ json api(const Nodes& nodes, const ClusterBenchOptions& o) {
           {"latency_ms", percentiles_ms(all)}};
 }
 
+// A job over every twin (the ingest's devices and the API's twins), its rate far above what
+// dispatch reaches, created through the first node, whichever node owns it: executions per second
+// from the POST until none is pending (each applied by its twin's owner and recorded in progress;
+// no device answers, so none completes), most of them sent by the job's node to the other nodes.
+json rollout(const Nodes& nodes, int n) {
+  httplib::Client c("127.0.0.1", nodes.gw.front()->port());
+  c.set_read_timeout(120, 0);
+  const std::string id = "rollout-" + std::to_string(n);
+  const json body = {{"id", id},
+                     {"target", {{"query", "id LIKE '%'"}}},
+                     {"action", {{"desired", {{"rollout", n}}}}},
+                     {"rate_per_s", 1000000}};
+  const auto t0 = Clock::now();
+  auto created = c.Post("/v1/jobs", body.dump(), "application/json");
+  if (!created || created->status != 201) {
+    return {{"ok", false}, {"error", created ? created->body : std::string("no answer")}};
+  }
+  const double total = json::parse(created->body)["total"].get<double>();
+  double took = 0;
+  while (seconds_since(t0) < 120 && took == 0) {
+    auto got = c.Get("/v1/jobs/" + id);
+    if (got && got->status == 200 && json::parse(got->body)["counts"]["pending"] == 0) {
+      took = seconds_since(t0);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  c.Post("/v1/jobs/" + id + "/cancel", "", "application/json");
+  if (took == 0) return {{"ok", false}, {"error", "the rollout did not finish in 120 s"}};
+  return {{"ok", true},
+          {"twins", total},
+          {"seconds", std::round(took * 1000) / 1000},
+          {"executions_per_s", std::round(total / took)}};
+}
+
 }  // namespace
 
 json run_cluster_bench(const ClusterBenchOptions& o) {
@@ -178,6 +212,9 @@ json run_cluster_bench(const ClusterBenchOptions& o) {
     std::printf("  %d node%s: API...\n", n, n == 1 ? "" : "s");
     std::fflush(stdout);
     run["api"] = api(nodes, o);
+    std::printf("  %d node%s: job rollout...\n", n, n == 1 ? "" : "s");
+    std::fflush(stdout);
+    run["rollout"] = rollout(nodes, n);
 
     if (n == o.max_nodes && o.kills > 0) {
       std::vector<double> windows;
@@ -226,6 +263,9 @@ json run_cluster_bench(const ClusterBenchOptions& o) {
                              std::max(1.0, one["api"]["patches_per_s"].get<double>());
     run["ingest_ratio_to_one_node"] = std::round(ingest_ratio * 100) / 100;
     run["api_ratio_to_one_node"] = std::round(api_ratio * 100) / 100;
+    const double rollout_ratio = run["rollout"].value("executions_per_s", 0.0) /
+                                 std::max(1.0, one["rollout"].value("executions_per_s", 0.0));
+    run["rollout_ratio_to_one_node"] = std::round(rollout_ratio * 100) / 100;
     r["runs"][std::to_string(n)] = run;
     rows.emplace_back(std::to_string(n) + " node(s): ingest",
                       fmt(run["ingest_updates_per_s"].get<double>()) + "/s (" +
@@ -235,6 +275,12 @@ json run_cluster_bench(const ClusterBenchOptions& o) {
                       fmt(run["api"]["patches_per_s"].get<double>()) + "/s (" + fmt(api_ratio, 2) +
                           " x one node), p99 " +
                           run["api"]["latency_ms"].value("p99", json()).dump() + " ms");
+    rows.emplace_back(std::to_string(n) + " node(s): job rollout",
+                      run["rollout"].value("ok", false)
+                          ? fmt(run["rollout"]["executions_per_s"].get<double>()) +
+                                " executions/s (" + fmt(rollout_ratio, 2) + " x one node) over " +
+                                fmt(run["rollout"]["twins"].get<double>()) + " twins"
+                          : run["rollout"].value("error", std::string("failed")));
   }
   if (r.contains("takeover_ms")) {
     rows.emplace_back("takeover window (kill -9 -> twin served), p50 / p99",

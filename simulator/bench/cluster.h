@@ -2,7 +2,9 @@
 // on one private PostgreSQL server and one Mosquitto, with 1, 2 and 3 nodes on this machine —
 // ingest (every report committed) and PATCH desired throughput through every node, each as a
 // ratio to one node (the nodes share this machine's cores with each other, PostgreSQL and the
-// load, so the ratios say what a node costs here, not what more machines would give) — and the
+// load, so the ratios say what a node costs here, not what more machines would give), a job's
+// rollout over every twin (executions per second, most sent by the job's node to the twins'
+// owners) — and the
 // takeover window: how long a twin of a node killed with SIGKILL could not be served (from the
 // kill to the first 200 through another node), p50/p99 over `kills` kills.
 #pragma once

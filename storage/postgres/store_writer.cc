@@ -286,10 +286,10 @@ std::vector<pg::Connection::Statement> begin_statements(const GroupCommitter::Ba
   std::array<bool, twins::kPartitions> asked{};
   pg::ArrayLiteral partitions;
   for (size_t i = 0; i < batch.ops.size(); ++i) {
-    const twins::TwinWrite* tw = batch.ops[i].twin();
-    if (tw == nullptr || !batch.statuses[i] || tw->partition >= asked.size()) continue;
-    if (!asked[tw->partition]) partitions.integer(tw->partition);
-    asked[tw->partition] = true;
+    const std::optional<uint32_t> p = batch.ops[i].fenced_partition();
+    if (!p || !batch.statuses[i] || *p >= asked.size()) continue;
+    if (!asked[*p]) partitions.integer(*p);
+    asked[*p] = true;
   }
   out.push_back(
       // FOR SHARE: a cluster node that takes one of these partitions (an UPDATE of its row)

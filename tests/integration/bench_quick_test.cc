@@ -74,10 +74,14 @@ TEST_CASE("doppel-bench --quick measures every scenario and its counts add up") 
   // feed: both phases delivered events to their subscribers.
   CHECK(s["feed"]["unfiltered"]["count"].get<double>() > 0);
   CHECK(s["feed"]["filtered"]["count"].get<double>() > 0);
-  // cluster: one and two nodes measured, PATCHes answered, the kill's twin served again.
+  // cluster: one and two nodes measured, PATCHes answered, a job rolled out over every twin, the
+  // kill's twin served again.
   for (const char* nodes : {"1", "2"}) {
     CHECK(s["cluster"]["runs"][nodes]["ingest_updates_per_s"].get<double>() > 0);
     CHECK(s["cluster"]["runs"][nodes]["api"]["patches_per_s"].get<double>() > 0);
+    const auto& rollout = s["cluster"]["runs"][nodes]["rollout"];
+    CHECK_MESSAGE(rollout["ok"] == true, rollout.dump());
+    CHECK(rollout["executions_per_s"].get<double>() > 0);
   }
   CHECK(s["cluster"]["takeover_ms"]["count"] == 1);
   // aws: both dialects' ingest committed every update (ingest_run checks the count).

@@ -4,10 +4,14 @@
 // writers its partitions are owned again within two leases and no acknowledged change is lost.
 // A node stopped with SIGSTOP until its leases run out finds, when it resumes, that it serves
 // nothing: what it still had in flight is refused by the fence, and no twin goes back in time.
+// A job runs on the node of its id's partition, reaches the simulated devices of every node's
+// twins, and when that node is killed mid-rollout another takes it over and completes it with no
+// twin changed twice.
 // Waits are bounded to detect hangs, not to measure speed.
 #include <doctest/doctest.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <fstream>
 #include <map>
@@ -18,6 +22,7 @@
 #include "tests/support/harness.h"
 #include "tests/support/postgres_server.h"
 #include "tests/support/temp_dir.h"
+#include "twins/partition.h"
 
 using namespace doppel::testing;
 
@@ -117,14 +122,14 @@ TEST_CASE("three nodes share the partitions, and any node answers for any twin")
   for (const auto& delta : deltas) MESSAGE("delta: ", delta);
   CHECK(deltas.size() == 2);
 
-  // A forged forward is refused; jobs say they do not run in a cluster.
+  // A forged forward is refused, and so is a job dispatch without the cluster's signature.
   auto forged =
       a.request("GET", "/v1/twins/c-1", "",
                 {{"Doppel-Forwarded", "n9#0;" + std::to_string(time(nullptr) * 1000) + ";00ff"}});
   CHECK(forged.status == 403);
-  auto jobs = a.get("/v1/jobs");
-  CHECK(jobs.status == 503);
-  CHECK(jobs.body["detail"].get<std::string>().find("cluster") != std::string::npos);
+  auto unsigned_run =
+      a.request("POST", "/v1/cluster/jobs/j1/run", R"({"created_at": 1, "twins": ["c-1"]})");
+  CHECK(unsigned_run.status == 403);
 
   // Metrics name the cluster's figures.
   const std::string m = a.text("/metrics");
@@ -309,4 +314,107 @@ TEST_CASE("PostgreSQL restarted under the cluster: every node recovers without a
   CHECK(got.body["desired"]["v"] == 2);
   CHECK(a.running());
   CHECK(b.running());
+}
+
+TEST_CASE("a job runs on one node, reaches every node's twins, and survives its node's kill -9") {
+  constexpr int kDevices = 48;
+  Cluster c;
+  c.add("n1");
+  c.add("n2");
+  c.add("n3");
+  REQUIRE(eventually([&] { return c.settled(*c.nodes[0], 3); }, 30s, 100ms));
+  Process sim =
+      start_sim(c.broker.uri(), c.dir.file("sim.log"),
+                {"--devices", std::to_string(kDevices), "--interval-s", "2", "--delta-delay-s",
+                 "0.02", "--progress-s", "0", "--connect-rate", "200"});
+  REQUIRE_MESSAGE(eventually(
+                      [&] {
+                        auto twins = c.nodes[0]->list_all();
+                        return twins.size() == kDevices &&
+                               std::all_of(twins.begin(), twins.end(), [](const json& t) {
+                                 return t["connection"]["state"] == "online";
+                               });
+                      },
+                      30s),
+                  "the simulated devices did not all come online; sim log:\n", sim.log());
+
+  // The job's node serves its id's partition; it is created through another node.
+  const std::string job = "eco-cluster";
+  const uint32_t partition = doppel::twins::partition_of(job);
+  size_t owner = 3;
+  for (size_t i = 0; i < 3; ++i) {
+    if (served(*c.nodes[i]).count(partition) != 0) owner = i;
+  }
+  REQUIRE(owner < 3);
+  Doppeld& via = *c.nodes[(owner + 1) % 3];
+  Doppeld& other = *c.nodes[(owner + 2) % 3];
+  const json body = {{"id", job},
+                     {"target", {{"query", "id LIKE 'sim-%'"}}},
+                     {"action", {{"desired", {{"mode", "eco"}}}}},
+                     {"rate_per_s", 12}};
+  auto created = via.request("POST", "/v1/jobs", body.dump());
+  REQUIRE_MESSAGE(created.status == 201, created.body.dump());
+  CHECK(created.body["total"] == kDevices);
+  CHECK(other.request("POST", "/v1/jobs", body.dump()).status == 409);
+  // Exactly one node runs it.
+  double running = 0;
+  for (auto& n : c.nodes) running += metric(n->text("/metrics"), "doppel_jobs_running");
+  CHECK(running == 1);
+
+  // Part of the way, its node is killed: another takes the partition, and with it the job.
+  REQUIRE(eventually(
+      [&] { return via.get("/v1/jobs/" + job).body["counts"]["succeeded"].get<int>() >= 12; }, 60s,
+      100ms));
+  REQUIRE(via.get("/v1/jobs/" + job).body["counts"]["pending"].get<int>() > 0);
+  c.nodes[owner]->kill9();
+  json got;
+  REQUIRE_MESSAGE(eventually(
+                      [&] {
+                        got = other.get("/v1/jobs/" + job).body;
+                        return got["status"] == "completed";
+                      },
+                      90s, 200ms),
+                  "the job did not complete: ", got.dump());
+  CHECK(got["counts"]["succeeded"] == kDevices);
+  running = metric(via.text("/metrics"), "doppel_jobs_running") +
+            metric(other.text("/metrics"), "doppel_jobs_running");
+  CHECK(running == 0);
+
+  // Every twin changed once, by the job: one desired.updated each, desired version 1.
+  std::map<std::string, int> per_twin;
+  uint64_t after = 0;
+  while (true) {
+    auto r =
+        via.get("/v1/events?limit=1000&kind=desired.updated&after_seq=" + std::to_string(after));
+    REQUIRE(r.status == 200);
+    for (const auto& e : r.body["events"]) {
+      CHECK(e["cause"]["job"] == job);
+      ++per_twin[e["twin"].get<std::string>()];
+    }
+    const uint64_t next = r.body["next_after_seq"].get<uint64_t>();
+    if (next == after || r.body["events"].empty()) break;
+    after = next;
+  }
+  CHECK(per_twin.size() == kDevices);
+  for (const auto& [twin, n] : per_twin) CHECK_MESSAGE(n == 1, twin);
+  for (const json& t : other.list_all()) {
+    CHECK(t["desired"]["mode"] == "eco");
+    CHECK(t["reported"]["mode"] == "eco");
+    CHECK(t["desired_version"] == 1);
+  }
+
+  // Cancelling through any node reaches the job's (new) node: a job that ended says so.
+  CHECK(via.request("POST", "/v1/jobs/" + job + "/cancel").status == 409);
+  auto second = via.request("POST", "/v1/jobs",
+                            json{{"target", {{"twins", {"sim-1", "sim-2"}}}},
+                                 {"action", {{"desired", {{"mode", "eco"}}}}},
+                                 {"rate_per_s", 1}}
+                                .dump());
+  REQUIRE_MESSAGE(second.status == 201, second.body.dump());
+  const std::string id = second.body["id"];
+  auto cancelled = other.request("POST", "/v1/jobs/" + id + "/cancel");
+  CHECK_MESSAGE(cancelled.status == 200, cancelled.body.dump());
+  CHECK(cancelled.body["status"] == "cancelled");
+  sim.signal(SIGINT);
+  CHECK(sim.wait_exit(15s));
 }

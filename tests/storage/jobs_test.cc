@@ -7,6 +7,7 @@
 
 #include <map>
 #include <optional>
+#include <set>
 
 #include "tests/support/sqlite_rig.h"
 #ifdef DOPPEL_TEST_POSTGRES
@@ -113,7 +114,99 @@ uint64_t count_of(const json& job, const char* status) {
   return job["counts"][status].get<uint64_t>();
 }
 
+// A cluster node's view (twins/ownership.h): every partition but those listed.
+struct AllBut final : Ownership {
+  std::set<uint32_t> not_served;
+  bool serves(uint32_t p) const override { return not_served.count(p) == 0; }
+  std::vector<uint32_t> serving() const override {
+    std::vector<uint32_t> out;
+    for (uint32_t p = 0; p < kPartitions; ++p) {
+      if (serves(p)) out.push_back(p);
+    }
+    return out;
+  }
+  std::vector<uint32_t> take_gained() override { return {}; }
+};
+
+// The other node: a second engine over the same runtime runs what is sent to it.
+struct ToPeer final : RemoteJobs {
+  JobEngine* peer = nullptr;
+  std::vector<std::string> sent;
+  void run(const JobRecord& job, std::vector<std::string> twins, Reply reply) override {
+    sent.insert(sent.end(), twins.begin(), twins.end());
+    peer->run_for_peer(job.id, job.created_at, std::move(twins),
+                       [reply](const JobEngine::PeerResults& results) {
+                         for (const auto& [twin, status] : results) reply(twin, status);
+                       });
+  }
+};
+
 }  // namespace
+
+TEST_CASE("a cluster node runs its partitions' jobs, reaches other twins through their owner") {
+  Place place;
+  JobRig j(place.where);  // its engine plays the node that owns half of the twins
+  AllBut ownership;
+  ToPeer remote;
+  remote.peer = j.engine.get();
+  const std::string id = "eco-c";
+  std::set<std::string> elsewhere;
+  for (int i = 0; i < 10; ++i) {
+    const std::string twin = "c-" + std::to_string(i);
+    j.provision(twin, {});
+    if (i % 2 == 0 && partition_of(twin) != partition_of(id)) {
+      ownership.not_served.insert(partition_of(twin));
+      elsewhere.insert(twin);
+    }
+  }
+  REQUIRE(elsewhere.size() >= 3);
+  JobEngineOptions o;
+  o.threaded = false;
+  o.cluster = {&ownership, j.rig.store.get(), &remote};
+  Metrics node_metrics;
+  JobEngine node(o, *j.rig.runtime, *j.rig.store, j.rig.clock, node_metrics);
+  REQUIRE(node.start());
+  auto round = [&] {
+    for (int i = 0; i < 3; ++i) {
+      j.rig.clock.advance(100);
+      node.tick();
+      j.rig.store->flush();
+    }
+  };
+
+  auto spec = parse_job_spec(
+      {{"id", id},
+       {"target",
+        {{"twins", {"c-0", "c-1", "c-2", "c-3", "c-4", "c-5", "c-6", "c-7", "c-8", "c-9"}}}},
+       {"action", {{"desired", {{"mode", "eco"}}}}},
+       {"rate_per_s", 1000}},
+      Limits{});
+  REQUIRE(spec);
+  REQUIRE(node.create(std::move(*spec), Cause{CauseSource::kApi, "req-c", {}, {}, {}}));
+  round();
+  // The twins served elsewhere went to their owner, and only they; every twin runs the job.
+  CHECK(std::set<std::string>(remote.sent.begin(), remote.sent.end()) == elsewhere);
+  CHECK(remote.sent.size() == elsewhere.size());
+  CHECK(count_of(j.job(id), "in_progress") == 10);
+  for (int i = 0; i < 10; ++i) CHECK(j.twin("c-" + std::to_string(i))["desired"]["mode"] == "eco");
+
+  // The node loses the job's partition: it stops running the job at once.
+  ownership.not_served.insert(partition_of(id));
+  round();
+  CHECK(node.running() == 0);
+  for (int i = 0; i < 10; ++i) j.report("c-" + std::to_string(i), {{"mode", "eco"}});
+  round();
+  CHECK(j.job(id)["status"] == "running");  // nobody ran it meanwhile
+
+  // Held again: it takes the job back from the store, reads its counts, and completes it.
+  ownership.not_served.erase(partition_of(id));
+  round();
+  CHECK(node.running() == 0);
+  const json job = j.job(id);
+  CHECK(job["status"] == "completed");
+  CHECK(count_of(job, "succeeded") == 10);
+  CHECK(remote.sent.size() == elsewhere.size());  // nothing dispatched twice
+}
 
 TEST_CASE("a desired job reaches the twins its query names; each execution ends on convergence") {
   Place place;

@@ -574,6 +574,51 @@ TEST_CASE_TEMPLATE("a job-level write that fails, fails alone: the writes batche
   CHECK(kinds_of_events() == std::vector<std::string>{"job.created"});
 }
 
+// A cluster's job-level writes carry their job's partition and epoch (twins/record.h): a former
+// owner's write neither ends the job nor adds its event; the current owner's does.
+TEST_CASE_TEMPLATE("a job-level write under a stale epoch of its partition is fenced", Rig,
+                   DURABLE_RIGS) {
+  Rig rig;
+  auto* store = rig.get();
+  const uint32_t p = partition_of("j-f");
+  JobWrite created;
+  created.jobs.push_back(JobRecord{"j-f", JobStatus::kRunning, 1, 1, "{}"});
+  created.targets_job = "j-f";
+  created.targets_twins = {"a", "b"};
+  created.targets_at = 1;
+  created.partition = p;
+  created.epoch = store->epoch(p);
+  write_and_wait(*store, std::move(created));
+
+  JobWrite stale;
+  stale.jobs.push_back(JobRecord{"j-f", JobStatus::kCancelled, 1, 2, "{}"});
+  stale.events.push_back(EventRecord{0, 2, "", "job.changed", 0, R"({"job":"j-f"})"});
+  stale.cancel_pending_job = "j-f";
+  stale.cancel_detail = "the job was cancelled";
+  stale.targets_at = 2;
+  stale.partition = p;
+  stale.epoch = store->epoch(p) + 1;  // not the current one
+  std::promise<Status> fenced;
+  store->write(std::move(stale), [&](const Status& st) { fenced.set_value(st); });
+  const Status st = fenced.get_future().get();
+  CHECK(st.code() == StatusCode::kFenced);
+  CHECK(st.message().find("partition " + std::to_string(p)) != std::string::npos);
+  CHECK(store->job("j-f").value().value().status == JobStatus::kRunning);
+  CHECK(store->job_counts("j-f").value().pending == 2);
+  CHECK(store->events({0, 10, {}})->events.empty());
+
+  JobWrite current;
+  current.jobs.push_back(JobRecord{"j-f", JobStatus::kCancelled, 1, 3, "{}"});
+  current.cancel_pending_job = "j-f";
+  current.cancel_detail = "the job was cancelled";
+  current.targets_at = 3;
+  current.partition = p;
+  current.epoch = store->epoch(p);
+  write_and_wait(*store, std::move(current));
+  CHECK(store->job("j-f").value().value().status == JobStatus::kCancelled);
+  CHECK(store->job_counts("j-f").value().cancelled == 2);
+}
+
 TEST_CASE_TEMPLATE("a write whose states did not change leaves the indexed state columns as stored",
                    Rig, DURABLE_RIGS) {
   Rig rig;
