@@ -486,8 +486,8 @@ const std::vector<Scenario>& Bench::scenarios() {
        "the web console in Chromium over 1M twins: open -> first table and counts,\n"
        "first-load bytes; report -> DOM with 10 twins on screen at 100 reports/s"},
       {"cluster", &Bench::cluster, true,
-       "doppelds in cluster mode on one PostgreSQL: ingest and PATCH with 1, 2, 3 nodes\n"
-       "(ratios to one node), and the takeover window over 10 kill -9s"},
+       "doppelds in cluster mode on one PostgreSQL: ingest, PATCH and a job's rollout\n"
+       "with 1, 2, 3 nodes (ratios to one node), and the takeover window over 10 kill -9s"},
       {"aws", &Bench::aws, true,
        "ingest from AWS-dialect devices (shadow updates) against Doppel's own,\n"
        "alternating runs through the same broker: the ratio (target >= 0.9)"},

@@ -40,12 +40,20 @@ struct Cluster {
   std::vector<std::unique_ptr<Doppeld>> nodes;
 
   Cluster() { std::ofstream(secret_file) << "a-test-secret-of-more-than-16-bytes\n"; }
-  Doppeld& add(const std::string& name) {
-    nodes.push_back(std::make_unique<Doppeld>(
-        dir.file(name), broker.uri(),
-        std::vector<std::string>{"--store", db, "--cluster", "--node-id", name, "--advertise",
-                                 "http://127.0.0.1:{http_port}", "--cluster-secret-file",
-                                 secret_file, "--lease-s", std::to_string(kLeaseS)}));
+  Doppeld& add(const std::string& name, const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> args{"--store",
+                                  db,
+                                  "--cluster",
+                                  "--node-id",
+                                  name,
+                                  "--advertise",
+                                  "http://127.0.0.1:{http_port}",
+                                  "--cluster-secret-file",
+                                  secret_file,
+                                  "--lease-s",
+                                  std::to_string(kLeaseS)};
+    args.insert(args.end(), extra.begin(), extra.end());
+    nodes.push_back(std::make_unique<Doppeld>(dir.file(name), broker.uri(), args));
     nodes.back()->start();
     return *nodes.back();
   }
@@ -319,9 +327,11 @@ TEST_CASE("PostgreSQL restarted under the cluster: every node recovers without a
 TEST_CASE("a job runs on one node, reaches every node's twins, and survives its node's kill -9") {
   constexpr int kDevices = 48;
   Cluster c;
-  c.add("n1");
-  c.add("n2");
-  c.add("n3");
+  // A command whose result reached no node (its twin's owner was dead) is delivered again soon.
+  const std::vector<std::string> quick_redelivery{"--command-ack-timeout-s", "2"};
+  c.add("n1", quick_redelivery);
+  c.add("n2", quick_redelivery);
+  c.add("n3", quick_redelivery);
   REQUIRE(eventually([&] { return c.settled(*c.nodes[0], 3); }, 30s, 100ms));
   Process sim =
       start_sim(c.broker.uri(), c.dir.file("sim.log"),
@@ -360,6 +370,14 @@ TEST_CASE("a job runs on one node, reaches every node's twins, and survives its 
   double running = 0;
   for (auto& n : c.nodes) running += metric(n->text("/metrics"), "doppel_jobs_running");
   CHECK(running == 1);
+
+  // A command to every device, through every node: some are in flight when the node dies.
+  for (int i = 0; i < kDevices; ++i) {
+    auto sent = c.nodes[static_cast<size_t>(i) % 3]->request(
+        "POST", "/v1/twins/" + sim_id(i) + "/commands",
+        json{{"name", "calibrate"}, {"args", {{"n", i}}}}.dump());
+    REQUIRE_MESSAGE(sent.status == 202, sent.body.dump());
+  }
 
   // Part of the way, its node is killed: another takes the partition, and with it the job.
   REQUIRE(eventually(
@@ -403,10 +421,28 @@ TEST_CASE("a job runs on one node, reaches every node's twins, and survives its 
     CHECK(t["desired_version"] == 1);
   }
 
+  // Every command reached its device and ended: none is left queued or sent on the dead node.
+  std::string unfinished;
+  REQUIRE_MESSAGE(eventually(
+                      [&] {
+                        unfinished.clear();
+                        for (int i = 0; i < kDevices; ++i) {
+                          const std::string twin = sim_id(i);
+                          auto list = via.get("/v1/twins/" + twin + "/commands");
+                          if (list.status != 200 || list.body["items"].size() != 1 ||
+                              list.body["items"][0]["status"] != "succeeded") {
+                            unfinished += twin + " " + list.body.dump() + "\n";
+                          }
+                        }
+                        return unfinished.empty();
+                      },
+                      60s, 500ms),
+                  "commands not succeeded:\n", unfinished);
+
   // Cancelling through any node reaches the job's (new) node: a job that ended says so.
   CHECK(via.request("POST", "/v1/jobs/" + job + "/cancel").status == 409);
   auto second = via.request("POST", "/v1/jobs",
-                            json{{"target", {{"twins", {"sim-1", "sim-2"}}}},
+                            json{{"target", {{"twins", {sim_id(1), sim_id(2)}}}},
                                  {"action", {{"desired", {{"mode", "eco"}}}}},
                                  {"rate_per_s", 1}}
                                 .dump());
