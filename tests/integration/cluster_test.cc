@@ -1,7 +1,8 @@
 // Three doppelds on one PostgreSQL database and one broker (--cluster, docs/scale-out.md): the
 // 1,024 partitions spread over the nodes, any node answers any twin (forwarding to its owner),
-// a device is served by exactly one node, and when a node is killed with SIGKILL under 8 API
-// writers its partitions are owned again within two leases and no acknowledged change is lost.
+// a device is served by exactly one node, and when a node is killed with SIGKILL under 16 API
+// clients (desired changes and commands through every node) its partitions are owned again
+// within two leases, no acknowledged change is lost, and every acknowledged command ends.
 // A node stopped with SIGSTOP until its leases run out finds, when it resumes, that it serves
 // nothing: what it still had in flight is refused by the fence, and no twin goes back in time.
 // A job runs on the node of its id's partition, reaches the simulated devices of every node's
@@ -145,7 +146,7 @@ TEST_CASE("three nodes share the partitions, and any node answers for any twin")
   CHECK(metric(m, "doppel_cluster_leases_acquired_total") >= 200);
 }
 
-TEST_CASE("a node killed with SIGKILL under 8 API writers: partitions owned again, nothing lost") {
+TEST_CASE("a node killed with SIGKILL under 16 API clients: partitions owned again, nothing lost") {
   Cluster c;
   c.add("n1");
   c.add("n2");
@@ -153,10 +154,12 @@ TEST_CASE("a node killed with SIGKILL under 8 API writers: partitions owned agai
   Doppeld& a = *c.nodes[0];
   REQUIRE(eventually([&] { return c.settled(a, 3); }, 30s, 100ms));
 
-  constexpr int kWriters = 8;
+  constexpr int kWriters = 16;
   constexpr int kTwinsPerWriter = 8;
   std::mutex mu;
   std::map<std::string, int> acked;  // twin -> the last value acknowledged (writes in order)
+  // Every seventh request is a command (no device: it ends by its ttl) — twin, command id.
+  std::vector<std::pair<std::string, std::string>> commands;
   std::atomic<int> retried{0};
   std::atomic<int> unexpected{0};
   std::atomic<bool> stop{false};
@@ -168,6 +171,18 @@ TEST_CASE("a node killed with SIGKILL under 8 API writers: partitions owned agai
         const std::string id = "k-" + std::to_string(w) + "-" + std::to_string(n % kTwinsPerWriter);
         int node = (w + n) % 3;
         if (node == dead.load()) node = (node + 1) % 3;
+        if (n % 7 == 0) {
+          auto r = c.nodes[node]->request("POST", "/v1/twins/" + id + "/commands",
+                                          R"({"name": "ping", "ttl_s": 1})");
+          if (r.status == 202) {
+            std::lock_guard lock(mu);
+            commands.emplace_back(id, r.body["id"].get<std::string>());
+          } else if (r.status != 503 && r.status != 0 && r.status != 429) {
+            ++unexpected;
+            MESSAGE("unexpected answer to a command ", r.status, ": ", r.body.dump());
+          }
+          continue;
+        }
         auto r = c.nodes[node]->patch_desired(id, {{"n", n}});
         if (r.status == 200) {
           std::lock_guard lock(mu);
@@ -210,6 +225,25 @@ TEST_CASE("a node killed with SIGKILL under 8 API writers: partitions owned agai
   }
   CHECK(checked == kWriters * kTwinsPerWriter);
   MESSAGE(checked, " twins checked; ", retried.load(), " writes answered 503 during the takeover");
+
+  // Every acknowledged command is there and ends (expired: no device takes it), the dead node's
+  // too: their ttl alarms fire on the new owners.
+  REQUIRE(commands.size() >= 20);
+  std::string unfinished;
+  REQUIRE_MESSAGE(eventually(
+                      [&] {
+                        unfinished.clear();
+                        for (const auto& [twin, command] : commands) {
+                          auto got = a.get("/v1/twins/" + twin + "/commands/" + command);
+                          if (got.status != 200 || got.body["status"] != "expired") {
+                            unfinished += twin + "/" + command + " " + got.body.dump() + "\n";
+                          }
+                        }
+                        return unfinished.empty();
+                      },
+                      30s, 500ms),
+                  "commands that did not end:\n", unfinished);
+  MESSAGE(commands.size(), " acknowledged commands, each expired");
 }
 
 TEST_CASE("a node paused past its leases serves nothing when it resumes; the fence refuses it") {
