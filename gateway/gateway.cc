@@ -120,6 +120,12 @@ Status Gateway::start() {
                       " without authentication: give it bearer tokens (--api-token, in a --config "
                       "file so they stay out of ps), or bind to 127.0.0.1");
   }
+  if (config_.cluster && config_.device_auth) {
+    return Status(StatusCode::kInvalidArgument,
+                  "--device-auth is not available with --cluster yet: it manages an embedded "
+                  "broker's files, and a cluster's nodes share an external broker; configure "
+                  "that broker's authentication (docs/scale-out.md, \"Device credentials\")");
+  }
   if (config_.device_auth && !config_.broker.empty()) {
     return Status(StatusCode::kInvalidArgument,
                   "--device-auth manages the embedded broker's password and ACL files; with an "
@@ -147,6 +153,12 @@ Status Gateway::start() {
     return Status(StatusCode::kInvalidArgument,
                   "--cluster needs --store postgresql://...: every node of a cluster shares one "
                   "PostgreSQL database (docs/scale-out.md)");
+  }
+  if (config_.cluster && config_.broker.empty()) {
+    return Status(StatusCode::kInvalidArgument,
+                  "--cluster needs --broker tcp://... (or ssl://): every node of a cluster shares "
+                  "one MQTT broker, and an embedded broker would be this node's alone "
+                  "(docs/scale-out.md; scripts/run-cluster.sh starts one)");
   }
   if (config_.cluster && config_.lease_s < 1) {
     return Status(StatusCode::kInvalidArgument, "--lease-s must be at least 1 second");

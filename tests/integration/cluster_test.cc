@@ -488,3 +488,34 @@ TEST_CASE("a job runs on one node, reaches every node's twins, and survives its 
   sim.signal(SIGINT);
   CHECK(sim.wait_exit(15s));
 }
+
+TEST_CASE("a cluster node refuses to start without a shared broker, or with --device-auth") {
+  TempDir dir{"doppel-cluster-refused-"};
+  const std::string secret = dir.file("secret");
+  std::ofstream(secret) << "a-test-secret-of-more-than-16-bytes\n";
+  // Refused before the store is opened: nothing listens at this address.
+  const std::vector<std::string> cluster = {DOPPELD_PATH,
+                                            "--data",
+                                            dir.file("data"),
+                                            "--store",
+                                            "postgresql://127.0.0.1:1/none",
+                                            "--cluster",
+                                            "--node-id",
+                                            "n1",
+                                            "--advertise",
+                                            "http://127.0.0.1:1",
+                                            "--cluster-secret-file",
+                                            secret};
+  auto refused = [&](std::vector<std::string> extra, const std::string& log_name) {
+    std::vector<std::string> argv = cluster;
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    Process p(argv, dir.file(log_name));
+    int status = 0;
+    REQUIRE(p.wait_exit(10s, &status));
+    CHECK(WEXITSTATUS(status) == 1);
+    return p.log();
+  };
+  CHECK(refused({}, "no-broker.log").find("--cluster needs --broker") != std::string::npos);
+  CHECK(refused({"--broker", "tcp://127.0.0.1:1", "--device-auth"}, "auth.log")
+            .find("--device-auth is not available with --cluster") != std::string::npos);
+}
