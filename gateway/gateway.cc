@@ -179,6 +179,11 @@ Status Gateway::start() {
     store_options.uri = config_.store;
     store_options.indexes = config_.query_indexes;
     store_options.cluster = config_.cluster;
+    if (config_.cluster) {
+      // Half a lease: a frozen node's transaction ends well before its leases do.
+      store_options.writer_timeout =
+          std::chrono::milliseconds(static_cast<int64_t>(config_.lease_s * 500));
+    }
     auto store = storage::PostgresTwinStore::open(store_options, metrics_);
     if (!store) {
       return Status(store.status().code(),

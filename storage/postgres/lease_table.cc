@@ -17,6 +17,13 @@ constexpr const char* kUntil = "now() + $2::bigint * interval '1 millisecond'";
 constexpr const char* kLockInOrder =
     "WITH locked AS (SELECT partition_id AS id FROM doppel_partitions WHERE partition_id = "
     "ANY($3::bigint[]) ORDER BY partition_id FOR UPDATE) ";
+// Acquiring skips rows another transaction holds: a writer's group commit holds its partitions'
+// rows FOR SHARE, and one of a node that froze mid-commit must not stall this node's round (which
+// would then stop serving its own partitions); its partitions are taken in a later round, once
+// its session's timeouts (shorter than the lease) have ended that transaction.
+constexpr const char* kLockFreeInOrder =
+    "WITH locked AS (SELECT partition_id AS id FROM doppel_partitions WHERE partition_id = "
+    "ANY($3::bigint[]) ORDER BY partition_id FOR UPDATE SKIP LOCKED) ";
 constexpr const char* kLockInOrderRelease =
     "WITH locked AS (SELECT partition_id AS id FROM doppel_partitions WHERE partition_id = "
     "ANY($2::bigint[]) ORDER BY partition_id FOR UPDATE) ";
@@ -88,7 +95,7 @@ Result<std::vector<twins::HeldShard>> PostgresLeaseTable::acquire(
   pg::ArrayLiteral ids;
   for (uint32_t s : shards) ids.integer(s);
   auto rows = db_->exec(
-      lease_sql(std::string(kLockInOrder) +
+      lease_sql(std::string(kLockFreeInOrder) +
                 "UPDATE doppel_partitions p SET owner = $1, epoch = p.epoch + 1, expires_at = "
                 "{until}, claimed_at = now() FROM locked WHERE p.partition_id = locked.id AND "
                 "(p.owner = '' OR p.expires_at IS NULL OR p.expires_at <= now()) RETURNING "

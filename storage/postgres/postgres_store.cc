@@ -100,6 +100,8 @@ Result<std::unique_ptr<PostgresTwinStore>> PostgresTwinStore::open(PostgresOptio
   auto last = db->exec("SELECT value FROM event_stats WHERE name = 'last_seq'");
   if (!last) return last.status();
   store->last_event_seq_.store(static_cast<uint64_t>(last->integer(0, 0)));
+  // After the migration and the indexes, which may take longer than a writer's statement.
+  if (Status s = store->writer_session(*db); !s) return s;
   store->writer_->db = std::make_unique<pg::Connection>(std::move(*db));
   store->available_.store(true);
   store->thread_ = std::thread([s = store.get()] { s->writer_loop(); });
@@ -182,6 +184,13 @@ void PostgresTwinStore::when_committed(uint64_t seq, twins::CommitCallback callb
 
 void PostgresTwinStore::flush() { committer_.flush(); }
 
+Status PostgresTwinStore::writer_session(pg::Connection& db) const {
+  if (options_.writer_timeout.count() <= 0) return Status::ok();
+  const std::string ms = std::to_string(options_.writer_timeout.count());
+  return db.exec_script("SET statement_timeout = " + ms +
+                        "; SET idle_in_transaction_session_timeout = " + ms);
+}
+
 void PostgresTwinStore::connect_writer() {
   Writer& w = *writer_;
   w.waiting = false;
@@ -195,6 +204,9 @@ void PostgresTwinStore::connect_writer() {
                              "the PostgreSQL store is reconnecting to its server; retry shortly"));
   }
   auto db = pg::Connection::open(options_.uri);
+  if (db) {
+    if (Status s = writer_session(*db); !s) db = s;
+  }
   if (db) {
     // A commit whose answer was lost may have applied: the seqs go on after what is stored.
     auto last = db->exec("SELECT value FROM event_stats WHERE name = 'last_seq'");

@@ -51,6 +51,10 @@ struct PostgresOptions {
   // partition's epoch comes from set_epoch() as its lease is gained and lost — and the events
   // other nodes commit reach on_events() too (LISTEN doppel_events, and a read of what is new).
   bool cluster = false;
+  // A cluster node's writer connection: statement_timeout and idle_in_transaction_session_timeout
+  // (0: none). Shorter than the lease, so that the transaction of a node that froze — it holds
+  // its partitions' rows FOR SHARE — ends before its lease does, and another node can take them.
+  std::chrono::milliseconds writer_timeout{0};
 };
 
 class PostgresTwinStore final : public twins::TwinStore {
@@ -139,6 +143,8 @@ class PostgresTwinStore final : public twins::TwinStore {
   // (`current`: partition_id, epoch, owner, read in the writer's transaction after its lock).
   void fence(const pg::Rows& current, GroupCommitter::Batch& batch);
   // Connects the writer if it is not (at most once per backoff interval); throws pg::Failure.
+  // The writer connection's session settings (PostgresOptions::writer_timeout).
+  Status writer_session(pg::Connection& db) const;
   void connect_writer();
   // Runs `read(connection)` on a pooled reader connection; a connection that failed is dropped
   // (the next read opens a new one). A failure becomes a Status saying what failed.

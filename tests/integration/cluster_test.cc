@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <atomic>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <set>
@@ -256,10 +257,53 @@ TEST_CASE("a node paused past its leases serves nothing when it resumes; the fen
   for (int i = 0; i < 20; ++i) {
     REQUIRE(a.request("PUT", "/v1/twins/s-" + std::to_string(i), "{}").status / 100 == 2);
   }
+  // Eight clients write twins of b's own partitions through b, before, during and after the
+  // pause: what b has queued or in flight when it stops is refused by the fence when it resumes.
+  const auto mine = served(b);
+  std::vector<std::string> own;
+  for (int i = 0; own.size() < 8 && i < 100000; ++i) {
+    const std::string id = "own-" + std::to_string(i);
+    if (mine.count(doppel::twins::partition_of(id)) != 0) own.push_back(id);
+  }
+  REQUIRE(own.size() == 8);
+  for (const auto& id : own) REQUIRE(b.request("PUT", "/v1/twins/" + id, "{}").status / 100 == 2);
+  std::atomic<bool> stop_writers{false};
+  std::mutex mu;
+  std::map<std::string, std::set<int>> refused;  // twin -> values b answered 503 fenced
+  std::atomic<int> acknowledged{0};
+  std::vector<std::thread> writers;
+  for (const auto& id : own) {
+    writers.emplace_back([&, id] {
+      for (int n = 1; !stop_writers.load(); ++n) {
+        auto r = b.patch_desired(id, {{"n", n}});
+        if (r.status == 200) {
+          ++acknowledged;
+        } else if (r.body.is_object() &&
+                   r.body.value("type", std::string()) == "urn:doppel:problem:fenced") {
+          std::lock_guard lock(mu);
+          refused[id].insert(n);
+        }
+      }
+    });
+  }
+  // Whatever fails below, b runs again and the clients stop before the cluster goes away.
+  struct Cleanup {
+    std::function<void()> run;
+    ~Cleanup() { run(); }
+  } cleanup{[&] {
+    ::kill(b.pid(), SIGCONT);
+    stop_writers.store(true);
+    for (auto& t : writers) {
+      if (t.joinable()) t.join();
+    }
+  }};
+  REQUIRE(eventually([&] { return acknowledged.load() >= 50; }, 30s, 10ms));
   ::kill(b.pid(), SIGSTOP);
   const auto paused_at = std::chrono::steady_clock::now();
   // a takes everything once b's leases expire, and writes every twin.
-  REQUIRE(eventually([&] { return served(a).size() == 1024; }, 30s, 50ms));
+  REQUIRE_MESSAGE(eventually([&] { return served(a).size() == 1024; }, 30s, 50ms),
+                  a.get("/v1/cluster").body.dump(), "\n",
+                  a.log().substr(a.log().size() > 6000 ? a.log().size() - 6000 : 0));
   MESSAGE("the paused node's partitions taken over after ",
           std::chrono::duration<double>(std::chrono::steady_clock::now() - paused_at).count(),
           " s");
@@ -281,8 +325,28 @@ TEST_CASE("a node paused past its leases serves nothing when it resumes; the fen
     REQUIRE(r.status == 200);
     CHECK(r.body["desired"]["after"] == true);
   }
+  cleanup.run();
+  // No value the fence refused is ever visible: not in the twin, not in its change feed.
+  size_t refused_count = 0;
+  for (const auto& id : own) {
+    const std::set<int>& values = refused[id];
+    refused_count += values.size();
+    auto twin = a.get("/v1/twins/" + id);
+    REQUIRE(twin.status == 200);
+    CHECK(values.count(twin.body["desired"]["n"].get<int>()) == 0);
+    auto events = a.get("/v1/events?limit=1000&kind=desired.updated&twin=" + id);
+    REQUIRE(events.status == 200);
+    int last = 0;
+    for (const auto& e : events.body["events"]) {
+      const int n = e["patch"]["n"].get<int>();
+      CHECK_MESSAGE(values.count(n) == 0, id, " shows the refused value ", n);
+      CHECK(n > last);  // never back in time
+      last = n;
+    }
+  }
   MESSAGE("writes fenced on the paused node: ",
-          metric(b.text("/metrics"), "doppel_fenced_writes_total"));
+          metric(b.text("/metrics"), "doppel_fenced_writes_total"), " (", refused_count,
+          " answered 503 fenced to its clients); ", acknowledged.load(), " acknowledged");
 }
 
 TEST_CASE("a node joins and a node leaves (SIGTERM) under load: no 5xx, nothing lost") {
