@@ -36,7 +36,7 @@ class JobEngine;
 namespace doppel::gateway {
 
 class ClusterNode;
-class DeviceAuth;
+class DeviceCredentials;
 class FeedHub;
 struct Readiness;
 
@@ -45,7 +45,7 @@ struct ApiContext {
   twins::TwinStore* store = nullptr;
   Metrics* metrics = nullptr;
   std::function<Readiness()> readiness;
-  DeviceAuth* device_auth = nullptr;         // optional: credentials on PUT/DELETE of a twin
+  DeviceCredentials* device_auth = nullptr;  // optional: credentials on PUT/DELETE of a twin
   HttpServer* server = nullptr;              // run_blocking()
   FeedHub* feed = nullptr;                   // wakes change-feed streams
   twins::JobEngine* jobs = nullptr;          // optional: /v1/jobs answers 503 without

@@ -2,7 +2,7 @@
 // settings, delete, read (now or as of a version or moment), and desired-state changes with
 // If-Match (DESIGN §5).
 #include "gateway/api_handlers.h"
-#include "gateway/device_auth.h"
+#include "gateway/device_credentials.h"
 #include "twins/fleet_reads.h"
 #include "twins/log.h"
 #include "twins/query.h"
@@ -227,7 +227,7 @@ std::optional<Identity> identity_of(const ApiContext& ctx, const ExchangePtr& x,
 }
 
 // A revocation as change events: the password, the certificates (how many).
-void revocation_changes(const DeviceAuth::Revoked& revoked,
+void revocation_changes(const DeviceCredentials::Revoked& revoked,
                         std::vector<twins::CredentialChange>& out) {
   if (revoked.password) out.push_back({"password", "revoked", "", 1});
   if (revoked.certificates > 0) {

@@ -19,6 +19,7 @@
 #include <string>
 
 #include "gateway/device_ca.h"
+#include "gateway/device_credentials.h"
 #include "storage/sqlite/credential_store.h"
 #include "twins/status.h"
 
@@ -31,7 +32,7 @@ struct DeviceAuthOptions {
   DeviceCa* ca = nullptr;  // --device-auth x509: certificates instead of (beside) passwords
 };
 
-class DeviceAuth {
+class DeviceAuth final : public DeviceCredentials {
  public:
   DeviceAuth(DeviceAuthOptions options, storage::CredentialStore& store);
 
@@ -41,26 +42,21 @@ class DeviceAuth {
   void on_change(std::function<void()> reload) { reload_ = std::move(reload); }
 
   // A new password for `device_id` (replacing any old one), stored hashed; returned only here.
-  Result<std::string> issue(const std::string& device_id);
+  Result<std::string> issue(const std::string& device_id) override;
   // Whether `device_id` may have credentials at all (not the gateway's account, no ':').
-  Status check_device(const std::string& device_id) const;
-  // What revoke() took away.
-  struct Revoked {
-    bool password = false;
-    size_t certificates = 0;
-  };
+  Status check_device(const std::string& device_id) const override;
   // Removes the device's credentials and revokes its certificates; it can no longer connect (or
   // act) once the broker reloads.
-  Result<Revoked> revoke(const std::string& device_id);
+  Result<Revoked> revoke(const std::string& device_id) override;
 
   // --device-auth x509: a certificate for `device_id` (a new key pair, or the device's own CSR
   // signed), recorded so it can be revoked. kFailedPrecondition-like kInvalidArgument without a CA.
   Result<IssuedCertificate> issue_certificate(const std::string& device_id,
-                                              const std::string& csr_pem);
+                                              const std::string& csr_pem) override;
   // Revokes every certificate of `device_id` (the CRL is rewritten and the broker reloads it);
   // how many were revoked.
   Result<size_t> revoke_certificates(const std::string& device_id);
-  bool has_ca() const { return options_.ca != nullptr; }
+  bool has_ca() const override { return options_.ca != nullptr; }
   // Called with the device id after a revocation, to end its current connection.
   void on_revoked(std::function<void(const std::string&)> fn) { revoked_ = std::move(fn); }
 

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "gateway/broker_accounts.h"
 #include "gateway/cluster.h"
 #include "gateway/cluster_jobs.h"
 #include "gateway/device_auth.h"
@@ -120,16 +121,19 @@ Status Gateway::start() {
                       " without authentication: give it bearer tokens (--api-token, in a --config "
                       "file so they stay out of ps), or bind to 127.0.0.1");
   }
-  if (config_.cluster && config_.device_auth) {
-    return Status(StatusCode::kInvalidArgument,
-                  "--device-auth is not available with --cluster yet: it manages an embedded "
-                  "broker's files, and a cluster's nodes share an external broker; configure "
-                  "that broker's authentication (docs/scale-out.md, \"Device credentials\")");
-  }
   if (config_.device_auth && !config_.broker.empty()) {
-    return Status(StatusCode::kInvalidArgument,
-                  "--device-auth manages the embedded broker's password and ACL files; with an "
-                  "external broker, configure its authentication as docs/security.md describes");
+    if (config_.device_auth_x509) {
+      return Status(StatusCode::kInvalidArgument,
+                    "--device-auth x509 needs the embedded broker (it writes the broker's CRL); "
+                    "with --broker, --device-auth keeps passwords in the broker's "
+                    "dynamic-security plugin (docs/security.md)");
+    }
+    if (config_.broker_username.empty() || config_.broker_password.empty()) {
+      return Status(StatusCode::kInvalidArgument,
+                    "--device-auth with --broker manages the broker's dynamic-security plugin: "
+                    "give --broker-username and --broker-password of an account with the "
+                    "plugin's admin role (mosquitto_ctrl dynsec init; docs/security.md)");
+    }
   }
   if (config_.broker.empty() && !is_loopback(config_.broker_bind) && !config_.device_auth) {
     return Status(StatusCode::kInvalidArgument,
@@ -264,6 +268,7 @@ Status Gateway::start() {
   } else {
     broker_uri_ = config_.broker;
   }
+  if (device_auth_) credentials_port_ = device_auth_.get();
   const bool tls = broker_uri_.rfind("ssl://", 0) == 0;
   if (tls && config_.broker_ca_file.empty()) {
     return Status(StatusCode::kInvalidArgument,
@@ -302,6 +307,21 @@ Status Gateway::start() {
       channel_options.batch_qos0_port = port;
       if (device_auth_) channel_options.batch_qos0_username = device_auth_->batch_user();
     }
+  }
+  if (config_.device_auth && broker_ == nullptr) {
+    // The broker's dynamic-security plugin keeps the accounts (broker_accounts.h). Its own
+    // connection, set up before the channel subscribes: doppeld's account gets its role first.
+    mqtt::ClientOptions admin = channel_options.client;
+    admin.client_id += "-dynsec";
+    admin.clean_start = true;
+    admin.session_expiry_s = 0;
+    admin.max_buffered = 10'000;
+    dynsec_ = std::make_unique<mqtt::DynsecClient>(admin);
+    if (Status s = dynsec_->start(std::chrono::seconds(30)); !s) return s;
+    broker_accounts_ = std::make_unique<BrokerAccounts>(
+        BrokerAccountsOptions{config_.topic_prefix, config_.broker_username}, *dynsec_);
+    if (Status s = broker_accounts_->start(); !s) return s;
+    credentials_port_ = broker_accounts_.get();
   }
   channel_ = std::make_unique<mqtt::MqttChannel>(channel_options, metrics_);
 
@@ -355,7 +375,7 @@ Status Gateway::start() {
   http_options.jobs = jobs_.get();
   http_ = std::make_unique<HttpApi>(
       http_options, *runtime_, *store_, metrics_, [this] { return readiness(); },
-      device_auth_.get());
+      credentials_port_);
   if (Status s = http_->start(); !s) return s;
   log_info(std::string("doppeld: serving the API on ") +
            (config_.http_server.tls_cert.empty() ? "http://" : "https://") + http_host + ":" +
@@ -393,6 +413,10 @@ void Gateway::stop() {
     store_->close();
   }
   if (broker_) broker_->stop();
+  credentials_port_ = nullptr;
+  broker_accounts_.reset();
+  if (dynsec_) dynsec_->stop();
+  dynsec_.reset();
   device_auth_.reset();
   credentials_.reset();
   if (lock_fd_ >= 0) {

@@ -22,15 +22,18 @@ namespace doppel::storage {
 class CredentialStore;
 }  // namespace doppel::storage
 namespace doppel::mqtt {
+class DynsecClient;
 class MqttChannel;
 class WireCodec;
 }  // namespace doppel::mqtt
 
 namespace doppel::gateway {
 
+class BrokerAccounts;
 class ClusterNode;
 class ClusterJobs;
 class DeviceAuth;
+class DeviceCredentials;
 class DeviceCa;
 class EmbeddedBroker;
 class FeedHub;
@@ -45,7 +48,9 @@ struct GatewayConfig {
   std::string broker_ca_file;   // trust for the broker's certificate (ssl://)
   std::string broker_tls_cert;  // embedded broker: TLS certificate and key
   std::string broker_tls_key;
-  bool device_auth = false;       // embedded broker: per-device credentials and ACL
+  // Per-device credentials and ACL: the embedded broker's files, or with `broker` the external
+  // broker's dynamic-security plugin (broker_accounts.h).
+  bool device_auth = false;
   bool device_auth_x509 = false;  // ... as X.509 client certificates (--device-auth x509)
   std::string device_ca_cert;     // x509: the device CA (else created in the data dir)
   std::string device_ca_key;
@@ -111,7 +116,10 @@ class Gateway {
   std::unique_ptr<twins::TwinStore> store_;
   std::unique_ptr<storage::CredentialStore> credentials_;
   std::unique_ptr<DeviceCa> device_ca_;
-  std::unique_ptr<DeviceAuth> device_auth_;
+  std::unique_ptr<DeviceAuth> device_auth_;          // --device-auth, embedded broker
+  std::unique_ptr<mqtt::DynsecClient> dynsec_;       // --device-auth with --broker ...
+  std::unique_ptr<BrokerAccounts> broker_accounts_;  // ... through it
+  DeviceCredentials* credentials_port_ = nullptr;    // whichever of the two, or none
   std::unique_ptr<mqtt::MqttChannel> channel_;
   std::unique_ptr<ClusterNode> cluster_;  // --cluster; before the runtime, which asks it
   std::unique_ptr<twins::Runtime> runtime_;

@@ -24,7 +24,7 @@ void add_all_routes(Router& router, const ApiContext* ctx) {
 
 struct HttpApi::Impl {
   Impl(HttpOptions o, twins::Runtime& rt, twins::TwinStore& store, Metrics& metrics,
-       std::function<Readiness()> readiness, DeviceAuth* device_auth)
+       std::function<Readiness()> readiness, DeviceCredentials* device_auth)
       : options(std::move(o)),
         auth(options.tokens, options.read_tokens, options.host),
         query_gate(options.queries.per_client),
@@ -74,7 +74,8 @@ struct HttpApi::Impl {
 };
 
 HttpApi::HttpApi(HttpOptions options, twins::Runtime& runtime, twins::TwinStore& store,
-                 Metrics& metrics, std::function<Readiness()> readiness, DeviceAuth* device_auth)
+                 Metrics& metrics, std::function<Readiness()> readiness,
+                 DeviceCredentials* device_auth)
     : impl_(std::make_unique<Impl>(std::move(options), runtime, store, metrics,
                                    std::move(readiness), device_auth)) {}
 

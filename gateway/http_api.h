@@ -27,7 +27,7 @@ class JobEngine;
 
 namespace doppel::gateway {
 
-class DeviceAuth;
+class DeviceCredentials;
 class FeedHub;
 
 class ClusterNode;
@@ -64,7 +64,7 @@ class HttpApi {
   // `device_auth` (optional) issues device credentials on PUT {"credentials": true} and
   // revokes them on DELETE.
   HttpApi(HttpOptions options, twins::Runtime& runtime, twins::TwinStore& store, Metrics& metrics,
-          std::function<Readiness()> readiness, DeviceAuth* device_auth);
+          std::function<Readiness()> readiness, DeviceCredentials* device_auth);
   ~HttpApi();
 
   // Binds and serves on a background thread.

@@ -91,11 +91,13 @@ int main(int argc, char** argv) {
   std::string device_auth_mode;
   auto* device_auth =
       app.add_option("--device-auth", device_auth_mode,
-                     "embedded broker: refuse anonymous devices. password (the default): PUT "
-                     "/v1/twins/{id} {\"credentials\": true} issues a password; x509: devices "
-                     "connect over TLS (--broker-tls-cert/--broker-tls-key) with a client "
-                     "certificate from the device CA, PUT {\"certificate\": true} issues one. "
-                     "The ACL confines each device to twins/{id}/# and $aws/things/{id}/#")
+                     "refuse anonymous devices. password (the default): PUT /v1/twins/{id} "
+                     "{\"credentials\": true} issues a password; x509 (embedded broker only): "
+                     "devices connect over TLS (--broker-tls-cert/--broker-tls-key) with a "
+                     "client certificate from the device CA, PUT {\"certificate\": true} issues "
+                     "one. The ACL confines each device to twins/{id}/# and $aws/things/{id}/#. "
+                     "With --broker (and so --cluster) the accounts live in that broker's "
+                     "dynamic-security plugin, and --broker-username must hold its admin role")
           ->expected(0, 1)
           ->check(CLI::IsMember({"", "password", "x509"}));
   app.add_option("--device-ca-cert", cfg.device_ca_cert,

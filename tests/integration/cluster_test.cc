@@ -1,13 +1,15 @@
 // Three doppelds on one PostgreSQL database and one broker (--cluster, docs/scale-out.md): the
 // 1,024 partitions spread over the nodes, any node answers any twin (forwarding to its owner),
 // a device is served by exactly one node, and when a node is killed with SIGKILL under 16 API
-// clients (desired changes and commands through every node) its partitions are owned again
-// within two leases, no acknowledged change is lost, and every acknowledged command ends.
+// clients (desired changes and commands through every node) and simulated devices reporting,
+// its partitions are owned again within two leases, no acknowledged change is lost, every
+// acknowledged command ends, and every device gets its twin's last change.
 // A node stopped with SIGSTOP until its leases run out finds, when it resumes, that it serves
 // nothing: what it still had in flight is refused by the fence, and no twin goes back in time.
 // A job runs on the node of its id's partition, reaches the simulated devices of every node's
 // twins, and when that node is killed mid-rollout another takes it over and completes it with no
-// twin changed twice.
+// twin changed twice. Device credentials live in the shared broker's dynamic-security plugin:
+// issued through one node, honoured whichever node owns the twin, revoked through another.
 // Waits are bounded to detect hangs, not to measure speed.
 #include <doctest/doctest.h>
 #include <signal.h>
@@ -18,6 +20,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -36,12 +39,19 @@ struct Cluster {
   PostgresServer server;
   TempDir dir{"doppel-cluster-"};
   TempDir broker_dir{"doppel-cluster-broker-"};
-  Broker broker{broker_dir};
+  std::optional<DynsecSetup> dynsec;  // with device credentials: the broker's accounts
+  Broker broker;
   std::string db = server.create_database();
   std::string secret_file = dir.file("secret");
   std::vector<std::unique_ptr<Doppeld>> nodes;
 
-  Cluster() { std::ofstream(secret_file) << "a-test-secret-of-more-than-16-bytes\n"; }
+  // With `device_auth`, the broker keeps device accounts in its dynamic-security plugin and the
+  // nodes run with --device-auth.
+  explicit Cluster(bool device_auth = false)
+      : dynsec(device_auth ? std::make_optional<DynsecSetup>(broker_dir) : std::nullopt),
+        broker(broker_dir, dynsec ? dynsec->broker_config() : std::vector<std::string>{}) {
+    std::ofstream(secret_file) << "a-test-secret-of-more-than-16-bytes\n";
+  }
   Doppeld& add(const std::string& name, const std::vector<std::string>& extra = {}) {
     std::vector<std::string> args{"--store",
                                   db,
@@ -55,9 +65,32 @@ struct Cluster {
                                   "--lease-s",
                                   std::to_string(kLeaseS)};
     args.insert(args.end(), extra.begin(), extra.end());
+    if (dynsec) {
+      const auto auth = dynsec->gateway_args();
+      args.insert(args.end(), auth.begin(), auth.end());
+    }
     nodes.push_back(std::make_unique<Doppeld>(dir.file(name), broker.uri(), args));
     nodes.back()->start();
     return *nodes.back();
+  }
+  // `devices` simulated devices (doppel-sim, ids sim_id(i)) reporting every `interval_s` and
+  // answering deltas and commands; returns once every twin is online.
+  Process fleet(int devices, int interval_s) {
+    Process sim =
+        start_sim(broker.uri(), dir.file("sim.log"),
+                  {"--devices", std::to_string(devices), "--interval-s", std::to_string(interval_s),
+                   "--delta-delay-s", "0.02", "--progress-s", "0", "--connect-rate", "200"});
+    REQUIRE_MESSAGE(eventually(
+                        [&] {
+                          auto twins = nodes.front()->list_all();
+                          return twins.size() == static_cast<size_t>(devices) &&
+                                 std::all_of(twins.begin(), twins.end(), [](const json& t) {
+                                   return t["connection"]["state"] == "online";
+                                 });
+                        },
+                        30s),
+                    "the simulated devices did not all come online; sim log:\n", sim.log());
+    return sim;
   }
   // Every partition owned by a live node, each of `live` nodes serving some: the cluster settled.
   bool settled(Doppeld& via, size_t live) {
@@ -157,6 +190,16 @@ TEST_CASE("a node killed with SIGKILL under 16 API clients: partitions owned aga
 
   constexpr int kWriters = 16;
   constexpr int kTwinsPerWriter = 8;
+  // Simulated devices, reporting: every fourth writer changes their twins (the device answers
+  // each delta by reporting the value, and each command by succeeding), the others write twins
+  // without a device (their commands end by their ttl).
+  constexpr int kDeviceWriters = 4;
+  constexpr int kDevices = kDeviceWriters * kTwinsPerWriter;
+  Process sim = c.fleet(kDevices, 1);
+  auto twin_of = [&](int w, int n) {
+    if (w % 4 == 0) return sim_id((w / 4) * kTwinsPerWriter + n % kTwinsPerWriter);
+    return "k-" + std::to_string(w) + "-" + std::to_string(n % kTwinsPerWriter);
+  };
   std::mutex mu;
   std::map<std::string, int> acked;  // twin -> the last value acknowledged (writes in order)
   // Every seventh request is a command (no device: it ends by its ttl) — twin, command id.
@@ -169,7 +212,7 @@ TEST_CASE("a node killed with SIGKILL under 16 API clients: partitions owned aga
   for (int w = 0; w < kWriters; ++w) {
     writers.emplace_back([&, w] {
       for (int n = 1; !stop.load(); ++n) {
-        const std::string id = "k-" + std::to_string(w) + "-" + std::to_string(n % kTwinsPerWriter);
+        const std::string id = twin_of(w, n);
         int node = (w + n) % 3;
         if (node == dead.load()) node = (node + 1) % 3;
         if (n % 7 == 0) {
@@ -227,16 +270,23 @@ TEST_CASE("a node killed with SIGKILL under 16 API clients: partitions owned aga
   CHECK(checked == kWriters * kTwinsPerWriter);
   MESSAGE(checked, " twins checked; ", retried.load(), " writes answered 503 during the takeover");
 
-  // Every acknowledged command is there and ends (expired: no device takes it), the dead node's
-  // too: their ttl alarms fire on the new owners.
+  // Every acknowledged command is there and ends, the dead node's too: a device's succeeds (or
+  // expires, if its ttl ran out while its twin changed owner); one without a device expires, by
+  // a ttl alarm that fires on the new owner.
   REQUIRE(commands.size() >= 20);
   std::string unfinished;
+  size_t succeeded = 0;
   REQUIRE_MESSAGE(eventually(
                       [&] {
                         unfinished.clear();
+                        succeeded = 0;
                         for (const auto& [twin, command] : commands) {
                           auto got = a.get("/v1/twins/" + twin + "/commands/" + command);
-                          if (got.status != 200 || got.body["status"] != "expired") {
+                          const bool device = twin.starts_with("sim-");
+                          const auto status = got.body.value("status", "");
+                          if (device && status == "succeeded") ++succeeded;
+                          if (got.status != 200 ||
+                              !(status == "expired" || (device && status == "succeeded"))) {
                             unfinished += twin + "/" + command + " " + got.body.dump() + "\n";
                           }
                         }
@@ -244,7 +294,29 @@ TEST_CASE("a node killed with SIGKILL under 16 API clients: partitions owned aga
                       },
                       30s, 500ms),
                   "commands that did not end:\n", unfinished);
-  MESSAGE(commands.size(), " acknowledged commands, each expired");
+  MESSAGE(commands.size(), " acknowledged commands ended, ", succeeded, " succeeded on a device");
+  CHECK(succeeded > 0);
+
+  // Every device got the last change of its twin, those pending on the dead node included (their
+  // new owner reconciles them): each reports what its twin desires.
+  std::string behind;
+  REQUIRE_MESSAGE(
+      eventually(
+          [&] {
+            behind.clear();
+            for (int i = 0; i < kDevices; ++i) {
+              auto t = a.get("/v1/twins/" + sim_id(i)).body;
+              if (!t["desired"].contains("n") || t["reported"]["n"] != t["desired"]["n"]) {
+                behind += sim_id(i) + " " + t["desired"].dump() + " reported " +
+                          t["reported"].dump() + "\n";
+              }
+            }
+            return behind.empty();
+          },
+          30s, 500ms),
+      "devices that did not get their twin's last change:\n", behind);
+  sim.signal(SIGINT);
+  CHECK(sim.wait_exit(15s));
 }
 
 TEST_CASE("a node paused past its leases serves nothing when it resumes; the fence refuses it") {
@@ -431,20 +503,7 @@ TEST_CASE("a job runs on one node, reaches every node's twins, and survives its 
   c.add("n2", quick_redelivery);
   c.add("n3", quick_redelivery);
   REQUIRE(eventually([&] { return c.settled(*c.nodes[0], 3); }, 30s, 100ms));
-  Process sim =
-      start_sim(c.broker.uri(), c.dir.file("sim.log"),
-                {"--devices", std::to_string(kDevices), "--interval-s", "2", "--delta-delay-s",
-                 "0.02", "--progress-s", "0", "--connect-rate", "200"});
-  REQUIRE_MESSAGE(eventually(
-                      [&] {
-                        auto twins = c.nodes[0]->list_all();
-                        return twins.size() == kDevices &&
-                               std::all_of(twins.begin(), twins.end(), [](const json& t) {
-                                 return t["connection"]["state"] == "online";
-                               });
-                      },
-                      30s),
-                  "the simulated devices did not all come online; sim log:\n", sim.log());
+  Process sim = c.fleet(kDevices, 2);
 
   // The job's node serves its id's partition; it is created through another node.
   const std::string job = "eco-cluster";
@@ -553,7 +612,7 @@ TEST_CASE("a job runs on one node, reaches every node's twins, and survives its 
   CHECK(sim.wait_exit(15s));
 }
 
-TEST_CASE("a cluster node refuses to start without a shared broker, or with --device-auth") {
+TEST_CASE("a cluster node refuses to start without a shared broker, or with certificates") {
   TempDir dir{"doppel-cluster-refused-"};
   const std::string secret = dir.file("secret");
   std::ofstream(secret) << "a-test-secret-of-more-than-16-bytes\n";
@@ -580,6 +639,82 @@ TEST_CASE("a cluster node refuses to start without a shared broker, or with --de
     return p.log();
   };
   CHECK(refused({}, "no-broker.log").find("--cluster needs --broker") != std::string::npos);
+  CHECK(refused({"--broker", "tcp://127.0.0.1:1", "--device-auth", "x509"}, "x509.log")
+            .find("--device-auth x509 needs the embedded broker") != std::string::npos);
   CHECK(refused({"--broker", "tcp://127.0.0.1:1", "--device-auth"}, "auth.log")
-            .find("--device-auth is not available with --cluster") != std::string::npos);
+            .find("--broker-username and --broker-password") != std::string::npos);
+}
+
+TEST_CASE(
+    "device credentials on the shared broker: issued through one node, revoked through "
+    "another") {
+  Cluster c(true);
+  Doppeld& a = c.add("n1");
+  Doppeld& b = c.add("n2");
+  REQUIRE_MESSAGE(eventually([&] { return c.settled(a, 2); }, 30s, 100ms),
+                  a.get("/v1/cluster").body.dump());
+  const std::string uri = c.broker.uri();
+
+  // Issued through n1, whichever node owns the twin: the password is shown once.
+  std::map<std::string, std::string> passwords;
+  for (const std::string id : {"cred-1", "cred-2"}) {
+    auto put = a.request("PUT", "/v1/twins/" + id, R"({"credentials": true})");
+    REQUIRE_MESSAGE(put.status == 201, put.body.dump());
+    REQUIRE(put.body["credentials"]["username"] == id);
+    passwords[id] = put.body["credentials"]["password"].get<std::string>();
+  }
+  CHECK(passwords["cred-1"] != passwords["cred-2"]);
+
+  // The device connects with it; its owner hears it, and every node answers with its state.
+  TestDevice dev("cred-1", uri, doppel::twins::Encoding::kJson, "twins",
+                 {"cred-1", passwords["cred-1"], ""});
+  dev.connect();
+  dev.publish("reported", R"({"state":{"fw":1}})");
+  for (Doppeld* node : {&a, &b}) {
+    CHECK(eventually([&] { return node->get("/v1/twins/cred-1").body["reported"]["fw"] == 1; }, 10s,
+                     20ms));
+  }
+  // A desired change through n2 reaches it.
+  REQUIRE(b.patch_desired("cred-1", {{"fw", 2}}).status == 200);
+  REQUIRE(!dev.wait_for("delta", 1, 10s).empty());
+
+  // Its rights end at its own twin: a report forged for cred-2 is dropped by the broker, and
+  // subscribing to another twin's topics is refused.
+  dev.publish_topic("twins/cred-2/reported", R"({"state":{"forged":true}})");
+  CHECK(!dev.try_subscribe("twins/cred-2/#"));
+  TestDevice other("cred-2", uri, doppel::twins::Encoding::kJson, "twins",
+                   {"cred-2", passwords["cred-2"], ""});
+  other.connect();
+  other.publish("reported", R"({"state":{"own":true}})");
+  REQUIRE(eventually([&] { return a.get("/v1/twins/cred-2").body["reported"]["own"] == true; }, 10s,
+                     20ms));
+  CHECK(!a.get("/v1/twins/cred-2").body["reported"].contains("forged"));
+  // Wrong passwords, another device's password, and anonymous clients are refused.
+  TestDevice wrong("cred-1", uri, doppel::twins::Encoding::kJson, "twins", {"cred-1", "nope", ""});
+  CHECK(!wrong.try_connect());
+  TestDevice swapped("cred-1", uri, doppel::twins::Encoding::kJson, "twins",
+                     {"cred-1", passwords["cred-2"], ""});
+  CHECK(!swapped.try_connect());
+  TestDevice anonymous("anon", uri);
+  CHECK(!anonymous.try_connect());
+
+  // Revoked through n2 (deleting the twin): the connection ends and cannot come back; the other
+  // device is untouched.
+  REQUIRE(b.request("DELETE", "/v1/twins/cred-1").status == 204);
+  CHECK(eventually([&] { return !dev.connected(); }, 10s));
+  TestDevice again("cred-1", uri, doppel::twins::Encoding::kJson, "twins",
+                   {"cred-1", passwords["cred-1"], ""});
+  CHECK(!again.try_connect());
+  other.publish("reported", R"({"state":{"still":"here"}})");
+  CHECK(eventually([&] { return b.get("/v1/twins/cred-2").body["reported"]["still"] == "here"; },
+                   10s, 20ms));
+  // A new password through n2 replaces the one issued through n1; both are in the twin's feed.
+  auto rotated = b.request("PUT", "/v1/twins/cred-2", R"({"credentials": true})");
+  REQUIRE(rotated.status == 200);
+  TestDevice old_password("cred-2", uri, doppel::twins::Encoding::kJson, "twins",
+                          {"cred-2", passwords["cred-2"], ""});
+  CHECK(!old_password.try_connect());
+  auto feed = a.get("/v1/events?twin=cred-2&kind=credentials.changed");
+  REQUIRE(feed.status == 200);
+  CHECK(feed.body["events"].size() == 2);  // issued through n1, issued again through n2
 }

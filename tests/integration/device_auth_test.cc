@@ -15,7 +15,8 @@ std::string provision(Doppeld& gw, const std::string& id) {
   return r.body["credentials"]["password"].get<std::string>();
 }
 
-// doppeld with --device-auth and its embedded broker on a free port, started.
+// doppeld with --device-auth and its embedded broker on a free port, started (the password,
+// ACL and CRL files: gateway/device_auth.h).
 struct AuthGateway {
   AuthGateway()
       : port(free_port()),
@@ -29,11 +30,27 @@ struct AuthGateway {
   Doppeld gw;
 };
 
+// doppeld with --device-auth and an external broker whose dynamic-security plugin keeps the
+// accounts (gateway/broker_accounts.h), as the nodes of a cluster use it.
+struct BrokerAccountsGateway {
+  BrokerAccountsGateway() : gw(dir.file("data"), broker.uri(), dynsec.gateway_args()) {
+    gw.start();
+  }
+  TempDir dir;
+  DynsecSetup dynsec{dir};
+  Broker broker{dir, dynsec.broker_config()};
+  std::string uri = broker.uri();
+  Doppeld gw;
+};
+
 }  // namespace
 
-TEST_CASE("with --device-auth each device reaches only its own twin") {
-  AuthGateway auth;
-  auto& [dir, port, uri, gw] = auth;
+// The DeviceCredentials port, over both of its implementations.
+TEST_CASE_TEMPLATE("with --device-auth each device reaches only its own twin", Auth, AuthGateway,
+                   BrokerAccountsGateway) {
+  Auth auth;
+  Doppeld& gw = auth.gw;
+  const std::string uri = auth.uri;
 
   const std::string pa = provision(gw, "dev-a");
   const std::string pb = provision(gw, "dev-b");
@@ -63,7 +80,7 @@ TEST_CASE("with --device-auth each device reaches only its own twin") {
   CHECK(gw.get("/v1/twins/dev-c").status == 404);
 
   // Reading B's topics yields nothing: Mosquitto grants the subscription but its ACL filters
-  // every delivery, so B's delta reaches only B.
+  // every delivery (the dynamic-security plugin refuses it), so B's delta reaches only B.
   (void)a.try_subscribe("twins/dev-b/#");
   (void)a.try_subscribe("twins/#");
   REQUIRE(gw.patch_desired("dev-b", {{"secret", 42}}).status == 200);
@@ -194,4 +211,29 @@ TEST_CASE("credentials: refused ids change nothing, false revokes, files are own
   };
   CHECK(mode(dir.file("data")) == fs::perms::none);
   CHECK(mode(dir.file("data") + "/doppel.db") == fs::perms::none);
+}
+
+TEST_CASE("--device-auth with an external broker: what it needs, and an account without rights") {
+  TempDir dir;
+  DynsecSetup dynsec{dir};
+  Broker broker{dir, dynsec.broker_config()};
+  SUBCASE("certificates need the embedded broker") {
+    auto args = dynsec.gateway_args();
+    args[0] = "--device-auth=x509";
+    Doppeld gw(dir.file("data"), broker.uri(), args);
+    gw.start_expecting_exit();
+    CHECK(gw.log().find("needs the embedded broker") != std::string::npos);
+  }
+  SUBCASE("the plugin's admin account is required") {
+    Doppeld gw(dir.file("data"), broker.uri(), {"--device-auth"});
+    gw.start_expecting_exit();
+    CHECK(gw.log().find("--broker-username and --broker-password") != std::string::npos);
+  }
+  SUBCASE("a wrong password for it is reported, not retried forever") {
+    Doppeld gw(dir.file("data"), broker.uri(),
+               {"--device-auth", "--broker-username", dynsec.username, "--broker-password",
+                "not-the-password"});
+    gw.start_expecting_exit(60s);
+    CHECK(gw.log().find("cannot reach the broker") != std::string::npos);
+  }
 }

@@ -8,6 +8,7 @@
 
 #include <httplib.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <doctest/doctest.h>
@@ -38,6 +39,46 @@ Broker::Broker(const TempDir& dir, std::vector<std::string> extra_config)
 void Broker::start() {
   auto s = sim::LocalBroker::start();
   REQUIRE_MESSAGE(s, s.to_string());
+}
+
+namespace {
+
+std::string dynsec_plugin() {
+  for (const char* p :
+       {"/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
+        "/usr/lib/aarch64-linux-gnu/mosquitto_dynamic_security.so",
+        "/usr/lib/mosquitto_dynamic_security.so", "/usr/local/lib/mosquitto_dynamic_security.so"}) {
+    if (::access(p, R_OK) == 0) return p;
+  }
+  return "";
+}
+
+std::string mosquitto_ctrl() {
+  for (const char* p : {"/usr/bin/mosquitto_ctrl", "/usr/local/bin/mosquitto_ctrl"}) {
+    if (::access(p, X_OK) == 0) return p;
+  }
+  return "mosquitto_ctrl";
+}
+
+}  // namespace
+
+DynsecSetup::DynsecSetup(const TempDir& dir) : file(dir.file("dynamic-security.json")) {
+  REQUIRE_MESSAGE(!dynsec_plugin().empty(),
+                  "Mosquitto's dynamic-security plugin is not installed (package mosquitto)");
+  sim::Process init({mosquitto_ctrl(), "dynsec", "init", file, username, password},
+                    dir.file("dynsec-init.log"));
+  int status = -1;
+  REQUIRE(init.wait_exit(10s, &status));
+  const bool initialised = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  REQUIRE_MESSAGE(initialised, init.log());
+}
+
+std::vector<std::string> DynsecSetup::broker_config() const {
+  return {"plugin " + dynsec_plugin(), "plugin_opt_config_file " + file, "allow_anonymous false"};
+}
+
+std::vector<std::string> DynsecSetup::gateway_args() const {
+  return {"--device-auth", "--broker-username", username, "--broker-password", password};
 }
 
 Doppeld::Doppeld(std::string data_dir, std::string broker_uri, std::vector<std::string> extra_args)

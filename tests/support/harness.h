@@ -50,6 +50,20 @@ class Broker : public sim::LocalBroker {
   void start();
 };
 
+// An external broker's accounts in Mosquitto's dynamic-security plugin (--device-auth with
+// --broker): initialises the plugin's file in `dir` with an admin account for doppeld, as
+// `mosquitto_ctrl dynsec init` does for an operator. Fails the test if the plugin is missing.
+struct DynsecSetup {
+  explicit DynsecSetup(const TempDir& dir);
+  // For the Broker's configuration: the plugin, its file, no anonymous clients.
+  std::vector<std::string> broker_config() const;
+  // For doppeld: --device-auth and the admin account.
+  std::vector<std::string> gateway_args() const;
+  std::string file;
+  std::string username = "doppel-gateway";
+  std::string password = "a-gateway-password";
+};
+
 struct HttpResult {
   int status = 0;  // 0: no answer
   json body;
