@@ -202,6 +202,8 @@ int aws_error_code(std::string_view code) {
 }
 
 std::string encode_aws(const twins::DeviceOutput& output) {
+  // A shadow answer is sent as it is (without copying its document first).
+  if (const auto* reply = std::get_if<twins::ShadowReply>(&output)) return reply->to_json_text();
   const json j = std::visit(
       twins::Overloaded{
           [](const twins::DeltaOut& d) {
@@ -210,7 +212,7 @@ std::string encode_aws(const twins::DeviceOutput& output) {
                         {"state", d.state},
                         {"metadata", d.metadata.is_null() ? json::object() : d.metadata}};
           },
-          [](const twins::ShadowReply& r) { return r.body; },
+          [](const twins::ShadowReply&) { return json(); },  // answered above
           [](const twins::TwinOut& t) { return t.document; },
           [](const twins::CommandOut& c) {
             json execution = {{"jobId", c.id},

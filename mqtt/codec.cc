@@ -257,9 +257,7 @@ std::string WireCodec::refused_token(std::string_view payload, twins::Wire wire,
 std::string WireCodec::encode(const DeviceOutput& output, twins::Wire wire) const {
   if (wire.dialect == twins::Dialect::kAws) return encode_aws(output);
   // A shadow answer exists in the AWS dialect only; its body is JSON whatever the encoding.
-  if (const auto* reply = std::get_if<twins::ShadowReply>(&output)) {
-    return twins::to_text(reply->body);
-  }
+  if (const auto* reply = std::get_if<twins::ShadowReply>(&output)) return reply->to_json_text();
   if (wire.encoding == Encoding::kJson) {
     const json j = std::visit(
         Overloaded{[](const DeltaOut& d) {
@@ -280,7 +278,7 @@ std::string WireCodec::encode(const DeviceOutput& output, twins::Wire wire) cons
                      if (!e.token.empty()) err["token"] = e.token;
                      return err;
                    },
-                   [](const twins::ShadowReply& r) { return r.body; }},
+                   [](const twins::ShadowReply&) { return json(); }},  // answered above
         output);
     return twins::to_text(j);
   }
@@ -320,7 +318,7 @@ std::string WireCodec::encode(const DeviceOutput& output, twins::Wire wire) cons
                    p.set_token(e.token);
                    return p.SerializeAsString();
                  },
-                 [](const twins::ShadowReply& r) { return twins::to_text(r.body); }},
+                 [](const twins::ShadowReply& r) { return r.to_json_text(); }},
       output);
 }
 

@@ -1,5 +1,7 @@
 #include "twins/aws_shadow.h"
 
+#include <algorithm>
+
 #include "twins/merge_patch.h"
 
 namespace doppel::twins {
@@ -29,12 +31,37 @@ json aws_metadata(const json& state, const json& meta) {
   return out;
 }
 
-// `section` mirrored with every leaf stamped `now`.
-json stamped(const json& section, int64_t seconds) {
-  if (!section.is_object()) return {{"timestamp", seconds}};
-  json out = json::object();
-  for (const auto& [key, value] : section.items()) out[key] = stamped(value, seconds);
-  return out;
+// `text` as a JSON string literal.
+void write_json_string(std::string& out, const std::string& text) {
+  const bool plain = std::all_of(text.begin(), text.end(), [](char c) {
+    return c != '"' && c != '\\' && static_cast<unsigned char>(c) >= 0x20;
+  });
+  if (!plain) {
+    out += to_text(json(text));
+    return;
+  }
+  out += '"';
+  out += text;
+  out += '"';
+}
+
+// `section` mirrored with every leaf replaced by `stamp`, written as JSON text (what stamped()
+// builds, without building it).
+void write_stamped(std::string& out, const json& section, const std::string& stamp) {
+  if (!section.is_object()) {
+    out += stamp;
+    return;
+  }
+  out += '{';
+  bool first = true;
+  for (const auto& [key, value] : section.items()) {
+    if (!first) out += ',';
+    first = false;
+    write_json_string(out, key);
+    out += ':';
+    write_stamped(out, value, stamp);
+  }
+  out += '}';
 }
 
 void with_token(json& doc, const std::string& token) {
@@ -66,25 +93,41 @@ json shadow_get_accepted(const Twin& twin, Millis now, const std::string& token)
   return doc;
 }
 
-json shadow_update_accepted(const Twin& twin, const std::optional<json>& desired,
-                            const json& reported, Millis now, const std::string& token) {
+std::string shadow_update_accepted(const Twin& twin, const std::optional<json>& desired,
+                                   const json& reported, Millis now, const std::string& token) {
   const int64_t s = aws_seconds(now);
-  json state = json::object();
-  json metadata = json::object();
+  const std::string stamp = "{\"timestamp\":" + std::to_string(s) + "}";
+  const bool with_reported = !reported.empty() || !desired;
+  std::string out;
+  out.reserve(128 + 3 * reported.size() * 24 + token.size());
+  out += "{\"state\":{";
   if (desired) {
-    state["desired"] = *desired;
-    metadata["desired"] = stamped(*desired, s);
+    out += "\"desired\":";
+    out += to_text(*desired);
   }
-  if (!reported.empty() || !desired) {
-    state["reported"] = reported;
-    metadata["reported"] = stamped(reported, s);
+  if (with_reported) {
+    out += desired ? ",\"reported\":" : "\"reported\":";
+    out += to_text(reported);
   }
-  json doc = {{"state", std::move(state)},
-              {"metadata", std::move(metadata)},
-              {"version", twin.version},
-              {"timestamp", s}};
-  with_token(doc, token);
-  return doc;
+  out += "},\"metadata\":{";
+  if (desired) {
+    out += "\"desired\":";
+    write_stamped(out, *desired, stamp);
+  }
+  if (with_reported) {
+    out += desired ? ",\"reported\":" : "\"reported\":";
+    write_stamped(out, reported, stamp);
+  }
+  out += "},\"version\":";
+  out += std::to_string(twin.version);
+  out += ",\"timestamp\":";
+  out += std::to_string(s);
+  if (!token.empty()) {
+    out += ",\"clientToken\":";
+    write_json_string(out, token);
+  }
+  out += '}';
+  return out;
 }
 
 json shadow_state(const Twin& twin) {

@@ -22,9 +22,10 @@ bool has_shadow(const Twin& twin);
 json shadow_get_accepted(const Twin& twin, Millis now, const std::string& token);
 
 // `…/update/accepted`: the sections the request sent (null leaves included) with their metadata
-// timestamps, the version after the update, timestamp, clientToken.
-json shadow_update_accepted(const Twin& twin, const std::optional<json>& desired,
-                            const json& reported, Millis now, const std::string& token);
+// timestamps, the version after the update, timestamp, clientToken — as JSON text, written
+// directly (every AWS-dialect report gets one: ShadowReply::text).
+std::string shadow_update_accepted(const Twin& twin, const std::optional<json>& desired,
+                                   const json& reported, Millis now, const std::string& token);
 
 // The part of `…/update/documents` describing one state: {state: {desired, reported}, metadata,
 // version}. Taken before the update for `previous`.

@@ -99,6 +99,11 @@ struct ShadowReply {
   json body;
   // An AWS IoT Jobs answer instead: the topic after $aws/things/{id}/jobs/.
   std::string jobs_topic;
+  // When not empty, the body already written as JSON text (and `body` is unused): the answer to
+  // every shadow update is on the ingest path, and writing it directly skips building a document.
+  std::string text = {};
+  // The body as JSON text, whichever way it was given.
+  std::string to_json_text() const { return text.empty() ? to_text(body) : text; }
 };
 using DeviceOutput = std::variant<DeltaOut, TwinOut, CommandOut, ErrorOut, ShadowReply>;
 

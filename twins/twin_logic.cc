@@ -145,8 +145,9 @@ Status TwinLogic::on_reported(Twin& twin, const ReportedMessage& msg, Millis now
   if (twin.dialect == Dialect::kAws) {
     out.outputs.push_back(
         ShadowReply{ShadowOp::kUpdate,
-                    shadow_update_accepted(twin, msg.desired, msg.state, now, msg.token),
-                    {}});
+                    json(),
+                    {},
+                    shadow_update_accepted(twin, msg.desired, msg.state, now, msg.token)});
   }
   if (previous) {
     out.outputs.push_back(ShadowReply{

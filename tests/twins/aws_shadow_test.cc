@@ -54,11 +54,12 @@ TEST_CASE("an update answers accepted and documents with the document version, i
   REQUIRE(t.update(R"({"temp":20,"fan":{"on":true}})", std::nullopt, std::nullopt, out));
   const auto* acc = AwsTwin::find<ShadowReply>(out, ShadowOp::kUpdate);
   REQUIRE(acc != nullptr);
-  CHECK(acc->body["version"] == t.twin.version);
-  CHECK(acc->body["timestamp"] == 1'700'000'000);
-  CHECK(acc->body["clientToken"] == "tok");
-  CHECK(acc->body["metadata"]["reported"]["fan"]["on"]["timestamp"] == 1'700'000'000);
-  CHECK_FALSE(acc->body["state"].contains("desired"));
+  const json accepted = json::parse(acc->to_json_text());
+  CHECK(accepted["version"] == t.twin.version);
+  CHECK(accepted["timestamp"] == 1'700'000'000);
+  CHECK(accepted["clientToken"] == "tok");
+  CHECK(accepted["metadata"]["reported"]["fan"]["on"]["timestamp"] == 1'700'000'000);
+  CHECK_FALSE(accepted["state"].contains("desired"));
   const auto* docs = AwsTwin::find<ShadowReply>(out, ShadowOp::kDocuments);
   REQUIRE(docs != nullptr);
   CHECK(docs->body["previous"]["version"] == 0);
@@ -201,4 +202,44 @@ TEST_CASE("a Doppel-dialect twin gets its own answers, never the shadow's") {
   CHECK(std::holds_alternative<TwinOut>(out.outputs[0]));
   auto reported = t.report(R"({"a":1})");
   for (const auto& o : reported.outputs) CHECK_FALSE(std::holds_alternative<ShadowReply>(o));
+}
+
+TEST_CASE("the update answer, written as text directly, is the document AWS describes") {
+  Twin twin;
+  twin.version = 42;
+  // Keys and a token that need escaping, nesting, null leaves (AWS echoes them), arrays as leaves.
+  const json reported = j(R"({"a\"b":{"c\\d":1,"e\nf":null},"list":[1,{"x":2}],"ü":"ß"})");
+  const json desired = j(R"({"mode":"eco","deep":{"er":{"est":true}}})");
+  const std::string token = "tok\"en\\1";
+  auto stamped = [](const json& section, auto&& self) -> json {
+    if (!section.is_object()) return {{"timestamp", 1'700'000'000}};
+    json out = json::object();
+    for (const auto& [k, v] : section.items()) out[k] = self(v, self);
+    return out;
+  };
+  const Millis now = 1'700'000'000'999;
+  SUBCASE("reported only") {
+    const json got = json::parse(shadow_update_accepted(twin, std::nullopt, reported, now, token));
+    const json want = {{"state", {{"reported", reported}}},
+                       {"metadata", {{"reported", stamped(reported, stamped)}}},
+                       {"version", 42},
+                       {"timestamp", 1'700'000'000},
+                       {"clientToken", token}};
+    CHECK(got == want);
+  }
+  SUBCASE("desired and reported, no token") {
+    const json got = json::parse(shadow_update_accepted(twin, desired, reported, now, ""));
+    const json want = {
+        {"state", {{"desired", desired}, {"reported", reported}}},
+        {"metadata",
+         {{"desired", stamped(desired, stamped)}, {"reported", stamped(reported, stamped)}}},
+        {"version", 42},
+        {"timestamp", 1'700'000'000}};
+    CHECK(got == want);
+  }
+  SUBCASE("desired only: the empty reported section is left out") {
+    const json got = json::parse(shadow_update_accepted(twin, desired, json::object(), now, ""));
+    CHECK(got["state"] == json{{"desired", desired}});
+    CHECK(got["metadata"] == json{{"desired", stamped(desired, stamped)}});
+  }
 }
