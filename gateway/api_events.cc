@@ -85,7 +85,10 @@ class Subscription : public std::enable_shared_from_this<Subscription> {
   void start() {
     std::weak_ptr<Subscription> weak = weak_from_this();
     wake_ = std::make_shared<std::function<void()>>([weak] {
-      if (auto self = weak.lock()) self->pull();
+      if (auto self = weak.lock()) {
+        self->woken_at_.store(Clock::now().time_since_epoch().count());
+        self->pull();
+      }
     });
     // Alive while its heartbeat timer or a pending read holds it; parked, the hub holds only a
     // weak reference to `wake_`, so a stream that ends frees its subscription.
@@ -113,6 +116,10 @@ class Subscription : public std::enable_shared_from_this<Subscription> {
   // or park until the next commit.
   void fetch() {
     again_ = false;
+    // A read that a commit woke: how long the wake took, and then the write (feed_wake,
+    // feed_write). Reads that follow a drain or start the stream are not a commit's.
+    const Clock::time_point started = Clock::now();
+    const bool woken = observe_since(ctx_.feed->wake_stage(), woken_at_.exchange(0), started);
     if (stream_->closed()) return done();
     if (stream_->room() < ctx_.stream_buffer_bytes / 2) {
       done();
@@ -166,7 +173,12 @@ class Subscription : public std::enable_shared_from_this<Subscription> {
     if (full || !page->events.empty() || page->scanned_to < ctx_.store->last_event_seq()) {
       done();
       // The next page once this one is on its way: the client sets the pace.
-      return stream_->on_drain([self = shared_from_this()] { self->pull(); });
+      const int64_t write_from =
+          woken && !page->events.empty() ? started.time_since_epoch().count() : 0;
+      return stream_->on_drain([self = shared_from_this(), write_from] {
+        observe_since(self->ctx_.feed->write_stage(), write_from, Clock::now());
+        self->pull();
+      });
     }
     // Caught up: park first, then look again, so a commit in between is not missed. (After
     // done() another fetch may run: only locals from here on.)
@@ -178,12 +190,25 @@ class Subscription : public std::enable_shared_from_this<Subscription> {
 
   void done() { fetching_ = false; }
 
+  using Clock = std::chrono::steady_clock;
+  // Observes `now` - `from` (a Clock count; 0: nothing to observe) in `stage`, if any; whether
+  // there was something to observe.
+  static bool observe_since(Histogram* stage, int64_t from, Clock::time_point now) {
+    if (from == 0) return false;
+    if (stage != nullptr) {
+      stage->observe(
+          std::chrono::duration<double>(now - Clock::time_point(Clock::duration(from))).count());
+    }
+    return true;
+  }
+
   const ApiContext& ctx_;
   std::shared_ptr<HttpStream> stream_;
   twins::EventQuery q_;  // the position (after_seq) and filters; fetch() only
   std::shared_ptr<std::function<void()>> wake_;  // set by start(), then only read
   std::atomic<bool> fetching_{false};
   std::atomic<bool> again_{false};
+  std::atomic<int64_t> woken_at_{0};  // when a commit woke it (a Clock count); 0: not since
 };
 
 void feed(const ApiContext& ctx, const ExchangePtr& x) {

@@ -17,6 +17,7 @@
 #include "storage/postgres/lease_table.h"
 #include "storage/postgres/postgres_store.h"
 #include "twins/log.h"
+#include "twins/thread_name.h"
 
 namespace doppel::gateway {
 namespace {
@@ -203,7 +204,10 @@ Status ClusterNode::start(std::function<void()> drain) {
   }
   log_info("cluster: node " + incarnation_ + " serves " + std::to_string(serving_count()) + " of " +
            std::to_string(twins::kPartitions) + " partitions at start");
-  thread_ = std::thread([this] { loop(); });
+  thread_ = std::thread([this] {
+    name_this_thread("cluster-lease");
+    loop();
+  });
   return Status::ok();
 }
 

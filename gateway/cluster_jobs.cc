@@ -5,11 +5,16 @@
 #include "gateway/cluster.h"
 #include "twins/log.h"
 #include "twins/partition.h"
+#include "twins/thread_name.h"
 
 namespace doppel::gateway {
 
 ClusterJobs::ClusterJobs(ClusterNode& cluster, size_t threads) : cluster_(cluster) {
-  for (size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { loop(); });
+  for (size_t i = 0; i < threads; ++i)
+    threads_.emplace_back([this] {
+      name_this_thread("cluster-jobs");
+      loop();
+    });
 }
 
 ClusterJobs::~ClusterJobs() { stop(); }

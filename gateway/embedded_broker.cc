@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "twins/log.h"
+#include "twins/thread_name.h"
 
 namespace doppel::gateway {
 namespace {
@@ -200,7 +201,10 @@ Status EmbeddedBroker::start() {
     return s;
   }
   set_state("running");
-  supervisor_ = std::thread([this] { supervise(); });
+  supervisor_ = std::thread([this] {
+    name_this_thread("broker-watch");
+    supervise();
+  });
   log_info("embedded broker: mosquitto pid " + std::to_string(pid_.load()) + " on " + uri() +
            " (config " + config_path() + ", log " + log_path() + ")");
   return Status::ok();

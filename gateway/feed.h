@@ -4,6 +4,10 @@
 // what it is missing from the store at its own pace. Memory per subscriber does not depend on
 // how far behind it is.
 //
+// Where a subscriber's time goes (doppel_stage_seconds): feed_wake, from the commit that wakes it
+// to its read starting on the blocking pool; feed_write, from that read to its page being written
+// to the client's connection.
+//
 // Thread-safety: all methods from any thread.
 #pragma once
 
@@ -15,12 +19,24 @@
 #include <vector>
 
 #include "twins/events.h"
+#include "twins/metrics.h"
 
 namespace doppel::gateway {
 
 class FeedHub {
  public:
   using Wake = std::function<void()>;
+
+  FeedHub() = default;
+  // Registers the feed's stage histograms in `metrics`.
+  explicit FeedHub(Metrics& metrics)
+      : wake_stage_(
+            &metrics.histogram(kStageMetric, kStageHelp, stage_bounds(), "stage=\"feed_wake\"")),
+        write_stage_(
+            &metrics.histogram(kStageMetric, kStageHelp, stage_bounds(), "stage=\"feed_write\"")) {}
+  // Either may be null (no metrics).
+  Histogram* wake_stage() const { return wake_stage_; }
+  Histogram* write_stage() const { return write_stage_; }
 
   // `wake` runs once, on the store's writer thread, at the next commit with an event for these
   // twins (none: any) of these kinds (none: any); it must not block. Held weakly: a subscriber
@@ -61,6 +77,8 @@ class FeedHub {
                        [&p](const twins::EventRecord& e) { return p.filter.matches(e); });
   }
 
+  Histogram* const wake_stage_ = nullptr;
+  Histogram* const write_stage_ = nullptr;
   std::mutex mu_;
   std::vector<Parked> parked_;
 };

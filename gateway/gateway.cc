@@ -22,6 +22,7 @@
 #include "storage/sqlite/credential_store.h"
 #include "storage/sqlite/sqlite_store.h"
 #include "twins/log.h"
+#include "twins/thread_name.h"
 
 namespace doppel::gateway {
 namespace {
@@ -208,11 +209,16 @@ Status Gateway::start() {
     store_ = std::move(*store);
   }
   // Change-feed streams wake on commits; the listener is set before any write.
-  feed_ = std::make_unique<FeedHub>();
+  feed_ = std::make_unique<FeedHub>(metrics_);
   store_->on_events([hub = feed_.get()](uint64_t, const std::vector<twins::EventRecord>& events) {
     hub->notify(events);
   });
-  if (config_.policy.record_changes) pruner_ = std::thread([this] { prune_loop(); });
+  if (config_.policy.record_changes) {
+    pruner_ = std::thread([this] {
+      name_this_thread("feed-pruner");
+      prune_loop();
+    });
+  }
 
   std::string broker_user = config_.broker_username;
   std::string broker_password = config_.broker_password;

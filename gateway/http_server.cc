@@ -7,6 +7,7 @@
 
 #include "gateway/detail/http_server_impl.h"
 #include "twins/log.h"
+#include "twins/thread_name.h"
 
 namespace doppel::gateway {
 
@@ -80,7 +81,10 @@ Status HttpServer::start() {
   i.accept();
   i.sweep();
   for (int t = 0; t < std::max(1, i.options.threads); ++t) {
-    i.threads.emplace_back([&i] { i.ioc.run(); });
+    i.threads.emplace_back([&i] {
+      name_this_thread("http-io");
+      i.ioc.run();
+    });
   }
   return Status::ok();
 }

@@ -12,6 +12,7 @@
 
 #include "mqtt/mqtt311.h"
 #include "twins/log.h"
+#include "twins/thread_name.h"
 
 namespace doppel::mqtt {
 
@@ -27,7 +28,10 @@ BatchPublisher::BatchPublisher(BatchPublisherOptions options) : options_(std::mo
 BatchPublisher::~BatchPublisher() { stop(std::chrono::milliseconds(0)); }
 
 void BatchPublisher::start() {
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    name_this_thread("mqtt-qos0");
+    run();
+  });
 }
 
 void BatchPublisher::stop(std::chrono::milliseconds timeout) {

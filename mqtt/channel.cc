@@ -6,6 +6,7 @@
 #include "mqtt/topics.h"
 #include "twins/closed_set.h"
 #include "twins/log.h"
+#include "twins/thread_name.h"
 
 namespace doppel::mqtt {
 namespace {
@@ -115,7 +116,10 @@ void MqttChannel::set_sink(std::function<void(twins::DeviceInput)> sink) {
 void MqttChannel::start() {
   if (batch_) batch_->start();
   client_.connect_in_background();
-  poller_ = std::thread([this] { poll_drop_counter(); });
+  poller_ = std::thread([this] {
+    name_this_thread("mqtt-drops");
+    poll_drop_counter();
+  });
 }
 
 void MqttChannel::stop(std::chrono::milliseconds timeout) {

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "twins/log.h"
+#include "twins/thread_name.h"
 
 namespace doppel::twins {
 namespace {
@@ -28,7 +29,10 @@ DeadlineScanner::~DeadlineScanner() { stop(); }
 
 void DeadlineScanner::start() {
   if (running_.exchange(true)) return;
-  thread_ = std::thread([this] { loop(); });
+  thread_ = std::thread([this] {
+    name_this_thread("alarms");
+    loop();
+  });
 }
 
 void DeadlineScanner::stop() {

@@ -6,6 +6,7 @@
 
 #include "twins/log.h"
 #include "twins/partition.h"
+#include "twins/thread_name.h"
 
 namespace doppel::twins {
 namespace {
@@ -101,8 +102,14 @@ Status JobEngine::start() {
   }
   if (!jobs_.empty()) log_info("jobs: resuming " + std::to_string(jobs_.size()) + " running");
   if (options_.threaded) {
-    thread_ = std::thread([this] { run(); });
-    rescan_thread_ = std::thread([this] { run_rescans(); });
+    thread_ = std::thread([this] {
+      name_this_thread("jobs");
+      run();
+    });
+    rescan_thread_ = std::thread([this] {
+      name_this_thread("jobs-rescan");
+      run_rescans();
+    });
   }
   return Status::ok();
 }

@@ -64,7 +64,9 @@ inline constexpr const char* kStageMetric = "doppel_stage_seconds";
 inline constexpr const char* kStageHelp =
     "Time spent per stage: inbox (a message or request waiting for its shard), step (the shard "
     "handling it), commit_queue (a write waiting for its group commit to start), release (from "
-    "its commit to its effects released: replies sent, publishes handed to the broker client)";
+    "its commit to its effects released: replies sent, publishes handed to the broker client), "
+    "feed_wake (a change-feed stream from the commit that wakes it to its read starting), "
+    "feed_write (from that read to the events written to the client's connection)";
 std::vector<double> stage_bounds();
 
 class Metrics {

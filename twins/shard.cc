@@ -4,6 +4,7 @@
 #include "twins/detail/shard.h"
 #include "twins/log.h"
 #include "twins/partition.h"
+#include "twins/thread_name.h"
 
 namespace doppel::twins::detail {
 namespace {
@@ -30,7 +31,10 @@ Shard::Shard(size_t index, const ShardDeps& deps)
 Shard::~Shard() { stop(); }
 
 void Shard::start() {
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    name_this_thread("shard-" + std::to_string(index_));
+    run();
+  });
 }
 
 void Shard::stop() {

@@ -217,7 +217,8 @@ json stage_breakdown(const std::map<std::string, double>& before,
 std::vector<std::pair<std::string, std::string>> stage_rows(const json& breakdown) {
   std::vector<std::pair<std::string, std::string>> rows;
   auto ms = [](double v) { return v < 0 ? std::string("> 1000") : fmt(v, v < 1 ? 2 : 0); };
-  for (const char* stage : {"inbox", "step", "commit_queue", "commit", "release"}) {
+  for (const char* stage :
+       {"inbox", "step", "commit_queue", "commit", "release", "feed_wake", "feed_write"}) {
     if (!breakdown.contains(stage)) continue;
     const json& b = breakdown[stage];
     rows.emplace_back("  stage " + std::string(stage),

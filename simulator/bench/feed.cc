@@ -151,6 +151,7 @@ json run_feed_bench(const FeedBenchOptions& o) {
     Subscribers subs(gw.port(), queries);
     std::this_thread::sleep_for(std::chrono::milliseconds(500));  // connected, caught up
     const double events0 = gw.metric("doppel_store_writes_total");
+    const auto stages_before = gw.metrics();
     subs.measure(true);
     const auto t0 = std::chrono::steady_clock::now();
     std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int64_t>(o.seconds * 1000)));
@@ -165,6 +166,11 @@ json run_feed_bench(const FeedBenchOptions& o) {
     std::printf("  %-10s %4zu subscribers  %8.0f events/s received  p50 %5.1f ms  p99 %6.1f ms\n",
                 name, subs.size(), p["events_received_per_s"].get<double>(), p.value("p50_ms", 0.0),
                 p.value("p99_ms", 0.0));
+    // Where the time went: the write's path to its commit, then the feed's wake and write.
+    p["stages"] = stage_breakdown(stages_before, gw.metrics());
+    for (const auto& [stage, text] : stage_rows(p["stages"])) {
+      std::printf("  %-22s %s\n", stage.c_str(), text.c_str());
+    }
     std::fflush(stdout);
     r[name] = p;
   };

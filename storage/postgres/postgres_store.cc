@@ -16,6 +16,7 @@
 #include "storage/postgres/detail/query_sql.h"
 #include "storage/postgres/detail/schema.h"
 #include "twins/log.h"
+#include "twins/thread_name.h"
 
 namespace doppel::storage {
 namespace {
@@ -104,9 +105,15 @@ Result<std::unique_ptr<PostgresTwinStore>> PostgresTwinStore::open(PostgresOptio
   if (Status s = store->writer_session(*db); !s) return s;
   store->writer_->db = std::make_unique<pg::Connection>(std::move(*db));
   store->available_.store(true);
-  store->thread_ = std::thread([s = store.get()] { s->writer_loop(); });
+  store->thread_ = std::thread([s = store.get()] {
+    name_this_thread("pg-writer");
+    s->writer_loop();
+  });
   if (store->options_.cluster)
-    store->listener_ = std::thread([s = store.get()] { s->listen_loop(); });
+    store->listener_ = std::thread([s = store.get()] {
+      name_this_thread("pg-listen");
+      s->listen_loop();
+    });
   return store;
 }
 

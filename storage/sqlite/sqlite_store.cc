@@ -15,6 +15,7 @@
 #include "storage/sqlite/detail/sqlite.h"
 #include "twins/log.h"
 #include "twins/record.h"
+#include "twins/thread_name.h"
 
 namespace doppel::storage {
 
@@ -64,8 +65,14 @@ Result<std::unique_ptr<SqliteTwinStore>> SqliteTwinStore::open(StoreOptions opti
   } catch (const std::exception& e) {
     return to_status(e, "opening the store");
   }
-  store->thread_ = std::thread([s = store.get()] { s->writer_loop(); });
-  store->checkpointer_ = std::thread([s = store.get()] { s->checkpoint_loop(); });
+  store->thread_ = std::thread([s = store.get()] {
+    name_this_thread("sqlite-writer");
+    s->writer_loop();
+  });
+  store->checkpointer_ = std::thread([s = store.get()] {
+    name_this_thread("sqlite-ckpt");
+    s->checkpoint_loop();
+  });
   return store;
 }
 
