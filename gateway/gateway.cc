@@ -176,6 +176,7 @@ Status Gateway::start() {
     store_options.indexes = config_.query_indexes;
     store_options.durability =
         config_.durability_full ? storage::Durability::kFull : storage::Durability::kNormal;
+    store_options.commit_gather = config_.commit_gather;
     auto store = storage::SqliteTwinStore::open(store_options, metrics_);
     if (!store) return store.status();
     store_ = std::move(*store);
@@ -184,6 +185,7 @@ Status Gateway::start() {
     store_options.uri = config_.store;
     store_options.indexes = config_.query_indexes;
     store_options.cluster = config_.cluster;
+    store_options.commit_gather = config_.commit_gather;
     if (config_.cluster) {
       // Half a lease: a frozen node's transaction ends well before its leases do.
       store_options.writer_timeout =

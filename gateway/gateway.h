@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "gateway/http_api.h"
+#include "storage/group_commit.h"
 #include "twins/clock.h"
 #include "twins/document.h"
 #include "twins/job_engine.h"
@@ -66,6 +67,8 @@ struct GatewayConfig {
   // (postgresql://user[:password]@host:port/db).
   std::string store;
   bool durability_full = false;
+  // The group commit's gathering window under a steady stream of writes (storage/group_commit.h).
+  std::chrono::microseconds commit_gather = storage::kDefaultCommitGather;
   size_t shards = 0;  // 0: the number of cores
   double hibernate_after_s = 60;
   size_t max_hot_twins = 1'000'000;

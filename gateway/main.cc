@@ -185,6 +185,13 @@ int main(int argc, char** argv) {
                  "crash (PostgreSQL always commits synchronously)")
       ->capture_default_str()
       ->check(CLI::IsMember({"normal", "full"}));
+  int64_t commit_gather_us = cfg.commit_gather.count();
+  app.add_option("--commit-gather-us", commit_gather_us,
+                 "under a steady stream of writes, how long a group commit may wait for more "
+                 "writes to join it (only while two or more are expected within it; a lone write "
+                 "is committed at once); 0: never wait")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{100'000}));
   app.add_option("--shards", cfg.shards, "runtime shards (default: number of cores)");
   app.add_option("--stale-after-s", stale_after_s, "default staleness window, seconds")
       ->capture_default_str()
@@ -280,6 +287,7 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
   cfg.durability_full = durability == "full";
+  cfg.commit_gather = std::chrono::microseconds(commit_gather_us);
   cfg.device_auth = device_auth->count() > 0;
   cfg.device_auth_x509 = device_auth_mode == "x509";
   if (cfg.cluster) {

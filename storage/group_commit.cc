@@ -33,7 +33,7 @@ uint64_t GroupCommitter::enqueue(Write write, twins::CommitCallback on_commit) {
     return seq;
   }
   queue_.push_back({seq, std::move(write), std::move(on_commit), std::chrono::steady_clock::now()});
-  if (queue_.size() == 1) work_cv_.notify_one();
+  if (queue_.size() == wake_at_) work_cv_.notify_one();
   return seq;
 }
 
@@ -66,6 +66,11 @@ void GroupCommitter::flush() {
   done.get_future().wait();
 }
 
+size_t GroupCommitter::gathering_for() const {
+  std::lock_guard lock(mu_);
+  return wake_at_ > 1 ? wake_at_ : 0;
+}
+
 size_t GroupCommitter::queued() const {
   std::lock_guard lock(mu_);
   return queue_.size();
@@ -80,11 +85,35 @@ void GroupCommitter::close() {
   room_cv_.notify_all();
 }
 
+size_t GroupCommitter::gather_target(size_t max, std::chrono::steady_clock::time_point now) {
+  // The rate since the last take, averaged (a quarter weight for the newest interval).
+  const double interval = std::chrono::duration<double>(now - last_take_).count();
+  if (interval > 0 && last_take_ != std::chrono::steady_clock::time_point{}) {
+    const double rate = static_cast<double>(next_seq_ - seq_at_last_take_) / interval;
+    arrival_rate_ = arrival_rate_ == 0 ? rate : 0.75 * arrival_rate_ + 0.25 * rate;
+  }
+  last_take_ = now;
+  seq_at_last_take_ = next_seq_;
+  if (gather_.count() == 0) return 1;
+  const double expected = arrival_rate_ * std::chrono::duration<double>(gather_).count();
+  return expected < 2 ? 1 : std::min(max, static_cast<size_t>(expected));
+}
+
 bool GroupCommitter::take(Batch& batch, size_t max, bool wait) {
   batch.clear();
   {
     std::unique_lock lock(mu_);
     if (wait) work_cv_.wait(lock, [&] { return !queue_.empty() || closing_; });
+    if (wait && gather_.count() > 0 && !queue_.empty()) {
+      const size_t target = gather_target(max, std::chrono::steady_clock::now());
+      if (queue_.size() < target) {
+        // Until the writes expected within a window of the first one's arrival are here.
+        wake_at_ = target;
+        work_cv_.wait_until(lock, queue_.front().queued_at + gather_,
+                            [&] { return queue_.size() >= target || closing_; });
+        wake_at_ = 1;
+      }
+    }
     if (queue_.empty()) {
       // Writes that arrive from now on fail at once: nobody will commit them.
       if (closing_) closed_ = true;

@@ -41,6 +41,9 @@
 
 namespace doppel::storage {
 
+// The stores' default for GroupCommitter's `gather` (their options' commit_gather).
+inline constexpr std::chrono::microseconds kDefaultCommitGather{500};
+
 class GroupCommitter {
  public:
   // A twin's write (ShardStore::write) or a job-level one (JobStore::write).
@@ -76,8 +79,17 @@ class GroupCommitter {
   }
 
   // `max_queued`: enqueue() waits while this many writes are queued (backpressure).
-  explicit GroupCommitter(size_t max_queued = std::numeric_limits<size_t>::max())
-      : max_queued_(max_queued) {}
+  //
+  // `gather`: under a steady stream of writes, how long take() may hold the first queued write
+  // for more to join its batch (PostgreSQL's commit_delay, with the arrival rate in place of
+  // commit_siblings). A batch costs the backend about the same whether it has one write or ten
+  // (the transaction, the pages it rewrites), so a stream committed write by write spends the
+  // writer's CPU and the disk on that fixed cost. take() waits only while the writes arriving
+  // within one window are expected to be two or more (an average of the rate between takes), and
+  // only until that many are queued; a lone write, or a light load, is taken at once. Zero: never.
+  explicit GroupCommitter(size_t max_queued = std::numeric_limits<size_t>::max(),
+                          std::chrono::microseconds gather = std::chrono::microseconds(0))
+      : max_queued_(max_queued), gather_(gather) {}
 
   // ---- the producers' side (the port's write, discard, when_committed, committed_seq, flush) ----
 
@@ -92,6 +104,8 @@ class GroupCommitter {
   // Blocks until every write queued so far is complete. Needs a committer that runs on its own.
   void flush();
   size_t queued() const;
+  // How many queued writes a gathering take() is waiting for (0: none is waiting).
+  size_t gathering_for() const;
 
   // Stops accepting writes once the queue has drained: take() returns false from then on, and
   // later writes fail at once.
@@ -134,13 +148,23 @@ class GroupCommitter {
     std::unordered_map<std::string, uint64_t> until_;
   };
 
+  // How many writes take() should wait for now, given the arrival rate (1: none to wait for).
+  size_t gather_target(size_t max, std::chrono::steady_clock::time_point now);
+
   const size_t max_queued_;
+  const std::chrono::microseconds gather_;
   mutable std::mutex mu_;
   std::condition_variable work_cv_;
   std::condition_variable room_cv_;
   std::deque<Op> queue_;
   std::multimap<uint64_t, twins::CommitCallback> waiters_;
   uint64_t next_seq_ = 1;
+  // Gathering (under mu_): enqueue() wakes a waiting take() when the queue reaches wake_at_; the
+  // arrival rate, writes per second, averaged over the intervals between takes.
+  size_t wake_at_ = 1;
+  double arrival_rate_ = 0;
+  uint64_t seq_at_last_take_ = 1;
+  std::chrono::steady_clock::time_point last_take_{};
   Poisoned poisoned_;
   bool closing_ = false;  // close() was called
   bool closed_ = false;   // and the queue drained: writes fail at once

@@ -59,7 +59,7 @@ Result<std::array<uint64_t, twins::kPartitions>> claim_partitions(pg::Connection
 
 PostgresTwinStore::PostgresTwinStore(PostgresOptions options, Metrics& metrics)
     : options_(std::move(options)),
-      committer_(options_.max_queued),
+      committer_(options_.max_queued, options_.commit_gather),
       writer_(std::make_unique<Writer>()),
       commit_metrics_(metrics, committer_),
       reconnects_(&metrics.counter("doppel_store_reconnects_total",

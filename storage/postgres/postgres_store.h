@@ -45,6 +45,8 @@ struct PostgresOptions {
   std::string uri;              // a libpq URI: postgresql://user[:password]@host:port/db
   size_t max_batch = 8192;      // writes per transaction at most
   size_t max_queued = 100'000;  // writers wait beyond this (backpressure)
+  // How long a batch may wait for more writes under a steady stream (group_commit.h).
+  std::chrono::microseconds commit_gather{kDefaultCommitGather};
   // Fleet-query fields to keep expression indexes on (--index), e.g. "reported.fw".
   std::vector<std::string> indexes;
   // A node of a cluster (doppeld --cluster, issue #22): it claims no partition at open — each

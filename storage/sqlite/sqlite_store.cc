@@ -21,7 +21,7 @@ namespace doppel::storage {
 
 SqliteTwinStore::SqliteTwinStore(StoreOptions options, Metrics& metrics)
     : options_(std::move(options)),
-      committer_(options_.max_queued),
+      committer_(options_.max_queued, options_.commit_gather),
       commit_metrics_(metrics, committer_) {
   metrics.gauge_fn("doppel_store_sqlite_memory_bytes",
                    "Heap memory SQLite holds (page caches of all connections)",

@@ -41,6 +41,8 @@ struct StoreOptions {
   Durability durability = Durability::kNormal;
   size_t max_batch = 8192;      // writes per transaction at most
   size_t max_queued = 100'000;  // writers wait beyond this (backpressure)
+  // How long a batch may wait for more writes under a steady stream (group_commit.h).
+  std::chrono::microseconds commit_gather{kDefaultCommitGather};
   // Fleet-query fields to keep an expression index on (--index), e.g. "reported.fw".
   std::vector<std::string> indexes;
 };

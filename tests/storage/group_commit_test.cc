@@ -2,6 +2,8 @@
 // poisoning and discard, callbacks before committed_seq() moves, commit waits, close.
 #include <doctest/doctest.h>
 
+#include <chrono>
+#include <future>
 #include <string>
 #include <thread>
 #include <vector>
@@ -10,6 +12,7 @@
 
 using namespace doppel;
 using storage::GroupCommitter;
+using namespace std::chrono_literals;
 
 namespace {
 
@@ -134,4 +137,70 @@ TEST_CASE("close drains the queue, then writes fail at once; flush waits for a c
   c.enqueue(of("late"), [&statuses](const Status& s) { statuses.push_back(s); });
   REQUIRE(statuses.size() == 6);
   CHECK(statuses.back().code() == StatusCode::kUnavailable);
+}
+
+// Gathering (GroupCommitter's `gather`): the window is ten seconds here, so a take() that waited
+// for it when it should not have shows up as a hang, and one that gathers returns only when the
+// writes it waits for are queued.
+TEST_CASE(
+    "under a stream a batch gathers the writes expected within its window; a lone write is "
+    "taken at once") {
+  GroupCommitter c(1000, std::chrono::seconds(10));
+  GroupCommitter::Batch batch;
+  auto take_async = [&c, &batch](size_t max) {
+    return std::async(std::launch::async, [&c, &batch, max] { return c.take(batch, max, true); });
+  };
+
+  // A first write, with no stream before it: no rate, nothing to wait for.
+  c.enqueue(of("a"), {});
+  auto first = take_async(64);
+  REQUIRE(first.wait_for(std::chrono::seconds(5)) == std::future_status::ready);
+  CHECK(first.get());
+  CHECK(batch.ops.size() == 1);
+  c.complete(batch);
+
+  // Ten writes at once: a stream far above two per window. The next take waits for as many as
+  // fit (max 32), and returns as soon as the last of them is queued.
+  for (int i = 0; i < 10; ++i) c.enqueue(of("s" + std::to_string(i)), {});
+  auto gathered = take_async(32);
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (c.gathering_for() == 0 && std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::yield();
+  }
+  REQUIRE(c.gathering_for() == 32);
+  for (int i = 10; i < 32; ++i) {
+    CHECK(gathered.wait_for(std::chrono::milliseconds(0)) == std::future_status::timeout);
+    c.enqueue(of("s" + std::to_string(i)), {});
+  }
+  REQUIRE(gathered.wait_for(std::chrono::seconds(5)) == std::future_status::ready);
+  CHECK(gathered.get());
+  CHECK(batch.ops.size() == 32);
+  CHECK(batch.ops.front().seq == 2);
+  c.complete(batch);
+
+  // close() ends a gathering take at once, with what is queued.
+  c.enqueue(of("late"), {});
+  c.enqueue(of("later"), {});
+  auto closing = take_async(32);
+  while (c.gathering_for() == 0 && std::chrono::steady_clock::now() < give_up + 5s) {
+    std::this_thread::yield();
+  }
+  CHECK(c.gathering_for() > 2);
+  c.close();
+  REQUIRE(closing.wait_for(std::chrono::seconds(5)) == std::future_status::ready);
+  CHECK(closing.get());
+  CHECK(batch.ops.size() == 2);
+  c.complete(batch);
+}
+
+TEST_CASE("without a gathering window a take never waits for more writes") {
+  GroupCommitter c(1000);
+  GroupCommitter::Batch batch;
+  for (int round = 0; round < 3; ++round) {
+    for (int i = 0; i < 5; ++i) c.enqueue(of("w" + std::to_string(i)), {});
+    REQUIRE(c.take(batch, 64, true));
+    CHECK(c.gathering_for() == 0);
+    CHECK(batch.ops.size() == 5);
+    c.complete(batch);
+  }
 }
