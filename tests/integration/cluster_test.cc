@@ -122,9 +122,18 @@ TEST_CASE("three nodes share the partitions, and any node answers for any twin")
   REQUIRE_MESSAGE(eventually([&] { return c.settled(a, 3); }, 30s, 100ms),
                   a.get("/v1/cluster").body.dump());
 
-  // /readyz on each node lists what it serves: together every partition, each once.
-  const auto sa = served(a), sb = served(b), sd = served(d);
-  CHECK(sa.size() + sb.size() + sd.size() == 1024);
+  // /readyz on each node lists what it serves: together every partition, each once. (A node
+  // lists a partition once it has taken it over, a moment after the membership table shows it
+  // as the owner: the sets are read again until they add up.)
+  std::set<uint32_t> sa, sb, sd;
+  CHECK(eventually(
+      [&] {
+        sa = served(a);
+        sb = served(b);
+        sd = served(d);
+        return sa.size() + sb.size() + sd.size() == 1024;
+      },
+      30s, 100ms));
   std::set<uint32_t> all(sa);
   all.insert(sb.begin(), sb.end());
   all.insert(sd.begin(), sd.end());
