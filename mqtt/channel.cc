@@ -224,10 +224,16 @@ void MqttChannel::deliver(InboundTopic&& topic, IncomingMessage&& msg,
   sink_(std::move(input));
 }
 
+bool MqttChannel::own_connection(const std::string& client_id) const {
+  return client_id == options_.client.client_id ||
+         client_id == options_.client.client_id + std::string(kBatchSuffix) ||
+         (!options_.batch_qos0_username.empty() && client_id == options_.batch_qos0_username);
+}
+
 void MqttChannel::on_presence(IncomingMessage&& msg) {
   // The broker's plugin: "offline" when a device's connection ended (no will needed).
   const std::string id = msg.topic.substr(kPresencePrefix.size());
-  if (msg.payload != "offline") return;
+  if (msg.payload != "offline" || own_connection(id)) return;
   presence_->inc();
   broker_presence(id, false, std::move(msg.topic));
 }
@@ -243,11 +249,7 @@ void MqttChannel::on_broker_notice(const std::string& notice) {
   const size_t props = notice.rfind(" (p");
   if (as == std::string::npos || props == std::string::npos || props < as + 4) return;
   const std::string id = notice.substr(as + 4, props - as - 4);
-  if (id == options_.client.client_id ||
-      id == options_.client.client_id + std::string(kBatchSuffix) ||
-      (!options_.batch_qos0_username.empty() && id == options_.batch_qos0_username)) {
-    return;  // doppeld's own connections
-  }
+  if (own_connection(id)) return;
   connects_->inc();
   broker_presence(id, true, std::string(kBrokerNoticeTopic));
 }

@@ -84,6 +84,9 @@ class MqttChannel final : public twins::DeviceChannel {
   void on_message(IncomingMessage&& msg);
   void on_presence(IncomingMessage&& msg);
   void on_broker_notice(const std::string& notice);
+  // Whether `client_id` is one of doppeld's own connections (not a device): their connections
+  // and disconnections are not presence.
+  bool own_connection(const std::string& client_id) const;
   // Hands the broker's word that device `id` connected or disconnected to the sink.
   void broker_presence(const std::string& id, bool online, std::string topic);
   // A message on $aws/things/... (the AWS dialect, aws_topics.h).

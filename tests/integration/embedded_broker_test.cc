@@ -105,3 +105,31 @@ TEST_CASE("the embedded broker says when a device connects and disconnects: no b
   const std::string metrics = gateway.text("/metrics");
   CHECK(metrics.find("doppel_broker_connects_total 2") != std::string::npos);
 }
+
+TEST_CASE("doppeld's own connections are no devices: the broker's word of them is not presence") {
+  TempDir dir;
+  const int port = free_port();
+  Doppeld gateway(dir.file("data"), "", {"--broker-port", std::to_string(port)});
+  gateway.start();
+  // Twins named like doppeld's connections (its session, and its QoS 0 batch connection's).
+  for (const char* id : {"doppel-gateway", "doppel-gateway-qos0", "plain-1"}) {
+    REQUIRE(gateway.request("PUT", std::string("/v1/twins/") + id, "{}").status == 201);
+  }
+  const auto state = [&](const std::string& id) {
+    auto r = gateway.get("/v1/twins/" + id);
+    return r.status == 200 ? r.body["connection"]["state"].get<std::string>() : "";
+  };
+  // What the broker's plugin publishes when a connection ends, for each of them.
+  TestDevice reporter("presence-reporter", "tcp://127.0.0.1:" + std::to_string(port),
+                      doppel::twins::Encoding::kJson, "twins", {"presence-reporter", "", ""});
+  reporter.connect();
+  for (const char* id : {"doppel-gateway", "doppel-gateway-qos0", "plain-1"}) {
+    reporter.publish_topic(std::string("$doppel/presence/") + id, "offline");
+  }
+  // The device's goes through; the channel reads them in order, so by then it has seen the
+  // others, and counted none of them.
+  CHECK(eventually([&] { return state("plain-1") == "offline"; }, 10s));
+  CHECK(metric(gateway.text("/metrics"), "doppel_broker_disconnects_total") == 1);
+  CHECK(state("doppel-gateway") == "unknown");
+  CHECK(state("doppel-gateway-qos0") == "unknown");
+}
