@@ -95,6 +95,18 @@ test('every page loads with no error or failed request, and axe-core finds nothi
 });
 
 // The element focused after each Tab, as "tag#id" or "tag:text".
+// Empties a text field as a person would (select all, delete), so that the page hears it: a
+// value set from outside fires no input event, and the next render of a controlled field would
+// put the old text back under what is typed next (a device's report re-renders the twin page).
+async function clearField(page, selector) {
+  await page.focus(selector);
+  await page.keyboard.down('Control');
+  await page.keyboard.press('KeyA');
+  await page.keyboard.up('Control');
+  await page.keyboard.press('Backspace');
+  assert.equal(await page.$eval(selector, (e) => e.value), '');
+}
+
 async function tabStops(page, count) {
   const stops = [];
   for (let i = 0; i < count; i++) {
@@ -219,7 +231,7 @@ test('editing desired shows the delta, then the device converging', async () => 
   await page.goto(`${gw.base}/console/twins/ok-000000`, { waitUntil: 'load' });
   await page.waitForSelector('#desired-patch', { timeout: 20000 });
   await page.waitForSelector('[data-feed="live"]', { timeout: 20000 });
-  await page.$eval('#desired-patch', (e) => { e.value = ''; });
+  await clearField(page, '#desired-patch');
   await page.type('#desired-patch', '{"mode": "eco"}');
   await page.click('#edit-h ~ .actions button');
   await page.waitForSelector('tr.in-delta[data-path="mode"]', { timeout: 20000 });
@@ -249,7 +261,7 @@ test('a 412 from a concurrent change shows the newer desired and reapplies the e
     r.continue();
   });
   page.expect(412, '/v1/twins/race-1/desired');
-  await page.$eval('#desired-patch', (e) => { e.value = ''; });
+  await clearField(page, '#desired-patch');
   await page.type('#desired-patch', '{"c": 3}');
   await page.click('#edit-h ~ .actions button');
   await page.waitForSelector('.conflict', { timeout: 20000 });
@@ -300,7 +312,7 @@ test('a job created from a fleet query completes; another is cancelled', async (
   await Promise.all([page.waitForSelector('#job-q'), page.click('.toolbar a.button')]);
   assert.equal(await page.$eval('#job-q', (e) => e.value), "id LIKE 'ok-%'");
   await page.waitForSelector('#job-count[data-count="3"]', { timeout: 20000 });
-  await page.$eval('#job-patch', (e) => { e.value = ''; });
+  await clearField(page, '#job-patch');
   await page.type('#job-patch', '{"level": 7}');
   await page.click('#new-job-h ~ form button.primary');
   await page.waitForFunction(() => new URLSearchParams(location.search).get('job'), { timeout: 20000 });
