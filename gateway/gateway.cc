@@ -300,7 +300,7 @@ Status Gateway::start() {
   channel_options.limits = config_.policy.limits;
   channel_options.broker_notices = broker_ != nullptr;
   // A plain-TCP broker (the embedded broker's gateway listener, or --broker tcp://host:port)
-  // takes QoS 0 answers in batches on a second connection (mqtt/batch_publisher.h).
+  // takes doppeld's publishes in batches on a second connection (mqtt/batch_publisher.h).
   constexpr std::string_view kTcp = "tcp://";
   if (broker_uri_.starts_with(kTcp)) {
     const std::string hostport = broker_uri_.substr(kTcp.size());
@@ -311,9 +311,9 @@ Status Gateway::start() {
       host = host.substr(1, host.size() - 2);  // [::1]
     }
     if (port > 0 && !host.empty()) {
-      channel_options.batch_qos0_host = std::move(host);
-      channel_options.batch_qos0_port = port;
-      if (device_auth_) channel_options.batch_qos0_username = device_auth_->batch_user();
+      channel_options.batch_host = std::move(host);
+      channel_options.batch_port = port;
+      if (device_auth_) channel_options.batch_username = device_auth_->batch_user();
     }
   }
   if (config_.device_auth && broker_ == nullptr) {

@@ -29,7 +29,7 @@ BatchPublisher::~BatchPublisher() { stop(std::chrono::milliseconds(0)); }
 
 void BatchPublisher::start() {
   thread_ = std::thread([this] {
-    name_this_thread("mqtt-qos0");
+    name_this_thread("mqtt-batch");
     run();
   });
 }
@@ -45,29 +45,115 @@ void BatchPublisher::stop(std::chrono::milliseconds timeout) {
   if (thread_.joinable()) thread_.join();
 }
 
-bool BatchPublisher::publish(std::string_view topic, std::string_view payload) {
+bool BatchPublisher::publish(std::string_view topic, std::string_view payload, int qos) {
   if (!connected() || topic.empty() || topic.size() > kMaxTopicBytes ||
-      2 + topic.size() + payload.size() > kMaxRemaining) {
+      2 + topic.size() + 2 + payload.size() > kMaxRemaining) {
     return false;
   }
   bool wake;
   {
     std::lock_guard lock(mu_);
-    if (stopping_ || queued_.size() + payload.size() > options_.max_queued_bytes) return false;
+    // Again under the lock: connection_lost() takes the unacknowledged messages under it, and
+    // none may join them after it has.
+    if (stopping_ || !connected_.load(std::memory_order_relaxed) ||
+        queued_.size() + payload.size() > options_.max_queued_bytes) {
+      return false;
+    }
+    uint16_t packet_id = 0;
+    if (qos > 0) {
+      // PUBACKs come in the order of the PUBLISHes (§4.6), so the ids in use are the window of
+      // the last `unacked_.size()`: below 65,536 of them, the next id is free.
+      if (unacked_.size() >= std::min<size_t>(options_.max_unacked, 65535) ||
+          unacked_bytes_ + payload.size() > options_.max_queued_bytes) {
+        return false;
+      }
+      if (++last_packet_id_ == 0) last_packet_id_ = 1;
+      packet_id = last_packet_id_;
+      unacked_.push_back({packet_id, std::string(topic), std::string(payload)});
+      unacked_bytes_ += topic.size() + payload.size();
+    }
     wake = queued_.empty();
-    mqtt311::append_publish(queued_, topic, payload);
+    mqtt311::append_publish(queued_, topic, payload, qos > 0 ? 1 : 0, packet_id);
   }
   // One wake-up per batch: while the writer is busy, publishes only append.
   if (wake) cv_.notify_one();
   return true;
 }
 
+size_t BatchPublisher::unacked() const {
+  std::lock_guard lock(mu_);
+  return unacked_.size();
+}
+
+bool BatchPublisher::read_acks(int fd) {
+  char buffer[16384];
+  while (true) {
+    const ssize_t n = ::recv(fd, buffer, sizeof buffer, MSG_DONTWAIT);
+    if (n == 0) return false;  // an orderly close
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) return false;
+      break;
+    }
+    received_.append(buffer, static_cast<size_t>(n));
+    if (static_cast<size_t>(n) < sizeof buffer) break;
+  }
+  std::vector<uint16_t> acked;
+  size_t at = 0;
+  while (true) {
+    int type = 0;
+    std::string_view body;
+    const size_t used = mqtt311::next_packet(std::string_view(received_).substr(at), &type, &body);
+    if (used == mqtt311::kMalformed) return false;
+    if (used == 0) break;
+    at += used;
+    // Anything else the broker may send a client that never subscribes (PINGRESP) is dropped.
+    if (const int id = mqtt311::puback_id(body); type == 4 && id >= 0) {
+      acked.push_back(static_cast<uint16_t>(id));
+    }
+  }
+  received_.erase(0, at);
+  if (acked.empty()) return true;
+  std::lock_guard lock(mu_);
+  for (const uint16_t id : acked) {
+    // In order, so the first one; a broker that acknowledged out of order is searched.
+    auto it = !unacked_.empty() && unacked_.front().packet_id == id
+                  ? unacked_.begin()
+                  : std::find_if(unacked_.begin(), unacked_.end(),
+                                 [id](const Sent& m) { return m.packet_id == id; });
+    if (it == unacked_.end()) continue;
+    unacked_bytes_ -= it->topic.size() + it->payload.size();
+    unacked_.erase(it);
+  }
+  return true;
+}
+
+void BatchPublisher::connection_lost() {
+  std::vector<Unacknowledged> back;
+  {
+    std::lock_guard lock(mu_);
+    connected_.store(false, std::memory_order_release);
+    queued_.clear();  // QoS 0: what was queued for a dead connection is gone; QoS 1 is below
+    back.reserve(unacked_.size());
+    for (Sent& m : unacked_) back.push_back({std::move(m.topic), std::move(m.payload)});
+    unacked_.clear();
+    unacked_bytes_ = 0;
+  }
+  received_.clear();
+  if (!back.empty() && options_.handback) {
+    log_warn("batch publisher: " + std::to_string(back.size()) +
+             " QoS 1 messages not acknowledged when the connection ended go through the main "
+             "connection");
+    options_.handback(std::move(back));
+  }
+}
+
 int BatchPublisher::open_connection() {
   const auto fail = [this](int fd, const std::string& why) {
     if (fd >= 0) ::close(fd);
     if (why != last_error_) {
-      log_warn("QoS 0 publisher: cannot connect to " + options_.host + ":" +
-               std::to_string(options_.port) + ": " + why + " (retrying; answers go through " +
+      log_warn("batch publisher: cannot connect to " + options_.host + ":" +
+               std::to_string(options_.port) + ": " + why + " (retrying; publishes go through " +
                "the main connection meanwhile)");
       last_error_ = why;
     }
@@ -118,7 +204,7 @@ int BatchPublisher::open_connection() {
                              : "the broker refused the connection (CONNACK code " +
                                    std::to_string(code) + ": check the gateway's credentials)");
   }
-  if (!last_error_.empty()) log_info("QoS 0 publisher: connected again");
+  if (!last_error_.empty()) log_info("batch publisher: connected again");
   last_error_.clear();
   return fd;
 }
@@ -164,13 +250,8 @@ void BatchPublisher::run() {
         ok = write_all(fd, kPing);
         last_write = Clock::now();
       }
-      // The broker sends nothing but PINGRESP (2 bytes) to a client that never subscribes:
-      // discard it; an orderly close or an error means the connection is gone.
-      char sink[256];
-      const ssize_t n = ::recv(fd, sink, sizeof sink, MSG_DONTWAIT);
-      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
-        ok = false;
-      }
+      // PUBACKs (and PINGRESP); an orderly close or an error means the connection is gone.
+      if (ok && !read_acks(fd)) ok = false;
       if (stop_now) {
         // Drain what arrived meanwhile, within the time stop() allowed.
         std::unique_lock lock(mu_);
@@ -188,13 +269,9 @@ void BatchPublisher::run() {
         return;
       }
     }
-    connected_.store(false, std::memory_order_release);
     ::close(fd);
-    {
-      std::lock_guard lock(mu_);
-      queued_.clear();  // QoS 0: what was queued for a dead connection is gone
-    }
-    log_warn("QoS 0 publisher: the connection to the broker ended; reconnecting");
+    log_warn("batch publisher: the connection to the broker ended; reconnecting");
+    connection_lost();
   }
 }
 

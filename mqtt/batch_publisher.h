@@ -1,32 +1,49 @@
-// BatchPublisher: QoS 0 publishes over a connection of its own, written to the socket in
+// BatchPublisher: doppeld's publishes over a connection of their own, written to the socket in
 // batches. Paho hands every publish to its sending thread one by one (a command allocated and
 // queued under the library's one global lock, a wake-up, a send() per message), which costs
-// doppeld about as much CPU as receiving the message that caused it; QoS 0 answers need none of
-// that (no packet ids, no acknowledgements, nothing to resend). This client speaks only what
-// they need of MQTT 3.1.1 — CONNECT, PUBLISH at QoS 0, PINGREQ — over plain TCP (tcp:// brokers:
-// the embedded broker's gateway listener, or --broker tcp://...); with TLS (ssl://) everything
-// stays on Paho, which also takes QoS 0 whenever this connection is down.
+// doppeld about as much CPU as receiving the message that caused it. And a publish that shares
+// the connection on which doppeld acknowledges the devices' messages waits behind those
+// acknowledgements at a busy broker: Mosquitto reads one packet per connection per turn of its
+// loop, so under load the main connection's backlog at the broker held deltas and commands for
+// seconds (docs/performance.md). This client speaks only what publishing needs of MQTT 3.1.1 —
+// CONNECT, PUBLISH at QoS 0 and 1, PUBACK, PINGREQ — over plain TCP (tcp:// brokers: the
+// embedded broker's gateway listener, or --broker tcp://...); with TLS (ssl://) everything stays
+// on Paho, which also takes every publish whenever this connection is down.
 //
 // Messages queue in memory (bounded) while a thread writes what has accumulated with one send()
 // per batch; it connects, keeps the connection alive and reconnects with backoff by itself.
-// QoS 0 semantics: a message queued while the connection is down, or past the bound, is dropped
-// (publish() says so, and the caller may send it another way).
+// QoS 0: a message refused (not connected, queue full) is the caller's to send another way, and
+// what is queued when the connection dies is gone. QoS 1: each message is kept until the broker
+// acknowledges it (PUBACK); when the connection dies, every QoS 1 message not acknowledged —
+// sent or still queued — is handed back, in the order published, to `handback` (the caller sends
+// them another way: at least once, as QoS 1 promises; a message the broker took but whose
+// PUBACK was lost arrives twice).
 //
-// Thread-safety: publish() and connected() from any thread.
+// Thread-safety: publish(), connected() and unacked() from any thread; `handback` is called on
+// the publisher's thread, never under its lock.
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <string_view>
 #include <thread>
+#include <vector>
 
 #include "mqtt/mqtt311.h"
 
 namespace doppel::mqtt {
+
+// A QoS 1 message the broker did not acknowledge before the connection ended.
+struct Unacknowledged {
+  std::string topic;
+  std::string payload;
+};
 
 struct BatchPublisherOptions {
   std::string host = "127.0.0.1";
@@ -36,6 +53,10 @@ struct BatchPublisherOptions {
   std::string password;
   size_t max_queued_bytes = 16 << 20;
   std::chrono::seconds keepalive{30};
+  // QoS 1 messages not yet acknowledged, at most (packet ids are 16 bits).
+  size_t max_unacked = 65535;
+  // Where QoS 1 messages not acknowledged go when the connection ends (see above); empty: dropped.
+  std::function<void(std::vector<Unacknowledged>)> handback;
 };
 
 class BatchPublisher {
@@ -48,10 +69,13 @@ class BatchPublisher {
   void start();
   // Writes what is queued (up to `timeout`), then disconnects.
   void stop(std::chrono::milliseconds timeout);
-  // Queues a QoS 0 publish; false (nothing queued) while not connected or when the queue is full.
-  bool publish(std::string_view topic, std::string_view payload);
+  // Queues a publish at QoS 0 or 1; false (nothing queued) while not connected, or when the
+  // queue (or, at QoS 1, the window of unacknowledged messages) is full.
+  bool publish(std::string_view topic, std::string_view payload, int qos = 0);
   bool connected() const { return connected_.load(std::memory_order_acquire); }
   uint64_t batches() const { return batches_.load(std::memory_order_relaxed); }
+  // QoS 1 messages published and not yet acknowledged by the broker.
+  size_t unacked() const;
 
  private:
   void run();
@@ -60,12 +84,27 @@ class BatchPublisher {
   static bool write_all(int fd, const std::string& bytes) {
     return mqtt311::write_all(fd, bytes.data(), bytes.size());
   }
+  // Reads what the broker sent (PUBACKs, PINGRESP) without blocking; false when the connection
+  // is gone.
+  bool read_acks(int fd);
+  // The connection ended: forgets what was queued and hands the QoS 1 messages back.
+  void connection_lost();
+
+  struct Sent {
+    uint16_t packet_id;
+    std::string topic;
+    std::string payload;
+  };
 
   const BatchPublisherOptions options_;
   std::thread thread_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::string queued_;  // encoded packets, under mu_
+  std::string queued_;           // encoded packets, under mu_
+  std::deque<Sent> unacked_;     // QoS 1, in the order published, until their PUBACK; under mu_
+  size_t unacked_bytes_ = 0;     // under mu_
+  uint16_t last_packet_id_ = 0;  // under mu_
+  std::string received_;         // the run thread's: bytes from the broker not yet a whole packet
   bool stopping_ = false;
   std::chrono::steady_clock::time_point drain_until_;
   std::atomic<bool> connected_{false};

@@ -35,12 +35,15 @@ struct ChannelOptions {
   // The embedded broker publishes its notices on $SYS/broker/log/N (log_dest topic): each
   // "New client connected ... as {id}" puts twin {id} online at once (no birth message needed).
   bool broker_notices = false;
-  // QoS 0 answers (the AWS dialect's) go through a BatchPublisher (batch_publisher.h) to this
-  // plain-TCP broker, with the client's credentials; port 0: through Paho like everything else.
-  // Paho takes them whenever the batch connection is down.
-  std::string batch_qos0_host;
-  int batch_qos0_port = 0;
-  std::string batch_qos0_username;  // empty: the client's (the password is the client's)
+  // Publishes go through a BatchPublisher (batch_publisher.h) to this plain-TCP broker, on a
+  // connection of their own, with the client's credentials: QoS 0 answers (the AWS dialect's)
+  // and the QoS 1 deltas, commands and replies of Doppel's topics in JSON (Protobuf ones carry
+  // an MQTT 5 content type, which that client does not speak). Port 0: through Paho like
+  // everything else. Paho takes them whenever the batch connection is down, and takes back the
+  // QoS 1 messages the broker had not acknowledged when it went down.
+  std::string batch_host;
+  int batch_port = 0;
+  std::string batch_username;  // empty: the client's (the password is the client's)
 };
 
 class MqttChannel final : public twins::DeviceChannel {
@@ -75,7 +78,8 @@ class MqttChannel final : public twins::DeviceChannel {
   static constexpr std::string_view kPresencePrefix = "$doppel/presence/";
   static constexpr std::string_view kBrokerControlTopic = "$CONTROL/doppel/v1";
   static constexpr std::string_view kBrokerNoticeTopic = "$SYS/broker/log/N";
-  // The batch publisher's client id: the channel's with this suffix.
+  // The batch publisher's client id: the channel's with this suffix (named when it carried only
+  // QoS 0 answers; kept, as brokers' ACLs may name it).
   static constexpr std::string_view kBatchSuffix = "-qos0";
   // Asks the embedded broker to disconnect every connection of `username` (after a revocation).
   void kick(const std::string& username);
@@ -99,7 +103,7 @@ class MqttChannel final : public twins::DeviceChannel {
 
   ChannelOptions options_;
   Client client_;
-  std::unique_ptr<BatchPublisher> batch_;  // QoS 0 answers, when batch_qos0_port is set
+  std::unique_ptr<BatchPublisher> batch_;  // when batch_port is set
   std::function<void(twins::DeviceInput)> sink_;
   Counter* in_[twins::kInboundKindCount] = {};
   Counter* out_[twins::kOutboundKindCount] = {};

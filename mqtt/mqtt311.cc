@@ -65,6 +65,28 @@ bool connack_accepted(const unsigned char* connack, int* code) {
   return connack[3] == 0;
 }
 
+size_t next_packet(std::string_view bytes, int* type, std::string_view* body) {
+  if (bytes.size() < 2) return 0;
+  size_t length = 0;
+  size_t at = 1;
+  for (size_t shift = 0;; shift += 7) {
+    if (at == 5) return kMalformed;
+    if (at == bytes.size()) return 0;
+    const auto byte = static_cast<unsigned char>(bytes[at++]);
+    length |= static_cast<size_t>(byte & 0x7f) << shift;
+    if ((byte & 0x80) == 0) break;
+  }
+  if (bytes.size() - at < length) return 0;
+  *type = static_cast<unsigned char>(bytes[0]) >> 4;
+  *body = bytes.substr(at, length);
+  return at + length;
+}
+
+int puback_id(std::string_view body) {
+  if (body.size() < 2) return -1;
+  return (static_cast<unsigned char>(body[0]) << 8) | static_cast<unsigned char>(body[1]);
+}
+
 bool write_all(int fd, const char* data, size_t n) {
   while (n > 0) {
     const ssize_t w = ::send(fd, data, n, MSG_NOSIGNAL);

@@ -21,6 +21,15 @@ std::string connect_packet(std::string_view client_id, std::string_view username
 // `code` (0: accepted; 4: bad username or password; 5: not authorized).
 bool connack_accepted(const unsigned char* connack, int* code);
 
+// The first whole packet at the start of `bytes` (what a broker sends: PUBACK, PINGRESP, ...):
+// its packet type (the fixed header's high nibble) in `type`, its variable header and payload in
+// `body`, and the bytes it takes up; 0 while it is incomplete; kMalformed when the remaining
+// length is not valid (§2.2.3: at most four bytes).
+inline constexpr size_t kMalformed = static_cast<size_t>(-1);
+size_t next_packet(std::string_view bytes, int* type, std::string_view* body);
+// The packet id of a PUBACK's body; -1 when it is too short.
+int puback_id(std::string_view body);
+
 // Writes all of `data` (send() with MSG_NOSIGNAL, EINTR retried); false when the socket failed.
 bool write_all(int fd, const char* data, size_t n);
 // Reads exactly `n` bytes; false at end of stream or on an error.

@@ -1,7 +1,15 @@
-// BatchPublisher: the QoS 0 answers' own connection (mqtt/batch_publisher.h) — its wire format
-// byte for byte, and against a real Mosquitto: everything published arrives, in order; it
-// refuses while the broker is gone and reconnects by itself when it is back.
+// BatchPublisher: doppeld's publishes on a connection of their own (mqtt/batch_publisher.h) —
+// its wire format byte for byte; against a real Mosquitto: everything published arrives, in
+// order, at QoS 0 and 1, and every QoS 1 message is acknowledged; it refuses while the broker is
+// gone and reconnects by itself when it is back; and against a broker that acknowledges only some
+// of them before the connection ends: the others are handed back, in order.
 #include <doctest/doctest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <mutex>
+#include <thread>
 
 #include "mqtt/batch_publisher.h"
 #include "mqtt/mqtt311.h"
@@ -31,6 +39,23 @@ TEST_CASE("a QoS 0 PUBLISH and a CONNECT, byte for byte (MQTT 3.1.1)") {
   CHECK(static_cast<unsigned char>(out[1]) == 0xCD);
   CHECK(static_cast<unsigned char>(out[2]) == 0x01);
 
+  // What the broker sends back, one whole packet at a time: a PUBACK for id 0x0102, then a
+  // PINGRESP split across two reads.
+  int type = 0;
+  std::string_view body;
+  const std::string acks("\x40\x02\x01\x02\xd0", 5);
+  REQUIRE(wire::next_packet(acks, &type, &body) == 4);
+  CHECK(type == 4);
+  CHECK(wire::puback_id(body) == 0x0102);
+  CHECK(wire::next_packet(std::string_view(acks).substr(4), &type, &body) == 0);  // incomplete
+  CHECK(wire::next_packet(std::string_view("\xd0\x00", 2), &type, &body) == 2);
+  CHECK(type == 13);
+  CHECK(body.empty());
+  // A remaining length of more than four bytes is no MQTT.
+  CHECK(wire::next_packet(std::string_view("\x40\xff\xff\xff\xff\x01", 6), &type, &body) ==
+        wire::kMalformed);
+  CHECK(wire::puback_id("\x01") == -1);
+
   const std::string connect = wire::connect_packet("gw-qos0", "u", "p", 30);
   // 0x10, length, "MQTT", level 4, flags (user, password, clean session), keepalive 30, then
   // the client id, username and password, each with its length.
@@ -39,14 +64,26 @@ TEST_CASE("a QoS 0 PUBLISH and a CONNECT, byte for byte (MQTT 3.1.1)") {
                                27));
 }
 
-TEST_CASE("everything published reaches a subscriber in order; it reconnects by itself") {
+namespace {
+
+// A Mosquitto of the test's own.
+struct WithBroker {
+  WithBroker() { broker.start(); }
+  BatchPublisherOptions options(std::string client_id) const {
+    BatchPublisherOptions o;
+    o.port = broker.port();
+    o.client_id = std::move(client_id);
+    return o;
+  }
   TempDir dir;
-  Broker broker(dir);
-  broker.start();
-  BatchPublisherOptions o;
-  o.port = broker.port();
-  o.client_id = "gw-qos0";
-  BatchPublisher publisher(o);
+  Broker broker{dir};
+};
+
+}  // namespace
+
+TEST_CASE_FIXTURE(WithBroker,
+                  "everything published reaches a subscriber in order; it reconnects by itself") {
+  BatchPublisher publisher(options("gw-qos0"));
   CHECK(!publisher.publish("replies/x", "too early"));  // not connected yet: refused
   publisher.start();
   REQUIRE(eventually([&] { return publisher.connected(); }, 10s));
@@ -77,4 +114,142 @@ TEST_CASE("everything published reaches a subscriber in order; it reconnects by 
   CHECK(sub.wait_on("replies/y", 1) == std::vector<std::string>{"back"});
   publisher.stop(std::chrono::milliseconds(1000));
   CHECK(!publisher.connected());
+}
+
+TEST_CASE_FIXTURE(WithBroker,
+                  "QoS 1: every message arrives in order and the broker acknowledges each one") {
+  BatchPublisher publisher(options("gw-batch-q1"));
+  publisher.start();
+  REQUIRE(eventually([&] { return publisher.connected(); }, 10s));
+  TestDevice sub("sub-q1", broker.uri());
+  sub.connect();
+  sub.subscribe("deltas/#");
+  constexpr int kCount = 3000;
+  for (int i = 0; i < kCount; ++i) {
+    // QoS 0 and 1 interleaved on the one connection keep their order.
+    REQUIRE(publisher.publish("deltas/x", std::to_string(i), i % 3 == 0 ? 0 : 1));
+  }
+  const auto got = sub.wait_on("deltas/x", kCount);
+  REQUIRE(got.size() == kCount);
+  for (int i = 0; i < kCount; ++i) CHECK(got[static_cast<size_t>(i)] == std::to_string(i));
+  // The PUBACKs are read (at the latest at the writer's next turn, within a second).
+  CHECK(eventually([&] { return publisher.unacked() == 0; }, 10s));
+  publisher.stop(std::chrono::milliseconds(1000));
+}
+
+namespace {
+
+// A broker that accepts one connection, acknowledges the first `acks` QoS 1 PUBLISHes it gets,
+// and closes the connection once it has read `reads` of them.
+class StingyBroker {
+ public:
+  StingyBroker(int acks, int reads) : acks_(acks), reads_(reads) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    socklen_t len = sizeof addr;
+    REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    port_ = ntohs(addr.sin_port);
+    REQUIRE(::listen(fd_, 1) == 0);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~StingyBroker() {
+    ::shutdown(fd_, SHUT_RDWR);
+    ::close(fd_);
+    if (thread_.joinable()) thread_.join();
+  }
+  int port() const { return port_; }
+  std::vector<std::string> published() {
+    std::lock_guard lock(mu_);
+    return published_;
+  }
+
+ private:
+  void serve() {
+    const int c = ::accept(fd_, nullptr, nullptr);
+    if (c < 0) return;
+    namespace wire = doppel::mqtt::mqtt311;
+    std::string in;
+    int publishes = 0;
+    char buffer[4096];
+    while (publishes < reads_) {
+      const ssize_t n = ::recv(c, buffer, sizeof buffer, 0);
+      if (n <= 0) break;
+      in.append(buffer, static_cast<size_t>(n));
+      int type = 0;
+      std::string_view body;
+      size_t used = 0;
+      while (publishes < reads_ && (used = wire::next_packet(in, &type, &body)) > 0 &&
+             used != wire::kMalformed) {
+        if (type == 1) {  // CONNECT: accepted
+          (void)wire::write_all(c, "\x20\x02\x00\x00", 4);
+        } else if (type == 3) {  // PUBLISH at QoS 1: topic, packet id, payload
+          const size_t topic_len =
+              (static_cast<unsigned char>(body[0]) << 8) | static_cast<unsigned char>(body[1]);
+          const std::string_view id = body.substr(2 + topic_len, 2);
+          {
+            std::lock_guard lock(mu_);
+            published_.emplace_back(body.substr(2 + topic_len + 2));
+          }
+          if (++publishes <= acks_) {
+            const std::string ack = std::string("\x40\x02", 2) + std::string(id);
+            (void)wire::write_all(c, ack.data(), ack.size());
+          }
+        }
+        in.erase(0, used);
+      }
+    }
+    ::close(c);
+  }
+
+  int fd_ = -1;
+  int port_ = 0;
+  const int acks_;
+  const int reads_;
+  std::thread thread_;
+  std::mutex mu_;
+  std::vector<std::string> published_;
+};
+
+}  // namespace
+
+TEST_CASE("QoS 1 messages the broker did not acknowledge are handed back, in order") {
+  // Acknowledges 2 of 5, then the connection ends: 3, 4 and 5 come back (and only they).
+  StingyBroker broker(2, 5);
+  std::mutex mu;
+  std::vector<std::string> back;
+  BatchPublisherOptions o;
+  o.port = broker.port();
+  o.client_id = "gw-stingy";
+  o.handback = [&](std::vector<doppel::mqtt::Unacknowledged> messages) {
+    std::lock_guard lock(mu);
+    for (auto& m : messages) {
+      CHECK(m.topic == "t/x");
+      back.push_back(std::move(m.payload));
+    }
+  };
+  BatchPublisher publisher(o);
+  publisher.start();
+  REQUIRE(eventually([&] { return publisher.connected(); }, 10s));
+  // One at a time, so that the PUBACKs of the first two are read before the end (each publish
+  // wakes the writer, which reads what the broker sent after writing).
+  for (int i = 1; i <= 5; ++i) {
+    REQUIRE(publisher.publish("t/x", std::to_string(i), 1));
+    if (i <= 2) REQUIRE(eventually([&] { return publisher.unacked() == 0; }, 10s));
+  }
+  REQUIRE(eventually(
+      [&] {
+        std::lock_guard lock(mu);
+        return back.size() >= 3;
+      },
+      10s));
+  CHECK(broker.published() == std::vector<std::string>{"1", "2", "3", "4", "5"});
+  {
+    std::lock_guard lock(mu);
+    CHECK(back == std::vector<std::string>{"3", "4", "5"});
+  }
+  CHECK(publisher.unacked() == 0);
+  publisher.stop(std::chrono::milliseconds(0));
 }
