@@ -137,9 +137,10 @@ Status DeviceAuth::publish_change() {
 Status DeviceAuth::write_files() {
   std::ostringstream passwd;
   passwd << options_.gateway_user << ":" << mosquitto_password_hash(gateway_password_) << "\n"
-         << batch_user() << ":" << mosquitto_password_hash(gateway_password_) << "\n";
+         << batch_user() << ":" << mosquitto_password_hash(gateway_password_) << "\n"
+         << bulk_user() << ":" << mosquitto_password_hash(gateway_password_) << "\n";
   Status listed = store_.for_each([&](const std::string& id, const std::string& hash) {
-    if (id != options_.gateway_user && id != batch_user()) passwd << id << ":" << hash << "\n";
+    if (!gateway_account(id)) passwd << id << ":" << hash << "\n";
   });
   if (!listed) return listed;
   std::ostringstream acl;
@@ -149,11 +150,14 @@ Status DeviceAuth::write_files() {
       << "# The broker's drop counter (overload) and its notices (device connections).\n"
       << "topic read $SYS/broker/publish/messages/dropped\n"
       << "topic read $SYS/broker/log/N\n\n"
-      << "# doppeld's second connection: its publishes to devices, in batches.\n"
-      << "user " << batch_user() << "\n"
-      << "topic write " << options_.prefix << "/#\n"
-      << "topic write $aws/things/#\n\n"
-      << "user " << options_.gateway_user << "\n"
+      << "# doppeld's second and third connections: its publishes to devices, in batches (the\n"
+      << "# third: job rollouts').\n";
+  for (const std::string& user : {batch_user(), bulk_user()}) {
+    acl << "user " << user << "\n"
+        << "topic write " << options_.prefix << "/#\n"
+        << "topic write $aws/things/#\n\n";
+  }
+  acl << "user " << options_.gateway_user << "\n"
       << "topic readwrite $aws/#\n"
       << "# The broker plugin's presence reports, and its control topic (kicks).\n"
       << "topic read $doppel/presence/#\n"
@@ -176,7 +180,7 @@ Status DeviceAuth::write_files() {
 }
 
 Status DeviceAuth::check_device(const std::string& device_id) const {
-  if (device_id == options_.gateway_user || device_id == batch_user()) {
+  if (gateway_account(device_id)) {
     return Status(StatusCode::kInvalidId, "'" + device_id +
                                               "' is the gateway's own broker account; a device "
                                               "with this id cannot have credentials");

@@ -61,10 +61,17 @@ class DeviceAuth final : public DeviceCredentials {
   void on_revoked(std::function<void(const std::string&)> fn) { revoked_ = std::move(fn); }
 
   const std::string& gateway_user() const { return options_.gateway_user; }
-  // The account of doppeld's second connection (QoS 0 answers in batches, mqtt/batch_publisher.h):
-  // the gateway's password, allowed to publish to $aws/things/# only. A broker that makes the
-  // username the client id would otherwise make it take over the gateway's session.
+  // The account of doppeld's second connection (its publishes in batches,
+  // mqtt/batch_publisher.h): the gateway's password, allowed only to publish, to the topic prefix
+  // and $aws/things/#. A broker that makes the username the client id would otherwise make it
+  // take over the gateway's session.
   std::string batch_user() const { return options_.gateway_user + "-qos0"; }
+  // ... and of its third, for job rollouts' publishes.
+  std::string bulk_user() const { return options_.gateway_user + "-bulk"; }
+  // Whether `username` is one of doppeld's own accounts (no device may have it).
+  bool gateway_account(const std::string& username) const {
+    return username == options_.gateway_user || username == batch_user() || username == bulk_user();
+  }
   const std::string& gateway_password() const { return gateway_password_; }
   std::string password_file() const;
   std::string acl_file() const;

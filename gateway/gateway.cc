@@ -313,7 +313,10 @@ Status Gateway::start() {
     if (port > 0 && !host.empty()) {
       channel_options.batch_host = std::move(host);
       channel_options.batch_port = port;
-      if (device_auth_) channel_options.batch_username = device_auth_->batch_user();
+      if (device_auth_) {
+        channel_options.batch_username = device_auth_->batch_user();
+        channel_options.bulk_username = device_auth_->bulk_user();
+      }
     }
   }
   if (config_.device_auth && broker_ == nullptr) {

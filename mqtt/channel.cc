@@ -31,24 +31,27 @@ static_assert(kOutboundNames.covers(OutboundKind::kReply));
 MqttChannel::MqttChannel(ChannelOptions options, Metrics& metrics)
     : options_(std::move(options)), client_(options_.client) {
   if (options_.batch_port > 0) {
-    BatchPublisherOptions b;
-    b.host = options_.batch_host;
-    b.port = options_.batch_port;
-    b.client_id = options_.client.client_id + std::string(kBatchSuffix);
-    b.username =
-        options_.batch_username.empty() ? options_.client.username : options_.batch_username;
-    b.password = options_.client.password;
-    // QoS 1 messages the broker had not acknowledged when the batch connection ended: Paho
-    // sends them, in the order they were published (JSON only goes this way: no content type).
-    b.handback = [this](std::vector<Unacknowledged> messages) {
-      for (Unacknowledged& m : messages) {
-        if (Status s = client_.publish(m.topic, std::move(m.payload), 1, std::string()); !s) {
-          publish_failures_->inc();
-          log_warn("publish to " + m.topic + " failed: " + s.to_string());
+    auto lane = [this](std::string_view suffix, const std::string& username) {
+      BatchPublisherOptions b;
+      b.host = options_.batch_host;
+      b.port = options_.batch_port;
+      b.client_id = options_.client.client_id + std::string(suffix);
+      b.username = username.empty() ? options_.client.username : username;
+      b.password = options_.client.password;
+      // QoS 1 messages the broker had not acknowledged when a batch connection ended: Paho
+      // sends them, in the order they were published (JSON only goes this way: no content type).
+      b.handback = [this](std::vector<Unacknowledged> messages) {
+        for (Unacknowledged& m : messages) {
+          if (Status s = client_.publish(m.topic, std::move(m.payload), 1, std::string()); !s) {
+            publish_failures_->inc();
+            log_warn("publish to " + m.topic + " failed: " + s.to_string());
+          }
         }
-      }
+      };
+      return std::make_unique<BatchPublisher>(std::move(b));
     };
-    batch_ = std::make_unique<BatchPublisher>(std::move(b));
+    batch_ = lane(kBatchSuffix, options_.batch_username);
+    bulk_ = lane(kBulkSuffix, options_.bulk_username);
   }
   for (size_t i = 0; i < twins::kInboundKindCount; ++i) {
     const auto k = static_cast<InboundKind>(i);
@@ -91,6 +94,10 @@ MqttChannel::MqttChannel(ChannelOptions options, Metrics& metrics)
       "doppel_mqtt_batch_connected",
       "1 when the second connection, for publishes in batches, is up (plain-TCP brokers)",
       [this] { return batch_ && batch_->connected() ? 1.0 : 0.0; });
+  metrics.gauge_fn(
+      "doppel_mqtt_bulk_connected",
+      "1 when the third connection, for job rollouts' publishes, is up (plain-TCP brokers)",
+      [this] { return bulk_ && bulk_->connected() ? 1.0 : 0.0; });
 
   client_.on_message([this](IncomingMessage&& m) { on_message(std::move(m)); });
   client_.on_connected([this] {
@@ -125,6 +132,7 @@ void MqttChannel::set_sink(std::function<void(twins::DeviceInput)> sink) {
 
 void MqttChannel::start() {
   if (batch_) batch_->start();
+  if (bulk_) bulk_->start();
   client_.connect_in_background();
   poller_ = std::thread([this] {
     name_this_thread("mqtt-drops");
@@ -140,6 +148,7 @@ void MqttChannel::stop(std::chrono::milliseconds timeout) {
   poll_cv_.notify_all();
   if (poller_.joinable()) poller_.join();
   if (batch_) batch_->stop(timeout);
+  if (bulk_) bulk_->stop(timeout);
   (void)client_.disconnect(timeout);
 }
 
@@ -237,7 +246,9 @@ void MqttChannel::deliver(InboundTopic&& topic, IncomingMessage&& msg,
 bool MqttChannel::own_connection(const std::string& client_id) const {
   return client_id == options_.client.client_id ||
          client_id == options_.client.client_id + std::string(kBatchSuffix) ||
-         (!options_.batch_username.empty() && client_id == options_.batch_username);
+         client_id == options_.client.client_id + std::string(kBulkSuffix) ||
+         (!options_.batch_username.empty() && client_id == options_.batch_username) ||
+         (!options_.bulk_username.empty() && client_id == options_.bulk_username);
 }
 
 void MqttChannel::on_presence(IncomingMessage&& msg) {
@@ -304,6 +315,10 @@ void MqttChannel::on_aws_message(IncomingMessage&& msg) {
   deliver(std::move(*topic), std::move(msg), std::nullopt, twins::Dialect::kAws);
 }
 
+BatchPublisher* MqttChannel::lane_of(const twins::Outbound& message) const {
+  return message.bulk && bulk_ ? bulk_.get() : batch_.get();
+}
+
 void MqttChannel::publish(twins::Outbound message) {
   if (message.dialect == twins::Dialect::kAws) {
     // AWS devices subscribe at QoS 0, so answers go at QoS 0 (the delta, which reconciliation
@@ -312,7 +327,9 @@ void MqttChannel::publish(twins::Outbound message) {
                                   ? aws_outbound_topic(message.device_id, message.kind, message.op)
                                   : aws_jobs_topic(message.device_id, message.jobs_topic);
     const int qos = message.kind == OutboundKind::kCommand ? 1 : 0;
-    if (batch_ && batch_->publish(topic, message.payload, qos)) {
+    BatchPublisher* lane = lane_of(message);
+    if (lane != nullptr && (qos == 0 || client_.connected_as_reported()) &&
+        lane->publish(topic, message.payload, qos)) {
       out_[static_cast<size_t>(message.kind)]->inc();
       return;
     }
@@ -329,8 +346,11 @@ void MqttChannel::publish(twins::Outbound message) {
       outbound_topic(options_.prefix, message.device_id, message.kind, message.command_id);
   const bool proto = message.encoding == twins::Encoding::kProtobuf;
   // Off the main connection, where it would wait behind doppeld's acknowledgements of the
-  // devices' messages at a busy broker (batch_publisher.h).
-  if (!proto && batch_ && batch_->publish(topic, message.payload, 1)) {
+  // devices' messages at a busy broker (batch_publisher.h). Not while the main connection is
+  // down: Paho holds what was published meanwhile, and a newer message must not overtake it.
+  BatchPublisher* lane = lane_of(message);
+  if (!proto && lane != nullptr && client_.connected_as_reported() &&
+      lane->publish(topic, message.payload, 1)) {
     out_[static_cast<size_t>(message.kind)]->inc();
     return;
   }

@@ -44,6 +44,9 @@ struct ChannelOptions {
   std::string batch_host;
   int batch_port = 0;
   std::string batch_username;  // empty: the client's (the password is the client's)
+  // Job rollouts' publishes (Outbound::bulk) take a third connection to the same broker, so that
+  // an operator's delta or a device's reply never waits behind a rollout's backlog at the broker.
+  std::string bulk_username;  // empty: the client's
 };
 
 class MqttChannel final : public twins::DeviceChannel {
@@ -81,6 +84,8 @@ class MqttChannel final : public twins::DeviceChannel {
   // The batch publisher's client id: the channel's with this suffix (named when it carried only
   // QoS 0 answers; kept, as brokers' ACLs may name it).
   static constexpr std::string_view kBatchSuffix = "-qos0";
+  // ... and the bulk publisher's (job rollouts).
+  static constexpr std::string_view kBulkSuffix = "-bulk";
   // Asks the embedded broker to disconnect every connection of `username` (after a revocation).
   void kick(const std::string& username);
 
@@ -103,7 +108,11 @@ class MqttChannel final : public twins::DeviceChannel {
 
   ChannelOptions options_;
   Client client_;
+  // Which batch connection `message` goes to (nullptr: none; Paho takes it).
+  BatchPublisher* lane_of(const twins::Outbound& message) const;
+
   std::unique_ptr<BatchPublisher> batch_;  // when batch_port is set
+  std::unique_ptr<BatchPublisher> bulk_;   // job rollouts, when batch_port is set
   std::function<void(twins::DeviceInput)> sink_;
   Counter* in_[twins::kInboundKindCount] = {};
   Counter* out_[twins::kOutboundKindCount] = {};

@@ -214,6 +214,8 @@ bool Client::connected() const {
   return impl_->connected_flag.load() && impl_->client->is_connected();
 }
 
+bool Client::connected_as_reported() const { return impl_->connected_flag.load(); }
+
 const std::string& Client::client_id() const { return impl_->options.client_id; }
 
 }  // namespace doppel::mqtt

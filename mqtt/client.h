@@ -86,6 +86,8 @@ class Client {
   // With `send_will`, the broker publishes the last will (as if the connection dropped).
   Status disconnect(std::chrono::milliseconds timeout, bool send_will = false);
   bool connected() const;
+  // As Paho last reported it (connected / connection lost), without taking Paho's lock.
+  bool connected_as_reported() const;
   const std::string& client_id() const;
 
  private:

@@ -138,6 +138,9 @@ struct Outbound {
   Dialect dialect = Dialect::kDoppel;
   ShadowOp op = ShadowOp::kUpdate;  // AWS dialect, kReply and kError: which operation
   std::string jobs_topic;           // ... or which Jobs topic (after $aws/things/{id}/jobs/)
+  // Sent for a job's rollout: bulk, which may wait behind the rest of the rollout, and which the
+  // channel keeps apart from everything else so that nothing else waits behind it.
+  bool bulk = false;
 };
 
 // The wire form of a device's messages: its encoding and its topic scheme.

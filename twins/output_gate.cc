@@ -76,6 +76,7 @@ void OutputGate::commit(HotTwin& h, Outcome& out, std::optional<Millis> deadline
     if (const auto* cmd = std::get_if<CommandOut>(&o)) msg.command_id = cmd->id;
     msg.encoding = h.twin.encoding;
     msg.dialect = h.twin.dialect;
+    msg.bulk = out.cause.source == CauseSource::kJob;
     if (const auto* reply = std::get_if<ShadowReply>(&o)) {
       msg.op = reply->op;
       msg.jobs_topic = reply->jobs_topic;

@@ -90,6 +90,20 @@ TEST_CASE_TEMPLATE("with --device-auth each device reaches only its own twin", A
   REQUIRE(!a.wait_for("delta", 1).empty());
   CHECK(a.received_on("twins/dev-b/delta").empty());  // ...and B's never did
   CHECK(a.messages_outside_own_topics() == 0);
+  // A job's delta leaves on doppeld's third connection (rollouts'), with its own account: it
+  // reaches B as well.
+  REQUIRE(gw.request("POST", "/v1/jobs",
+                     R"({"id": "auth-job", "target": {"twins": ["dev-b"]},
+                         "action": {"desired": {"via": "job"}}})")
+              .status == 201);
+  REQUIRE(eventually(
+      [&] {
+        for (const std::string& d : b.received("delta")) {
+          if (d.find("\"via\"") != std::string::npos) return true;
+        }
+        return false;
+      },
+      10s));
 
   // Wrong passwords and anonymous clients are refused.
   TestDevice wrong("dev-a", uri, doppel::twins::Encoding::kJson, "twins", {"dev-a", "nope", ""});
@@ -160,6 +174,7 @@ TEST_CASE("a device cannot take over the gateway's or another device's client id
   CHECK(gw.get("/readyz").status == 200);
   // doppeld's second connection has an account of its own: it takes over no session.
   CHECK(metric(gw.text("/metrics"), "doppel_mqtt_batch_connected") == 1);
+  CHECK(metric(gw.text("/metrics"), "doppel_mqtt_bulk_connected") == 1);
   CHECK(metric(gw.text("/metrics"), "doppel_mqtt_connection_losses_total") == 0);
   CHECK(gw.get("/v1/twins/dev-b").body["connection"]["state"] == "online");
   // The gateway still hears dev-b: its session was not taken.

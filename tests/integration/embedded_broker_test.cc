@@ -111,8 +111,9 @@ TEST_CASE("doppeld's own connections are no devices: the broker's word of them i
   const int port = free_port();
   Doppeld gateway(dir.file("data"), "", {"--broker-port", std::to_string(port)});
   gateway.start();
-  // Twins named like doppeld's connections (its session, and its QoS 0 batch connection's).
-  for (const char* id : {"doppel-gateway", "doppel-gateway-qos0", "plain-1"}) {
+  // Twins named like doppeld's connections (its session, and its two batch connections').
+  for (const char* id :
+       {"doppel-gateway", "doppel-gateway-qos0", "doppel-gateway-bulk", "plain-1"}) {
     REQUIRE(gateway.request("PUT", std::string("/v1/twins/") + id, "{}").status == 201);
   }
   const auto state = [&](const std::string& id) {
@@ -123,7 +124,8 @@ TEST_CASE("doppeld's own connections are no devices: the broker's word of them i
   TestDevice reporter("presence-reporter", "tcp://127.0.0.1:" + std::to_string(port),
                       doppel::twins::Encoding::kJson, "twins", {"presence-reporter", "", ""});
   reporter.connect();
-  for (const char* id : {"doppel-gateway", "doppel-gateway-qos0", "plain-1"}) {
+  for (const char* id :
+       {"doppel-gateway", "doppel-gateway-qos0", "doppel-gateway-bulk", "plain-1"}) {
     reporter.publish_topic(std::string("$doppel/presence/") + id, "offline");
   }
   // The device's goes through; the channel reads them in order, so by then it has seen the
@@ -132,4 +134,5 @@ TEST_CASE("doppeld's own connections are no devices: the broker's word of them i
   CHECK(metric(gateway.text("/metrics"), "doppel_broker_disconnects_total") == 1);
   CHECK(state("doppel-gateway") == "unknown");
   CHECK(state("doppel-gateway-qos0") == "unknown");
+  CHECK(state("doppel-gateway-bulk") == "unknown");
 }
