@@ -33,7 +33,7 @@ packages=(
   libpq-dev postgresql-15  # the PostgreSQL backend (libpq) and the private servers its tests start
   libprotobuf-dev protobuf-compiler
   doctest-dev nlohmann-json3-dev libcpp-httplib-dev libspdlog-dev libcli11-dev libboost1.81-dev
-  libbenchmark-dev clang clang-format clang-tidy libclang-rt-14-dev openssl ccache
+  libbenchmark-dev clang clang-format clang-tidy libclang-rt-14-dev lld openssl ccache
   curl procps
   prometheus  # promtool, which checks the /metrics exposition in the test suite
   wrk         # the HTTP load generator of doppel-bench's api scenario
