@@ -45,7 +45,7 @@ run_suite() {  # run_suite <build dir> <label> [ctest args...]
 
 step "clang-tidy (naming and a few bug-prone patterns, .clang-tidy) on the sources"
 (cd "$here" && git ls-files 'twins/*.cc' 'storage/*.cc' 'mqtt/*.cc' 'gateway/*.cc' \
-   'simulator/*.cc' | xargs clang-tidy -p "$build_dir" --quiet --warnings-as-errors='*' \
+   'simulator/*.cc' | xargs -P "$jobs" -n 4 clang-tidy -p "$build_dir" --quiet --warnings-as-errors='*' \
    2>/dev/null)
 
 start=$(date +%s)
