@@ -55,8 +55,11 @@ Status LocalPostgres::start() {
       if (!as_.empty()) run("chown postgres:postgres '" + dir_ + "/pw'");
       auth = "--auth-local=trust --auth-host=scram-sha-256 --pwfile='" + dir_ + "/pw'";
     }
+    // More initdb options for an investigation, e.g. DOPPEL_PG_INITDB_ARGS="--wal-segsize=256".
+    const char* initdb_extra = std::getenv("DOPPEL_PG_INITDB_ARGS");
     if (run(as_ + bin_ + "/initdb -D '" + dir_ + "/data' -U doppel -E UTF8 --no-sync " + auth +
-            " > '" + dir_ + "/initdb.log' 2>&1") != 0) {
+            (initdb_extra != nullptr ? std::string(" ") + initdb_extra : std::string()) + " > '" +
+            dir_ + "/initdb.log' 2>&1") != 0) {
       return Status(StatusCode::kUnavailable,
                     "cannot initialise a PostgreSQL cluster (is postgresql-15 installed? "
                     "scripts/setup.sh installs it): " +
