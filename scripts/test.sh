@@ -59,7 +59,9 @@ if [ "$sanitizers" = "1" ]; then
   # builds do not even build them, tests/CMakeLists.txt). They build at -O1 -g1, as the
   # sanitizers' own documentation advises: half the compile time of -O2 -g under ASan+UBSan, and
   # stack traces still name every function and line.
-  lean_flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1 -DNDEBUG")
+  # They link with lld (several times faster than ld.bfd on these executables).
+  lean_flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1 -DNDEBUG"
+              -DDOPPEL_LLD=ON)
   for kind in address thread; do
     dir="$here/build-$kind"
     step "building with DOPPEL_SANITIZE=$kind"
