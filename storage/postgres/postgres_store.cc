@@ -192,10 +192,18 @@ void PostgresTwinStore::when_committed(uint64_t seq, twins::CommitCallback callb
 void PostgresTwinStore::flush() { committer_.flush(); }
 
 Status PostgresTwinStore::writer_session(pg::Connection& db) const {
-  if (options_.writer_timeout.count() <= 0) return Status::ok();
-  const std::string ms = std::to_string(options_.writer_timeout.count());
-  return db.exec_script("SET statement_timeout = " + ms +
-                        "; SET idle_in_transaction_session_timeout = " + ms);
+  // The writer runs the same few dozen statements for ever (pg.h, prepare_statements), each
+  // over arrays of rows or by key: one generic plan each, never planned again per execution (by
+  // default the server plans the first five executions of each anew, and keeps doing so when a
+  // generic plan's estimate looks costlier — as it does for unnest over arrays of unknown length).
+  db.prepare_statements(64);
+  std::string session = "SET plan_cache_mode = force_generic_plan";
+  if (options_.writer_timeout.count() > 0) {
+    const std::string ms = std::to_string(options_.writer_timeout.count());
+    session +=
+        "; SET statement_timeout = " + ms + "; SET idle_in_transaction_session_timeout = " + ms;
+  }
+  return db.exec_script(session);
 }
 
 void PostgresTwinStore::connect_writer() {

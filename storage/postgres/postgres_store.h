@@ -144,9 +144,10 @@ class PostgresTwinStore final : public twins::TwinStore {
   // Fails with kFenced the writes of `batch` whose epoch is not their partition's current one
   // (`current`: partition_id, epoch, owner, read in the writer's transaction after its lock).
   void fence(const pg::Rows& current, GroupCommitter::Batch& batch);
-  // Connects the writer if it is not (at most once per backoff interval); throws pg::Failure.
-  // The writer connection's session settings (PostgresOptions::writer_timeout).
+  // The writer connection's session: its statements prepared, generic plans, and
+  // PostgresOptions::writer_timeout.
   Status writer_session(pg::Connection& db) const;
+  // Connects the writer if it is not (at most once per backoff interval); throws pg::Failure.
   void connect_writer();
   // Runs `read(connection)` on a pooled reader connection; a connection that failed is dropped
   // (the next read opens a new one). A failure becomes a Status saying what failed.

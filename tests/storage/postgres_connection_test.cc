@@ -50,6 +50,56 @@ TEST_CASE("statements, parameters and bytes round trip") {
   CHECK_FALSE(rows->is_null(0, 0));
 }
 
+TEST_CASE("prepared statements: run by name after their first use, bounded, failures forgotten") {
+  PostgresServer server;
+  Connection c = connect(server.create_database());
+  REQUIRE(c.exec_script("CREATE TABLE t (id bigint PRIMARY KEY, x text)"));
+  c.prepare_statements(2);
+  // What the server holds for this connection, by its own catalogue.
+  auto held = [&c] {
+    auto rows = c.exec("SELECT count(*) FROM pg_prepared_statements");  // no parameters: unnamed
+    REQUIRE(rows);
+    return rows->integer(0, 0);
+  };
+  const std::string insert = "INSERT INTO t VALUES ($1, $2)";
+  const std::string select = "SELECT x FROM t WHERE id = $1";
+  // Prepared in a pipeline, then the same text twice more in it, by its name.
+  auto out = c.pipeline({{"BEGIN", {}},
+                         {insert, Params().integer(1).text("one")},
+                         {insert, Params().integer(2).text("two")},
+                         {select, Params().integer(2)},
+                         {"COMMIT", {}}});
+  REQUIRE(out.size() == 5);
+  CHECK(out[1].affected() == 1);
+  CHECK(out[2].affected() == 1);
+  REQUIRE(out[3].size() == 1);
+  CHECK(out[3].text(0, 0) == "two");
+  CHECK(c.prepared_statements() == 2);
+  CHECK(held() == 2);
+  // Run again by name, outside a pipeline too, with new values.
+  auto again = c.exec(select, Params().integer(1));
+  REQUIRE(again);
+  CHECK(again->text(0, 0) == "one");
+  // The cache is full: a third statement runs unnamed, and still runs.
+  auto third = c.exec("SELECT id FROM t WHERE x = $1", Params().text("two"));
+  REQUIRE(third);
+  CHECK(third->integer(0, 0) == 2);
+  CHECK(held() == 2);
+
+  // A statement the server refuses to prepare is not remembered, in a pipeline or not.
+  Connection d = connect(server.create_database());
+  d.prepare_statements(8);
+  CHECK_THROWS_AS(
+      d.pipeline({{"SELECT nosuchcolumn FROM pg_class WHERE oid = $1", Params().integer(1)}}),
+      storage::pg::Failure);
+  CHECK_FALSE(d.exec("SELECT nosuchcolumn FROM pg_class WHERE oid = $1", Params().integer(1)));
+  CHECK(d.prepared_statements() == 0);
+  auto fine = d.exec("SELECT $1::bigint + 1", Params().integer(41));
+  REQUIRE(fine);
+  CHECK(fine->integer(0, 0) == 42);
+  CHECK(d.prepared_statements() == 1);
+}
+
 TEST_CASE("every connection commits synchronously, whatever the database's default") {
   PostgresServer server;
   const std::string uri = server.create_database();

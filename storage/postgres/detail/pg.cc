@@ -4,6 +4,7 @@
 #include <poll.h>
 
 #include <cstdlib>
+#include <unordered_map>
 
 namespace doppel::storage::pg {
 namespace {
@@ -209,6 +210,35 @@ Result<bool> Connection::wait_notification(int timeout_ms) {
   return take();
 }
 
+struct Connection::Prepared {
+  std::unordered_map<std::string, std::string> names;  // SQL text -> statement name
+  size_t max = 0;
+  uint64_t made = 0;  // statement names are never reused on a connection
+};
+
+void Connection::FreePrepared::operator()(Prepared* p) const { delete p; }
+
+void Connection::prepare_statements(size_t max) {
+  if (!prepared_) prepared_.reset(new Prepared);
+  prepared_->max = max;
+}
+
+size_t Connection::prepared_statements() const { return prepared_ ? prepared_->names.size() : 0; }
+
+std::string Connection::name_for(const std::string& sql, const Params& params, bool& fresh) {
+  fresh = false;
+  if (!prepared_ || params.size() == 0) return {};
+  auto& names = prepared_->names;
+  if (auto it = names.find(sql); it != names.end()) return it->second;
+  if (names.size() >= prepared_->max) return {};
+  fresh = true;
+  std::string name = "doppel_" + std::to_string(++prepared_->made);
+  // Taken at once, so that the same text later in one pipeline runs by this name; a prepare
+  // that fails gives it back (pipeline, exec).
+  names.emplace(sql, name);
+  return name;
+}
+
 Result<Rows> Connection::exec(const std::string& sql, const Params& params) {
   std::vector<const char*> values;
   std::vector<int> lengths;
@@ -216,14 +246,31 @@ Result<Rows> Connection::exec(const std::string& sql, const Params& params) {
     values.push_back(v ? v->data() : nullptr);
     lengths.push_back(v ? static_cast<int>(v->size()) : 0);
   }
+  pg_conn* c = conn_.get();
+  bool fresh = false;
+  const std::string name = name_for(sql, params, fresh);
   Rows rows;
-  rows.result_.reset(PQexecParams(conn_.get(), sql.c_str(), static_cast<int>(values.size()),
-                                  nullptr, values.data(), lengths.data(), params.binary_.data(),
-                                  /*resultFormat=*/0));
-  if (rows.result_ == nullptr) {
-    return Status(StatusCode::kUnavailable, explain("", PQerrorMessage(conn_.get())));
+  if (fresh) {
+    rows.result_.reset(
+        PQprepare(c, name.c_str(), sql.c_str(), static_cast<int>(values.size()), nullptr));
+    Status st = rows.result_ == nullptr
+                    ? Status(StatusCode::kUnavailable, explain("", PQerrorMessage(c)))
+                    : status_of(rows.result_.get(), c);
+    if (!st) {
+      prepared_->names.erase(sql);
+      return st;
+    }
   }
-  Status st = status_of(rows.result_.get(), conn_.get());
+  rows.result_.reset(
+      name.empty()
+          ? PQexecParams(c, sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(),
+                         lengths.data(), params.binary_.data(), /*resultFormat=*/0)
+          : PQexecPrepared(c, name.c_str(), static_cast<int>(values.size()), values.data(),
+                           lengths.data(), params.binary_.data(), /*resultFormat=*/0));
+  if (rows.result_ == nullptr) {
+    return Status(StatusCode::kUnavailable, explain("", PQerrorMessage(c)));
+  }
+  Status st = status_of(rows.result_.get(), c);
   if (!st) return st;
   return rows;
 }
@@ -246,34 +293,71 @@ std::vector<Rows> Connection::pipeline(const std::vector<Statement>& statements)
       }
     }
   } leave{c};
-  for (const Statement& st : statements) {
+  // Statements prepared by this pipeline, until their prepare is seen to succeed: any left when
+  // it ends (a failure, a lost connection) are forgotten, to be prepared again next time.
+  struct Fresh {
+    Prepared* prepared;
+    std::vector<const std::string*> unconfirmed;
+    ~Fresh() {
+      for (const std::string* sql : unconfirmed) {
+        if (sql != nullptr) prepared->names.erase(*sql);
+      }
+    }
+  } fresh_ones{prepared_.get(), {}};
+  // What the server answers, in order: for each statement, its prepare's result first if it
+  // has one (the index into fresh_ones.unconfirmed), then its own.
+  std::vector<std::optional<size_t>> prepares(statements.size());
+  for (size_t i = 0; i < statements.size(); ++i) {
+    const Statement& st = statements[i];
     std::vector<const char*> values;
     std::vector<int> lengths;
     for (const auto& v : st.params.values_) {
       values.push_back(v ? v->data() : nullptr);
       lengths.push_back(v ? static_cast<int>(v->size()) : 0);
     }
-    if (PQsendQueryParams(c, st.sql.c_str(), static_cast<int>(values.size()), nullptr,
-                          values.data(), lengths.data(), st.params.binary_.data(), 0) != 1) {
-      throw Failure(Status(StatusCode::kUnavailable, explain("", PQerrorMessage(c))));
+    bool fresh = false;
+    const std::string name = name_for(st.sql, st.params, fresh);
+    if (fresh) {
+      prepares[i] = fresh_ones.unconfirmed.size();
+      fresh_ones.unconfirmed.push_back(&st.sql);
+      if (PQsendPrepare(c, name.c_str(), st.sql.c_str(), static_cast<int>(values.size()),
+                        nullptr) != 1) {
+        throw Failure(Status(StatusCode::kUnavailable, explain("", PQerrorMessage(c))));
+      }
     }
+    const int sent =
+        name.empty()
+            ? PQsendQueryParams(c, st.sql.c_str(), static_cast<int>(values.size()), nullptr,
+                                values.data(), lengths.data(), st.params.binary_.data(), 0)
+            : PQsendQueryPrepared(c, name.c_str(), static_cast<int>(values.size()), values.data(),
+                                  lengths.data(), st.params.binary_.data(), 0);
+    if (sent != 1) throw Failure(Status(StatusCode::kUnavailable, explain("", PQerrorMessage(c))));
   }
   if (PQpipelineSync(c) != 1) {
     throw Failure(Status(StatusCode::kUnavailable, explain("", PQerrorMessage(c))));
   }
   std::vector<Rows> out(statements.size());
   std::optional<Status> failed;
-  for (size_t i = 0; i < statements.size(); ++i) {
-    // Each statement's result, then a NULL that ends it.
+  // One result, then the NULL that ends it; a failure is kept (the first one) unless the
+  // pipeline was already aborted by an earlier one.
+  auto next = [&]() -> PGresult* {
     PGresult* r = PQgetResult(c);
     if (r == nullptr) {
       throw Failure(Status(StatusCode::kUnavailable, explain("", PQerrorMessage(c))));
     }
-    out[i].result_.reset(r);
     while (PGresult* extra = PQgetResult(c)) PQclear(extra);
     if (!failed && PQresultStatus(r) != PGRES_PIPELINE_ABORTED) {
       if (Status st = status_of(r, c); !st) failed = st;
     }
+    return r;
+  };
+  for (size_t i = 0; i < statements.size(); ++i) {
+    if (prepares[i]) {
+      PGresult* r = next();
+      if (PQresultStatus(r) == PGRES_COMMAND_OK) fresh_ones.unconfirmed[*prepares[i]] = nullptr;
+      PQclear(r);
+    }
+    out[i].result_.reset(next());
   }
   // The sync's own result.
   PGresult* sync = PQgetResult(c);
