@@ -86,6 +86,17 @@ TEST_CASE("prepared statements: run by name after their first use, bounded, fail
   CHECK(third->integer(0, 0) == 2);
   CHECK(held() == 2);
 
+  // Should the server lose them (DEALLOCATE ALL, a pooler's other connection), the next use of
+  // one fails once, and the one after prepares it again.
+  REQUIRE(c.exec_script("DEALLOCATE ALL"));
+  CHECK(held() == 0);
+  CHECK_FALSE(c.exec(select, Params().integer(1)));
+  CHECK(c.prepared_statements() == 0);
+  auto healed = c.exec(select, Params().integer(1));
+  REQUIRE(healed);
+  CHECK(healed->text(0, 0) == "one");
+  CHECK(held() == 1);
+
   // A statement the server refuses to prepare is not remembered, in a pipeline or not.
   Connection d = connect(server.create_database());
   d.prepare_statements(8);

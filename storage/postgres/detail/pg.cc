@@ -239,6 +239,16 @@ std::string Connection::name_for(const std::string& sql, const Params& params, b
   return name;
 }
 
+void Connection::forget_if_lost(const pg_result* r) {
+  // 26000, invalid_sql_statement_name: the server no longer has a statement this connection
+  // prepared (DEALLOCATE ALL, DISCARD ALL, a pooler that switched server connections). Forgotten
+  // all, they are prepared again on their next use instead of failing every time.
+  const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+  if (prepared_ && state != nullptr && std::string_view(state) == "26000") {
+    prepared_->names.clear();
+  }
+}
+
 Result<Rows> Connection::exec(const std::string& sql, const Params& params) {
   std::vector<const char*> values;
   std::vector<int> lengths;
@@ -271,7 +281,10 @@ Result<Rows> Connection::exec(const std::string& sql, const Params& params) {
     return Status(StatusCode::kUnavailable, explain("", PQerrorMessage(c)));
   }
   Status st = status_of(rows.result_.get(), c);
-  if (!st) return st;
+  if (!st) {
+    forget_if_lost(rows.result_.get());
+    return st;
+  }
   return rows;
 }
 
@@ -347,7 +360,10 @@ std::vector<Rows> Connection::pipeline(const std::vector<Statement>& statements)
     }
     while (PGresult* extra = PQgetResult(c)) PQclear(extra);
     if (!failed && PQresultStatus(r) != PGRES_PIPELINE_ABORTED) {
-      if (Status st = status_of(r, c); !st) failed = st;
+      if (Status st = status_of(r, c); !st) {
+        failed = st;
+        forget_if_lost(r);
+      }
     }
     return r;
   };

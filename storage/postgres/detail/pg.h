@@ -143,6 +143,8 @@ class Connection {
   // The name `sql` runs under: an existing prepared statement's; a new one's, which the caller
   // prepares first (`fresh`); or empty, unnamed (no parameters, or the cache is full or off).
   std::string name_for(const std::string& sql, const Params& params, bool& fresh);
+  // After a failed result: forgets every prepared statement if the server has lost them.
+  void forget_if_lost(const pg_result* r);
   std::unique_ptr<pg_conn, Free> conn_;
   struct Prepared;  // pg.cc
   struct FreePrepared {
