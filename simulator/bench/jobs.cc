@@ -117,10 +117,14 @@ class Probe {
 };
 
 std::string row(const json& p) {
-  return p.value("count", 0) == 0
-             ? std::string("none")
-             : "p50 " + p["p50"].dump() + "  p99 " + p["p99"].dump() + "  max " + p["max"].dump() +
-                   " ms (" + p["count"].dump() + ")";
+  std::string out = p.value("count", 0) == 0
+                        ? std::string("none")
+                        : "p50 " + p["p50"].dump() + "  p99 " + p["p99"].dump() + "  max " +
+                              p["max"].dump() + " ms (" + p["count"].dump() + ")";
+  // A probe's PATCH whose delta never came, or that was refused, fails the scenario: say so.
+  if (p.value("missing", 0) > 0) out += ", " + p["missing"].dump() + " deltas never arrived";
+  if (p.value("failed", 0) > 0) out += ", " + p["failed"].dump() + " PATCHes refused";
+  return out;
 }
 
 }  // namespace

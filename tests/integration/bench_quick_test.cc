@@ -22,9 +22,9 @@ TEST_CASE("doppel-bench --quick measures every scenario and its counts add up") 
   REQUIRE(in);
   const json r = json::parse(in);
   const json& s = r["scenarios"];
-  for (const char* name : {"ceiling", "ingest", "baseline", "latency", "memory", "alarms",
-                           "restart", "api", "feed", "query", "jobs"}) {
-    CAPTURE(name);
+  for (const std::string name : {"ceiling", "ingest", "baseline", "latency", "memory", "alarms",
+                                 "restart", "api", "feed", "query", "jobs"}) {
+    CAPTURE(name);  // a std::string: doctest prints a const char* as its address
     REQUIRE(s.contains(name));
     CHECK(s[name]["ok"] == true);
   }
