@@ -7,8 +7,10 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <set>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "storage/sqlite/sqlite_store.h"
@@ -58,7 +60,16 @@ const std::vector<twins::TwinRecord>& fleet() {
 
 // One store for the whole run (reachable from a global: not a leak), holding fleet().
 storage::SqliteTwinStore& store() {
-  static testing::TempDir* dir = new testing::TempDir("doppel-fuzz-query-");
+  static testing::TempDir* dir = [] {
+    auto* d = new testing::TempDir("doppel-fuzz-query-");
+    // libFuzzer ends the run with exit(): the store is never closed, so its directory goes here
+    // (one was left in /tmp per run before).
+    std::atexit([] {
+      std::error_code ec;
+      std::filesystem::remove_all(dir->path(), ec);
+    });
+    return d;
+  }();
   static Metrics* metrics = new Metrics();
   static storage::SqliteTwinStore* s = [] {
     storage::StoreOptions o;
