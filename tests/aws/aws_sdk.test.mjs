@@ -45,12 +45,18 @@ async function provision(id) {
 }
 
 // A thingShadow client as firmware would create one: its certificate, the broker's CA, mqtts.
+// Like firmware, it listens for errors: over mqtts the SDK's MQTT client emits a reconnect attempt
+// that finds the broker down (doppeld restarting) as an 'error' event, which with no listener
+// is an uncaught exception that ends the test; it goes on retrying, and the test checks it
+// reconnects.
 function shadowClient(files, clientId) {
-  return awsIot.thingShadow({
+  const shadow = awsIot.thingShadow({
     ...files, caPath: brokerCa, clientId, host: '127.0.0.1', port: gw.brokerPort,
     protocol: 'mqtts', baseReconnectTimeMs: 250, maximumReconnectTimeMs: 1000,
     keepalive: 30, debug: false,
   });
+  shadow.on('error', () => {});
+  return shadow;
 }
 
 // Resolves with the next event `name` whose arguments satisfy `pick` (bounded by `ms`).
