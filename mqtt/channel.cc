@@ -88,7 +88,8 @@ MqttChannel::MqttChannel(ChannelOptions options, Metrics& metrics)
       "Messages the broker dropped because a client's queue was full ($SYS drop counter)");
   metrics.gauge_fn("doppel_broker_dropping", "1 while the broker has been dropping messages",
                    [this] { return broker_dropping() ? 1.0 : 0.0; });
-  metrics.gauge_fn("doppel_mqtt_connected", "1 when connected to the broker",
+  metrics.gauge_fn("doppel_mqtt_connected",
+                   "1 when connected to the broker and its subscriptions are granted",
                    [this] { return connected() ? 1.0 : 0.0; });
   metrics.gauge_fn(
       "doppel_mqtt_batch_connected",
@@ -107,9 +108,11 @@ MqttChannel::MqttChannel(ChannelOptions options, Metrics& metrics)
     for (auto& t : aws_gateway_subscriptions()) topics.push_back(std::move(t));
     topics.emplace_back(std::string(kPresencePrefix) + "+");
     if (options_.broker_notices) topics.emplace_back(kBrokerNoticeTopic);
-    if (Status s = client_.subscribe(topics, 1, std::chrono::milliseconds(0)); !s) {
-      log_error("subscribing failed: " + s.to_string());
-    }
+    subscribed_.store(false);
+    client_.subscribe_then(topics, 1, [this](const Status& s) {
+      subscribed_.store(s.is_ok());
+      if (!s) log_error("subscribing failed: " + s.to_string());
+    });
     // Separately: a broker that refuses $SYS must not cost the device subscriptions.
     (void)client_.subscribe({std::string(kBrokerDroppedTopic)}, 0, std::chrono::milliseconds(0));
   });
@@ -162,7 +165,7 @@ void MqttChannel::poll_drop_counter() {
   }
 }
 
-bool MqttChannel::connected() const { return client_.connected(); }
+bool MqttChannel::connected() const { return subscribed_.load() && client_.connected(); }
 
 bool MqttChannel::broker_dropping() const {
   return steady_ms() - last_drop_ms_.load() <

@@ -60,6 +60,8 @@ class MqttChannel final : public twins::DeviceChannel {
   void start();
   // Waits up to `timeout` for in-flight publishes, then disconnects (the session stays).
   void stop(std::chrono::milliseconds timeout);
+  // Connected, and the broker granted the device topics' subscriptions of this connection (only
+  // then does a device's message reach doppeld: /readyz waits for it).
   bool connected() const;
 
   // Overload at the broker: Mosquitto's $SYS/broker/publish/messages/dropped counts messages it
@@ -124,6 +126,7 @@ class MqttChannel final : public twins::DeviceChannel {
   Counter* presence_ = nullptr;
   Counter* connects_ = nullptr;
   Counter* broker_dropped_ = nullptr;
+  std::atomic<bool> subscribed_{false};               // since the latest (re)connect
   std::atomic<int64_t> broker_reported_{-1};          // the broker's counter at its last report
   std::atomic<int64_t> last_drop_ms_{INT64_MIN / 2};  // steady clock, ms
   std::thread poller_;

@@ -147,6 +147,53 @@ void Client::connect_in_background() {
   });
 }
 
+namespace {
+
+// The broker grants or refuses each filter (0x80 and above: refused, e.g. by its ACL).
+Status granted(const ::mqtt::token& tok) {
+  const ::mqtt::subscribe_response response = tok.get_subscribe_response();
+  for (auto rc : response.get_reason_codes()) {
+    if (static_cast<int>(rc) >= 0x80) {
+      return Status(StatusCode::kUnavailable, "the broker refused the subscription (reason code " +
+                                                  std::to_string(static_cast<int>(rc)) + ")");
+    }
+  }
+  return Status::ok();
+}
+
+// Paho's listener for one subscribe: hands the answer on, then deletes itself (Paho calls exactly
+// one of the two, also when the connection is lost first).
+class SubscribeListener : public ::mqtt::iaction_listener {
+ public:
+  explicit SubscribeListener(std::function<void(const Status&)> done) : done_(std::move(done)) {}
+  void on_success(const ::mqtt::token& tok) override { finish(granted(tok)); }
+  void on_failure(const ::mqtt::token& tok) override {
+    finish(Status(StatusCode::kUnavailable,
+                  "subscribe failed (reason code " + std::to_string(tok.get_return_code()) + ")"));
+  }
+  void finish(const Status& s) {
+    done_(s);
+    delete this;
+  }
+
+ private:
+  std::function<void(const Status&)> done_;
+};
+
+}  // namespace
+
+void Client::subscribe_then(const std::vector<std::string>& filters, int qos,
+                            std::function<void(const Status&)> done) {
+  auto* listener = new SubscribeListener(std::move(done));
+  try {
+    impl_->client->subscribe(::mqtt::string_collection::create(filters),
+                             std::vector<int>(filters.size(), qos), nullptr, *listener);
+  } catch (const ::mqtt::exception& e) {
+    listener->finish(
+        Status(StatusCode::kUnavailable, std::string("subscribe failed: ") + e.what()));
+  }
+}
+
 Status Client::subscribe(const std::vector<std::string>& filters, int qos,
                          std::chrono::milliseconds timeout) {
   try {
@@ -157,16 +204,7 @@ Status Client::subscribe(const std::vector<std::string>& filters, int qos,
     if (!tok->wait_for(timeout)) {
       return Status(StatusCode::kUnavailable, "subscribe timed out");
     }
-    // The broker grants or refuses each filter (0x80 and above: refused, e.g. by its ACL).
-    const auto response = tok->get_subscribe_response();
-    for (auto rc : response.get_reason_codes()) {
-      if (static_cast<int>(rc) >= 0x80) {
-        return Status(StatusCode::kUnavailable,
-                      "the broker refused the subscription (reason code " +
-                          std::to_string(static_cast<int>(rc)) + ")");
-      }
-    }
-    return Status::ok();
+    return granted(*tok);
   } catch (const ::mqtt::exception& e) {
     return Status(StatusCode::kUnavailable, std::string("subscribe failed: ") + e.what());
   }

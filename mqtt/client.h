@@ -79,6 +79,10 @@ class Client {
   // is what a Paho callback must use).
   Status subscribe(const std::vector<std::string>& filters, int qos,
                    std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  // Subscribes without waiting; `done` runs on a Paho thread with the broker's answer (every
+  // filter granted, or why not).
+  void subscribe_then(const std::vector<std::string>& filters, int qos,
+                      std::function<void(const Status&)> done);
   // Queues a publish; never blocks on the network. Buffered while disconnected.
   Status publish(const std::string& topic, std::string payload, int qos,
                  const std::string& content_type = {}, bool retained = false);
