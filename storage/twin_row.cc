@@ -15,7 +15,7 @@ constexpr std::array<RowColumn, kTwinRowColumns> kColumns = {{
     {"desired_meta", T::kBytes, false, false},
     {"reported_meta", T::kBytes, false, false},
     {"body", T::kBytes, false, false},
-    {"next_deadline", T::kInteger, true, false},
+    {"next_deadline", T::kInteger, true, true},
     {"updated_at", T::kInteger, false, false},
     {"tags", T::kText, false, false},
     {"desired_version", T::kInteger, false, false},

@@ -18,8 +18,8 @@ struct RowColumn {
   const char* name;
   Type type;
   bool nullable;
-  // An indexed state column (liveness, connection, reconcile), which an upsert leaves as it is
-  // when the record says its states did not change (TwinRecord::states_changed).
+  // An indexed column that few writes change (liveness, connection, reconcile, next_deadline),
+  // which an upsert leaves as it is when the record says so (TwinRecord::states_changed).
   bool state;
 };
 

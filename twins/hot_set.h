@@ -26,7 +26,9 @@ struct HotTwin {
   uint64_t epoch = 0;       // the ownership epoch it was loaded under (TwinWrite::epoch)
   Millis last_access = 0;
   std::optional<Millis> scheduled;  // earliest timer entry the shard holds for it
-  bool deleted = false;             // tombstone until the delete is committed
+  // The next deadline its stored row holds (OutputGate: never later than the twin's own).
+  std::optional<Millis> stored_deadline;
+  bool deleted = false;  // tombstone until the delete is committed
   std::list<HotTwin*>::iterator lru;
 };
 

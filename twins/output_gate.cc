@@ -10,6 +10,19 @@ namespace doppel::twins {
 namespace {
 
 // A write of `h`, with the ownership it was loaded under.
+// The next deadline a write stores with the twin: its own `due`, unless the row already holds an
+// earlier one that is still ahead of `now`. The scanner then brings the twin back that early, and
+// the alarm finds nothing due yet (on_alarm acts only on what has come) and stores `due`; in
+// exchange a twin that reports often does not move its deadline in the index with every report —
+// on PostgreSQL such an update changes no indexed column, so it is a heap-only (HOT) update that
+// writes no index. A stored deadline is never later than the twin's own, and one that has passed
+// is always replaced, so the scanner cannot go past an alarm.
+std::optional<Millis> row_deadline(std::optional<Millis> stored, std::optional<Millis> due,
+                                   Millis now) {
+  if (stored && due && *stored <= *due && *stored > now) return stored;
+  return due;
+}
+
 TwinWrite write_of(const HotTwin& h) {
   TwinWrite w;
   w.id = h.twin.id;
@@ -103,7 +116,11 @@ void OutputGate::commit(HotTwin& h, Outcome& out, std::optional<Millis> deadline
   };
 
   std::vector<EventRecord> events = events_of(h.twin, out);
-  if (out.changed() || !events.empty()) {
+  // A stored deadline that has passed is replaced even when nothing else changed (an alarm that
+  // found nothing due yet): the scanner has gone past it and would not bring the twin again.
+  const std::optional<Millis> stored = row_deadline(h.stored_deadline, deadline, out.at);
+  const bool deadline_moved = stored != h.stored_deadline;
+  if (out.changed() || !events.empty() || deadline_moved) {
     TwinWrite w = write_of(h);
     if (!events.empty()) {
       // Before to_record: the count is stored with the twin.
@@ -114,11 +131,12 @@ void OutputGate::commit(HotTwin& h, Outcome& out, std::optional<Millis> deadline
       }
     }
     w.events = std::move(events);
-    w.twin = to_record(h.twin, deadline);
+    h.stored_deadline = stored;
+    w.twin = to_record(h.twin, stored);
     // The step started from the state of the twin's previous write (or of its load).
-    w.twin->states_changed = !out.before || out.before->connection != h.twin.connection ||
-                             out.before->liveness != h.twin.liveness ||
-                             out.before->reconcile != h.twin.reconcile;
+    w.twin->states_changed =
+        !out.before || deadline_moved || out.before->connection != h.twin.connection ||
+        out.before->liveness != h.twin.liveness || out.before->reconcile != h.twin.reconcile;
     for (uint64_t seq : out.commands_changed) {
       for (const auto& c : h.twin.commands) {
         if (c.seq == seq) w.upsert_commands.push_back(to_record(c));

@@ -41,9 +41,9 @@ struct TwinRecord {
   uint64_t commands_sent = 0;
   std::string encoding;
   std::string dialect;
-  // Whether the liveness, connection or reconcile state may differ from the stored row's: only
-  // then does the store rewrite those indexed columns (most writes are reports that change
-  // neither, and an index entry rewritten costs the writer).
+  // Whether the liveness, connection or reconcile state or the next deadline may differ from the
+  // stored row's: only then does the store rewrite those indexed columns (most writes are reports
+  // that change none of them, and an index entry rewritten costs the writer).
   bool states_changed = true;
 };
 

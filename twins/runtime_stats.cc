@@ -37,6 +37,9 @@ RuntimeStats::RuntimeStats(Metrics& m) {
              [this] { return static_cast<double>(lateness_max_ms.value()) / 1000.0; });
   early = &m.counter("doppel_alarms_early_total",
                      "Alarms that fired before their deadline (must stay 0)");
+  rechecks = &m.counter("doppel_alarm_rechecks_total",
+                        "Twins whose timer came up and found nothing due yet (an earlier "
+                        "deadline kept in the store, or one the twin moved since)");
   internal_errors = &m.counter("doppel_shard_internal_errors_total",
                                "Unexpected exceptions in shard handlers (request failed, twin "
                                "reloaded)");

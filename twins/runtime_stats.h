@@ -32,6 +32,7 @@ struct RuntimeStats {
   Histogram* step_stage = nullptr;   // {stage="step"}
   Gauge lateness_max_ms;             // rendered in seconds
   Counter* early = nullptr;
+  Counter* rechecks = nullptr;  // timers that found nothing due yet
   Counter* store_failures = nullptr;
   Counter* internal_errors = nullptr;
   Counter* ignored = nullptr;

@@ -129,6 +129,7 @@ Result<HotTwin*> Shard::find_or_load(const std::string& id) {
   deps_.stats.wakes->inc();
   HotTwin* h = hot_.insert(std::move(*twin), now(), deps_.store.committed_seq());
   h->epoch = epoch;
+  h->stored_deadline = (**stored).twin.next_deadline;
   return h;
 }
 
@@ -197,6 +198,7 @@ void Shard::fire_timers() {
         if (t < deadline) stats.early->inc();
       }
       commit(*h, out, nullptr);
+      if (out.fired.empty() && !out.twin_changed) stats.rechecks->inc();
     } catch (const std::exception& e) {
       WakeDue wake{timer.id, timer.due};
       ShardMessage m = std::move(wake);

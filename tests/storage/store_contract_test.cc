@@ -625,6 +625,7 @@ TEST_CASE_TEMPLATE("a write whose states did not change leaves the indexed state
   auto* store = rig.get();
   auto with_states = [](uint64_t version, const std::string& liveness, bool changed) {
     TwinWrite w = row("s-1", version);
+    w.twin->next_deadline = static_cast<Millis>(version) * 1000;
     w.twin->liveness = liveness;
     w.twin->connection = liveness == "fresh" ? "online" : "offline";
     w.twin->commands_queued = version;
@@ -645,9 +646,17 @@ TEST_CASE_TEMPLATE("a write whose states did not change leaves the indexed state
   const std::vector<std::string> s1 = {"s-1"};
   write_and_wait(*store, with_states(1, "fresh", true));
   write_and_wait(*store, with_states(2, "stale", false));
-  // The states stay; every other column is rewritten.
+  auto stored_deadline = [&] {
+    auto loaded = store->load("s-1");
+    REQUIRE(loaded);
+    REQUIRE(loaded->has_value());
+    return (*loaded)->twin.next_deadline;
+  };
+  // The states and the deadline stay; every other column is rewritten.
   CHECK(ids_where("liveness.state = 'fresh' AND connection.state = 'online'") == s1);
   CHECK(ids_where("commands.queued = 2 AND version = 2") == s1);
+  CHECK(stored_deadline() == 1000);
   write_and_wait(*store, with_states(3, "stale", true));
   CHECK(ids_where("liveness.state = 'stale' AND connection.state = 'offline'") == s1);
+  CHECK(stored_deadline() == 3000);
 }

@@ -312,6 +312,55 @@ TEST_CASE("an alarm of a hibernated twin fires from the deadline index, never ea
   CHECK(doc["liveness"]["state"] == "stale");
 }
 
+TEST_CASE("a twin that reports often keeps its stored deadline until it passes, never early") {
+  RuntimeOptions o = options(1);
+  o.policy.default_stale_after_s = 10;
+  bool hibernating = false;
+  SUBCASE("in memory") {}
+  SUBCASE("hibernated between its reports") {
+    o.hibernate_after_s = 1;
+    hibernating = true;
+  }
+  Rig rig(o);
+  auto stored_deadline = [&] {
+    auto row = rig.store.load("chatty");
+    REQUIRE(row);
+    REQUIRE(row->has_value());
+    return (*row)->twin.next_deadline;
+  };
+  auto rendered = [&](const std::string& line) {
+    return rig.metrics.render().find(line) != std::string::npos;
+  };
+  const Millis t0 = rig.clock.now_ms();
+  rig.device("chatty", InboundKind::kReported, R"({"state":{"a":1}})");
+  CHECK(stored_deadline() == t0 + 10'000);
+  rig.advance(5'000);
+  CHECK(rig.runtime.hot_twins() == (hibernating ? 0 : 1));
+  rig.device("chatty", InboundKind::kReported, R"({"state":{"a":2}})");
+  // The row keeps the earlier deadline, which has not passed: the report moves nothing indexed.
+  CHECK(stored_deadline() == t0 + 10'000);
+  rig.advance(2'000);
+  CHECK(rig.runtime.hot_twins() == (hibernating ? 0 : 1));
+  CHECK(rendered("doppel_alarm_rechecks_total 0"));
+  rig.advance(3'000);  // t0 + 10 s: the stored deadline brings the twin back, nothing is due
+  CHECK(rendered(hibernating ? "doppel_twin_wakes_total 2" : "doppel_twin_wakes_total 0"));
+  CHECK(rendered("doppel_alarm_rechecks_total 1"));
+  CHECK(rendered("doppel_alarms_fired_total 0"));
+  // Its own deadline is stored now, beyond the scanner's horizon: the scanner brings it later.
+  CHECK(stored_deadline() == t0 + 15'000);
+  rig.advance(2'000);
+  CHECK(rig.runtime.hot_twins() == (hibernating ? 0 : 1));
+  rig.advance(2'999);  // 1 ms before its own deadline
+  CHECK(rendered("doppel_alarms_fired_total 0"));
+  rig.advance(1);  // the alarm fires by itself (no request loads the twin)
+  CHECK(rendered("doppel_alarms_fired_total 1"));
+  CHECK(rendered("doppel_alarms_early_total 0"));
+  CHECK(rig.get("chatty")["liveness"]["state"] == "stale");
+  CHECK(stored_deadline() == std::nullopt);
+  rig.device("chatty", InboundKind::kReported, R"({"state":{"a":3}})");
+  CHECK(stored_deadline() == t0 + 25'000);
+}
+
 TEST_CASE("alarms that fell due while the gateway was down fire at start-up") {
   Metrics metrics;
   FakeClock clock;
