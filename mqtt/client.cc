@@ -9,8 +9,50 @@
 
 namespace doppel::mqtt {
 
+namespace {
+
+// The broker grants or refuses each filter (0x80 and above: refused, e.g. by its ACL).
+Status granted(const ::mqtt::token& tok) {
+  const ::mqtt::subscribe_response response = tok.get_subscribe_response();
+  for (auto rc : response.get_reason_codes()) {
+    if (static_cast<int>(rc) >= 0x80) {
+      return Status(StatusCode::kUnavailable, "the broker refused the subscription (reason code " +
+                                                  std::to_string(static_cast<int>(rc)) + ")");
+    }
+  }
+  return Status::ok();
+}
+
+// Paho's listener for one subscribe: hands the answer on once. The client owns it (Paho only
+// points to it), so one whose answer never comes is freed with the client.
+class SubscribeListener : public ::mqtt::iaction_listener {
+ public:
+  explicit SubscribeListener(std::function<void(const Status&)> done) : done_(std::move(done)) {}
+  void on_success(const ::mqtt::token& tok) override { finish(granted(tok)); }
+  void on_failure(const ::mqtt::token& tok) override {
+    finish(Status(StatusCode::kUnavailable,
+                  "subscribe failed (reason code " + std::to_string(tok.get_return_code()) + ")"));
+  }
+  void finish(const Status& s) {
+    if (answered_.exchange(true)) return;
+    done_(s);
+    finished_.store(true);  // last: from here on the client may free it
+  }
+  bool finished() const { return finished_.load(); }
+
+ private:
+  std::function<void(const Status&)> done_;
+  std::atomic<bool> answered_{false};
+  std::atomic<bool> finished_{false};
+};
+
+}  // namespace
+
 struct Client::Impl : public ::mqtt::callback {
   ClientOptions options;
+  // Before `client`, so that they outlive it: Paho may answer a subscribe while it shuts down.
+  std::mutex listeners_mu;
+  std::vector<std::unique_ptr<SubscribeListener>> listeners;
   std::unique_ptr<::mqtt::async_client> client;
   ::mqtt::connect_options connect_options;
   std::function<void(IncomingMessage&&)> message_handler;
@@ -147,44 +189,15 @@ void Client::connect_in_background() {
   });
 }
 
-namespace {
-
-// The broker grants or refuses each filter (0x80 and above: refused, e.g. by its ACL).
-Status granted(const ::mqtt::token& tok) {
-  const ::mqtt::subscribe_response response = tok.get_subscribe_response();
-  for (auto rc : response.get_reason_codes()) {
-    if (static_cast<int>(rc) >= 0x80) {
-      return Status(StatusCode::kUnavailable, "the broker refused the subscription (reason code " +
-                                                  std::to_string(static_cast<int>(rc)) + ")");
-    }
-  }
-  return Status::ok();
-}
-
-// Paho's listener for one subscribe: hands the answer on, then deletes itself (Paho calls exactly
-// one of the two, also when the connection is lost first).
-class SubscribeListener : public ::mqtt::iaction_listener {
- public:
-  explicit SubscribeListener(std::function<void(const Status&)> done) : done_(std::move(done)) {}
-  void on_success(const ::mqtt::token& tok) override { finish(granted(tok)); }
-  void on_failure(const ::mqtt::token& tok) override {
-    finish(Status(StatusCode::kUnavailable,
-                  "subscribe failed (reason code " + std::to_string(tok.get_return_code()) + ")"));
-  }
-  void finish(const Status& s) {
-    done_(s);
-    delete this;
-  }
-
- private:
-  std::function<void(const Status&)> done_;
-};
-
-}  // namespace
-
 void Client::subscribe_then(const std::vector<std::string>& filters, int qos,
                             std::function<void(const Status&)> done) {
-  auto* listener = new SubscribeListener(std::move(done));
+  SubscribeListener* listener = nullptr;
+  {
+    std::lock_guard lock(impl_->listeners_mu);
+    std::erase_if(impl_->listeners, [](const auto& l) { return l->finished(); });
+    listener =
+        impl_->listeners.emplace_back(std::make_unique<SubscribeListener>(std::move(done))).get();
+  }
   try {
     impl_->client->subscribe(::mqtt::string_collection::create(filters),
                              std::vector<int>(filters.size(), qos), nullptr, *listener);
