@@ -31,7 +31,14 @@ void ready(const ApiContext& ctx, Exchange& x) {
         " the store is unavailable (closed; its database server unreachable: reconnecting; or "
         "another doppeld claimed its database: see the log);";
   }
-  if (!r.broker_connected) {
+  if (r.broker_refused) {
+    detail +=
+        " the broker refused doppeld's subscriptions to the device topics (its ACL: allow "
+        "doppeld's "
+        "broker user to subscribe to them; doppeld subscribes again when it reconnects);";
+  } else if (r.broker_subscribing) {
+    detail += " connected to the broker, waiting for it to grant the device topics' subscriptions;";
+  } else if (!r.broker_connected) {
     detail += " the broker is not connected (reconnecting";
     if (!r.broker_state.empty()) detail += "; embedded broker " + r.broker_state;
     detail += ");";

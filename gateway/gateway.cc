@@ -456,7 +456,10 @@ void Gateway::prune_loop() {
 Readiness Gateway::readiness() const {
   Readiness r;
   r.store_open = store_ && store_->available();
-  r.broker_connected = channel_ && channel_->connected();
+  const auto link = channel_ ? channel_->link() : mqtt::MqttChannel::Link::kDown;
+  r.broker_connected = link == mqtt::MqttChannel::Link::kUp;
+  r.broker_subscribing = link == mqtt::MqttChannel::Link::kSubscribing;
+  r.broker_refused = link == mqtt::MqttChannel::Link::kRefused;
   r.broker_dropping = channel_ && channel_->broker_dropping();
   r.broker_dropped = channel_ ? channel_->broker_dropped() : 0;
   if (broker_) r.broker_state = broker_->state();

@@ -34,7 +34,11 @@ class ClusterNode;
 
 struct Readiness {
   bool store_open = false;
-  bool broker_connected = false;
+  bool broker_connected = false;  // connected and subscribed: device messages reach doppeld
+  // Not connected-and-subscribed, why: the connection is up but the subscriptions are not answered
+  // yet, or the broker refused them (its ACL). Both false while not connected at all.
+  bool broker_subscribing = false;
+  bool broker_refused = false;
   // Ready but degraded: the broker dropped messages recently (MqttChannel::broker_dropping).
   bool broker_dropping = false;
   uint64_t broker_dropped = 0;

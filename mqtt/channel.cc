@@ -104,15 +104,7 @@ MqttChannel::MqttChannel(ChannelOptions options, Metrics& metrics)
   client_.on_connected([this] {
     log_info("connected to broker " + options_.client.uri + "; subscribing");
     // Re-subscribe after every (re)connect: a new or expired session has no subscriptions.
-    std::vector<std::string> topics = gateway_subscriptions(options_.prefix);
-    for (auto& t : aws_gateway_subscriptions()) topics.push_back(std::move(t));
-    topics.emplace_back(std::string(kPresencePrefix) + "+");
-    if (options_.broker_notices) topics.emplace_back(kBrokerNoticeTopic);
-    subscribed_.store(false);
-    client_.subscribe_then(topics, 1, [this](const Status& s) {
-      subscribed_.store(s.is_ok());
-      if (!s) log_error("subscribing failed: " + s.to_string());
-    });
+    subscribe_device_topics();
     // Separately: a broker that refuses $SYS must not cost the device subscriptions.
     (void)client_.subscribe({std::string(kBrokerDroppedTopic)}, 0, std::chrono::milliseconds(0));
   });
@@ -124,6 +116,27 @@ MqttChannel::MqttChannel(ChannelOptions options, Metrics& metrics)
   client_.on_connection_lost([this](const std::string& cause) {
     connection_losses_->inc();
     log_warn("lost the broker connection (" + cause + "); reconnecting");
+  });
+}
+
+void MqttChannel::subscribe_device_topics() {
+  std::vector<std::string> topics = gateway_subscriptions(options_.prefix);
+  for (auto& t : aws_gateway_subscriptions()) topics.push_back(std::move(t));
+  topics.emplace_back(std::string(kPresencePrefix) + "+");
+  if (options_.broker_notices) topics.emplace_back(kBrokerNoticeTopic);
+  subscriptions_.store(Link::kSubscribing);
+  client_.subscribe_then(topics, 1, [this](const Status& s) {
+    subscriptions_.store(s.is_ok() ? Link::kUp : Link::kRefused);
+    // Said once per refusing spell, not at every reconnect.
+    if (!s && refusals_.fetch_add(1) == 0) {
+      log_error(
+          "subscribing failed: " + s.to_string() +
+          "; doppeld stays unready (no device message would reach it): allow its broker user "
+          "to subscribe to the device topics; it subscribes again when it reconnects (restart "
+          "it if the broker does not disconnect it when its rights change)");
+    } else if (s && refusals_.exchange(0) > 0) {
+      log_info("the broker granted the device topics' subscriptions; ready");
+    }
   });
 }
 
@@ -165,7 +178,11 @@ void MqttChannel::poll_drop_counter() {
   }
 }
 
-bool MqttChannel::connected() const { return subscribed_.load() && client_.connected(); }
+bool MqttChannel::connected() const { return link() == Link::kUp; }
+
+MqttChannel::Link MqttChannel::link() const {
+  return client_.connected() ? subscriptions_.load() : Link::kDown;
+}
 
 bool MqttChannel::broker_dropping() const {
   return steady_ms() - last_drop_ms_.load() <

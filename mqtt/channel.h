@@ -63,6 +63,14 @@ class MqttChannel final : public twins::DeviceChannel {
   // Connected, and the broker granted the device topics' subscriptions of this connection (only
   // then does a device's message reach doppeld: /readyz waits for it).
   bool connected() const;
+  // Where the connection to the broker stands, for /readyz to say why it is not ready.
+  enum class Link {
+    kDown,         // not connected (connecting, or reconnecting after a loss)
+    kSubscribing,  // connected; the device topics' subscriptions not answered yet
+    kRefused,      // connected, but the broker refused a device topic's subscription
+    kUp,           // connected and subscribed: device messages reach doppeld
+  };
+  Link link() const;
 
   // Overload at the broker: Mosquitto's $SYS/broker/publish/messages/dropped counts messages it
   // dropped because a client's queue was full — for the gateway, device messages lost before
@@ -107,6 +115,8 @@ class MqttChannel final : public twins::DeviceChannel {
                twins::Dialect dialect);
   void on_broker_dropped(const std::string& payload);
   void poll_drop_counter();
+  // Subscribes to every topic doppeld listens on; subscriptions_ follows the broker's answer.
+  void subscribe_device_topics();
 
   ChannelOptions options_;
   Client client_;
@@ -126,8 +136,11 @@ class MqttChannel final : public twins::DeviceChannel {
   Counter* presence_ = nullptr;
   Counter* connects_ = nullptr;
   Counter* broker_dropped_ = nullptr;
-  std::atomic<bool> subscribed_{false};               // since the latest (re)connect
-  std::atomic<int64_t> broker_reported_{-1};          // the broker's counter at its last report
+  // The device topics' subscriptions since the latest (re)connect: none answered yet, granted, or
+  // refused (a Link value among kSubscribing, kUp, kRefused).
+  std::atomic<Link> subscriptions_{Link::kSubscribing};
+  std::atomic<int> refusals_{0};              // refused subscribes in a row (across reconnects)
+  std::atomic<int64_t> broker_reported_{-1};  // the broker's counter at its last report
   std::atomic<int64_t> last_drop_ms_{INT64_MIN / 2};  // steady clock, ms
   std::thread poller_;
   std::mutex poll_mu_;

@@ -13,14 +13,22 @@ namespace {
 
 // The broker grants or refuses each filter (0x80 and above: refused, e.g. by its ACL).
 Status granted(const ::mqtt::token& tok) {
-  const ::mqtt::subscribe_response response = tok.get_subscribe_response();
-  for (auto rc : response.get_reason_codes()) {
-    if (static_cast<int>(rc) >= 0x80) {
-      return Status(StatusCode::kUnavailable, "the broker refused the subscription (reason code " +
-                                                  std::to_string(static_cast<int>(rc)) + ")");
+  try {
+    const ::mqtt::subscribe_response response = tok.get_subscribe_response();
+    for (auto rc : response.get_reason_codes()) {
+      if (static_cast<int>(rc) >= 0x80) {
+        return Status(StatusCode::kUnavailable,
+                      "the broker refused the subscription (reason code " +
+                          std::to_string(static_cast<int>(rc)) + ")");
+      }
     }
+    return Status::ok();
+  } catch (const ::mqtt::exception& e) {
+    // Paho throws here itself when the broker refused a filter (an MQTT 5 reason code >= 0x80);
+    // from a Paho callback thread, an escaping exception would end the process.
+    return Status(StatusCode::kUnavailable,
+                  std::string("the broker refused the subscription (") + e.what() + ")");
   }
-  return Status::ok();
 }
 
 // Paho's listener for one subscribe: hands the answer on once. The client owns it (Paho only
@@ -115,6 +123,13 @@ struct Client::Impl : public ::mqtt::callback {
     }
 
     client->set_callback(*this);
+    // A broker that ends the connection with a DISCONNECT of its own (MQTT 5: an administrator's
+    // kick, a changed ACL, a session taken over) reaches this handler, not connection_lost; Paho
+    // reconnects by itself either way.
+    client->set_disconnected_handler([this](const ::mqtt::properties&, ::mqtt::ReasonCode rc) {
+      connection_lost("the broker disconnected doppeld (reason code " +
+                      std::to_string(static_cast<int>(rc)) + ")");
+    });
   }
 
   // Paho's callbacks, one object for all of them.

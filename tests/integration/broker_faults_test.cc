@@ -91,6 +91,46 @@ TEST_CASE("a gateway started before its broker waits and connects when it appear
   broker.stop();
 }
 
+TEST_CASE("a broker that refuses the gateway's subscriptions: unready, saying why, until allowed") {
+  TempDir dir;
+  DynsecSetup dynsec(dir);
+  // Anonymous clients get the plugin's default access: no subscriptions, no publishes.
+  Broker broker(dir, dynsec.broker_config(/*allow_anonymous=*/true));
+  broker.start();
+  Doppeld gw(dir.file("data"), broker.uri());
+  gw.start_unready();
+  REQUIRE(
+      eventually([&] { return gw.log().find("subscribing failed") != std::string::npos; }, 10s));
+  auto r = gw.get("/readyz");
+  CHECK(r.status == 503);
+  const std::string detail = r.body["detail"].get<std::string>();
+  CHECK(detail.find("refused doppeld's subscriptions") != std::string::npos);
+  CHECK(detail.find("not connected") == std::string::npos);
+  CHECK(metric(gw.text("/metrics"), "doppel_mqtt_connected") == 0);
+
+  // The operator gives anonymous clients the rights; Mosquitto's dynamic-security plugin then
+  // disconnects them, and doppeld, reconnecting, subscribes again and becomes ready.
+  for (const std::vector<std::string>& step : std::vector<std::vector<std::string>>{
+           {"createRole", "devices"},
+           {"addRoleACL", "devices", "subscribePattern", "#", "allow"},
+           {"addRoleACL", "devices", "publishClientSend", "#", "allow"},
+           {"createGroup", "anonymous"},
+           {"addGroupRole", "anonymous", "devices"},
+           {"setAnonymousGroup", "anonymous"}}) {
+    dynsec.control(broker.port(), step);
+  }
+  REQUIRE(eventually([&] { return gw.get("/readyz").status == 200; }, 30s));
+  CHECK(metric(gw.text("/metrics"), "doppel_mqtt_connected") == 1);
+  // The plugin's disconnect (an MQTT 5 DISCONNECT from the broker) counts as a lost connection.
+  CHECK(metric(gw.text("/metrics"), "doppel_mqtt_connection_losses_total") >= 1);
+  CHECK(gw.log().find("the broker disconnected doppeld") != std::string::npos);
+  CHECK(gw.log().find("the broker granted the device topics' subscriptions") != std::string::npos);
+  TestDevice dev("allowed-1", broker.uri());
+  dev.connect();
+  dev.publish("reported", R"({"state":{"ok":true}})");
+  CHECK(eventually([&] { return reported_version(gw, "allowed-1") == 1; }, 10s));
+}
+
 TEST_CASE("the embedded broker is restarted when it dies, and everyone reconnects") {
   TempDir dir;
   const int port = free_port();

@@ -73,8 +73,21 @@ DynsecSetup::DynsecSetup(const TempDir& dir) : file(dir.file("dynamic-security.j
   REQUIRE_MESSAGE(initialised, init.log());
 }
 
-std::vector<std::string> DynsecSetup::broker_config() const {
-  return {"plugin " + dynsec_plugin(), "plugin_opt_config_file " + file, "allow_anonymous false"};
+std::vector<std::string> DynsecSetup::broker_config(bool allow_anonymous) const {
+  return {"plugin " + dynsec_plugin(), "plugin_opt_config_file " + file,
+          allow_anonymous ? "allow_anonymous true" : "allow_anonymous false"};
+}
+
+void DynsecSetup::control(int port, const std::vector<std::string>& command) const {
+  std::vector<std::string> argv = {
+      mosquitto_ctrl(), "-h", "127.0.0.1", "-p",    std::to_string(port), "-u",
+      username,         "-P", password,    "dynsec"};
+  argv.insert(argv.end(), command.begin(), command.end());
+  sim::Process ctrl(argv, file + ".ctrl.log");
+  int status = -1;
+  REQUIRE(ctrl.wait_exit(10s, &status));
+  const bool done = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  REQUIRE_MESSAGE(done, ctrl.log());
 }
 
 std::vector<std::string> DynsecSetup::gateway_args() const {

@@ -55,8 +55,12 @@ class Broker : public sim::LocalBroker {
 // `mosquitto_ctrl dynsec init` does for an operator. Fails the test if the plugin is missing.
 struct DynsecSetup {
   explicit DynsecSetup(const TempDir& dir);
-  // For the Broker's configuration: the plugin, its file, no anonymous clients.
-  std::vector<std::string> broker_config() const;
+  // For the Broker's configuration: the plugin, its file, and whether anonymous clients may
+  // connect (the plugin's default access then applies to them: no subscriptions, no publishes).
+  std::vector<std::string> broker_config(bool allow_anonymous = false) const;
+  // Runs `mosquitto_ctrl dynsec <command...>` as the admin account against the broker on
+  // 127.0.0.1:port, as an operator changing the broker's ACL would (fails the test if it fails).
+  void control(int port, const std::vector<std::string>& command) const;
   // For doppeld: --device-auth and the admin account.
   std::vector<std::string> gateway_args() const;
   std::string file;
