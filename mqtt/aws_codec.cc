@@ -1,5 +1,7 @@
 #include "mqtt/aws_codec.h"
 
+#include <utility>
+
 #include "mqtt/detail/json_fields.h"
 #include "twins/aws_shadow.h"
 #include "twins/overloaded.h"
@@ -28,15 +30,15 @@ Status client_token(const json& obj, std::string& out) {
   return optional_string(obj, "clientToken", kAwsMaxClientTokenBytes, out);
 }
 
-// A state section: an object (a merge patch) or null (clear it all).
-Status section(const json& state, const char* name, std::optional<json>& out) {
+// A state section: an object (a merge patch) or null (clear it all), moved out of `state`.
+Status section(json& state, const char* name, std::optional<json>& out) {
   auto it = state.find(name);
   if (it == state.end()) return Status::ok();
   if (!it->is_object() && !it->is_null()) {
     return invalid(std::string("State node '") + name + "' must be an object or null, not " +
                    it->type_name());
   }
-  out = *it;
+  out = std::move(*it);
   return Status::ok();
 }
 
