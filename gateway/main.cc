@@ -188,8 +188,8 @@ int main(int argc, char** argv) {
   int64_t commit_gather_us = cfg.commit_gather.count();
   app.add_option("--commit-gather-us", commit_gather_us,
                  "under a steady stream of writes, how long a group commit may wait for more "
-                 "writes to join it (only while two or more are expected within it; a lone write "
-                 "is committed at once); 0: never wait")
+                 "writes to join it (only while two or more are expected within it; a lone write, "
+                 "or an operator's request, is committed at once); 0: never wait")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{0}, int64_t{100'000}));
   app.add_option("--shards", cfg.shards, "runtime shards (default: number of cores)");

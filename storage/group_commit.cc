@@ -32,8 +32,11 @@ uint64_t GroupCommitter::enqueue(Write write, twins::CommitCallback on_commit) {
     if (on_commit) on_commit(Status(StatusCode::kUnavailable, "the store is closed"));
     return seq;
   }
+  const auto* twin = std::get_if<twins::TwinWrite>(&write);
+  const bool urgent = twin != nullptr && twin->urgent;
   queue_.push_back({seq, std::move(write), std::move(on_commit), std::chrono::steady_clock::now()});
-  if (queue_.size() == wake_at_) work_cv_.notify_one();
+  if (queue_.size() == wake_at_ || (urgent && wake_at_ > 1)) work_cv_.notify_one();
+  if (urgent) ++urgent_queued_;
   return seq;
 }
 
@@ -106,11 +109,13 @@ bool GroupCommitter::take(Batch& batch, size_t max, bool wait) {
     if (wait) work_cv_.wait(lock, [&] { return !queue_.empty() || closing_; });
     if (wait && gather_.count() > 0 && !queue_.empty()) {
       const size_t target = gather_target(max, std::chrono::steady_clock::now());
-      if (queue_.size() < target) {
-        // Until the writes expected within a window of the first one's arrival are here.
+      if (queue_.size() < target && urgent_queued_ == 0) {
+        // Until the writes expected within a window of the first one's arrival are here, or
+        // one that someone waits for.
         wake_at_ = target;
-        work_cv_.wait_until(lock, queue_.front().queued_at + gather_,
-                            [&] { return queue_.size() >= target || closing_; });
+        work_cv_.wait_until(lock, queue_.front().queued_at + gather_, [&] {
+          return queue_.size() >= target || urgent_queued_ > 0 || closing_;
+        });
         wake_at_ = 1;
       }
     }
@@ -131,6 +136,7 @@ bool GroupCommitter::take(Batch& batch, size_t max, bool wait) {
       // A write made on top of a change that failed to commit must not be applied.
       const Op& op = batch.ops.back();
       const twins::TwinWrite* twin = op.twin();
+      if (twin != nullptr && twin->urgent) --urgent_queued_;
       batch.statuses.push_back(
           twin != nullptr && poisoned_.refuses(twin->id, op.seq)
               ? Status(StatusCode::kUnavailable,

@@ -86,7 +86,8 @@ class GroupCommitter {
   // (the transaction, the pages it rewrites), so a stream committed write by write spends the
   // writer's CPU and the disk on that fixed cost. take() waits only while the writes arriving
   // within one window are expected to be two or more (an average of the rate between takes), and
-  // only until that many are queued; a lone write, or a light load, is taken at once. Zero: never.
+  // only until that many are queued, or until an urgent write (TwinWrite::urgent: someone waits
+  // for it) is queued; a lone write, or a light load, is taken at once. Zero: never.
   explicit GroupCommitter(size_t max_queued = std::numeric_limits<size_t>::max(),
                           std::chrono::microseconds gather = std::chrono::microseconds(0))
       : max_queued_(max_queued), gather_(gather) {}
@@ -162,6 +163,7 @@ class GroupCommitter {
   // Gathering (under mu_): enqueue() wakes a waiting take() when the queue reaches wake_at_; the
   // arrival rate, writes per second, averaged over the intervals between takes.
   size_t wake_at_ = 1;
+  size_t urgent_queued_ = 0;  // urgent writes queued: a gathering take() does not wait for more
   double arrival_rate_ = 0;
   uint64_t seq_at_last_take_ = 1;
   std::chrono::steady_clock::time_point last_take_{};

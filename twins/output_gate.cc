@@ -122,6 +122,7 @@ void OutputGate::commit(HotTwin& h, Outcome& out, std::optional<Millis> deadline
   const bool deadline_moved = stored != h.stored_deadline;
   if (out.changed() || !events.empty() || deadline_moved) {
     TwinWrite w = write_of(h);
+    w.urgent = out.cause.source == CauseSource::kApi;
     if (!events.empty()) {
       // Before to_record: the count is stored with the twin.
       h.twin.events_since_snapshot += static_cast<uint32_t>(events.size());
@@ -160,6 +161,7 @@ void OutputGate::commit(HotTwin& h, Outcome& out, std::optional<Millis> deadline
 void OutputGate::remove(HotTwin& h, const Cause& cause, Millis now, CommitCallback after) {
   TwinWrite w = write_of(h);
   w.delete_twin = true;
+  w.urgent = cause.source == CauseSource::kApi;
   TwinLogic::abandon_jobs(h.twin, now, "the twin was deleted", w.executions);
   if (history_) {
     EventRecord e;

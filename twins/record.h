@@ -68,6 +68,9 @@ struct TwinWrite {
   uint32_t partition = 0;
   uint64_t epoch = 0;
   bool delete_twin = false;
+  // Someone is waiting for this write (an operator's request): the store commits it with the
+  // writes already queued instead of holding it to gather more (GroupCommitter's gathering).
+  bool urgent = false;
   std::optional<TwinRecord> twin;
   std::vector<CommandRecord> upsert_commands;
   std::vector<uint64_t> delete_commands;  // by seq

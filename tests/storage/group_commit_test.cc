@@ -22,6 +22,13 @@ twins::TwinWrite of(const std::string& id) {
   return w;
 }
 
+// A write someone waits for (an operator's request).
+twins::TwinWrite urgent(const std::string& id) {
+  twins::TwinWrite w = of(id);
+  w.urgent = true;
+  return w;
+}
+
 }  // namespace
 
 TEST_CASE("writes are taken in sequence order, at most max per batch") {
@@ -176,6 +183,30 @@ TEST_CASE(
   CHECK(gathered.get());
   CHECK(batch.ops.size() == 32);
   CHECK(batch.ops.front().seq == 2);
+  c.complete(batch);
+
+  // A write someone waits for ends a gathering take at once, with what is queued...
+  for (int i = 0; i < 3; ++i) c.enqueue(of("u" + std::to_string(i)), {});
+  auto hurried = take_async(32);
+  while (c.gathering_for() == 0 && std::chrono::steady_clock::now() < give_up + 5s) {
+    std::this_thread::yield();
+  }
+  REQUIRE(c.gathering_for() > 4);
+  c.enqueue(urgent("operator"), {});
+  REQUIRE(hurried.wait_for(std::chrono::seconds(5)) == std::future_status::ready);
+  CHECK(hurried.get());
+  REQUIRE(batch.ops.size() == 4);
+  CHECK(batch.ops.back().twin()->id == "operator");
+  c.complete(batch);
+  // ...and one queued before the take keeps it from gathering at all (the stream's rate alone
+  // would have it wait: the case above).
+  c.enqueue(of("v0"), {});
+  c.enqueue(urgent("operator-2"), {});
+  auto at_once = take_async(32);
+  REQUIRE(at_once.wait_for(std::chrono::seconds(5)) == std::future_status::ready);
+  CHECK(at_once.get());
+  CHECK(batch.ops.size() == 2);
+  CHECK(c.gathering_for() == 0);
   c.complete(batch);
 
   // close() ends a gathering take at once, with what is queued.
