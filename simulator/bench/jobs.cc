@@ -54,15 +54,29 @@ class Probe {
   static std::string id() { return "jlat-0"; }
   // PATCHes until `stop` (or `seconds` passed); then waits up to 10 s for their deltas.
   json run(double seconds, const std::atomic<bool>& stop) {
+    httplib::Client http("127.0.0.1", http_port_);
+    http.set_keep_alive(true);
+    http.set_tcp_nodelay(true);
+    if (!warmed_up_) {
+      // One PATCH whose delta is awaited and not counted: the probe's own MQTT client delivered
+      // the first two deltas of a fresh connection 50 and 100 ms late (a subscriber started
+      // beside it, mosquitto_sub, received them on time), which alone made the row's p99.
+      const int64_t seq = next_seq_++;
+      {
+        std::lock_guard lock(mu_);
+        sent_[seq] = now_ns();
+      }
+      (void)http.Patch("/v1/twins/" + id() + "/desired", json{{"seq", seq}}.dump(),
+                       "application/merge-patch+json");
+      wait_for_deltas(std::chrono::seconds(5));
+      warmed_up_ = true;
+    }
     {
       std::lock_guard lock(mu_);
       ms_.clear();
       sent_.clear();
       response_ms_.clear();
     }
-    httplib::Client http("127.0.0.1", http_port_);
-    http.set_keep_alive(true);
-    http.set_tcp_nodelay(true);
     const auto start = Clock::now();
     uint64_t patches = 0;
     for (uint64_t k = 0; !stop.load() && seconds_since(start) < seconds; ++k) {
@@ -85,14 +99,7 @@ class Probe {
       }
       ++patches;
     }
-    const auto wait = Clock::now();
-    while (seconds_since(wait) < 10) {
-      {
-        std::lock_guard lock(mu_);
-        if (sent_.empty()) break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
+    wait_for_deltas(std::chrono::seconds(10));
     std::lock_guard lock(mu_);
     json r = percentiles_ms(ms_);
     r["patches"] = patches;
@@ -105,6 +112,18 @@ class Probe {
   void disconnect() { (void)device_->disconnect(std::chrono::milliseconds(500)); }
 
  private:
+  // Until every PATCH sent has had its delta, or `limit` passed.
+  void wait_for_deltas(std::chrono::seconds limit) {
+    const auto wait = Clock::now();
+    while (seconds_since(wait) < static_cast<double>(limit.count())) {
+      {
+        std::lock_guard lock(mu_);
+        if (sent_.empty()) return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+
   int http_port_;
   double rate_;
   std::unique_ptr<mqtt::Client> device_;
@@ -114,6 +133,7 @@ class Probe {
   std::vector<double> response_ms_;  // only the probing thread touches it
   uint64_t failed_ = 0;
   int64_t next_seq_ = 0;
+  bool warmed_up_ = false;  // only the probing thread touches it
 };
 
 std::string row(const json& p) {
