@@ -23,7 +23,25 @@ constexpr size_t kMaxRemaining = 268'435'455;
 
 }  // namespace
 
+void append_relay_record(std::string& out, std::string_view topic, std::string_view payload) {
+  const size_t t = topic.size();
+  const size_t n = payload.size();
+  const char head[2] = {static_cast<char>((t >> 8) & 0xff), static_cast<char>(t & 0xff)};
+  out.append(head, 2);
+  out.append(topic);
+  const char length[4] = {static_cast<char>((n >> 24) & 0xff), static_cast<char>((n >> 16) & 0xff),
+                          static_cast<char>((n >> 8) & 0xff), static_cast<char>(n & 0xff)};
+  out.append(length, 4);
+  out.append(payload);
+}
+
 BatchPublisher::BatchPublisher(BatchPublisherOptions options) : options_(std::move(options)) {}
+
+void BatchPublisher::wrap_relay() {
+  if (relay_.empty()) return;
+  mqtt311::append_publish(queued_, options_.relay_topic, relay_, 0, 0);
+  relay_.clear();
+}
 
 BatchPublisher::~BatchPublisher() { stop(std::chrono::milliseconds(0)); }
 
@@ -56,24 +74,32 @@ bool BatchPublisher::publish(std::string_view topic, std::string_view payload, i
     // Again under the lock: connection_lost() takes the unacknowledged messages under it, and
     // none may join them after it has.
     if (stopping_ || !connected_.load(std::memory_order_relaxed) ||
-        queued_.size() + payload.size() > options_.max_queued_bytes) {
+        queued_.size() + relay_.size() + payload.size() > options_.max_queued_bytes) {
       return false;
     }
-    uint16_t packet_id = 0;
-    if (qos > 0) {
-      // PUBACKs come in the order of the PUBLISHes (§4.6), so the ids in use are the window of
-      // the last `unacked_.size()`: below 65,536 of them, the next id is free.
-      if (unacked_.size() >= std::min<size_t>(options_.max_unacked, 65535) ||
-          unacked_bytes_ + payload.size() > options_.max_queued_bytes) {
-        return false;
+    wake = queued_.empty() && relay_.empty();
+    if (qos == 0 && !options_.relay_topic.empty()) {
+      if (!relay_.empty() &&
+          relay_.size() + 6 + topic.size() + payload.size() > options_.max_relay_bytes) {
+        wrap_relay();
       }
-      if (++last_packet_id_ == 0) last_packet_id_ = 1;
-      packet_id = last_packet_id_;
-      unacked_.push_back({packet_id, std::string(topic), std::string(payload)});
-      unacked_bytes_ += topic.size() + payload.size();
+      append_relay_record(relay_, topic, payload);
+    } else {
+      uint16_t packet_id = 0;
+      if (qos > 0) {
+        // PUBACKs come in the order of the PUBLISHes (§4.6), so the ids in use are the window of
+        // the last `unacked_.size()`: below 65,536 of them, the next id is free.
+        if (unacked_.size() >= std::min<size_t>(options_.max_unacked, 65535) ||
+            unacked_bytes_ + payload.size() > options_.max_queued_bytes) {
+          return false;
+        }
+        if (++last_packet_id_ == 0) last_packet_id_ = 1;
+        packet_id = last_packet_id_;
+        unacked_.push_back({packet_id, std::string(topic), std::string(payload)});
+        unacked_bytes_ += topic.size() + payload.size();
+      }
+      mqtt311::append_publish(queued_, topic, payload, qos > 0 ? 1 : 0, packet_id);
     }
-    wake = queued_.empty();
-    mqtt311::append_publish(queued_, topic, payload, qos > 0 ? 1 : 0, packet_id);
   }
   // One wake-up per batch: while the writer is busy, publishes only append.
   if (wake) cv_.notify_one();
@@ -134,6 +160,7 @@ void BatchPublisher::connection_lost() {
     std::lock_guard lock(mu_);
     connected_.store(false, std::memory_order_release);
     queued_.clear();  // QoS 0: what was queued for a dead connection is gone; QoS 1 is below
+    relay_.clear();
     back.reserve(unacked_.size());
     for (Sent& m : unacked_) back.push_back({std::move(m.topic), std::move(m.payload)});
     unacked_.clear();
@@ -236,7 +263,9 @@ void BatchPublisher::run() {
         // At least once a second, to notice a connection the broker closed (below).
         const auto until =
             std::min(last_write + options_.keepalive / 2, Clock::now() + std::chrono::seconds(1));
-        cv_.wait_until(lock, until, [this] { return stopping_ || !queued_.empty(); });
+        cv_.wait_until(lock, until,
+                       [this] { return stopping_ || !queued_.empty() || !relay_.empty(); });
+        wrap_relay();
         batch.swap(queued_);
         stop_now = stopping_;
       }
@@ -255,6 +284,7 @@ void BatchPublisher::run() {
       if (stop_now) {
         // Drain what arrived meanwhile, within the time stop() allowed.
         std::unique_lock lock(mu_);
+        wrap_relay();
         while (ok && !queued_.empty() && Clock::now() < drain_until_) {
           batch.swap(queued_);
           lock.unlock();

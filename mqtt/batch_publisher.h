@@ -19,6 +19,12 @@
 // them another way: at least once, as QoS 1 promises; a message the broker took but whose
 // PUBACK was lost arrives twice).
 //
+// With `relay_topic` (a broker that loads doppel_broker_plugin and lets this connection's user
+// relay, gateway/broker_plugin/doppel_broker_plugin.c), QoS 0 messages travel as records inside
+// one PUBLISH per batch on that topic, and the plugin publishes each inside the broker: the
+// broker reads one packet per batch instead of one per message. QoS 0 messages keep their order
+// among themselves; against QoS 1 ones (other topics) no order is kept.
+//
 // Thread-safety: publish(), connected() and unacked() from any thread; `handback` is called on
 // the publisher's thread, never under its lock.
 #pragma once
@@ -57,7 +63,18 @@ struct BatchPublisherOptions {
   size_t max_unacked = 65535;
   // Where QoS 1 messages not acknowledged go when the connection ends (see above); empty: dropped.
   std::function<void(std::vector<Unacknowledged>)> handback;
+  // Non-empty: QoS 0 messages go as relay records on this topic (above).
+  std::string relay_topic;
+  // A relay PUBLISH carries at most this much; a batch may take several.
+  size_t max_relay_bytes = 64 << 10;
 };
+
+// The topic doppel_broker_plugin takes relayed messages on.
+inline constexpr std::string_view kRelayTopic = "$CONTROL/doppel/relay/v1";
+
+// One relay record (doppel_broker_plugin's format): topic length (2 bytes), topic, payload
+// length (4 bytes, both big endian), payload.
+void append_relay_record(std::string& out, std::string_view topic, std::string_view payload);
 
 class BatchPublisher {
  public:
@@ -100,7 +117,11 @@ class BatchPublisher {
   std::thread thread_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
+  // Moves the relay records gathered into one PUBLISH at the end of queued_; under mu_.
+  void wrap_relay();
+
   std::string queued_;           // encoded packets, under mu_
+  std::string relay_;            // QoS 0 relay records not yet wrapped in a PUBLISH, under mu_
   std::deque<Sent> unacked_;     // QoS 1, in the order published, until their PUBACK; under mu_
   size_t unacked_bytes_ = 0;     // under mu_
   uint16_t last_packet_id_ = 0;  // under mu_

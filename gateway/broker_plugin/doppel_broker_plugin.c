@@ -10,8 +10,19 @@
  *   credentials or certificate; the plugin disconnects that device's connection at once (the
  *   revocation already keeps it from connecting again). Only the user named by
  *   plugin_opt_gateway_user may send it; without that option control messages are refused.
+ * - Relay: doppeld's publishing connection sends many QoS 0 messages as one PUBLISH on
+ *   $CONTROL/doppel/relay/v1, and the plugin publishes each of them inside the broker. Mosquitto
+ *   2.0 reads every incoming packet with three or four read() calls, so an answer per device
+ *   update (the AWS dialect's update/accepted) cost the broker as much CPU as a tenth of a whole
+ *   update; relayed, the reads are per batch. Records, back to back: topic length (2 bytes, big
+ *   endian), topic, payload length (4 bytes, big endian), payload. Only the user named by
+ *   plugin_opt_relay_user may relay (anyone else's relay is refused, and the broker disconnects
+ *   them); a malformed record, or a topic with a wildcard or under $ other than $aws/, ends the
+ *   batch (those before it are published). The messages are delivered as any other, each
+ *   subscriber's read ACL applies; the relay user's write ACL does not.
  *
  * Built against Debian's mosquitto-dev; loaded with `plugin <path>` in the broker's config. */
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -21,8 +32,10 @@
 
 static mosquitto_plugin_id_t *plugin_id = NULL;
 static char gateway_user[256] = "";
+static char relay_user[256] = "";
 
 static const char kControlTopic[] = "$CONTROL/doppel/v1";
+static const char kRelayTopic[] = "$CONTROL/doppel/relay/v1";
 static const char kPresencePrefix[] = "$doppel/presence/";
 
 static int on_disconnect(int event, void *event_data, void *userdata) {
@@ -43,14 +56,17 @@ static int on_disconnect(int event, void *event_data, void *userdata) {
   return MOSQ_ERR_SUCCESS;
 }
 
+/* Whether `client` logged in as `user` (never, when no such user was configured). */
+static int logged_in_as(const struct mosquitto *client, const char *user) {
+  const char *name = mosquitto_client_username(client);
+  return user[0] != '\0' && name != NULL && strcmp(name, user) == 0;
+}
+
 static int on_control(int event, void *event_data, void *userdata) {
   (void)event;
   (void)userdata;
   struct mosquitto_evt_control *ed = event_data;
-  const char *user = mosquitto_client_username(ed->client);
-  if (gateway_user[0] == '\0' || user == NULL || strcmp(user, gateway_user) != 0) {
-    return MOSQ_ERR_ACL_DENIED;
-  }
+  if (!logged_in_as(ed->client, gateway_user)) return MOSQ_ERR_ACL_DENIED;
   char command[300];
   if (ed->payloadlen == 0 || ed->payloadlen >= sizeof command) return MOSQ_ERR_INVAL;
   memcpy(command, ed->payload, ed->payloadlen);
@@ -62,6 +78,37 @@ static int on_control(int event, void *event_data, void *userdata) {
     return MOSQ_ERR_SUCCESS;
   }
   return MOSQ_ERR_INVAL;
+}
+
+static int on_relay(int event, void *event_data, void *userdata) {
+  (void)event;
+  (void)userdata;
+  struct mosquitto_evt_control *ed = event_data;
+  if (!logged_in_as(ed->client, relay_user)) return MOSQ_ERR_ACL_DENIED;
+  const unsigned char *p = ed->payload;
+  const unsigned char *end = p + ed->payloadlen;
+  static char topic[65536]; /* the broker calls plugins from its one thread */
+  while (end - p >= 2) {
+    const size_t topic_len = ((size_t)p[0] << 8) | p[1];
+    p += 2;
+    if (topic_len == 0 || (size_t)(end - p) < topic_len + 4) return MOSQ_ERR_INVAL;
+    memcpy(topic, p, topic_len);
+    topic[topic_len] = '\0';
+    p += topic_len;
+    const uint32_t payload_len = ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) |
+                                 ((uint32_t)p[2] << 8) | (uint32_t)p[3];
+    p += 4;
+    if ((size_t)(end - p) < payload_len) return MOSQ_ERR_INVAL;
+    /* A topic a client could publish to (no wildcards, no NUL), and of the $ topics only AWS
+     * IoT's: nothing into $CONTROL, $SYS or doppeld's own $doppel/presence. */
+    if (strlen(topic) != topic_len || strpbrk(topic, "+#") != NULL ||
+        (topic[0] == '$' && strncmp(topic, "$aws/", 5) != 0)) {
+      return MOSQ_ERR_INVAL;
+    }
+    mosquitto_broker_publish_copy(NULL, topic, (int)payload_len, p, 0, false, NULL);
+    p += payload_len;
+  }
+  return p == end ? MOSQ_ERR_SUCCESS : MOSQ_ERR_INVAL;
 }
 
 int mosquitto_plugin_version(int supported_version_count, const int *supported_versions) {
@@ -78,11 +125,15 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
   for (int i = 0; i < option_count; ++i) {
     if (strcmp(options[i].key, "gateway_user") == 0 && options[i].value != NULL) {
       snprintf(gateway_user, sizeof gateway_user, "%s", options[i].value);
+    } else if (strcmp(options[i].key, "relay_user") == 0 && options[i].value != NULL) {
+      snprintf(relay_user, sizeof relay_user, "%s", options[i].value);
     }
   }
   int rc = mosquitto_callback_register(plugin_id, MOSQ_EVT_DISCONNECT, on_disconnect, NULL, NULL);
   if (rc != MOSQ_ERR_SUCCESS) return rc;
-  return mosquitto_callback_register(plugin_id, MOSQ_EVT_CONTROL, on_control, kControlTopic, NULL);
+  rc = mosquitto_callback_register(plugin_id, MOSQ_EVT_CONTROL, on_control, kControlTopic, NULL);
+  if (rc != MOSQ_ERR_SUCCESS) return rc;
+  return mosquitto_callback_register(plugin_id, MOSQ_EVT_CONTROL, on_relay, kRelayTopic, NULL);
 }
 
 int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options, int option_count) {
@@ -91,5 +142,6 @@ int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options, int 
   (void)option_count;
   mosquitto_callback_unregister(plugin_id, MOSQ_EVT_DISCONNECT, on_disconnect, NULL);
   mosquitto_callback_unregister(plugin_id, MOSQ_EVT_CONTROL, on_control, kControlTopic);
+  mosquitto_callback_unregister(plugin_id, MOSQ_EVT_CONTROL, on_relay, kRelayTopic);
   return MOSQ_ERR_SUCCESS;
 }

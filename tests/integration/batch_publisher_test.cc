@@ -2,12 +2,14 @@
 // its wire format byte for byte; against a real Mosquitto: everything published arrives, in
 // order, at QoS 0 and 1, and every QoS 1 message is acknowledged; it refuses while the broker is
 // gone and reconnects by itself when it is back; and against a broker that acknowledges only some
-// of them before the connection ends: the others are handed back, in order.
+// of them before the connection ends: the others are handed back, in order; and relayed through
+// doppeld's broker plugin: in order, from the relay user only.
 #include <doctest/doctest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <mutex>
 #include <thread>
 
@@ -252,4 +254,117 @@ TEST_CASE("QoS 1 messages the broker did not acknowledge are handed back, in ord
   }
   CHECK(publisher.unacked() == 0);
   publisher.stop(std::chrono::milliseconds(0));
+}
+
+namespace {
+
+// A Mosquitto that loads doppeld's broker plugin and lets `relayer` relay.
+struct WithRelayBroker {
+  static std::vector<std::string> config() {
+    const auto plugin =
+        std::filesystem::path(DOPPELD_PATH).parent_path() / "doppel_broker_plugin.so";
+    REQUIRE_MESSAGE(std::filesystem::exists(plugin), (plugin.string() + " is not built"));
+    return {"plugin " + plugin.string(), "plugin_opt_relay_user relayer"};
+  }
+  BatchPublisherOptions options(std::string client_id, std::string username) const {
+    BatchPublisherOptions o;
+    o.port = broker.port();
+    o.client_id = std::move(client_id);
+    o.username = std::move(username);
+    o.relay_topic = std::string(doppel::mqtt::kRelayTopic);
+    o.max_relay_bytes = 4096;  // several relay packets per batch below
+    return o;
+  }
+  TempDir dir;
+  Broker broker{dir, config()};
+  WithRelayBroker() { broker.start(); }
+};
+
+}  // namespace
+
+TEST_CASE("a relay record, byte for byte") {
+  std::string out;
+  doppel::mqtt::append_relay_record(out, "a/b", "hi");
+  CHECK(out == std::string("\x00\x03"
+                           "a/b\x00\x00\x00\x02hi",
+                           11));
+}
+
+TEST_CASE_FIXTURE(WithRelayBroker,
+                  "relayed through the broker plugin: every QoS 0 message arrives, in order; "
+                  "nobody else may relay, and a bad record ends its relay without harm") {
+  BatchPublisher publisher(options("gw-relay", "relayer"));
+  publisher.start();
+  REQUIRE(eventually([&] { return publisher.connected(); }, 10s));
+  TestDevice sub("sub-relay", broker.uri());
+  sub.connect();
+  sub.subscribe("answers/#");
+
+  constexpr int kCount = 3000;
+  for (int i = 0; i < kCount; ++i) {
+    REQUIRE(publisher.publish("answers/" + std::to_string(i % 3), std::to_string(i)));
+  }
+  // And a QoS 1 message: a PUBLISH of its own, as without the relay.
+  REQUIRE(publisher.publish("answers/q1", "acknowledged", 1));
+  for (int t = 0; t < 3; ++t) {
+    const std::string topic = "answers/" + std::to_string(t);
+    const auto got = sub.wait_on(topic, kCount / 3);
+    REQUIRE(got.size() == kCount / 3);
+    for (int k = 0; k < kCount / 3; ++k) {
+      CHECK(got[static_cast<size_t>(k)] == std::to_string(k * 3 + t));
+    }
+  }
+  CHECK(sub.wait_on("answers/q1", 1) == std::vector<std::string>{"acknowledged"});
+  CHECK(eventually([&] { return publisher.unacked() == 0; }, 10s));
+
+  // Another user's relay is refused by the plugin, and the broker ends that connection. The
+  // refused relay was handled before the disconnection; a relay of the gateway's after it comes
+  // through the same queue in the broker, so once that one has arrived the forged one never will.
+  {
+    BatchPublisher other(options("not-the-gateway", "someone-else"));
+    other.start();
+    REQUIRE(eventually([&] { return other.connected(); }, 10s));
+    REQUIRE(other.publish("answers/forged", "no"));
+    const auto ended = [&] {
+      const std::string log = broker.process().log();
+      const size_t connected = log.find("as not-the-gateway");
+      return connected != std::string::npos &&
+             log.find("not-the-gateway", connected + 20) != std::string::npos;
+    };
+    CHECK(eventually(ended, 10s));
+    REQUIRE(publisher.publish("answers/marker", "after the forged one"));
+    CHECK(sub.wait_on("answers/marker", 1).size() == 1);
+    CHECK(sub.received_on("answers/forged").empty());
+    other.stop(std::chrono::milliseconds(0));
+  }
+
+  // Relays that go wrong half-way: a record under $ (other than $aws/) and a record cut short.
+  // What came before is published, nothing from there on, and the broker keeps relaying.
+  {
+    sub.subscribe("$doppel/presence/#");
+    std::string dollar;
+    doppel::mqtt::append_relay_record(dollar, "answers/whole", "first");
+    doppel::mqtt::append_relay_record(dollar, "$doppel/presence/dev-1", "offline");
+    doppel::mqtt::append_relay_record(dollar, "answers/after", "never");
+    std::string cut;
+    doppel::mqtt::append_relay_record(cut, "answers/whole", "second");
+    doppel::mqtt::append_relay_record(cut, "answers/cut", "never");
+    cut.resize(cut.size() - 3);
+    for (const std::string& records : {dollar, cut}) {
+      BatchPublisherOptions raw = options("gw-relay-raw", "relayer");
+      raw.relay_topic.clear();  // the records go as they are, as one PUBLISH
+      BatchPublisher writer(raw);
+      writer.start();
+      REQUIRE(eventually([&] { return writer.connected(); }, 10s));
+      REQUIRE(writer.publish(doppel::mqtt::kRelayTopic, records, 1));
+      writer.stop(std::chrono::milliseconds(1000));
+    }
+    CHECK(sub.wait_on("answers/whole", 2) == std::vector<std::string>{"first", "second"});
+    REQUIRE(publisher.publish("answers/later", "still relayed"));
+    CHECK(sub.wait_on("answers/later", 1) == std::vector<std::string>{"still relayed"});
+    CHECK(sub.received_on("$doppel/presence/dev-1").empty());
+    CHECK(sub.received_on("answers/after").empty());
+    CHECK(sub.received_on("answers/cut").empty());
+  }
+  publisher.stop(std::chrono::milliseconds(1000));
 }
