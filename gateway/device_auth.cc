@@ -155,7 +155,11 @@ Status DeviceAuth::write_files() {
   for (const std::string& user : {batch_user(), bulk_user()}) {
     acl << "user " << user << "\n"
         << "topic write " << options_.prefix << "/#\n"
-        << "topic write $aws/things/#\n\n";
+        << "topic write $aws/things/#\n";
+    // The broker plugin's relay (many QoS 0 messages in one packet; it takes them from the
+    // batch user only).
+    if (user == batch_user()) acl << "topic write $CONTROL/doppel/relay/v1\n";
+    acl << "\n";
   }
   acl << "user " << options_.gateway_user << "\n"
       << "topic readwrite $aws/#\n"

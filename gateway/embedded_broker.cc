@@ -148,10 +148,14 @@ Status EmbeddedBroker::start() {
     conf << "allow_anonymous true\n";
   }
   if (!options_.plugin_file.empty()) {
-    conf << "# Reports disconnections to doppeld and disconnects revoked devices on its request.\n"
+    conf << "# Reports disconnections to doppeld, disconnects revoked devices on its request, and\n"
+         << "# publishes what doppeld relays (many QoS 0 messages in one packet).\n"
          << "plugin " << options_.plugin_file << "\n";
     if (!options_.gateway_user.empty()) {
       conf << "plugin_opt_gateway_user " << options_.gateway_user << "\n";
+    }
+    if (!options_.relay_user.empty()) {
+      conf << "plugin_opt_relay_user " << options_.relay_user << "\n";
     }
   }
   conf << "listener " << options_.port << " " << options_.bind << "\n";

@@ -42,6 +42,8 @@ struct BrokerOptions {
   // commands are taken from `gateway_user` only.
   std::string plugin_file;
   std::string gateway_user;
+  // ... and relayed publishes (many QoS 0 messages in one packet) from `relay_user` only.
+  std::string relay_user;
 };
 
 class EmbeddedBroker {
@@ -67,6 +69,8 @@ class EmbeddedBroker {
   std::string uri() const;
   // Where doppeld itself connects: uri(), or with device certificates the loopback listener.
   std::string gateway_uri() const;
+  // Who may relay publishes through the plugin (BrokerOptions::relay_user); empty: nobody.
+  const std::string& relay_user() const { return options_.relay_user; }
   std::string config_path() const;
   std::string log_path() const;
 

@@ -27,6 +27,10 @@
 namespace doppel::gateway {
 namespace {
 
+// The batch connection's username on an embedded broker without device accounts (which takes
+// any), so that the broker plugin can tell doppeld's relay from anyone else's.
+constexpr std::string_view kAnonymousRelayUser = "doppel-gateway-qos0";
+
 // The broker plugin (gateway/broker_plugin), built beside doppeld; empty when it is not there.
 std::string broker_plugin_path() {
   std::error_code ec;
@@ -236,6 +240,7 @@ Status Gateway::start() {
                     "",
                     "",
                     "",
+                    "",
                     ""};
     if (config_.device_auth) {
       auto creds = storage::CredentialStore::open(database_path());
@@ -269,6 +274,11 @@ Status Gateway::start() {
           "send no last will are seen offline only when they go stale");
     }
     if (device_auth_) b.gateway_user = device_auth_->gateway_user();
+    if (!b.plugin_file.empty()) {
+      // The batch connection's user relays; without device accounts the broker takes any
+      // username, and the batch connection names itself so that the plugin knows it.
+      b.relay_user = device_auth_ ? device_auth_->batch_user() : std::string(kAnonymousRelayUser);
+    }
     broker_ = std::make_unique<EmbeddedBroker>(b);
     if (Status s = broker_->start(); !s) return s;
     if (device_auth_) device_auth_->on_change([b = broker_.get()] { b->reload(); });
@@ -316,6 +326,12 @@ Status Gateway::start() {
       if (device_auth_) {
         channel_options.batch_username = device_auth_->batch_user();
         channel_options.bulk_username = device_auth_->bulk_user();
+      }
+      if (broker_ != nullptr && !broker_->relay_user().empty()) {
+        channel_options.batch_username = broker_->relay_user();
+        channel_options.batch_relay = true;
+      } else if (broker_ == nullptr && config_.broker_relay) {
+        channel_options.batch_relay = true;  // as the user who connects (--broker-username)
       }
     }
   }

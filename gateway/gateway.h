@@ -45,6 +45,9 @@ struct GatewayConfig {
   int broker_port = 1883;  // of the embedded broker
   std::string mosquitto;   // path of the mosquitto binary (embedded broker)
   std::string broker_username;
+  // --broker loads gateway/broker_plugin with plugin_opt_relay_user = broker_username: QoS 0
+  // publishes go to it relayed, many per packet (the embedded broker always does this).
+  bool broker_relay = false;
   std::string broker_password;
   std::string broker_ca_file;   // trust for the broker's certificate (ssl://)
   std::string broker_tls_cert;  // embedded broker: TLS certificate and key

@@ -83,6 +83,11 @@ int main(int argc, char** argv) {
                  "mosquitto binary for the embedded broker (default: PATH, /usr/sbin/mosquitto)");
   app.add_option("--broker-username", cfg.broker_username, "username for the broker");
   app.add_option("--broker-password", cfg.broker_password, "password for the broker");
+  app.add_flag("--broker-relay", cfg.broker_relay,
+               "--broker loads doppeld's broker plugin (doppel_broker_plugin.so, beside doppeld) "
+               "with plugin_opt_relay_user set to --broker-username: doppeld then hands it QoS 0 "
+               "messages (the AWS dialect's answers) many to a packet, which costs the broker one "
+               "read per batch instead of per message. The embedded broker always does this");
   app.add_option("--broker-ca-file", cfg.broker_ca_file,
                  "CA certificate to verify the broker's TLS certificate (ssl:// brokers)");
   app.add_option("--broker-tls-cert", cfg.broker_tls_cert,

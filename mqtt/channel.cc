@@ -31,8 +31,9 @@ static_assert(kOutboundNames.covers(OutboundKind::kReply));
 MqttChannel::MqttChannel(ChannelOptions options, Metrics& metrics)
     : options_(std::move(options)), client_(options_.client) {
   if (options_.batch_port > 0) {
-    auto lane = [this](std::string_view suffix, const std::string& username) {
+    auto lane = [this](std::string_view suffix, const std::string& username, bool relay) {
       BatchPublisherOptions b;
+      if (relay) b.relay_topic = std::string(kRelayTopic);
       b.host = options_.batch_host;
       b.port = options_.batch_port;
       b.client_id = options_.client.client_id + std::string(suffix);
@@ -50,8 +51,8 @@ MqttChannel::MqttChannel(ChannelOptions options, Metrics& metrics)
       };
       return std::make_unique<BatchPublisher>(std::move(b));
     };
-    batch_ = lane(kBatchSuffix, options_.batch_username);
-    bulk_ = lane(kBulkSuffix, options_.bulk_username);
+    batch_ = lane(kBatchSuffix, options_.batch_username, options_.batch_relay);
+    bulk_ = lane(kBulkSuffix, options_.bulk_username, false);
   }
   for (size_t i = 0; i < twins::kInboundKindCount; ++i) {
     const auto k = static_cast<InboundKind>(i);

@@ -44,6 +44,10 @@ struct ChannelOptions {
   std::string batch_host;
   int batch_port = 0;
   std::string batch_username;  // empty: the client's (the password is the client's)
+  // The broker loads doppel_broker_plugin with plugin_opt_relay_user set to the batch
+  // connection's user: QoS 0 publishes (the AWS dialect's answers and deltas) reach it as relay
+  // records, many per packet (BatchPublisherOptions::relay_topic).
+  bool batch_relay = false;
   // Job rollouts' publishes (Outbound::bulk) take a third connection to the same broker, so that
   // an operator's delta or a device's reply never waits behind a rollout's backlog at the broker.
   std::string bulk_username;  // empty: the client's

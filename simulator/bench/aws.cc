@@ -2,8 +2,9 @@
 // that speak Doppel's own, through the same broker, transport and doppeld, runs alternating so
 // that both see the same machine. The dialect is a translation at the edge (target: a ratio of at
 // least 0.9); what it adds is an answer per update (update/accepted, QoS 0, written in batches on
-// doppeld's second connection), and with --aws-documents a second (update/documents, measured as
-// a third ratio). The load generator does not subscribe to them (the broker drops them).
+// doppeld's second connection, relayed: the broker loads doppeld's plugin, which publishes them
+// many to a packet), and with --aws-documents a second (update/documents, measured as a third
+// ratio). The load generator does not subscribe to them (the broker drops them).
 #include "simulator/bench/bench.h"
 
 namespace doppel::bench {
@@ -63,6 +64,7 @@ json Bench::aws() {
       {"runs_aws_updates_per_s", aws_runs},
       {"ratio_aws_to_doppel", own_rate > 0 ? std::round(aws_rate / own_rate * 1000) / 1000 : 0},
       {"aws_cpu_cores", last_aws["cpu_cores"]},
+      {"broker_relay", last_aws.value("broker_relay", false)},
       {"doppel_cpu_us_per_update", cpu_per_update(last_own)},
       {"aws_cpu_us_per_update", cpu_per_update(last_aws)}};
   if (docs_rate > 0) {
@@ -77,6 +79,9 @@ json Bench::aws() {
       {{"Doppel dialect", fmt(own_rate) + " updates/s (runs " + own_runs.dump() + ")"},
        {"AWS dialect", fmt(aws_rate) + " updates/s (runs " + aws_runs.dump() + ")"},
        {"ratio AWS / Doppel", r["ratio_aws_to_doppel"].dump() + " (target >= 0.9)"},
+       {"answers relayed", r["broker_relay"].get<bool>()
+                               ? std::string("yes (the broker loads doppeld's plugin)")
+                               : std::string("no (this doppeld has no --broker-relay)")},
        {"CPU us/update, Doppel", describe_cpu(r["doppel_cpu_us_per_update"]) + " (last run)"},
        {"CPU us/update, AWS", describe_cpu(r["aws_cpu_us_per_update"]) + " (last run)"},
        {"with --aws-documents", docs_rate > 0 ? fmt(docs_rate) + " updates/s, ratio " +

@@ -169,7 +169,18 @@ json Bench::ingest_run(int run, twins::Dialect dialect, std::vector<std::string>
   const std::string name =
       std::string(dialect == twins::Dialect::kAws ? "ingest-aws-" : "ingest-") +
       (extra_args.empty() ? "" : "x-") + std::to_string(run);
-  LocalBroker broker(dir(name));
+  // As the embedded broker is set up: the broker loads doppeld's plugin (found beside doppeld),
+  // which publishes what doppeld relays to it (QoS 0 answers, many to a packet). For both
+  // dialects alike; a doppeld without --broker-relay (an older build) runs without it.
+  std::vector<std::string> broker_config;
+  const fs::path plugin = fs::path(o_.doppeld).parent_path() / "doppel_broker_plugin.so";
+  const bool relay = fs::exists(plugin) && doppeld_has_flag("--broker-relay");
+  if (relay) {
+    constexpr const char* kUser = "doppel-bench-gw";
+    broker_config = {"plugin " + plugin.string(), std::string("plugin_opt_relay_user ") + kUser};
+    extra_args.insert(extra_args.end(), {"--broker-username", kUser, "--broker-relay"});
+  }
+  LocalBroker broker(dir(name), broker_config);
   if (Status s = broker.start(); !s) return fail(s);
   Gateway gw(o_.doppeld, o_.work_dir + "/" + name + "/data", broker.uri(),
              gateway_args(std::move(extra_args)));
@@ -197,6 +208,7 @@ json Bench::ingest_run(int run, twins::Dialect dialect, std::vector<std::string>
                          before.at("doppel_store_commit_batch_size_count");
   const double rate = t > 0 ? static_cast<double>(o_.messages) / t : 0;
   json r = {{"messages", o_.messages},
+            {"broker_relay", relay},
             {"processed", processed},
             {"committed_writes", m.at("doppel_store_writes_total")},
             {"rejected", m.at("doppel_device_messages_rejected_total{code=\"malformed\"}")},
